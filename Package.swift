@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+// MyriXen: MX-style user-level messaging for clusters of (emulated) Xen VMs, with an MPI stack on top.
+import PackageDescription
+
+let package = Package(
+    name: "MyriXen",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "MyriXen", targets: ["MyriXen"]),
+        .executable(name: "myrback", targets: ["myrback"]),
+        .executable(name: "mx_info", targets: ["mx_info"]),
+        .executable(name: "mx_pingpong", targets: ["mx_pingpong"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // hwloc from Debian's libhwloc-dev, found through pkg-config.
+        .systemLibrary(
+            name: "CHwloc",
+            pkgConfig: "hwloc",
+            providers: [.apt(["libhwloc-dev"])]
+        ),
+        // Thin C shims for what Swift cannot spell: atomics over shared memory,
+        // SCM_RIGHTS control messages, memfd seals, cross-memory attach.
+        .target(name: "CMyriXen"),
+        // The channel layer: emulated Myri-10G board, myrifront/myrback split,
+        // endpoints, grants, registration and matching.
+        .target(name: "MyriXen", dependencies: ["CMyriXen", "CHwloc"]),
+        .executableTarget(
+            name: "myrback",
+            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "mx_info",
+            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "mx_pingpong",
+            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // A peer process the multi-process tests start: it opens endpoints and runs scripted roles.
+        .executableTarget(
+            name: "MyriXenTestPeer",
+            dependencies: ["MyriXen"],
+            path: "Tests/MyriXenTestPeer"
+        ),
+        .testTarget(name: "MyriXenTests", dependencies: ["MyriXen"]),
+        .testTarget(name: "MyriXenProcessTests", dependencies: ["MyriXen"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,107 @@
+// C shims for the MyriXen channel layer: the few things Swift cannot spell directly.
+// Atomics are static inline so the compiler inlines them into the Swift fast path.
+#ifndef CMYRIXEN_H
+#define CMYRIXEN_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+// MARK: atomics over shared memory (acquire/release, as the rings need)
+static inline uint64_t cmx_load_acquire_u64(const void *p) {
+    return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE);
+}
+static inline uint64_t cmx_load_relaxed_u64(const void *p) {
+    return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+}
+static inline void cmx_store_release_u64(void *p, uint64_t v) {
+    __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE);
+}
+static inline void cmx_store_relaxed_u64(void *p, uint64_t v) {
+    __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
+}
+static inline uint64_t cmx_fetch_add_u64(void *p, uint64_t v) {
+    return __atomic_fetch_add((uint64_t *)p, v, __ATOMIC_RELAXED);
+}
+static inline uint32_t cmx_load_acquire_u32(const void *p) {
+    return __atomic_load_n((const uint32_t *)p, __ATOMIC_ACQUIRE);
+}
+static inline void cmx_store_release_u32(void *p, uint32_t v) {
+    __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELEASE);
+}
+/// A full barrier: the store-then-load ordering the sleep/wake handshake needs.
+static inline void cmx_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/// A spin-wait hint to the CPU.
+static inline void cmx_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+// MARK: processes
+/// Detaches into the background: fork, setsid, fork again. Returns 0 in the daemon, exits the
+/// intermediate processes; -1/errno on failure. stdin/stdout/stderr go to /dev/null.
+int cmx_daemonize(void);
+/// Spawns `argv[0]`-named executable `path` with stdio on /dev/null, in its own session.
+/// Returns the pid or -1/errno.
+pid_t cmx_spawn_detached(const char *path, char *const argv[]);
+/// posix_spawn of `path` with `argv`, inheriting stdio and environment (plus `envp` if non-null).
+pid_t cmx_spawn(const char *path, char *const argv[], char *const envp[]);
+/// waitpid; returns the raw status, or -1/errno. `nohang` returns 0 while the child runs.
+int cmx_wait(pid_t pid, int *status, int nohang);
+static inline int cmx_exited(int status) { return (status & 0x7f) == 0; }
+static inline int cmx_exit_code(int status) { return (status >> 8) & 0xff; }
+static inline int cmx_term_signal(int status) { return status & 0x7f; }
+
+#endif
+}
+
+// MARK: descriptors and shared memory
+/// memfd_create(2) with MFD_CLOEXEC | MFD_ALLOW_SEALING. Returns -1 and errno on failure.
+int cmx_memfd_create(const char *name);
+/// Adds F_SEAL_FUTURE_WRITE (plus shrink/grow seals): no new writable mapping can be made.
+int cmx_seal_future_write(int fd);
+/// eventfd(2), non-blocking and close-on-exec.
+int cmx_eventfd(void);
+/// socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC).
+int cmx_seqpacket_socket(void);
+/// bind+listen on a Unix path (length-checked). -1/errno on failure, ENAMETOOLONG if too long.
+int cmx_unix_listen(int fd, const char *path, int backlog);
+/// accept4 with SOCK_CLOEXEC.
+int cmx_accept(int fd);
+/// connect to a Unix path.
+int cmx_unix_connect(int fd, const char *path);
+/// sendmsg with up to `nfds` descriptors as SCM_RIGHTS. MSG_NOSIGNAL.
+ssize_t cmx_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+/// recvmsg accepting up to `maxfds` descriptors (received with O_CLOEXEC). *nfds gets the count;
+/// *truncated is set when the message or its control data was cut.
+ssize_t cmx_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds,
+                          int *truncated, int dontwait);
+/// SO_PEERCRED of a connected Unix socket.
+int cmx_peer_credentials(int sock, pid_t *pid, uid_t *uid);
+/// Re-opens a descriptor read-only through /proc/self/fd (for read-only grants).
+int cmx_reopen_readonly(int fd);
+
+// MARK: the emulated NIC's DMA engine (cross-memory attach)
+/// process_vm_readv(2): copies from `pid`'s memory into ours, one copy, no bounce buffer.
+ssize_t cmx_pull(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                 const struct iovec *remote, unsigned long nremote);
+/// Lets any process of our uid read our memory with cross-memory attach (Yama ptrace_scope 1).
+int cmx_allow_pull_from_any(void);
+
+// MARK: processes
+/// Detaches into the background: fork, setsid, fork again. Returns 0 in the daemon, exits the
+/// intermediate processes; -1/errno on failure. stdin/stdout/stderr go to /dev/null.
+int cmx_daemonize(void);
+/// Spawns `argv[0]`-named executable `path` with stdio on /dev/null, in its own session.
+/// Returns the pid or -1/errno.
+pid_t cmx_spawn_detached(const char *path, char *const argv[]);
+/// posix_spawn of `path` with `argv`, inheriting stdio and environment (plus `envp` if non-null).
+pid_t cmx_spawn(const char *path, char *const argv[], char *const envp[]);
+/// waitpid; returns the raw status, or -1/errno. `nohang` returns 0 while the child runs.
+int cmx_wait(pid_t pid, int *status, int nohang);
+static inline int cmx_exited(int status) { return (status & 0x7f) == 0; }
+static inline int cmx_exit_code(int status) { return (status >> 8) & 0xff; }
+static inline int cmx_term_signal(int status) { return status & 0x7f; }
+
+#endif

@@ -1,0 +1,605 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMyriXen
+
+/// myrback: the driver domain of one host. It owns the emulated board(s) (endpoint table,
+/// grant table, registration tables), answers frontends over a Unix-domain socket, and sets
+/// up the direct data path between endpoints, which it then stays out of.
+///
+/// Single-threaded: one poll loop over the listening socket and every frontend connection.
+public final class Backend {
+    public struct Configuration: Sendable {
+        public var socketPath: String
+        public var hostname: String
+        public var boards: Int = 1
+        public var endpointsPerBoard: Int = MXLimits.endpointsPerBoard
+        public var ringDataBytes: Int = RingLayout.defaultDataBytes
+        /// Exit after this many seconds without any frontend (nil: run until signalled).
+        public var idleExitSeconds: Int?
+        public var verbose = false
+
+        public init(socketPath: String, hostname: String) {
+            self.socketPath = socketPath
+            self.hostname = hostname
+        }
+    }
+
+    final class Connection {
+        let id: UInt32
+        let socket: ControlSocket
+        let pid: Int32
+        var handshake = XenbusHandshake(role: .backend)
+        var eventChannel: EventChannel?
+        var endpoint: EndpointRecord?
+
+        init(id: UInt32, socket: ControlSocket, pid: Int32) {
+            self.id = id
+            self.socket = socket
+            self.pid = pid
+        }
+    }
+
+    final class EndpointRecord {
+        let serial: UInt64
+        let board: Int
+        let index: Int
+        let key: UInt32
+        let session: UInt32
+        unowned let owner: Connection
+        let protectedFD: Int32
+        let protectedPage: UnsafeMutableRawPointer
+        let unprotectedFD: Int32
+        let unprotectedPage: UnsafeMutableRawPointer
+        var regionUsed = [Bool](repeating: false, count: MXLimits.regionsPerEndpoint)
+        var peers: Set<UInt64> = []
+
+        init(serial: UInt64, board: Int, index: Int, key: UInt32, session: UInt32, owner: Connection,
+             protectedFD: Int32, protectedPage: UnsafeMutableRawPointer, unprotectedFD: Int32,
+             unprotectedPage: UnsafeMutableRawPointer) {
+            self.serial = serial; self.board = board; self.index = index; self.key = key
+            self.session = session; self.owner = owner; self.protectedFD = protectedFD
+            self.protectedPage = protectedPage; self.unprotectedFD = unprotectedFD
+            self.unprotectedPage = unprotectedPage
+        }
+
+        var regions: RegionTable { RegionTable(protectedPage: protectedPage) }
+        var eventChannel: EventChannel? { owner.eventChannel }
+
+        func bumpAttachGeneration() {
+            _ = cmx_fetch_add_u64(protectedPage + ProtectedPage.attachGenerationOffset, 1)
+            eventChannel?.notify()
+        }
+    }
+
+    /// The grants one side of a pair holds (kept so a repeated connect can answer again).
+    struct PairSide {
+        var grant: PeerGrant
+    }
+
+    struct PairKey: Hashable {
+        let a: UInt64
+        let b: UInt64
+        init(_ x: UInt64, _ y: UInt64) { a = min(x, y); b = max(x, y) }
+    }
+
+    public let config: Configuration
+    var listenFD: Int32 = -1
+    var lockFD: Int32 = -1
+    var connections: [Int32: Connection] = [:]
+    var boards: [[EndpointRecord?]]
+    var endpointsBySerial: [UInt64: EndpointRecord] = [:]
+    var pairs: [PairKey: [UInt64: PairSide]] = [:]
+    var grants = GrantTable()
+    var nextConnectionID: UInt32 = 1
+    var nextSerial: UInt64 = 1
+    var refusedConnects = 0
+    var sessionSeed: UInt32
+    var stopRequested = false
+    let myUID = getuid()
+
+    public init(_ config: Configuration) throws(MXError) {
+        guard config.boards >= 1 && config.boards <= MXLimits.maxBoards else {
+            throw MXError(.badParameter, "--boards must be 1...\(MXLimits.maxBoards), not \(config.boards)")
+        }
+        guard config.endpointsPerBoard >= 1 && config.endpointsPerBoard <= MXLimits.maxEndpointsPerBoard else {
+            throw MXError(.badParameter, "--endpoints must be 1...\(MXLimits.maxEndpointsPerBoard), not \(config.endpointsPerBoard)")
+        }
+        guard config.ringDataBytes >= RingLayout.minDataBytes, config.ringDataBytes <= RingLayout.maxDataBytes,
+              config.ringDataBytes & (config.ringDataBytes - 1) == 0 else {
+            throw MXError(.badParameter, "ring size must be a power of two between \(RingLayout.minDataBytes / 1024) and \(RingLayout.maxDataBytes / 1024) KiB, not \(config.ringDataBytes) bytes")
+        }
+        self.config = config
+        boards = Array(repeating: Array(repeating: nil, count: config.endpointsPerBoard), count: config.boards)
+        sessionSeed = UInt32(truncatingIfNeeded: monotonicNanoseconds() ^ UInt64(getpid()) << 16)
+        try listen()
+    }
+
+    deinit { shutdown() }
+
+    public var nicIDs: [UInt64] { (0..<config.boards).map { NICAddressing.nicID(hostname: config.hostname, board: $0) } }
+
+    // MARK: socket
+
+    func listen() throws(MXError) {
+        let path = config.socketPath
+        let dir = BackendLocation.directory(of: path)
+        try BackendLocation.makePrivateDirectory(dir)
+        // One backend per socket: an exclusive lock on a file beside it.
+        lockFD = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0 else { throw systemError("open(\(path).lock)") }
+        if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
+            closeDescriptor(lockFD)
+            lockFD = -1
+            throw MXError(.badParameter, "another myrback already serves \(path)")
+        }
+        unlink(path)
+        listenFD = try check("socket") { cmx_seqpacket_socket() }
+        let oldMask = umask(0o077)
+        let rc = cmx_unix_listen(listenFD, path, 128)
+        let err = errno
+        umask(oldMask)
+        if rc < 0 {
+            throw MXError(.system, "cannot listen on \(path): \(String(cString: strerror(err)))")
+        }
+        chmod(path, 0o600)
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+    }
+
+    /// Stops the loop at its next turn (safe from a signal handler's flag check).
+    public func requestStop() { stopRequested = true }
+
+    func shutdown() {
+        for conn in Array(connections.values) { drop(conn) }
+        if listenFD >= 0 {
+            closeDescriptor(listenFD)
+            listenFD = -1
+            unlink(config.socketPath)
+        }
+        if lockFD >= 0 {
+            unlink(config.socketPath + ".lock")
+            closeDescriptor(lockFD)
+            lockFD = -1
+        }
+    }
+
+    func log(_ s: @autoclosure () -> String) {
+        if config.verbose { print("myrback: \(s())") }
+    }
+
+    // MARK: loop
+
+    /// Serves until stopped, idle for `idleExitSeconds`, or `shouldStop` says so.
+    public func run(shouldStop: () -> Bool = { false }) {
+        var idleSince = monotonicNanoseconds()
+        while !stopRequested && !shouldStop() {
+            var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)]
+            let conns = Array(connections.values)
+            for c in conns { fds.append(pollfd(fd: c.socket.fd, events: Int16(POLLIN), revents: 0)) }
+            let rc = poll(&fds, nfds_t(fds.count), 200)
+            if rc < 0 && errno != EINTR { break }
+            if rc > 0 {
+                if fds[0].revents & Int16(POLLIN) != 0 { accept() }
+                for (i, c) in conns.enumerated() where fds[i + 1].revents != 0 {
+                    serve(c)
+                }
+            }
+            if connections.isEmpty {
+                if let idle = config.idleExitSeconds,
+                   monotonicNanoseconds() - idleSince > UInt64(idle) * 1_000_000_000 {
+                    log("idle for \(idle) s, exiting")
+                    break
+                }
+            } else {
+                idleSince = monotonicNanoseconds()
+            }
+        }
+        shutdown()
+    }
+
+    func accept() {
+        let fd = cmx_accept(listenFD)
+        guard fd >= 0 else { return }
+        let socket = ControlSocket(adopting: fd)
+        guard let cred = try? socket.peerCredentials(), cred.uid == myUID || myUID == 0 && cred.uid == 0 else {
+            // Another user: no endpoint, no grant, not a word.
+            socket.close()
+            return
+        }
+        let conn = Connection(id: nextConnectionID, socket: socket, pid: cred.pid)
+        nextConnectionID &+= 1
+        connections[fd] = conn
+        log("frontend \(conn.id) (pid \(cred.pid)) connected")
+    }
+
+    func serve(_ conn: Connection) {
+        // Drain what is queued, so a burst of requests is handled in one turn.
+        while true {
+            let received: ControlSocket.Received
+            do { received = try conn.socket.receive(wait: false) } catch {
+                drop(conn)
+                return
+            }
+            switch received {
+            case .wouldBlock:
+                return
+            case .closed:
+                drop(conn)
+                return
+            case let .message(bytes, fds):
+                fds.forEach(closeDescriptor) // frontends never send descriptors
+                do {
+                    let msg = try ControlMessage.decode(bytes, fds: [])
+                    try handle(msg, from: conn)
+                } catch {
+                    // A frontend that breaks the protocol loses its connection.
+                    log("frontend \(conn.id): \(error)")
+                    drop(conn)
+                    return
+                }
+            }
+            if connections[conn.socket.fd] == nil { return }
+        }
+    }
+
+    /// A frontend went away (closed, crashed or misbehaved): reclaim everything it had.
+    func drop(_ conn: Connection) {
+        if let ep = conn.endpoint { teardown(ep) }
+        grants.revoke(grantee: conn.id)
+        if let ev = conn.eventChannel { closeDescriptor(ev.fd) }
+        conn.eventChannel = nil
+        connections[conn.socket.fd] = nil
+        conn.socket.close()
+        log("frontend \(conn.id) gone")
+    }
+
+    // MARK: requests
+
+    func reply(_ conn: Connection, _ token: UInt32, fds: [Int32] = [], _ body: (inout ByteWriter) -> Void = { _ in }) throws(MXError) {
+        try conn.socket.send(ControlMessage.encode(.reply, token: token, body), fds: fds)
+    }
+
+    func handle(_ msg: ControlMessage, from conn: Connection) throws(MXError) {
+        var r = msg.payload
+        let token = msg.header.token
+        switch msg.header.type {
+        case .frontendState:
+            guard let state = XenbusState(rawValue: try r.get(UInt8.self)) else {
+                throw MXError(.protocolError, "unknown xenbus state")
+            }
+            try conn.handshake.observe(peer: state)
+            switch state {
+            case .initialising:
+                try conn.handshake.advance(to: .initWait)
+                let ev = try EventChannel.allocate()
+                conn.eventChannel = ev
+                try conn.socket.send(ControlMessage.encode(.backendState, token: token) { $0.put(XenbusState.initWait.rawValue) }, fds: [ev.fd])
+            case .initialised:
+                try conn.handshake.advance(to: .connected)
+                try conn.socket.send(ControlMessage.encode(.backendState, token: token) { $0.put(XenbusState.connected.rawValue) })
+            case .closing:
+                if let ep = conn.endpoint { teardown(ep) }
+                try? conn.handshake.advance(to: .closing)
+                try? conn.handshake.advance(to: .closed)
+                try? conn.socket.send(ControlMessage.encode(.backendState, token: token) { $0.put(XenbusState.closed.rawValue) })
+            default:
+                break
+            }
+            return
+        default:
+            break
+        }
+        guard conn.handshake.isConnected else {
+            try conn.socket.send(ControlMessage.encodeError(MXError(.protocolError, "request before the handshake reached Connected"), token: token))
+            return
+        }
+        do {
+            try dispatch(msg.header.type, &r, token: token, conn: conn)
+        } catch let e where e.code != .system && e.code != .backendDied {
+            try conn.socket.send(ControlMessage.encodeError(e, token: token))
+        }
+    }
+
+    func dispatch(_ type: ControlType, _ r: inout ByteReader, token: UInt32, conn: Connection) throws(MXError) {
+        switch type {
+        case .boardInfo:
+            let infos = boardInfos()
+            try reply(conn, token) { w in
+                w.put(config.hostname)
+                w.put(UInt32(infos.count))
+                for b in infos { b.encode(to: &w) }
+            }
+        case .openEndpoint:
+            let board = Int(try r.get(Int32.self))
+            let index = Int(try r.get(Int32.self))
+            let key = try r.get(UInt32.self)
+            let opened = try openEndpoint(board: board, index: index, key: key, conn: conn)
+            try reply(conn, token) { opened.encode(to: &$0) }
+        case .closeEndpoint:
+            if let ep = conn.endpoint { teardown(ep) }
+            try reply(conn, token)
+        case .mapGrants:
+            let n = Int(try r.get(UInt16.self))
+            guard n <= ControlSocket.maxDescriptors else {
+                throw MXError(.badParameter, "at most \(ControlSocket.maxDescriptors) grants per map request, not \(n)")
+            }
+            var mapped: [(GrantTable.Grant, Int32)] = []
+            defer { for (g, fd) in mapped where fd != g.fd { closeDescriptor(fd) } }
+            for _ in 0..<n {
+                let ref = GrantRef(try r.get(UInt32.self))
+                switch grants.map(ref, by: conn.id) {
+                case let .failure(e): throw e
+                case let .success(g):
+                    let fd = g.writable ? g.fd : cmx_reopen_readonly(g.fd)
+                    guard fd >= 0 else { throw systemError("reopen read-only") }
+                    mapped.append((g, fd))
+                }
+            }
+            try reply(conn, token, fds: mapped.map(\.1)) { w in
+                w.put(UInt16(mapped.count))
+                for (g, _) in mapped { w.put(UInt64(g.size)); w.put(g.writable) }
+            }
+        case .connect:
+            let nicID = try r.get(UInt64.self)
+            let endpoint = Int(try r.get(UInt16.self))
+            let key = try r.get(UInt32.self)
+            let (grant, fd) = try connect(conn: conn, nicID: nicID, endpoint: endpoint, key: key)
+            try reply(conn, token, fds: [fd]) { grant.encode(to: &$0) }
+        case .register:
+            guard let ep = conn.endpoint else { throw MXError(.closedEndpoint, "register needs an open endpoint") }
+            let base = try r.get(UInt64.self)
+            let length = try r.get(UInt64.self)
+            guard let id = ep.regionUsed.firstIndex(of: false) else {
+                throw MXError(.regionTableFull, "all \(MXLimits.regionsPerEndpoint) regions of endpoint \(ep.index) are registered; deregister one or let sends complete")
+            }
+            guard length > 0, base &+ length >= base else {
+                throw MXError(.badParameter, "cannot register \(length) bytes at 0x\(String(base, radix: 16))")
+            }
+            ep.regionUsed[id] = true
+            let generation = ep.regions.install(id: id, base: base, length: length)
+            try reply(conn, token) { w in w.put(UInt32(id)); w.put(generation) }
+        case .deregister:
+            guard let ep = conn.endpoint else { throw MXError(.closedEndpoint, "deregister needs an open endpoint") }
+            let id = Int(try r.get(UInt32.self))
+            guard id < MXLimits.regionsPerEndpoint, ep.regionUsed[id] else {
+                throw MXError(.badParameter, "region \(id) is not registered")
+            }
+            ep.regions.remove(id: id)
+            ep.regionUsed[id] = false
+            try reply(conn, token)
+        case .info:
+            let info = backendInfo()
+            try reply(conn, token) { info.encode(to: &$0) }
+        case .resolveHost:
+            let name = try r.getString()
+            let nic = try resolve(hostname: name)
+            try reply(conn, token) { $0.put(nic) }
+        case .resolveNIC:
+            let nic = try r.get(UInt64.self)
+            guard let board = nicIDs.firstIndex(of: nic) else {
+                throw MXError(.unknownNICID, "no board with NIC id \(NICAddressing.format(nic)) on \(config.hostname)")
+            }
+            try reply(conn, token) { $0.put(NICAddressing.boardName(hostname: config.hostname, board: board)) }
+        default:
+            throw MXError(.protocolError, "\(type) is not a request")
+        }
+    }
+
+    func resolve(hostname name: String) throws(MXError) -> UInt64 {
+        var host = Substring(name)
+        var board = 0
+        if let colon = name.lastIndex(of: ":") {
+            host = name[..<colon]
+            guard let b = Int(name[name.index(after: colon)...]) else {
+                throw MXError(.unknownHost, "\(name): the board after ':' must be a number")
+            }
+            board = b
+        }
+        guard host == config.hostname || host == "localhost" else {
+            throw MXError(.unknownHost, "\(host) is not this host (\(config.hostname)); only same-host peers are reachable")
+        }
+        guard board >= 0 && board < config.boards else {
+            throw MXError(.invalidBoard, "\(config.hostname) has boards 0...\(config.boards - 1), not \(board)")
+        }
+        return nicIDs[board]
+    }
+
+    // MARK: endpoints
+
+    func openEndpoint(board requestedBoard: Int, index requestedIndex: Int, key: UInt32, conn: Connection) throws(MXError) -> OpenedEndpoint {
+        guard conn.endpoint == nil else {
+            throw MXError(.badParameter, "this frontend connection already has an endpoint open")
+        }
+        var board = requestedBoard
+        var index = requestedIndex
+        guard board == -1 || (board >= 0 && board < config.boards) else {
+            throw MXError(.invalidBoard, "board \(board) does not exist (this host has \(config.boards))")
+        }
+        guard index == -1 || (index >= 0 && index < config.endpointsPerBoard) else {
+            throw MXError(.invalidEndpoint, "endpoint \(index) is out of range 0...\(config.endpointsPerBoard - 1)")
+        }
+        if board == -1 || index == -1 {
+            var found: (Int, Int)?
+            for b in (board == -1 ? Array(0..<config.boards) : [board]) {
+                if index == -1 {
+                    if let i = boards[b].firstIndex(where: { $0 == nil }) { found = (b, i); break }
+                } else if boards[b][index] == nil { found = (b, index); break }
+            }
+            guard let f = found else {
+                throw MXError(.noFreeEndpoint, "every endpoint is in use (\(config.boards) board(s) of \(config.endpointsPerBoard))")
+            }
+            (board, index) = f
+        } else if boards[board][index] != nil {
+            throw MXError(.invalidEndpoint, "endpoint \(index) of board \(board) is busy; open another index or any")
+        }
+        let nic = nicIDs[board]
+        sessionSeed = sessionSeed &* 1_664_525 &+ 1_013_904_223
+        let session = sessionSeed | 1
+        let pfd = try SharedMemory.create(name: "myrixen-ep\(board).\(index)-protected", size: ProtectedPage.size)
+        let ppage: UnsafeMutableRawPointer
+        do { ppage = try SharedMemory.map(pfd, size: ProtectedPage.size, writable: true) } catch {
+            closeDescriptor(pfd); throw error
+        }
+        Shm.store(ppage, ProtectedPage.magicOffset, RingLayout.magic)
+        Shm.store(ppage, ProtectedPage.ownerPIDOffset, conn.pid)
+        Shm.store(ppage, ProtectedPage.stateOffset, ProtectedPage.stateOpen)
+        Shm.store(ppage, ProtectedPage.sessionOffset, session)
+        Shm.store(ppage, ProtectedPage.boardOffset, UInt16(board))
+        Shm.store(ppage, ProtectedPage.endpointOffset, UInt16(index))
+        Shm.store(ppage, ProtectedPage.nicIDOffset, nic)
+        try SharedMemory.sealAgainstWriters(pfd)
+        let ufd = try SharedMemory.create(name: "myrixen-ep\(board).\(index)-unprotected", size: UnprotectedPage.size)
+        let upage = try SharedMemory.map(ufd, size: UnprotectedPage.size, writable: true)
+        let serial = nextSerial
+        nextSerial += 1
+        let ep = EndpointRecord(serial: serial, board: board, index: index, key: key, session: session, owner: conn,
+                                protectedFD: pfd, protectedPage: ppage, unprotectedFD: ufd, unprotectedPage: upage)
+        boards[board][index] = ep
+        endpointsBySerial[serial] = ep
+        conn.endpoint = ep
+        let pref = grants.grant(fd: pfd, size: ProtectedPage.size, to: conn.id, writable: false, owners: [serial])
+        let uref = grants.grant(fd: ufd, size: UnprotectedPage.size, to: conn.id, writable: true, owners: [serial])
+        grants.retain(fd: pfd) // the backend's own share, released at teardown
+        grants.retain(fd: ufd)
+        log("endpoint \(board).\(index) opened by pid \(conn.pid)")
+        return OpenedEndpoint(board: UInt16(board), endpoint: UInt16(index), nicID: nic, session: session,
+                              protectedPage: pref, unprotectedPage: uref)
+    }
+
+    /// Closes an endpoint: peers hear of it, its grants are revoked, its memory goes.
+    func teardown(_ ep: EndpointRecord) {
+        cmx_store_release_u32(ep.protectedPage + ProtectedPage.stateOffset, ProtectedPage.stateClosed)
+        for peerSerial in ep.peers {
+            guard let peer = endpointsBySerial[peerSerial] else { continue }
+            peer.peers.remove(ep.serial)
+            pairs[PairKey(ep.serial, peerSerial)] = nil
+            let nic = nicIDs[ep.board]
+            try? peer.owner.socket.send(ControlMessage.encode(.peerDetached, token: 0) { w in
+                w.put(nic); w.put(UInt16(ep.index)); w.put(ep.session)
+            })
+            peer.bumpAttachGeneration()
+        }
+        pairs[PairKey(ep.serial, ep.serial)] = nil
+        ep.peers.removeAll()
+        grants.revoke(owner: ep.serial)
+        SharedMemory.unmap(ep.protectedPage, size: ProtectedPage.size)
+        SharedMemory.unmap(ep.unprotectedPage, size: UnprotectedPage.size)
+        grants.release(fd: ep.protectedFD)
+        grants.release(fd: ep.unprotectedFD)
+        boards[ep.board][ep.index] = nil
+        endpointsBySerial[ep.serial] = nil
+        ep.owner.endpoint = nil
+        log("endpoint \(ep.board).\(ep.index) closed")
+    }
+
+    // MARK: connect
+
+    func connect(conn: Connection, nicID: UInt64, endpoint: Int, key: UInt32) throws(MXError) -> (PeerGrant, Int32) {
+        guard let me = conn.endpoint else { throw MXError(.closedEndpoint, "connect needs an open endpoint") }
+        guard let board = nicIDs.firstIndex(of: nicID) else {
+            throw MXError(.unknownNICID, "no board with NIC id \(NICAddressing.format(nicID)) is reachable from \(config.hostname)")
+        }
+        guard endpoint >= 0 && endpoint < config.endpointsPerBoard, let target = boards[board][endpoint] else {
+            throw MXError(.invalidEndpoint, "no endpoint \(endpoint) is open on \(NICAddressing.boardName(hostname: config.hostname, board: board))")
+        }
+        guard target.key == key else {
+            refusedConnects += 1
+            throw MXError(.badConnectionKey, "endpoint \(endpoint) on \(NICAddressing.boardName(hostname: config.hostname, board: board)) refused the key 0x\(String(key, radix: 16))")
+        }
+        guard let targetEvent = target.eventChannel else { throw MXError(.peerClosed, "the target endpoint has no event channel") }
+        let pk = PairKey(me.serial, target.serial)
+        if var existing = pairs[pk]?[me.serial] {
+            existing.grant.alreadyAttached = true
+            return (existing.grant, targetEvent.fd)
+        }
+        let ringSize = RingLayout.headerPage + config.ringDataBytes
+        func makeRing(_ name: String) throws(MXError) -> Int32 {
+            let fd = try SharedMemory.create(name: name, size: ringSize)
+            let p = try SharedMemory.map(fd, size: RingLayout.headerPage, writable: true)
+            formatRing(p, dataBytes: config.ringDataBytes)
+            SharedMemory.unmap(p, size: RingLayout.headerPage)
+            return fd
+        }
+        let owners = [me.serial, target.serial]
+        if target === me {
+            let ring = try makeRing("myrixen-ring-self")
+            let rref = grants.grant(fd: ring, size: ringSize, to: conn.id, writable: true, owners: owners)
+            let g = PeerGrant(nicID: nicID, endpoint: UInt16(endpoint), session: me.session, pid: conn.pid,
+                              ringOut: rref, ringIn: rref,
+                              peerProtected: grants.grant(fd: me.protectedFD, size: ProtectedPage.size, to: conn.id, writable: false, owners: owners),
+                              peerUnprotected: grants.grant(fd: me.unprotectedFD, size: UnprotectedPage.size, to: conn.id, writable: false, owners: owners),
+                              alreadyAttached: false)
+            pairs[pk] = [me.serial: PairSide(grant: g)]
+            return (g, targetEvent.fd)
+        }
+        let ab = try makeRing("myrixen-ring-\(me.board).\(me.index)-\(target.board).\(target.index)")
+        let ba: Int32
+        do { ba = try makeRing("myrixen-ring-\(target.board).\(target.index)-\(me.board).\(me.index)") } catch {
+            closeDescriptor(ab); throw error
+        }
+        let tconn = target.owner
+        let forMe = PeerGrant(
+            nicID: nicID, endpoint: UInt16(endpoint), session: target.session, pid: tconn.pid,
+            ringOut: grants.grant(fd: ab, size: ringSize, to: conn.id, writable: true, owners: owners),
+            ringIn: grants.grant(fd: ba, size: ringSize, to: conn.id, writable: true, owners: owners),
+            peerProtected: grants.grant(fd: target.protectedFD, size: ProtectedPage.size, to: conn.id, writable: false, owners: owners),
+            peerUnprotected: grants.grant(fd: target.unprotectedFD, size: UnprotectedPage.size, to: conn.id, writable: false, owners: owners),
+            alreadyAttached: false)
+        let forTarget = PeerGrant(
+            nicID: nicIDs[me.board], endpoint: UInt16(me.index), session: me.session, pid: conn.pid,
+            ringOut: grants.grant(fd: ba, size: ringSize, to: tconn.id, writable: true, owners: owners),
+            ringIn: grants.grant(fd: ab, size: ringSize, to: tconn.id, writable: true, owners: owners),
+            peerProtected: grants.grant(fd: me.protectedFD, size: ProtectedPage.size, to: tconn.id, writable: false, owners: owners),
+            peerUnprotected: grants.grant(fd: me.unprotectedFD, size: UnprotectedPage.size, to: tconn.id, writable: false, owners: owners),
+            alreadyAttached: false)
+        // The creator's shares: the grants alone keep the rings now.
+        grants.release(fd: ab)
+        grants.release(fd: ba)
+        pairs[pk] = [me.serial: PairSide(grant: forMe), target.serial: PairSide(grant: forTarget)]
+        me.peers.insert(target.serial)
+        target.peers.insert(me.serial)
+        if let myEvent = conn.eventChannel {
+            try? tconn.socket.send(ControlMessage.encode(.peerAttached, token: 0) { forTarget.encode(to: &$0) }, fds: [myEvent.fd])
+        }
+        target.bumpAttachGeneration()
+        log("endpoint \(me.board).\(me.index) connected to \(target.board).\(target.index)")
+        return (forMe, targetEvent.fd)
+    }
+
+    // MARK: info
+
+    func boardInfos() -> [MXBoardInfo] {
+        (0..<config.boards).map { b in
+            MXBoardInfo(number: b, nicID: nicIDs[b], name: NICAddressing.boardName(hostname: config.hostname, board: b),
+                        lineSpeedGbps: MXLimits.lineSpeedGbps, endpointLimit: config.endpointsPerBoard,
+                        endpointsInUse: boards[b].filter { $0 != nil }.count)
+        }
+    }
+
+    func backendInfo() -> MXBackendInfo {
+        var eps: [MXEndpointInfo] = []
+        for b in boards.indices {
+            for case let ep? in boards[b] {
+                var regions: [(UInt32, UInt64, UInt64)] = []
+                for id in 0..<MXLimits.regionsPerEndpoint where ep.regionUsed[id] {
+                    if let d = ep.regions.describe(id) { regions.append((UInt32(id), d.base, d.length)) }
+                }
+                let counters = MXCounter.allCases.map { c in
+                    cmx_load_relaxed_u64(ep.unprotectedPage + c.offset)
+                }
+                eps.append(MXEndpointInfo(board: b, endpoint: ep.index, ownerPID: ep.owner.pid, session: ep.session,
+                                          peers: ep.peers.count, regions: regions.map { (id: $0.0, base: $0.1, length: $0.2) },
+                                          counters: counters))
+            }
+        }
+        return MXBackendInfo(hostname: config.hostname, backendPID: getpid(), socketPath: config.socketPath,
+                             ringBytes: config.ringDataBytes, boards: boardInfos(), endpoints: eps,
+                             grantsActive: grants.activeCount, grantsRevoked: grants.revokedCount,
+                             refusedGrantMaps: grants.refusedMaps, refusedConnects: refusedConnects,
+                             sharedMemoryBytes: grants.objectBytes())
+    }
+}

@@ -1,0 +1,625 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMyriXen
+
+/// An endpoint: this process's private virtual interface on an emulated Myri-10G board.
+///
+/// Control (connect, registration) goes through the backend; data goes directly through the
+/// granted rings and, for large messages, a single-copy pull from the sender's registered
+/// memory. An endpoint is used from one thread at a time. Buffers handed to `isend`/`irecv`
+/// must stay valid until their request completes.
+public final class MXEndpoint {
+    let connection: BackendConnection
+    let core: UnsafeMutablePointer<EndpointCore>
+    public let board: Int
+    public let endpointID: Int
+    public let nicID: UInt64
+    public let session: UInt32
+    public let key: UInt32
+    public let hostname: String
+    public let options: MXEndpointOptions
+    let protectedMapping: (UnsafeMutableRawPointer, Int)
+    let unprotectedMapping: (UnsafeMutableRawPointer, Int)
+    struct PeerKey: Hashable { let nic: UInt64; let endpoint: UInt16 }
+    var peerIndex: [PeerKey: Int32] = [:]
+    var pendingConnects: [Int32: UInt32] = [:]
+    public private(set) var isClosed = false
+    var failure: MXError?
+    var lastHealthCheck: UInt64 = 0
+
+    init(connection: BackendConnection, opened: OpenedEndpoint, key: UInt32, hostname: String,
+         options: MXEndpointOptions) throws(MXError) {
+        guard options.rendezvousThreshold >= 0 else {
+            throw MXError(.badParameter, "the rendezvous threshold must be >= 0, not \(options.rendezvousThreshold)")
+        }
+        self.connection = connection
+        board = Int(opened.board)
+        endpointID = Int(opened.endpoint)
+        nicID = opened.nicID
+        session = opened.session
+        self.key = key
+        self.hostname = hostname
+        self.options = options
+        let maps = try connection.mapGrants([opened.protectedPage, opened.unprotectedPage])
+        protectedMapping = maps[0]
+        unprotectedMapping = maps[1]
+        core = .allocate(capacity: 1)
+        core.initialize(to: EndpointCore(protectedPage: maps[0].pointer, unprotected: maps[1].pointer,
+                                         threshold: options.rendezvousThreshold))
+        _ = cmx_allow_pull_from_any()
+        lastHealthCheck = monotonicNanoseconds()
+    }
+
+    deinit { close() }
+
+    /// Closes the endpoint: the backend revokes its grants and tells its peers.
+    /// Pending requests are dropped.
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        if failure == nil { _ = try? connection.call(.closeEndpoint) }
+        connection.close()
+        core.pointee.destroy()
+        core.deinitialize(count: 1)
+        core.deallocate()
+        SharedMemory.unmap(protectedMapping.0, size: protectedMapping.1)
+        SharedMemory.unmap(unprotectedMapping.0, size: unprotectedMapping.1)
+    }
+
+    @inline(__always)
+    func ensureUsable() throws(MXError) {
+        if isClosed { throw MXError(.closedEndpoint, "endpoint \(endpointID) of board \(board) is closed") }
+        if let f = failure { throw f }
+    }
+
+    /// The rendezvous threshold this endpoint uses toward peers on this host.
+    public var rendezvousThreshold: Int { options.rendezvousThreshold }
+
+    // MARK: connect
+
+    /// Resolves a peer endpoint to an address, presenting its key (MX `mx_connect`).
+    public func connect(nicID: UInt64, endpointID: Int, key: UInt32, timeout: Duration = .seconds(10)) throws(MXError) -> MXEndpointAddress {
+        let r = try iconnect(nicID: nicID, endpointID: endpointID, key: key)
+        let status = try wait(r, timeout: timeout)
+        return status.source!
+    }
+
+    /// Starts a connect; the request completes with the address as its status's `source`.
+    public func iconnect(nicID: UInt64, endpointID: Int, key: UInt32) throws(MXError) -> MXRequest {
+        try ensureUsable()
+        guard endpointID >= 0 && endpointID < MXLimits.maxEndpointsPerBoard else {
+            throw MXError(.invalidEndpoint, "endpoint id \(endpointID) is out of range 0...\(MXLimits.maxEndpointsPerBoard - 1)")
+        }
+        let token = try connection.request(.connect) { w in
+            w.put(nicID); w.put(UInt16(endpointID)); w.put(key)
+        }
+        let r = core.pointee.allocateRequest(kind: .connect)
+        core.pointee.requests[r].pointee.controlToken = token
+        pendingConnects[r] = token
+        return core.pointee.handle(r)
+    }
+
+    func finishConnect(_ r: Int32, token: UInt32) {
+        do throws(MXError) {
+            guard var reply = try connection.takeReply(token) else { return }
+            pendingConnects[r] = nil
+            let grant = try PeerGrant(from: &reply.payload)
+            let p: Int32
+            if grant.alreadyAttached {
+                reply.fds.forEach(closeDescriptor)
+                processEvents() // the attach event may still be queued
+                guard let found = peerIndex[PeerKey(nic: grant.nicID, endpoint: grant.endpoint)] else {
+                    throw MXError(.protocolError, "backend says the peer is attached, but it is not known here")
+                }
+                p = found
+            } else {
+                guard let fd = reply.fds.first else { throw MXError(.protocolError, "connect reply without an event channel") }
+                p = try attach(grant, eventFD: fd)
+            }
+            core.pointee.requests[r].pointee.peer = p
+            core.pointee.complete(r)
+        } catch {
+            pendingConnects[r] = nil
+            core.pointee.fail(r, error)
+        }
+    }
+
+    /// Maps a peer's grants and adds it to the data path.
+    func attach(_ g: PeerGrant, eventFD: Int32) throws(MXError) -> Int32 {
+        let key = PeerKey(nic: g.nicID, endpoint: g.endpoint)
+        if let existing = peerIndex[key], core.pointee.peers[Int(existing)].session == g.session,
+           core.pointee.peers[Int(existing)].alive {
+            closeDescriptor(eventFD)
+            return existing
+        }
+        guard core.pointee.peerCount < core.pointee.peerCapacity else {
+            closeDescriptor(eventFD)
+            throw MXError(.badParameter, "endpoint \(endpointID) already has \(MXLimits.maxPeers) peers")
+        }
+        let isSelf = g.ringOut == g.ringIn
+        let refs = isSelf ? [g.ringOut, g.peerProtected, g.peerUnprotected]
+                          : [g.ringOut, g.ringIn, g.peerProtected, g.peerUnprotected]
+        let maps: [(pointer: UnsafeMutableRawPointer, size: Int)]
+        do { maps = try connection.mapGrants(refs) } catch {
+            closeDescriptor(eventFD)
+            throw error
+        }
+        let outMap = maps[0]
+        let inMap = isSelf ? maps[0] : maps[1]
+        let prot = maps[isSelf ? 1 : 2]
+        let unprot = maps[isSelf ? 2 : 3]
+        let outCells: Int, inCells: Int
+        do {
+            outCells = try ringCells(outMap.pointer, mappedBytes: outMap.size)
+            inCells = try ringCells(inMap.pointer, mappedBytes: inMap.size)
+        } catch {
+            for m in maps { SharedMemory.unmap(m.pointer, size: m.size) }
+            closeDescriptor(eventFD)
+            throw error
+        }
+        let p = core.pointee.peerCount
+        (core.pointee.peers + Int(p)).initialize(to: Peer(
+            nicID: g.nicID, endpointID: g.endpoint, session: g.session, pid: g.pid, alive: true, isSelf: isSelf,
+            out: RingProducer(base: outMap.pointer, cells: outCells),
+            inbound: RingConsumer(base: inMap.pointer, cells: inCells),
+            peerProtected: UnsafeRawPointer(prot.pointer), peerUnprotected: UnsafeRawPointer(unprot.pointer),
+            eventFD: eventFD, mappings: maps.map { ($0.pointer, $0.size) }))
+        core.pointee.peerCount += 1
+        peerIndex[key] = p
+        return p
+    }
+
+    // MARK: control events
+
+    /// Handles what the backend pushed: peers attaching or going away, or its own death.
+    func processEvents() {
+        core.pointee.controlPending = false
+        if !connection.pump() { backendLost(); return }
+        let events = connection.pendingEvents
+        connection.pendingEvents.removeAll()
+        for var e in events {
+            switch e.header.type {
+            case .peerAttached:
+                guard let g = try? PeerGrant(from: &e.payload), let fd = e.fds.first else {
+                    e.fds.forEach(closeDescriptor)
+                    continue
+                }
+                _ = try? attach(g, eventFD: fd)
+            case .peerDetached:
+                guard let nic = try? e.payload.get(UInt64.self), let ep = try? e.payload.get(UInt16.self),
+                      let session = try? e.payload.get(UInt32.self) else { continue }
+                for p in 0..<core.pointee.peerCount {
+                    let peer = core.pointee.peers[Int(p)]
+                    if peer.nicID == nic && peer.endpointID == ep && peer.session == session && peer.alive {
+                        core.pointee.peerGone(p)
+                    }
+                }
+            default:
+                e.fds.forEach(closeDescriptor)
+            }
+        }
+        for (r, token) in pendingConnects { finishConnect(r, token: token) }
+    }
+
+    func backendLost() {
+        guard failure == nil else { return }
+        let e = MXError(.backendDied, "the backend (myrback at \(connection.socketPath)) died; every request of endpoint \(endpointID) failed; open a new endpoint once a backend runs again")
+        failure = e
+        core.pointee.failAll(e)
+        for (r, _) in pendingConnects { core.pointee.fail(r, e) }
+        pendingConnects.removeAll()
+    }
+
+    /// Polls the control socket without blocking (backend death shows here as a hang-up).
+    func healthCheck(now: UInt64) {
+        lastHealthCheck = now
+        var p = pollfd(fd: connection.socket.fd, events: Int16(POLLIN), revents: 0)
+        if poll(&p, 1, 0) > 0 { processEvents() }
+    }
+
+    // MARK: progress and waiting
+
+    /// Advances every pending operation once.
+    @inline(__always)
+    public func progress() throws(MXError) {
+        try ensureUsable()
+        progressOnce()
+    }
+
+    @inline(__always)
+    func progressOnce() {
+        if core.pointee.progress() && core.pointee.controlPending { processEvents() }
+        if !pendingConnects.isEmpty { processEvents() }
+    }
+
+    /// Sleeps on the event channel until a peer or the backend rings it, or `deadline`.
+    func sleep(until deadline: UInt64?) {
+        let flag = core.pointee.unprotected + UnprotectedPage.sleepingOffset
+        cmx_store_relaxed_u64(flag, 1)
+        cmx_fence_seq_cst()
+        if core.pointee.progress() {
+            cmx_store_relaxed_u64(flag, 0)
+            if core.pointee.controlPending { processEvents() }
+            return
+        }
+        var ms: Int32 = 1000
+        if let d = deadline {
+            let now = monotonicNanoseconds()
+            ms = d <= now ? 0 : Int32(min(UInt64(1000), (d - now) / 1_000_000 + 1))
+        }
+        var fds = [pollfd(fd: connection.eventChannel.fd, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: connection.socket.fd, events: Int16(POLLIN), revents: 0)]
+        _ = poll(&fds, 2, ms)
+        cmx_store_relaxed_u64(flag, 0)
+        if fds[0].revents != 0 {
+            connection.eventChannel.drain()
+            core.pointee.count(.wakeups)
+        }
+        if fds[1].revents != 0 { processEvents() }
+    }
+
+    /// Waits until `condition` holds: spins briefly, yielding now and then, then sleeps on the
+    /// event channel, so idle waiters cost no CPU and oversubscribed hosts still progress.
+    @inline(__always)
+    func block(deadline: UInt64?, until condition: () -> Bool) throws(MXError) {
+        var iterations: UInt32 = 0
+        var spinStart: UInt64 = 0
+        let spinNs = UInt64(options.spinMicroseconds) * 1000
+        while true {
+            progressOnce()
+            if condition() { return }
+            iterations &+= 1
+            if iterations & 0x3F == 0 {
+                let now = monotonicNanoseconds()
+                if spinStart == 0 { spinStart = now }
+                if let d = deadline, now >= d { throw MXError(.timeout, "timed out") }
+                if now - lastHealthCheck > 100_000_000 {
+                    healthCheck(now: now)
+                    if condition() { return }
+                    if let f = failure { throw f }
+                }
+                if now - spinStart > spinNs {
+                    sleep(until: deadline)
+                    spinStart = 0
+                } else if iterations & 0x3FF == 0 {
+                    sched_yield()
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    func deadline(_ timeout: Duration?) -> UInt64? {
+        guard let t = timeout else { return nil }
+        let c = t.components
+        let ns = c.seconds < 0 ? 0 : UInt64(c.seconds) * 1_000_000_000 + UInt64(max(0, c.attoseconds) / 1_000_000_000)
+        return monotonicNanoseconds() &+ ns
+    }
+
+    @inline(__always)
+    func isDone(_ r: Int32) -> Bool { core.pointee.requests[r].pointee.state == RequestState.done }
+
+    /// Completes `request` if it is done: returns its status (and frees it), else nil.
+    @inline(__always)
+    public func test(_ request: MXRequest) throws(MXError) -> MXStatus? {
+        let r = try core.pointee.validate(request)
+        if !isDone(r) {
+            try ensureUsable()
+            progressOnce()
+            if !isDone(r) { return nil }
+        }
+        return try core.pointee.finish(r)
+    }
+
+    /// Waits for `request` (forever, or up to `timeout`, then `MXError.timeout` and the request
+    /// stays pending), returns its status and frees it.
+    @inline(__always)
+    public func wait(_ request: MXRequest, timeout: Duration? = nil) throws(MXError) -> MXStatus {
+        let r = try core.pointee.validate(request)
+        if !isDone(r) {
+            try ensureUsable()
+            do {
+                try block(deadline: deadline(timeout)) { isDone(r) }
+            } catch where error.code == .timeout {
+                throw MXError(.timeout, "request did not complete within \(timeout!)")
+            }
+        }
+        return try core.pointee.finish(r)
+    }
+
+    /// Completes the first of `requests` that is done; nil when none is.
+    public func testAny(_ requests: [MXRequest]) throws(MXError) -> (index: Int, status: MXStatus)? {
+        var slots: [Int32] = []
+        for q in requests { slots.append(try core.pointee.validate(q)) }
+        progressOnce()
+        for (i, r) in slots.enumerated() where isDone(r) { return (i, try core.pointee.finish(r)) }
+        return nil
+    }
+
+    /// Waits until one of `requests` completes; returns which, with its status.
+    public func waitAny(_ requests: [MXRequest], timeout: Duration? = nil) throws(MXError) -> (index: Int, status: MXStatus) {
+        guard !requests.isEmpty else { throw MXError(.badParameter, "waitAny needs at least one request") }
+        var slots: [Int32] = []
+        for q in requests { slots.append(try core.pointee.validate(q)) }
+        var found = -1
+        if let i = slots.firstIndex(where: isDone) { found = i } else {
+            try ensureUsable()
+            do {
+                try block(deadline: deadline(timeout)) {
+                    if let i = slots.firstIndex(where: isDone) { found = i; return true }
+                    return false
+                }
+            } catch where error.code == .timeout {
+                throw MXError(.timeout, "none of \(requests.count) requests completed within \(timeout!)")
+            }
+        }
+        return (found, try core.pointee.finish(slots[found]))
+    }
+
+    /// The oldest completed request not yet tested or waited for, without completing it.
+    public func ipeek() throws(MXError) -> MXRequest? {
+        try ensureUsable()
+        progressOnce()
+        let r = core.pointee.completedHead
+        return r >= 0 ? core.pointee.handle(r) : nil
+    }
+
+    /// Waits for some request to complete and returns it, without completing it.
+    public func peek(timeout: Duration? = nil) throws(MXError) -> MXRequest {
+        try ensureUsable()
+        try block(deadline: deadline(timeout)) { core.pointee.completedHead >= 0 }
+        return core.pointee.handle(core.pointee.completedHead)
+    }
+
+    /// Looks for an unexpected message that matches, without receiving it.
+    public func iprobe(matchInfo: UInt64, mask: UInt64 = .max) throws(MXError) -> MXStatus? {
+        try ensureUsable()
+        guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
+        progressOnce()
+        guard let u = core.pointee.engine.peekUnexpected(matchInfo: matchInfo, mask: mask) else { return nil }
+        let m = core.pointee.unexpected[u].pointee
+        return MXStatus(kind: .receive, source: core.pointee.address(ofPeer: m.peer), matchInfo: m.matchInfo,
+                        messageLength: m.length, transferredLength: 0, context: 0, isCancelled: false)
+    }
+
+    /// Waits for a matching unexpected message and describes it, without receiving it.
+    public func probe(matchInfo: UInt64, mask: UInt64 = .max, timeout: Duration? = nil) throws(MXError) -> MXStatus {
+        try ensureUsable()
+        guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
+        do {
+            try block(deadline: deadline(timeout)) {
+                core.pointee.engine.peekUnexpected(matchInfo: matchInfo, mask: mask) != nil
+            }
+        } catch where error.code == .timeout {
+            throw MXError(.timeout, "no matching message arrived within \(timeout!)")
+        }
+        return try iprobe(matchInfo: matchInfo, mask: mask)!
+    }
+
+    /// Cancels a receive that has not matched yet (true), or reports that it cannot (false:
+    /// sends, matched receives and completed requests are not cancellable).
+    public func cancel(_ request: MXRequest) throws(MXError) -> Bool {
+        let r = try core.pointee.validate(request)
+        let s = core.pointee.requests[r]
+        if s.pointee.state != RequestState.pending { return false }
+        if s.pointee.kind == MXStatus.Kind.connect.rawValue {
+            pendingConnects[r] = nil
+            s.pointee.flags |= RequestFlag.cancelled
+            core.pointee.complete(r)
+            return true
+        }
+        guard s.pointee.kind == MXStatus.Kind.receive.rawValue, s.pointee.flags & RequestFlag.posted != 0 else { return false }
+        guard core.pointee.engine.cancel(receive: r, ticket: s.pointee.ticket) else { return false }
+        s.pointee.flags &= ~RequestFlag.posted
+        s.pointee.flags |= RequestFlag.cancelled
+        core.pointee.complete(r)
+        return true
+    }
+
+    /// Wakes a thread blocked in this endpoint's wait (MX `mx_wakeup`).
+    public func wakeup() { connection.eventChannel.notify() }
+
+    func badMask(_ info: UInt64, _ mask: UInt64) -> MXError {
+        MXError(.badMatchMask, "match info 0x\(String(info, radix: 16)) has bits outside mask 0x\(String(mask, radix: 16)) (bits 0x\(String(info & ~mask, radix: 16)))")
+    }
+
+    // MARK: sends
+
+    @inline(__always)
+    func checkPeer(_ dest: MXEndpointAddress) throws(MXError) -> Int32 {
+        let p = dest.peerIndex
+        guard p >= 0 && p < core.pointee.peerCount else {
+            throw MXError(.badParameter, "\(dest) was not connected from this endpoint")
+        }
+        let peer = core.pointee.peers + Int(p)
+        guard peer.pointee.nicID == dest.nicID && Int(peer.pointee.endpointID) == dest.endpointID
+                && peer.pointee.session == dest.session else {
+            throw MXError(.badParameter, "\(dest) was not connected from this endpoint")
+        }
+        guard peer.pointee.alive else {
+            throw MXError(.peerClosed, "\(dest) closed its endpoint or its process died")
+        }
+        return p
+    }
+
+    /// Sends `buffer` to `destination` with `matchInfo` (eager or rendezvous by size). The
+    /// buffer must stay valid until the request completes.
+    @inline(__always)
+    public func isend(_ buffer: UnsafeRawBufferPointer, to destination: MXEndpointAddress, matchInfo: UInt64,
+                      context: UInt64 = 0) throws(MXError) -> MXRequest {
+        try send(UnsafeMutableRawPointer(mutating: buffer.baseAddress), buffer.count, nil, to: destination,
+                 matchInfo: matchInfo, context: context, sync: false)
+    }
+
+    /// A synchronous send: completes only once the receiver has matched it.
+    public func issend(_ buffer: UnsafeRawBufferPointer, to destination: MXEndpointAddress, matchInfo: UInt64,
+                       context: UInt64 = 0) throws(MXError) -> MXRequest {
+        try send(UnsafeMutableRawPointer(mutating: buffer.baseAddress), buffer.count, nil, to: destination,
+                 matchInfo: matchInfo, context: context, sync: true)
+    }
+
+    /// Gathers up to 256 segments into one message.
+    public func isend(segments: UnsafeBufferPointer<MXSegment>, to destination: MXEndpointAddress, matchInfo: UInt64,
+                      context: UInt64 = 0) throws(MXError) -> MXRequest {
+        try send(nil, 0, segments, to: destination, matchInfo: matchInfo, context: context, sync: false)
+    }
+
+    public func issend(segments: UnsafeBufferPointer<MXSegment>, to destination: MXEndpointAddress, matchInfo: UInt64,
+                       context: UInt64 = 0) throws(MXError) -> MXRequest {
+        try send(nil, 0, segments, to: destination, matchInfo: matchInfo, context: context, sync: true)
+    }
+
+    @inline(__always)
+    func send(_ base: UnsafeMutableRawPointer?, _ length: Int, _ segments: UnsafeBufferPointer<MXSegment>?,
+              to destination: MXEndpointAddress, matchInfo: UInt64, context: UInt64, sync: Bool) throws(MXError) -> MXRequest {
+        try ensureUsable()
+        let p = try checkPeer(destination)
+        if let segs = segments {
+            guard segs.count <= MXLimits.maxSegments else {
+                throw MXError(.tooManySegments, "\(segs.count) segments; at most \(MXLimits.maxSegments) per operation")
+            }
+        }
+        guard length >= 0 && length <= Int(UInt32.max) else {
+            throw MXError(.badParameter, "message length \(length) is out of range (at most 4 GiB - 1)")
+        }
+        let r = core.pointee.allocateRequest(kind: .send)
+        var s = core.pointee.requests[r]
+        s.pointee.peer = p
+        s.pointee.matchInfo = matchInfo
+        s.pointee.context = context
+        var total = length
+        if let segs = segments {
+            total = core.pointee.attachSegments(r, segs)
+        } else {
+            s.pointee.buffer = base
+            s.pointee.length = length
+        }
+        s.pointee.messageLength = total
+        let eagerMax = min(core.pointee.threshold, core.pointee.peers[Int(p)].out.maxPayload)
+        if total > eagerMax {
+            s.pointee.flags |= RequestFlag.rendezvous
+            do {
+                try prepareRendezvous(r)
+            } catch {
+                core.pointee.releaseResources(r)
+                let generation = s.pointee.generation
+                core.pointee.requests.free(r)
+                core.pointee.requests[r].pointee.generation = generation &+ 1
+                throw error
+            }
+            s = core.pointee.requests[r]
+        } else if sync {
+            s.pointee.flags |= RequestFlag.sync
+        }
+        core.pointee.submit(r)
+        return core.pointee.handle(r)
+    }
+
+    /// Registers the send's buffer (through the registration cache) for the receiver's pull.
+    func prepareRendezvous(_ r: Int32) throws(MXError) {
+        let s = core.pointee.requests[r]
+        if s.pointee.segments != nil {
+            // Several segments: one contiguous copy is what gets registered and pulled.
+            guard let packed = malloc(max(s.pointee.length, 1)) else { throw MXError(.system, "out of memory packing a send") }
+            core.pointee.gather(s, into: packed)
+            s.pointee.packed = packed
+            s.pointee.segments!.deallocate()
+            s.pointee.segments = nil
+            s.pointee.buffer = packed
+        }
+        let base = UInt64(UInt(bitPattern: s.pointee.buffer))
+        let length = UInt64(s.pointee.length)
+        let (id, generation, regionBase) = try registerRegion(base: base, length: length)
+        let slot = core.pointee.requests[r]
+        slot.pointee.regionID = Int32(id)
+        slot.pointee.regionGeneration = generation
+        slot.pointee.regionOffset = base - regionBase
+    }
+
+    /// A pinned region covering the range: a cache hit, or a registration with the backend
+    /// (evicting the least recently used unpinned region when all 256 are taken).
+    func registerRegion(base: UInt64, length: UInt64) throws(MXError) -> (UInt32, UInt32, UInt64) {
+        if let i = core.pointee.cache.lookup(base: base, length: length) {
+            let e = core.pointee.cache.entries[i]
+            return (e.regionID, e.generation, e.base)
+        }
+        if core.pointee.cache.isFull {
+            guard let victim = core.pointee.cache.evictionCandidate() else {
+                throw MXError(.regionTableFull, "all \(MXLimits.regionsPerEndpoint) regions are in use by unfinished sends; complete some before sending more large messages")
+            }
+            let id = core.pointee.cache.entries[victim].regionID
+            _ = try connection.call(.deregister) { $0.put(id) }
+            core.pointee.cache.remove(at: victim)
+        }
+        var reply = try connection.call(.register) { w in w.put(base); w.put(length) }
+        let id = try reply.payload.get(UInt32.self)
+        let generation = try reply.payload.get(UInt32.self)
+        _ = core.pointee.cache.insert(base: base, length: length, regionID: id, generation: generation)
+        return (id, generation, base)
+    }
+
+    /// Deregisters cached regions overlapping `buffer` (call before giving such memory back to
+    /// the system if it was sent with large messages). Regions still in use stay.
+    public func invalidateRegistrations(covering buffer: UnsafeRawBufferPointer) throws(MXError) {
+        try ensureUsable()
+        let base = UInt64(UInt(bitPattern: buffer.baseAddress))
+        for i in core.pointee.cache.overlapping(base: base, length: UInt64(buffer.count)).reversed() {
+            let id = core.pointee.cache.entries[i].regionID
+            _ = try connection.call(.deregister) { $0.put(id) }
+            core.pointee.cache.remove(at: i)
+        }
+    }
+
+    /// Registration cache figures: (regions cached, hits, misses).
+    public var registrationCacheStatistics: (regions: Int, hits: Int, misses: Int) {
+        (core.pointee.cache.entries.count, core.pointee.cache.hits, core.pointee.cache.misses)
+    }
+
+    // MARK: receives
+
+    /// Posts a receive for a message whose match info fits `(incoming & mask) == matchInfo`.
+    /// A longer message is truncated to the buffer (reported in the status, never overrun).
+    @inline(__always)
+    public func irecv(_ buffer: UnsafeMutableRawBufferPointer, matchInfo: UInt64, mask: UInt64 = .max,
+                      context: UInt64 = 0) throws(MXError) -> MXRequest {
+        try ensureUsable()
+        guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
+        let r = core.pointee.allocateRequest(kind: .receive)
+        let s = core.pointee.requests[r]
+        s.pointee.buffer = buffer.baseAddress
+        s.pointee.length = buffer.count
+        s.pointee.matchInfo = matchInfo
+        s.pointee.mask = mask
+        s.pointee.context = context
+        core.pointee.post(r)
+        return core.pointee.handle(r)
+    }
+
+    /// Receives into up to 256 segments (scatter).
+    public func irecv(segments: UnsafeBufferPointer<MXSegment>, matchInfo: UInt64, mask: UInt64 = .max,
+                      context: UInt64 = 0) throws(MXError) -> MXRequest {
+        try ensureUsable()
+        guard segments.count <= MXLimits.maxSegments else {
+            throw MXError(.tooManySegments, "\(segments.count) segments; at most \(MXLimits.maxSegments) per operation")
+        }
+        guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
+        let r = core.pointee.allocateRequest(kind: .receive)
+        _ = core.pointee.attachSegments(r, segments)
+        let s = core.pointee.requests[r]
+        s.pointee.matchInfo = matchInfo
+        s.pointee.mask = mask
+        s.pointee.context = context
+        core.pointee.post(r)
+        return core.pointee.handle(r)
+    }
+
+    /// Counters of this endpoint (also shown by `mx_info`).
+    public func counter(_ c: MXCounter) -> UInt64 {
+        guard !isClosed else { return 0 }
+        return cmx_load_relaxed_u64(core.pointee.unprotected + c.offset)
+    }
+
+    /// Messages waiting in the unexpected queue.
+    public var unexpectedCount: Int { isClosed ? 0 : core.pointee.engine.unexpectedCount }
+}

@@ -1,0 +1,646 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMyriXen
+
+/// A peer endpoint as the data path sees it: the pair's rings and the peer's pages, mapped
+/// from the grants the backend gave, and the peer's event channel.
+struct Peer {
+    var nicID: UInt64
+    var endpointID: UInt16
+    var session: UInt32
+    var pid: Int32
+    var alive: Bool
+    var isSelf: Bool
+    var out: RingProducer
+    var inbound: RingConsumer
+    var peerProtected: UnsafeRawPointer
+    var peerUnprotected: UnsafeRawPointer
+    var eventFD: Int32
+    /// Sends waiting for ring space, oldest first (they keep per-pair order).
+    var backlogHead: Int32 = -1
+    var backlogTail: Int32 = -1
+    var mappings: [(UnsafeMutableRawPointer, Int)]
+}
+
+/// Request flags.
+enum RequestFlag {
+    static let cancelled: UInt8 = 1
+    static let sync: UInt8 = 2
+    static let backlogged: UInt8 = 4
+    static let posted: UInt8 = 8
+    static let rendezvous: UInt8 = 16
+    static let awaitingNotify: UInt8 = 32
+}
+
+enum RequestState {
+    static let free: UInt8 = 0
+    static let pending: UInt8 = 1
+    static let done: UInt8 = 2
+}
+
+struct RequestSlot {
+    var generation: UInt32 = 0
+    var state: UInt8 = RequestState.free
+    var kind: UInt8 = 0
+    var flags: UInt8 = 0
+    var failed = false
+    var peer: Int32 = -1
+    var matchInfo: UInt64 = 0
+    var mask: UInt64 = 0
+    var buffer: UnsafeMutableRawPointer?
+    var length: Int = 0
+    /// Owned copy of the segment list when there is more than one.
+    var segments: UnsafeMutablePointer<iovec>?
+    var segmentCount: Int32 = 0
+    var messageLength: Int = 0
+    var transferred: Int = 0
+    var ticket: Int32 = -1
+    var regionID: Int32 = -1
+    var regionGeneration: UInt32 = 0
+    var regionOffset: UInt64 = 0
+    /// Owned contiguous copy of a multi-segment rendezvous send.
+    var packed: UnsafeMutableRawPointer?
+    var next: Int32 = -1
+    var prev: Int32 = -1
+    var context: UInt64 = 0
+    var controlToken: UInt32 = 0
+}
+
+struct UnexpectedSlot {
+    var peer: Int32 = -1
+    var matchInfo: UInt64 = 0
+    var length: Int = 0
+    var kind: UInt8 = 0
+    var flags: UInt8 = 0
+    var token: UInt64 = 0
+    var data: UnsafeMutableRawPointer?
+    var region: UInt32 = 0
+    var regionGeneration: UInt32 = 0
+    var regionOffset: UInt64 = 0
+}
+
+struct PendingNotify {
+    var peer: Int32
+    var token: UInt64
+    var flags: UInt8
+}
+
+/// The data path of one endpoint: requests, matching, the rings and the pull engine. Every
+/// hot operation is a mutating method on this struct, reached through a stable pointer, so
+/// it runs without locks, allocation, reference counting or exclusivity checks.
+struct EndpointCore {
+    let protectedPage: UnsafeRawPointer
+    let unprotected: UnsafeMutableRawPointer
+    let threshold: Int
+    let myPID: Int32
+    var requests = SlotPool(capacity: 1024, blank: RequestSlot())
+    var unexpected = SlotPool(capacity: 256, blank: UnexpectedSlot())
+    var engine = MatchEngine(capacity: 1024)
+    var cache = RegistrationCache()
+    var peers: UnsafeMutablePointer<Peer>
+    let peerCapacity: Int32
+    var peerCount: Int32 = 0
+    var completedHead: Int32 = -1
+    var completedTail: Int32 = -1
+    var pendingNotifies: [PendingNotify] = []
+    var backlogged = 0
+    var seenAttach: UInt64 = 0
+    var controlPending = false
+    var errors: [Int32: MXError] = [:]
+
+    init(protectedPage: UnsafeRawPointer, unprotected: UnsafeMutableRawPointer, threshold: Int) {
+        self.protectedPage = protectedPage
+        self.unprotected = unprotected
+        self.threshold = threshold
+        myPID = getpid()
+        peerCapacity = Int32(MXLimits.maxPeers)
+        peers = .allocate(capacity: MXLimits.maxPeers)
+        seenAttach = cmx_load_acquire_u64(protectedPage + ProtectedPage.attachGenerationOffset)
+    }
+
+    mutating func destroy() {
+        for i in 0..<Int(requests.count) where requests.isAllocated(Int32(i)) {
+            releaseResources(Int32(i))
+        }
+        for i in 0..<Int(unexpected.count) where unexpected.isAllocated(Int32(i)) {
+            if let d = unexpected[Int32(i)].pointee.data { free(d) }
+        }
+        for i in 0..<Int(peerCount) {
+            for (p, s) in peers[i].mappings { SharedMemory.unmap(p, size: s) }
+            closeDescriptor(peers[i].eventFD)
+        }
+        peers.deinitialize(count: Int(peerCount))
+        peers.deallocate()
+        requests.destroy()
+        unexpected.destroy()
+        engine.destroy()
+    }
+
+    // MARK: counters
+
+    @inline(__always)
+    func count(_ c: MXCounter, _ n: Int = 1) {
+        let p = unprotected + c.offset
+        cmx_store_relaxed_u64(p, cmx_load_relaxed_u64(p) &+ UInt64(n))
+    }
+
+    // MARK: requests
+
+    @inline(__always)
+    mutating func allocateRequest(kind: MXStatus.Kind) -> Int32 {
+        let r = requests.allocate()
+        let slot = requests[r]
+        slot.pointee.state = RequestState.pending
+        slot.pointee.kind = kind.rawValue
+        return r
+    }
+
+    @inline(__always)
+    func handle(_ r: Int32) -> MXRequest { MXRequest(index: r, generation: requests[r].pointee.generation) }
+
+    /// Resolves a handle to its slot index, or throws why it cannot.
+    @inline(__always)
+    func validate(_ req: MXRequest) throws(MXError) -> Int32 {
+        guard req.index >= 0 && Int(req.index) < requests.count else {
+            throw MXError(.invalidRequest, "request \(req.index) does not belong to this endpoint")
+        }
+        let s = requests[req.index]
+        guard s.pointee.generation == req.generation && s.pointee.state != RequestState.free else {
+            throw MXError(.requestCompleted, "the request was already completed and freed by an earlier test or wait")
+        }
+        return req.index
+    }
+
+    @inline(__always)
+    mutating func complete(_ r: Int32) {
+        let s = requests[r]
+        s.pointee.state = RequestState.done
+        s.pointee.next = -1
+        s.pointee.prev = completedTail
+        if completedTail >= 0 { requests[completedTail].pointee.next = r } else { completedHead = r }
+        completedTail = r
+    }
+
+    mutating func fail(_ r: Int32, _ error: MXError) {
+        let s = requests[r]
+        guard s.pointee.state == RequestState.pending else { return }
+        if s.pointee.flags & RequestFlag.posted != 0 {
+            _ = engine.cancel(receive: r, ticket: s.pointee.ticket)
+            s.pointee.flags &= ~RequestFlag.posted
+        }
+        if s.pointee.flags & RequestFlag.backlogged != 0 { unlinkBacklog(r) }
+        s.pointee.failed = true
+        errors[r] = error
+        complete(r)
+    }
+
+    /// The status of a completed request; frees it. Throws the request's error if it failed.
+    @inline(__always)
+    mutating func finish(_ r: Int32) throws(MXError) -> MXStatus {
+        let s = requests[r]
+        let status = MXStatus(kind: MXStatus.Kind(rawValue: s.pointee.kind) ?? .send,
+                              source: address(ofPeer: s.pointee.peer), matchInfo: s.pointee.matchInfo,
+                              messageLength: s.pointee.messageLength, transferredLength: s.pointee.transferred,
+                              context: s.pointee.context, isCancelled: s.pointee.flags & RequestFlag.cancelled != 0)
+        let failed = s.pointee.failed
+        // Unlink from the completed list.
+        if s.pointee.prev >= 0 { requests[s.pointee.prev].pointee.next = s.pointee.next } else { completedHead = s.pointee.next }
+        if s.pointee.next >= 0 { requests[s.pointee.next].pointee.prev = s.pointee.prev } else { completedTail = s.pointee.prev }
+        releaseResources(r)
+        let generation = s.pointee.generation
+        requests.free(r)
+        requests[r].pointee.generation = generation &+ 1
+        if failed, let e = errors.removeValue(forKey: r) { throw e }
+        return status
+    }
+
+    mutating func releaseResources(_ r: Int32) {
+        let s = requests[r]
+        if let seg = s.pointee.segments { seg.deallocate(); s.pointee.segments = nil }
+        if let p = s.pointee.packed { free(p); s.pointee.packed = nil }
+    }
+
+    @inline(__always)
+    func address(ofPeer p: Int32) -> MXEndpointAddress? {
+        guard p >= 0 && p < peerCount else { return nil }
+        let peer = peers + Int(p)
+        return MXEndpointAddress(nicID: peer.pointee.nicID, endpointID: Int(peer.pointee.endpointID),
+                                 session: peer.pointee.session, peerIndex: p)
+    }
+
+    /// Copies a caller's segment list into the request (more than one segment).
+    mutating func attachSegments(_ r: Int32, _ segments: UnsafeBufferPointer<MXSegment>) -> Int {
+        let s = requests[r]
+        if segments.count == 1 {
+            s.pointee.buffer = segments[0].base
+            s.pointee.length = segments[0].length
+            return segments[0].length
+        }
+        let v = UnsafeMutablePointer<iovec>.allocate(capacity: max(segments.count, 1))
+        var total = 0
+        for (i, seg) in segments.enumerated() {
+            v[i] = iovec(iov_base: seg.base, iov_len: seg.length)
+            total += seg.length
+        }
+        s.pointee.segments = v
+        s.pointee.segmentCount = Int32(segments.count)
+        s.pointee.length = total
+        return total
+    }
+
+    /// Gathers a send request's data into `dst`.
+    @inline(__always)
+    func gather(_ s: UnsafeMutablePointer<RequestSlot>, into dst: UnsafeMutableRawPointer) {
+        if let v = s.pointee.segments {
+            var off = 0
+            for i in 0..<Int(s.pointee.segmentCount) where v[i].iov_len > 0 {
+                (dst + off).copyMemory(from: v[i].iov_base!, byteCount: v[i].iov_len)
+                off += v[i].iov_len
+            }
+        } else if s.pointee.length > 0 {
+            dst.copyMemory(from: s.pointee.buffer!, byteCount: s.pointee.length)
+        }
+    }
+
+    /// Scatters `n` bytes into a receive request's buffer(s); returns what fitted.
+    @inline(__always)
+    func scatter(_ s: UnsafeMutablePointer<RequestSlot>, from src: UnsafeRawPointer, count n: Int) -> Int {
+        if let v = s.pointee.segments {
+            var off = 0
+            for i in 0..<Int(s.pointee.segmentCount) where off < n {
+                let k = min(v[i].iov_len, n - off)
+                if k > 0 { v[i].iov_base!.copyMemory(from: src + off, byteCount: k) }
+                off += k
+            }
+            return off
+        }
+        let k = min(n, s.pointee.length)
+        if k > 0 { s.pointee.buffer!.copyMemory(from: src, byteCount: k) }
+        return k
+    }
+
+    // MARK: sending
+
+    /// Wakes the peer if it sleeps on its event channel. The fence orders our record's stamp
+    /// before reading its flag, matching the fence the sleeper puts between its flag and its
+    /// last look at the rings.
+    @inline(__always)
+    func kick(_ p: Int32) {
+        let peer = peers + Int(p)
+        cmx_fence_seq_cst()
+        if cmx_load_relaxed_u64(peer.pointee.peerUnprotected + UnprotectedPage.sleepingOffset) != 0 {
+            var one: UInt64 = 1
+            _ = write(peer.pointee.eventFD, &one, 8)
+        }
+    }
+
+    /// Queues a send request whose record has been prepared in its slot; writes it now if the
+    /// ring has room and nothing is queued before it.
+    @inline(__always)
+    mutating func submit(_ r: Int32) {
+        let p = requests[r].pointee.peer
+        if peers[Int(p)].backlogHead < 0 && tryWrite(r) { return }
+        let s = requests[r]
+        s.pointee.flags |= RequestFlag.backlogged
+        s.pointee.next = -1
+        s.pointee.prev = peers[Int(p)].backlogTail
+        if peers[Int(p)].backlogTail >= 0 { requests[peers[Int(p)].backlogTail].pointee.next = r } else { peers[Int(p)].backlogHead = r }
+        peers[Int(p)].backlogTail = r
+        backlogged += 1
+    }
+
+    mutating func unlinkBacklog(_ r: Int32) {
+        let s = requests[r]
+        let p = Int(s.pointee.peer)
+        if s.pointee.prev >= 0 { requests[s.pointee.prev].pointee.next = s.pointee.next } else { peers[p].backlogHead = s.pointee.next }
+        if s.pointee.next >= 0 { requests[s.pointee.next].pointee.prev = s.pointee.prev } else { peers[p].backlogTail = s.pointee.prev }
+        s.pointee.flags &= ~RequestFlag.backlogged
+        s.pointee.next = -1
+        s.pointee.prev = -1
+        backlogged -= 1
+    }
+
+    /// Writes the record of send request `r` into its peer's ring. False when the ring is full.
+    @inline(__always)
+    mutating func tryWrite(_ r: Int32) -> Bool {
+        let s = requests[r]
+        let p = Int(s.pointee.peer)
+        let rendezvous = s.pointee.flags & RequestFlag.rendezvous != 0
+        let payload = rendezvous ? RecordLayout.rndvPayloadSize : s.pointee.length
+        guard let cell = peers[p].out.reserve(payload: payload) else { return false }
+        Shm.store(cell, RecordLayout.matchInfoOffset, s.pointee.matchInfo)
+        Shm.store(cell, RecordLayout.lengthOffset, UInt32(truncatingIfNeeded: s.pointee.length))
+        Shm.store(cell, RecordLayout.auxOffset, UInt64(s.pointee.generation) << 32 | UInt64(UInt32(bitPattern: r)))
+        if rendezvous {
+            Shm.store(cell, RecordLayout.kindOffset, RecordKind.rendezvous.rawValue)
+            Shm.store(cell, RecordLayout.flagsOffset, UInt8(0))
+            Shm.store(cell, RecordLayout.rndvRegionOffset, UInt32(s.pointee.regionID))
+            Shm.store(cell, RecordLayout.rndvGenerationOffset, s.pointee.regionGeneration)
+            Shm.store(cell, RecordLayout.rndvOffsetOffset, s.pointee.regionOffset)
+        } else {
+            Shm.store(cell, RecordLayout.kindOffset, RecordKind.eager.rawValue)
+            Shm.store(cell, RecordLayout.flagsOffset, s.pointee.flags & RequestFlag.sync != 0 ? RecordFlags.sync : 0)
+            gather(s, into: cell + RecordLayout.headerSize)
+        }
+        peers[p].out.publish(cell)
+        kick(Int32(p))
+        count(.messagesSent)
+        count(.bytesSent, s.pointee.length)
+        if rendezvous || s.pointee.flags & RequestFlag.sync != 0 {
+            s.pointee.flags |= RequestFlag.awaitingNotify
+        } else {
+            s.pointee.transferred = s.pointee.length
+            complete(r)
+        }
+        return true
+    }
+
+    /// Retries queued sends and notifies. Returns whether anything went out.
+    mutating func flushBacklog() -> Bool {
+        var progressed = false
+        if !pendingNotifies.isEmpty {
+            var remaining: [PendingNotify] = []
+            for n in pendingNotifies {
+                if !peers[Int(n.peer)].alive { continue }
+                if !writeNotify(n.peer, token: n.token, flags: n.flags) { remaining.append(n) } else { progressed = true }
+            }
+            pendingNotifies = remaining
+        }
+        if backlogged > 0 {
+            for p in 0..<Int(peerCount) where peers[p].backlogHead >= 0 {
+                while peers[p].backlogHead >= 0 {
+                    let r = peers[p].backlogHead
+                    // Take it off the backlog first: tryWrite may complete it.
+                    unlinkBacklog(r)
+                    if !tryWrite(r) {
+                        // Put it back at the head.
+                        let s = requests[r]
+                        s.pointee.flags |= RequestFlag.backlogged
+                        s.pointee.prev = -1
+                        s.pointee.next = peers[p].backlogHead
+                        if peers[p].backlogHead >= 0 { requests[peers[p].backlogHead].pointee.prev = r } else { peers[p].backlogTail = r }
+                        peers[p].backlogHead = r
+                        backlogged += 1
+                        break
+                    }
+                    progressed = true
+                }
+            }
+        }
+        return progressed
+    }
+
+    /// Receiver to sender: "matched" (sync) or "pulled" (rendezvous), or refused.
+    mutating func notify(_ p: Int32, token: UInt64, flags: UInt8) {
+        if pendingNotifies.isEmpty && writeNotify(p, token: token, flags: flags) { return }
+        pendingNotifies.append(PendingNotify(peer: p, token: token, flags: flags))
+    }
+
+    @inline(__always)
+    mutating func writeNotify(_ p: Int32, token: UInt64, flags: UInt8) -> Bool {
+        guard let cell = peers[Int(p)].out.reserve(payload: 0) else { return false }
+        Shm.store(cell, RecordLayout.kindOffset, RecordKind.notify.rawValue)
+        Shm.store(cell, RecordLayout.flagsOffset, flags)
+        Shm.store(cell, RecordLayout.auxOffset, token)
+        peers[Int(p)].out.publish(cell)
+        kick(p)
+        return true
+    }
+
+    // MARK: receiving
+
+    /// Posts receive `r` (fields set); delivers a matching unexpected message at once.
+    @inline(__always)
+    mutating func post(_ r: Int32) {
+        let s = requests[r]
+        switch engine.post(receive: r, matchInfo: s.pointee.matchInfo, mask: s.pointee.mask) {
+        case let .posted(ticket):
+            s.pointee.ticket = ticket
+            s.pointee.flags |= RequestFlag.posted
+        case let .matchedUnexpected(u):
+            deliverUnexpected(u, to: r)
+        }
+    }
+
+    mutating func deliverUnexpected(_ u: Int32, to r: Int32) {
+        let m = unexpected[u].pointee
+        let s = requests[r]
+        s.pointee.peer = m.peer
+        s.pointee.matchInfo = m.matchInfo
+        s.pointee.messageLength = m.length
+        if m.kind == RecordKind.rendezvous.rawValue {
+            pull(r, from: m.peer, region: m.region, generation: m.regionGeneration, offset: m.regionOffset,
+                 length: m.length, token: m.token)
+        } else {
+            if let d = m.data {
+                s.pointee.transferred = scatter(s, from: d, count: m.length)
+                free(d)
+            }
+            if m.flags & RecordFlags.sync != 0 { notify(m.peer, token: m.token, flags: 0) }
+            count(.messagesReceived)
+            count(.bytesReceived, s.pointee.transferred)
+            complete(r)
+        }
+        unexpected.free(u)
+    }
+
+    /// Polls every inbound ring once (and notes control events). Returns whether anything arrived.
+    @inline(__always)
+    mutating func progress() -> Bool {
+        var progressed = false
+        for p in 0..<Int(peerCount) where peers[p].alive {
+            while let cell = peers[p].inbound.peek() {
+                handleRecord(Int32(p), cell)
+                peers[p].inbound.release(cell)
+                progressed = true
+            }
+        }
+        if backlogged > 0 || !pendingNotifies.isEmpty {
+            if flushBacklog() { progressed = true }
+        }
+        if cmx_load_relaxed_u64(protectedPage + ProtectedPage.attachGenerationOffset) != seenAttach {
+            seenAttach = cmx_load_acquire_u64(protectedPage + ProtectedPage.attachGenerationOffset)
+            controlPending = true
+            progressed = true
+        }
+        return progressed
+    }
+
+    @inline(__always)
+    mutating func handleRecord(_ p: Int32, _ cell: UnsafeMutableRawPointer) {
+        let kind = Shm.load(cell, RecordLayout.kindOffset, as: UInt8.self)
+        let matchInfo = Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self)
+        let length = Int(Shm.load(cell, RecordLayout.lengthOffset, as: UInt32.self))
+        let flags = Shm.load(cell, RecordLayout.flagsOffset, as: UInt8.self)
+        let token = Shm.load(cell, RecordLayout.auxOffset, as: UInt64.self)
+        switch kind {
+        case RecordKind.eager.rawValue:
+            if let r = engine.arrive(matchInfo: matchInfo) {
+                let s = requests[r]
+                s.pointee.flags &= ~RequestFlag.posted
+                s.pointee.peer = p
+                s.pointee.matchInfo = matchInfo
+                s.pointee.messageLength = length
+                s.pointee.transferred = scatter(s, from: cell + RecordLayout.headerSize, count: length)
+                if flags & RecordFlags.sync != 0 { notify(p, token: token, flags: 0) }
+                count(.messagesReceived)
+                count(.bytesReceived, s.pointee.transferred)
+                complete(r)
+            } else {
+                let u = unexpected.allocate()
+                let data: UnsafeMutableRawPointer? = length > 0 ? malloc(length) : nil
+                if let d = data { d.copyMemory(from: cell + RecordLayout.headerSize, byteCount: length) }
+                unexpected[u].pointee = UnexpectedSlot(peer: p, matchInfo: matchInfo, length: length,
+                                                       kind: kind, flags: flags, token: token, data: data)
+                engine.enqueueUnexpected(u, matchInfo: matchInfo)
+                count(.unexpectedMessages)
+            }
+        case RecordKind.rendezvous.rawValue:
+            let region = Shm.load(cell, RecordLayout.rndvRegionOffset, as: UInt32.self)
+            let generation = Shm.load(cell, RecordLayout.rndvGenerationOffset, as: UInt32.self)
+            let offset = Shm.load(cell, RecordLayout.rndvOffsetOffset, as: UInt64.self)
+            if let r = engine.arrive(matchInfo: matchInfo) {
+                let s = requests[r]
+                s.pointee.flags &= ~RequestFlag.posted
+                s.pointee.peer = p
+                s.pointee.matchInfo = matchInfo
+                s.pointee.messageLength = length
+                pull(r, from: p, region: region, generation: generation, offset: offset, length: length, token: token)
+            } else {
+                // Rendezvous data is not buffered: only the descriptor waits here.
+                let u = unexpected.allocate()
+                unexpected[u].pointee = UnexpectedSlot(peer: p, matchInfo: matchInfo, length: length, kind: kind,
+                                                       flags: flags, token: token, data: nil, region: region,
+                                                       regionGeneration: generation, regionOffset: offset)
+                engine.enqueueUnexpected(u, matchInfo: matchInfo)
+                count(.unexpectedMessages)
+            }
+        case RecordKind.notify.rawValue:
+            completeSend(token: token, flags: flags)
+        default:
+            count(.drops)
+        }
+    }
+
+    /// A notify arrived for one of our sends.
+    mutating func completeSend(token: UInt64, flags: UInt8) {
+        let r = Int32(bitPattern: UInt32(truncatingIfNeeded: token))
+        let generation = UInt32(truncatingIfNeeded: token >> 32)
+        guard r >= 0 && Int(r) < requests.count else { count(.drops); return }
+        let s = requests[r]
+        guard s.pointee.generation == generation, s.pointee.state == RequestState.pending,
+              s.pointee.flags & RequestFlag.awaitingNotify != 0 else { count(.drops); return }
+        s.pointee.flags &= ~RequestFlag.awaitingNotify
+        if s.pointee.regionID >= 0 { cache.unpin(regionID: UInt32(s.pointee.regionID)) }
+        if flags & RecordFlags.refused != 0 {
+            fail(r, MXError(.pullRefused, "the receiver could not pull the message (region gone or access out of bounds)"))
+            return
+        }
+        if flags & RecordFlags.dropped != 0 {
+            fail(r, MXError(.peerClosed, "the receiver dropped the message"))
+            return
+        }
+        s.pointee.transferred = s.pointee.length
+        complete(r)
+    }
+
+    /// The pull engine: copies a rendezvous message straight out of the sender's registered
+    /// region into the receive buffer (one copy, via cross-memory attach), then notifies.
+    mutating func pull(_ r: Int32, from p: Int32, region: UInt32, generation: UInt32, offset: UInt64,
+                       length: Int, token: UInt64) {
+        let s = requests[r]
+        let peer = peers + Int(p)
+        guard let remote = RegionTable.resolve(page: peer.pointee.peerProtected, id: region, generation: generation,
+                                               offset: offset, length: UInt64(length)) else {
+            count(.refusedPulls)
+            notify(p, token: token, flags: RecordFlags.refused)
+            fail(r, MXError(.pullRefused, "the sender's message of \(length) bytes is not inside its region \(region); pull refused"))
+            return
+        }
+        let want = min(length, s.pointee.length)
+        var done = 0
+        if want > 0 {
+            if peer.pointee.isSelf || peer.pointee.pid == myPID {
+                let src = UnsafeRawPointer(bitPattern: UInt(remote))!
+                done = scatter(s, from: src, count: want)
+            } else {
+                done = pullRemote(s, pid: peer.pointee.pid, remote: remote, count: want)
+            }
+        }
+        guard done == want else {
+            count(.refusedPulls)
+            notify(p, token: token, flags: RecordFlags.refused)
+            fail(r, MXError(.peerClosed, "pulling \(want) bytes from pid \(peer.pointee.pid) failed after \(done): \(String(cString: strerror(errno)))"))
+            return
+        }
+        s.pointee.transferred = done
+        notify(p, token: token, flags: 0)
+        count(.rendezvousPulls)
+        count(.pulledBytes, done)
+        count(.messagesReceived)
+        count(.bytesReceived, done)
+        complete(r)
+    }
+
+    func pullRemote(_ s: UnsafeMutablePointer<RequestSlot>, pid: Int32, remote: UInt64, count want: Int) -> Int {
+        var done = 0
+        var local = iovec()
+        // Walk the receive segments (or the single buffer) and pull into each.
+        let nseg = s.pointee.segments == nil ? 1 : Int(s.pointee.segmentCount)
+        for i in 0..<nseg where done < want {
+            let base: UnsafeMutableRawPointer?
+            let len: Int
+            if let v = s.pointee.segments { base = v[i].iov_base; len = v[i].iov_len } else { base = s.pointee.buffer; len = s.pointee.length }
+            var segDone = 0
+            let segWant = min(len, want - done)
+            while segDone < segWant {
+                local.iov_base = base! + segDone
+                local.iov_len = segWant - segDone
+                var rem = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(remote) + UInt(done + segDone)), iov_len: segWant - segDone)
+                let n = cmx_pull(pid, &local, 1, &rem, 1)
+                if n <= 0 { return done + segDone }
+                segDone += n
+            }
+            done += segDone
+        }
+        return done
+    }
+
+    // MARK: peers going away
+
+    /// The peer closed or died: what it still had in flight toward us is delivered (records
+    /// already in the ring), what we had toward it fails.
+    mutating func peerGone(_ p: Int32) {
+        // Deliver what already arrived.
+        while let cell = peers[Int(p)].inbound.peek() {
+            handleRecord(p, cell)
+            peers[Int(p)].inbound.release(cell)
+        }
+        peers[Int(p)].alive = false
+        let err = MXError(.peerClosed, "peer \(address(ofPeer: p)!) closed its endpoint or its process died")
+        for i in 0..<Int32(requests.count) where requests.isAllocated(i) {
+            let s = requests[i]
+            if s.pointee.state == RequestState.pending && s.pointee.peer == p && s.pointee.kind == MXStatus.Kind.send.rawValue {
+                if s.pointee.regionID >= 0 && s.pointee.flags & RequestFlag.awaitingNotify != 0 {
+                    cache.unpin(regionID: UInt32(s.pointee.regionID))
+                }
+                fail(i, err)
+            }
+        }
+        // Rendezvous descriptors from it can no longer be pulled.
+        for u in engine.unexpectedIDs() where unexpected[u].pointee.peer == p && unexpected[u].pointee.kind == RecordKind.rendezvous.rawValue {
+            engine.removeUnexpected(u)
+            unexpected.free(u)
+            count(.drops)
+        }
+        pendingNotifies.removeAll { $0.peer == p }
+    }
+
+    /// The backend died: every pending request fails.
+    mutating func failAll(_ error: MXError) {
+        for i in 0..<Int32(requests.count) where requests.isAllocated(i) && requests[i].pointee.state == RequestState.pending {
+            fail(i, error)
+        }
+    }
+}

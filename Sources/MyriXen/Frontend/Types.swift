@@ -1,0 +1,80 @@
+/// The address of a peer endpoint, as `connect` returns it and a receive's status names the
+/// sender. Valid on the endpoint that produced it.
+public struct MXEndpointAddress: Hashable, Sendable, CustomStringConvertible {
+    public let nicID: UInt64
+    public let endpointID: Int
+    public let session: UInt32
+    /// The peer's slot on the local endpoint.
+    let peerIndex: Int32
+
+    public var description: String { "\(NICAddressing.format(nicID))/ep\(endpointID)" }
+}
+
+/// A pending operation. Completing it (test or wait returning its status) frees it; using it
+/// again then fails with `requestCompleted`.
+public struct MXRequest: Hashable, Sendable {
+    let index: Int32
+    let generation: UInt32
+}
+
+/// One scatter/gather segment.
+public struct MXSegment {
+    public var base: UnsafeMutableRawPointer?
+    public var length: Int
+
+    public init(_ base: UnsafeMutableRawPointer?, length: Int) {
+        self.base = base
+        self.length = length
+    }
+    public init(_ buffer: UnsafeMutableRawBufferPointer) {
+        base = buffer.baseAddress
+        length = buffer.count
+    }
+    public init(_ buffer: UnsafeRawBufferPointer) {
+        base = UnsafeMutableRawPointer(mutating: buffer.baseAddress)
+        length = buffer.count
+    }
+}
+
+/// The outcome of a completed request.
+public struct MXStatus: Sendable, Equatable {
+    public enum Kind: UInt8, Sendable { case send = 1, receive = 2, connect = 3 }
+    public var kind: Kind
+    /// The sender (receives) or the destination (sends).
+    public var source: MXEndpointAddress?
+    public var matchInfo: UInt64
+    /// Length of the message as sent.
+    public var messageLength: Int
+    /// Bytes delivered: less than `messageLength` when the receive buffer was shorter.
+    public var transferredLength: Int
+    public var context: UInt64
+    public var isCancelled: Bool
+    public var isTruncated: Bool { transferredLength < messageLength }
+}
+
+/// Options of an endpoint.
+public struct MXEndpointOptions: Sendable {
+    /// Largest message sent eagerly between endpoints of this host (MX: 4 KiB).
+    public var rendezvousThreshold: Int
+    /// How long a waiter spins before it sleeps on its event channel.
+    public var spinMicroseconds: Int = 20
+
+    public init(rendezvousThreshold: Int? = nil) {
+        if let t = rendezvousThreshold {
+            self.rendezvousThreshold = t
+        } else if let e = getenvInt(MXDefaults.thresholdEnvironment) {
+            self.rendezvousThreshold = e
+        } else {
+            self.rendezvousThreshold = MXLimits.rendezvousThresholdLocal
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func getenvInt(_ name: String) -> Int? {
+    guard let v = getenv(name) else { return nil }
+    return Int(String(cString: v))
+}

@@ -1,0 +1,82 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMyriXen
+
+/// A child process started with posix_spawn, ended and reaped only by its pid.
+public struct ChildProcess: Sendable {
+    public let pid: Int32
+
+    public enum Outcome: Equatable, Sendable, CustomStringConvertible {
+        case exited(Int32)
+        case signalled(Int32)
+        public var description: String {
+            switch self {
+            case let .exited(c): "exit code \(c)"
+            case let .signalled(s): "signal \(s)"
+            }
+        }
+    }
+
+    /// Starts `path` with `arguments` (argv[1...]); stdio and environment are inherited,
+    /// with `environment` entries (NAME=value) added or replacing.
+    public static func spawn(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws(MXError) -> ChildProcess {
+        var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) }
+        argv.append(nil)
+        defer { argv.forEach { free($0) } }
+        var envp: [UnsafeMutablePointer<CChar>?] = []
+        if !environment.isEmpty {
+            var merged: [String: String] = [:]
+            var e = environ
+            while let entry = e.pointee {
+                let s = String(cString: entry)
+                if let eq = s.firstIndex(of: "=") { merged[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+                e += 1
+            }
+            for (k, v) in environment { merged[k] = v }
+            envp = merged.map { strdup("\($0.key)=\($0.value)") }
+            envp.append(nil)
+        }
+        defer { envp.forEach { free($0) } }
+        let pid = envp.isEmpty ? cmx_spawn(path, argv, nil) : cmx_spawn(path, argv, envp)
+        guard pid > 0 else { throw systemError("posix_spawn(\(path))") }
+        return ChildProcess(pid: pid)
+    }
+
+    /// Waits for the child to end.
+    public func wait() -> Outcome {
+        var status: Int32 = 0
+        guard cmx_wait(pid, &status, 0) == pid else { return .exited(-1) }
+        return Self.outcome(status)
+    }
+
+    /// The outcome if the child has ended, else nil (does not block).
+    public func poll() -> Outcome? {
+        var status: Int32 = 0
+        guard cmx_wait(pid, &status, 1) == pid else { return nil }
+        return Self.outcome(status)
+    }
+
+    /// Waits up to `seconds`; nil if the child is still running then.
+    public func wait(seconds: Double) -> Outcome? {
+        let deadline = monotonicNanoseconds() + UInt64(seconds * 1e9)
+        while monotonicNanoseconds() < deadline {
+            if let o = poll() { return o }
+            usleep(2_000)
+        }
+        return poll()
+    }
+
+    public func signal(_ sig: Int32) { _ = kill(pid, sig) }
+
+    static func outcome(_ status: Int32) -> Outcome {
+        cmx_exited(status) != 0 ? .exited(cmx_exit_code(status)) : .signalled(cmx_term_signal(status))
+    }
+
+    /// The path of the running executable.
+    public static func currentExecutable() -> String {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        return n > 0 ? String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+    }
+}

@@ -1,0 +1,130 @@
+import CMyriXen
+
+/// Raw little helpers over shared memory, inlined into the fast path.
+@usableFromInline
+enum Shm {
+    @inline(__always) @usableFromInline
+    static func load<T: FixedWidthInteger>(_ p: UnsafeRawPointer, _ offset: Int, as: T.Type) -> T {
+        p.loadUnaligned(fromByteOffset: offset, as: T.self)
+    }
+    @inline(__always) @usableFromInline
+    static func store<T: FixedWidthInteger>(_ p: UnsafeMutableRawPointer, _ offset: Int, _ value: T) {
+        p.storeBytes(of: value, toByteOffset: offset, as: T.self)
+    }
+}
+
+/// Formats the header page of a new ring (done by the backend when it creates one).
+public func formatRing(_ base: UnsafeMutableRawPointer, dataBytes: Int) {
+    Shm.store(base, RingLayout.magicOffset, RingLayout.magic)
+    Shm.store(base, RingLayout.cellsOffset, UInt32(dataBytes / RingLayout.cellSize))
+}
+
+/// Validates a mapped ring and returns its cell count.
+public func ringCells(_ base: UnsafeRawPointer, mappedBytes: Int) throws(MXError) -> Int {
+    guard Shm.load(base, RingLayout.magicOffset, as: UInt32.self) == RingLayout.magic else {
+        throw MXError(.protocolError, "granted memory is not a MyriXen ring")
+    }
+    let cells = Int(Shm.load(base, RingLayout.cellsOffset, as: UInt32.self))
+    guard cells > 0, cells & (cells - 1) == 0,
+          RingLayout.headerPage + cells * RingLayout.cellSize <= mappedBytes else {
+        throw MXError(.protocolError, "ring geometry \(cells) cells does not fit its \(mappedBytes)-byte grant")
+    }
+    return cells
+}
+
+/// The sending side of a single-producer single-consumer ring of 64-byte cells.
+public struct RingProducer {
+    @usableFromInline let header: UnsafeMutableRawPointer
+    @usableFromInline let data: UnsafeMutableRawPointer
+    @usableFromInline let cells: UInt64
+    @usableFromInline var tail: UInt64 = 0
+    @usableFromInline var cachedHead: UInt64 = 0
+
+    public init(base: UnsafeMutableRawPointer, cells: Int) {
+        header = base
+        data = base + RingLayout.headerPage
+        self.cells = UInt64(cells)
+    }
+
+    /// Largest payload one record may carry (a quarter of the ring, so records always fit).
+    public var maxPayload: Int { Int(cells / 4) * RingLayout.cellSize - RecordLayout.headerSize }
+
+    /// Reserves room for a record with `payload` bytes and returns its first cell, or nil when
+    /// the ring is full for now. Fill the header fields and payload, then `publish`.
+    @inline(__always)
+    public mutating func reserve(payload: Int) -> UnsafeMutableRawPointer? {
+        let needed = UInt64((RecordLayout.headerSize + payload + RingLayout.cellSize - 1) / RingLayout.cellSize)
+        let index = tail & (cells - 1)
+        let contiguous = cells - index
+        let total = needed <= contiguous ? needed : needed + contiguous
+        if tail + total - cachedHead > cells {
+            cachedHead = cmx_load_acquire_u64(header + RingLayout.headOffset)
+            if tail + total - cachedHead > cells { return nil }
+        }
+        if needed > contiguous {
+            // Pad to the end of the ring; the record starts again at cell 0.
+            let pad = data + Int(index) * RingLayout.cellSize
+            Shm.store(pad, RecordLayout.kindOffset, RecordKind.padding.rawValue)
+            Shm.store(pad, RecordLayout.cellsOffset, UInt16(contiguous))
+            cmx_store_release_u64(pad, tail + 1)
+            tail += contiguous
+            let cell = data
+            Shm.store(cell, RecordLayout.cellsOffset, UInt16(needed))
+            return cell
+        }
+        let cell = data + Int(index) * RingLayout.cellSize
+        Shm.store(cell, RecordLayout.cellsOffset, UInt16(needed))
+        return cell
+    }
+
+    /// Makes the reserved record visible to the consumer (release store of its stamp).
+    @inline(__always)
+    public mutating func publish(_ cell: UnsafeMutableRawPointer) {
+        let needed = UInt64(Shm.load(cell, RecordLayout.cellsOffset, as: UInt16.self))
+        cmx_store_release_u64(cell, tail + 1)
+        tail += needed
+    }
+}
+
+/// The receiving side of a pair ring.
+public struct RingConsumer {
+    @usableFromInline let header: UnsafeMutableRawPointer
+    @usableFromInline let data: UnsafeMutableRawPointer
+    @usableFromInline let cells: UInt64
+    @usableFromInline var head: UInt64 = 0
+
+    public init(base: UnsafeMutableRawPointer, cells: Int) {
+        header = base
+        data = base + RingLayout.headerPage
+        self.cells = UInt64(cells)
+        head = cmx_load_acquire_u64(base + RingLayout.headOffset)
+    }
+
+    /// The next record, if one is complete. Padding is skipped here.
+    @inline(__always)
+    public mutating func peek() -> UnsafeMutableRawPointer? {
+        while true {
+            let cell = data + Int(head & (cells - 1)) * RingLayout.cellSize
+            if cmx_load_acquire_u64(cell) != head &+ 1 { return nil }
+            if Shm.load(cell, RecordLayout.kindOffset, as: UInt8.self) == RecordKind.padding.rawValue {
+                release(cell)
+                continue
+            }
+            return cell
+        }
+    }
+
+    /// Frees the record returned by `peek`: clears the stamp word of each of its cells, then
+    /// publishes the new head for the producer.
+    @inline(__always)
+    public mutating func release(_ cell: UnsafeMutableRawPointer) {
+        let n = Int(Shm.load(cell, RecordLayout.cellsOffset, as: UInt16.self))
+        var c = cell
+        for _ in 0..<n {
+            cmx_store_relaxed_u64(c, 0)
+            c += RingLayout.cellSize
+        }
+        head &+= UInt64(n)
+        cmx_store_release_u64(header + RingLayout.headOffset, head)
+    }
+}

@@ -1,0 +1,54 @@
+/// The constants of the emulated Myri-10G board and of MX, in one place. Frontend, backend,
+/// rings and tools import these; none redefines a number. Values follow MX / Open-MX defaults
+/// (see docs/myrixen.md).
+public enum MXLimits {
+    /// Endpoints a board offers by default (the wire format allows 256).
+    public static let endpointsPerBoard = 32
+    public static let maxEndpointsPerBoard = 256
+    /// Boards a host may carry.
+    public static let maxBoards = 32
+    /// Peers an endpoint may connect to by default (the wire format allows 65,536).
+    public static let maxPeers = 1024
+    /// Scatter/gather segments per operation.
+    public static let maxSegments = 256
+    /// Registered regions per endpoint (8-bit region ids).
+    public static let regionsPerEndpoint = 256
+    /// Largest tiny message: data travels inside the send command.
+    public static let tinyMax = 32
+    /// Largest small message (PIO send max).
+    public static let smallMax = 128
+    /// Rendezvous threshold between endpoints of one host.
+    public static let rendezvousThresholdLocal = 4096
+    /// Rendezvous threshold between hosts.
+    public static let rendezvousThresholdRemote = 32768
+    /// Myri-10G line speed, Gbit/s, full duplex.
+    public static let lineSpeedGbps = 10
+    /// The MX API level these semantics follow.
+    public static let apiVersion = 0x301
+}
+
+/// The three size classes below the rendezvous threshold plus rendezvous itself.
+public enum MXSizeClass: String, Sendable {
+    case tiny, small, medium, large
+
+    public static func of(length: Int, threshold: Int) -> MXSizeClass {
+        if length <= MXLimits.tinyMax { return .tiny }
+        if length <= MXLimits.smallMax { return .small }
+        if length <= threshold { return .medium }
+        return .large
+    }
+}
+
+/// Where things live by default.
+public enum MXDefaults {
+    /// Environment variable naming the backend's socket.
+    public static let socketEnvironment = "MYRIXEN_SOCKET"
+    /// Environment variable naming the myrback executable to start on demand.
+    public static let backendPathEnvironment = "MYRBACK_PATH"
+    /// Environment variable overriding the local rendezvous threshold (bytes).
+    public static let thresholdEnvironment = "MYRIXEN_RNDV_THRESHOLD"
+    /// Environment variable overriding a pair ring's size (KiB).
+    public static let ringSizeEnvironment = "MYRIXEN_RING_KB"
+    /// Seconds an on-demand backend lingers with no frontend before it exits.
+    public static let onDemandIdleSeconds = 10
+}

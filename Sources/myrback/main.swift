@@ -1,0 +1,81 @@
+// myrback: the MyriXen backend (the emulated driver domain of one host).
+import ArgumentParser
+import MyriXen
+#if canImport(Glibc)
+import Glibc
+#endif
+
+nonisolated(unsafe) var stopFlag: sig_atomic_t = 0
+
+struct Myrback: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "myrback",
+        abstract: "The MyriXen backend: owns this host's emulated Myri-10G board(s) and serves frontends.",
+        discussion: """
+        Frontends start a backend on demand; run one by hand with --foreground to watch it or to \
+        serve as a service. The socket's directory is created private to the user (mode 0700).
+        """)
+
+    @Option(name: .long, help: "Unix socket to listen on (default: $MYRIXEN_SOCKET or /tmp/myrixen-<uid>/myrback.sock).")
+    var socket: String?
+
+    @Option(name: .long, help: "Host name boards are named after (default: this host's name).")
+    var hostname: String?
+
+    @Option(name: .long, help: "Number of emulated boards (1-\(MXLimits.maxBoards)).")
+    var boards: Int = 1
+
+    @Option(name: .long, help: "Endpoints per board (1-\(MXLimits.maxEndpointsPerBoard)).")
+    var endpoints: Int = MXLimits.endpointsPerBoard
+
+    @Option(name: .long, help: "Data size of each pair ring in KiB (power of two, 16-16384; default $MYRIXEN_RING_KB or 64).")
+    var ringKb: Int?
+
+    @Option(name: .long, help: "Exit after this many seconds without frontends (default: never).")
+    var idleExit: Int?
+
+    @Flag(name: .long, help: "Stay in the foreground (the default unless --daemonize).")
+    var foreground = false
+
+    @Flag(name: .long, help: "Detach into the background (what on-demand starts use).")
+    var daemonize = false
+
+    @Flag(name: .shortAndLong, help: "Log connections and endpoint changes.")
+    var verbose = false
+
+    func validate() throws {
+        if foreground && daemonize { throw ValidationError("--foreground and --daemonize exclude each other") }
+        if let i = idleExit, i < 1 { throw ValidationError("--idle-exit must be at least 1 second, not \(i)") }
+    }
+
+    func run() throws {
+        var config = Backend.Configuration(
+            socketPath: socket ?? BackendLocation.defaultSocketPath(),
+            hostname: hostname ?? BackendLocation.localHostName())
+        config.boards = boards
+        config.endpointsPerBoard = endpoints
+        if let kb = ringKb ?? getenv(MXDefaults.ringSizeEnvironment).flatMap({ Int(String(cString: $0)) }) {
+            config.ringDataBytes = kb * 1024
+        }
+        config.idleExitSeconds = idleExit
+        config.verbose = verbose
+        let backend: Backend
+        do {
+            backend = try Backend(config)
+        } catch {
+            throw error
+        }
+        if daemonize {
+            do { try BackendLocation.daemonize() } catch { throw error }
+        }
+        signal(SIGPIPE, SIG_IGN)
+        signal(SIGTERM) { _ in stopFlag = 1 }
+        signal(SIGINT) { _ in stopFlag = 1 }
+        if verbose {
+            print("myrback: serving \(config.boards) board(s) of \(config.hostname) at \(config.socketPath) (pid \(getpid()))")
+        }
+        backend.run { stopFlag != 0 }
+    }
+}
+
+Myrback.main()

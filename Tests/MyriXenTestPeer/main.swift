@@ -1,0 +1,2 @@
+import MyriXen
+print("placeholder")
