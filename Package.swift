@@ -42,11 +42,17 @@ let package = Package(
         // A peer process the multi-process tests start: it opens endpoints and runs scripted roles.
         .executableTarget(
             name: "MyriXenTestPeer",
-            dependencies: ["MyriXen"],
+            dependencies: ["MyriXen", "MyriXenTestSupport"],
             path: "Tests/MyriXenTestPeer"
         ),
-        .testTarget(name: "MyriXenTests", dependencies: ["MyriXen"]),
-        .testTarget(name: "MyriXenProcessTests", dependencies: ["MyriXen"]),
+        // What the test targets share: private backends, finding the built executables.
+        .target(
+            name: "MyriXenTestSupport",
+            dependencies: ["MyriXen"],
+            path: "Tests/MyriXenTestSupport"
+        ),
+        .testTarget(name: "MyriXenTests", dependencies: ["MyriXen", "MyriXenTestSupport"]),
+        .testTarget(name: "MyriXenProcessTests", dependencies: ["MyriXen", "MyriXenTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,101 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MyriXen
+
+/// Where the package's executables were built (beside the test bundle or the running tool).
+public enum BuiltProducts {
+    public static var directory: String {
+        let exe = ChildProcess.currentExecutable()
+        return String(exe[..<exe.lastIndex(of: "/")!])
+    }
+    public static func path(_ name: String) -> String { directory + "/" + name }
+}
+
+/// A private myrback for one test: its own socket in its own directory, started in the
+/// foreground by pid and ended by that pid, with its directory removed afterwards.
+public final class TestBackend {
+    public let directory: String
+    public let socketPath: String
+    public private(set) var process: ChildProcess?
+
+    public init(boards: Int = 1, endpoints: Int? = nil, ringKB: Int? = nil, start: Bool = true) throws {
+        var template = Array("/tmp/mxtest-XXXXXX".utf8CString)
+        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw MXError(.system, "mkdtemp failed")
+        }
+        directory = String(cString: dir)
+        chmod(directory, 0o700)
+        socketPath = directory + "/myrback.sock"
+        if start { try self.start(boards: boards, endpoints: endpoints, ringKB: ringKB) }
+    }
+
+    /// Starts (or restarts) the backend and waits until it answers.
+    public func start(boards: Int = 1, endpoints: Int? = nil, ringKB: Int? = nil) throws {
+        var args = ["--socket", socketPath, "--foreground", "--boards", String(boards)]
+        if let e = endpoints { args += ["--endpoints", String(e)] }
+        if let r = ringKB { args += ["--ring-kb", String(r)] }
+        let p = try ChildProcess.spawn(BuiltProducts.path("myrback"), args)
+        process = p
+        let deadline = monotonicNanoseconds() + 10_000_000_000
+        while monotonicNanoseconds() < deadline {
+            if let outcome = p.poll() { throw MXError(.backendUnavailable, "myrback exited at start: \(outcome)") }
+            if let ctx = try? MXContext(socketPath: socketPath, startBackend: false) {
+                ctx.finalize()
+                return
+            }
+            usleep(5_000)
+        }
+        throw MXError(.backendUnavailable, "myrback did not answer within 10 s")
+    }
+
+    /// Kills the backend with `signal` and reaps it.
+    @discardableResult
+    public func kill(_ sig: Int32 = SIGKILL) -> ChildProcess.Outcome? {
+        guard let p = process else { return nil }
+        p.signal(sig)
+        process = nil
+        return p.wait(seconds: 10)
+    }
+
+    /// Ends the backend (SIGTERM, then SIGKILL) and removes its directory.
+    public func stop() {
+        if let p = process {
+            p.signal(SIGTERM)
+            if p.wait(seconds: 5) == nil { p.signal(SIGKILL); _ = p.wait() }
+            process = nil
+        }
+        removeDirectory()
+    }
+
+    func removeDirectory() {
+        if let d = opendir(directory) {
+            while let e = readdir(d) {
+                let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+                if name != "." && name != ".." { unlink(directory + "/" + name) }
+            }
+            closedir(d)
+        }
+        rmdir(directory)
+    }
+
+    public func context() throws -> MXContext { try MXContext(socketPath: socketPath, startBackend: false) }
+
+    deinit { stop() }
+}
+
+/// Deterministic payload bytes, so every receiver can check what it got byte for byte.
+public enum Pattern {
+    @inline(__always)
+    public static func byte(_ index: Int, seed: Int) -> UInt8 {
+        UInt8(truncatingIfNeeded: (index &* 131) ^ (seed &* 7919) ^ (index >> 8))
+    }
+    public static func fill(_ b: UnsafeMutableRawBufferPointer, seed: Int) {
+        for i in 0..<b.count { b[i] = byte(i, seed: seed) }
+    }
+    /// Index of the first wrong byte, or nil.
+    public static func firstMismatch(_ b: UnsafeRawBufferPointer, seed: Int) -> Int? {
+        for i in 0..<b.count where b[i] != byte(i, seed: seed) { return i }
+        return nil
+    }
+}
