@@ -99,3 +99,33 @@ public enum Pattern {
         return nil
     }
 }
+
+/// Runs a command to completion and returns its exit status and its output (stdout and stderr).
+public func runCapturing(_ path: String, _ arguments: [String], environment: [String: String] = [:]) -> (status: Int32, output: String) {
+    func quote(_ s: String) -> String { "'" + s.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'" }
+    let env = environment.map { "\($0.key)=\(quote($0.value))" }.joined(separator: " ")
+    let command = (env.isEmpty ? "" : "env \(env) ") + ([path] + arguments).map(quote).joined(separator: " ")
+    guard let pipe = popen(command + " 2>&1", "r") else { return (-1, "") }
+    var output = ""
+    var buffer = [CChar](repeating: 0, count: 4096)
+    while fgets(&buffer, Int32(buffer.count), pipe) != nil {
+        output += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+    let status = pclose(pipe)
+    return ((status >> 8) & 0xFF, output)
+}
+
+/// Whether a process with this pid still exists (signal 0).
+public func processExists(_ pid: Int32) -> Bool { kill(pid, 0) == 0 || errno == EPERM }
+
+/// Ends a process that is not our child (a daemonized backend) by pid and waits until it is gone.
+public func terminate(pid: Int32, within seconds: Double = 5) -> Bool {
+    kill(pid, SIGTERM)
+    let deadline = monotonicNanoseconds() + UInt64(seconds * 1e9)
+    while monotonicNanoseconds() < deadline {
+        if !processExists(pid) { return true }
+        usleep(5_000)
+    }
+    kill(pid, SIGKILL)
+    return !processExists(pid)
+}

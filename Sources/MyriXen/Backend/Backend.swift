@@ -164,6 +164,8 @@ public final class Backend {
             unlink(config.socketPath + ".lock")
             closeDescriptor(lockFD)
             lockFD = -1
+            // The socket's private directory goes too when nothing else is in it.
+            rmdir(BackendLocation.directory(of: config.socketPath))
         }
     }
 

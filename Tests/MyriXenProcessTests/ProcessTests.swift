@@ -1,0 +1,285 @@
+import XCTest
+import MyriXen
+import MyriXenTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum PeerTag {
+    static let hello: UInt64 = 0xFEED_0000_0000_0000
+    static let status: UInt64 = 0xFEED_0000_0000_0001
+    static let done: UInt64 = 0xFEED_0000_0000_0002
+    static let echo: UInt64 = 1 << 62
+}
+
+/// Multi-process tests: this process holds one endpoint, peer processes (MyriXenTestPeer)
+/// hold others, all on a private backend. Every peer checks what it receives and reports by
+/// exit code; this side checks what it receives.
+final class ProcessTests: XCTestCase {
+    var backend: TestBackend!
+    var mx: MXContext!
+    var ep: MXEndpoint!
+    var peers: [ChildProcess] = []
+    let key: UInt32 = 0x51DE
+
+    override func setUpWithError() throws {
+        backend = try TestBackend(boards: 1, endpoints: 32)
+        mx = try backend.context()
+        ep = try mx.openEndpoint(key: key)
+    }
+
+    override func tearDown() {
+        for p in peers where p.poll() == nil {
+            p.signal(SIGKILL)
+            _ = p.wait()
+        }
+        ep?.close()
+        mx?.finalize()
+        backend?.stop()
+    }
+
+    func spawnPeer(_ role: String, _ extra: [String] = []) throws -> ChildProcess {
+        let p = try ChildProcess.spawn(BuiltProducts.path("MyriXenTestPeer"),
+                                       [role, "--socket", backend.socketPath, "--nic", String(ep.nicID, radix: 16),
+                                        "--ep", String(ep.endpointID), "--key", String(key)] + extra)
+        peers.append(p)
+        return p
+    }
+
+    let word = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+
+    /// Receives a peer's hello; returns its address and pid.
+    func hello(id: Int = 0) throws -> (MXEndpointAddress, Int32) {
+        let st = try ep.wait(try ep.irecv(word, matchInfo: PeerTag.hello | UInt64(id)), timeout: .seconds(30))
+        return (st.source!, Int32(word.load(as: UInt64.self)))
+    }
+
+    func status() throws -> UInt64 {
+        _ = try ep.wait(try ep.irecv(word, matchInfo: PeerTag.status), timeout: .seconds(30))
+        return word.load(as: UInt64.self)
+    }
+
+    func done(_ peer: MXEndpointAddress) throws {
+        word.storeBytes(of: 0, as: UInt64.self)
+        _ = try ep.wait(try ep.isend(UnsafeRawBufferPointer(word), to: peer, matchInfo: PeerTag.done), timeout: .seconds(30))
+    }
+
+    func assertExit(_ p: ChildProcess, _ code: Int32 = 0, within seconds: Double = 60, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(p.wait(seconds: seconds), .exited(code), "peer \(p.pid)", file: file, line: line)
+    }
+
+    // MARK: data
+
+    func testEverySizeClassRoundTripsBetweenProcesses() throws {
+        let sizes = [0, 1, 8, 32, 33, 128, 129, 1000, 4096, 4097, 32768, 65536, 1 << 20, 4 << 20]
+        let p = try spawnPeer("echo", ["--sizes", sizes.map(String.init).joined(separator: ",")])
+        let (peer, _) = try hello()
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        let back = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        defer { out.deallocate(); back.deallocate() }
+        for size in sizes {
+            let view = UnsafeMutableRawBufferPointer(rebasing: out[0..<size])
+            Pattern.fill(view, seed: size)
+            let s = try ep.isend(UnsafeRawBufferPointer(view), to: peer, matchInfo: UInt64(size))
+            let st = try ep.wait(try ep.irecv(UnsafeMutableRawBufferPointer(rebasing: back[0..<size]), matchInfo: PeerTag.echo | UInt64(size)), timeout: .seconds(30))
+            _ = try ep.wait(s, timeout: .seconds(30))
+            XCTAssertEqual(st.messageLength, size)
+            XCTAssertEqual(st.source, peer)
+            XCTAssertNil(Pattern.firstMismatch(UnsafeRawBufferPointer(rebasing: back[0..<size]), seed: size), "echo of \(size) bytes")
+        }
+        try done(peer)
+        assertExit(p)
+        XCTAssertGreaterThan(ep.counter(.rendezvousPulls), 0, "large echoes were pulled across processes")
+    }
+
+    func testEightSendersToOneReceiver() throws {
+        let count = 300
+        let sizes = [8, 100, 3000, 20000]
+        var procs: [ChildProcess] = []
+        for id in 0..<8 {
+            procs.append(try spawnPeer("sender", ["--id", String(id), "--count", String(count), "--sizes", sizes.map(String.init).joined(separator: ",")]))
+        }
+        var addresses: [MXEndpointAddress] = []
+        for id in 0..<8 { addresses.append(try hello(id: id).0) }
+        var next = [Int](repeating: 0, count: 8)
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 20000, alignment: 64)
+        defer { buf.deallocate() }
+        for _ in 0..<(8 * count) {
+            // Any sender, any sequence: only the tag space of the senders.
+            let st = try ep.wait(try ep.irecv(buf, matchInfo: 0, mask: 0xFFFF_0000_0000_0000), timeout: .seconds(60))
+            let id = Int(st.matchInfo >> 32)
+            let seq = Int(st.matchInfo & 0xFFFF_FFFF)
+            XCTAssertEqual(seq, next[id], "sender \(id)'s messages arrive in its send order")
+            XCTAssertEqual(st.source, addresses[id])
+            XCTAssertEqual(st.messageLength, sizes[seq % sizes.count])
+            XCTAssertNil(Pattern.firstMismatch(UnsafeRawBufferPointer(rebasing: buf[0..<st.messageLength]), seed: id * 100_000 + seq))
+            next[id] = seq + 1
+        }
+        XCTAssertEqual(next, [Int](repeating: count, count: 8))
+        for a in addresses { try done(a) }
+        for p in procs { assertExit(p) }
+    }
+
+    func testTenThousandUnexpectedMessagesFromAnotherProcess() throws {
+        let n = 10_000
+        let p = try spawnPeer("sender", ["--id", "1", "--count", String(n), "--sizes", "16,40,200"])
+        let (peer, _) = try hello(id: 1)
+        // Receive nothing yet: everything lands in the unexpected queue.
+        let deadline = monotonicNanoseconds() + 60_000_000_000
+        while ep.unexpectedCount < n && monotonicNanoseconds() < deadline { try ep.progress() }
+        XCTAssertEqual(ep.unexpectedCount, n)
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 200, alignment: 64)
+        defer { buf.deallocate() }
+        for seq in 0..<n {
+            let st = try ep.wait(try ep.irecv(buf, matchInfo: 1 << 32 | UInt64(seq)), timeout: .seconds(10))
+            XCTAssertEqual(st.messageLength, [16, 40, 200][seq % 3])
+            XCTAssertNil(Pattern.firstMismatch(UnsafeRawBufferPointer(rebasing: buf[0..<st.messageLength]), seed: 100_000 + seq))
+        }
+        XCTAssertEqual(ep.unexpectedCount, 0)
+        try done(peer)
+        assertExit(p)
+    }
+
+    func testIssendCompletesOnlyOnceMatched() throws {
+        let p = try spawnPeer("issend")
+        let (peer, _) = try hello()
+        XCTAssertEqual(try status(), 0, "the peer's issend stayed incomplete while nobody had received it")
+        let st = try ep.wait(try ep.irecv(word, matchInfo: 5), timeout: .seconds(10))
+        XCTAssertEqual(st.messageLength, 8)
+        XCTAssertEqual(word.load(as: UInt64.self), 0xC0FFEE)
+        XCTAssertEqual(try status(), 2, "and completed once matched")
+        try done(peer)
+        assertExit(p)
+    }
+
+    func testWrongKeyIsRefused() throws {
+        let p = try spawnPeer("wrong-key")
+        assertExit(p)
+        XCTAssertEqual(try mx.info().refusedConnects, 1)
+    }
+
+    // MARK: faults
+
+    func testKilledPeerIsReclaimedAndItsPartnersHearOfIt() throws {
+        let p = try spawnPeer("rendezvous-then-hang")
+        let (peer, _) = try hello()
+        XCTAssertEqual(try status(), 1)
+        XCTAssertEqual(ep.unexpectedCount, 1, "its rendezvous waits here, without data")
+        let before = try mx.info()
+        XCTAssertEqual(before.endpoints.count, 2)
+        p.signal(SIGKILL)
+        XCTAssertEqual(p.wait(), .signalled(SIGKILL))
+        let killed = monotonicNanoseconds()
+        // Within a second, sends to it fail with a clear error.
+        var sawError: MXError?
+        while monotonicNanoseconds() - killed < 1_000_000_000 {
+            try ep.progress()
+            do {
+                let s = try ep.isend(UnsafeRawBufferPointer(word), to: peer, matchInfo: 1)
+                _ = try ep.wait(s, timeout: .milliseconds(10))
+            } catch {
+                sawError = error
+                break
+            }
+            usleep(1000)
+        }
+        XCTAssertEqual(sawError?.code, .peerClosed)
+        XCTAssertEqual(ep.unexpectedCount, 0, "its rendezvous can no longer be pulled and was dropped")
+        XCTAssertGreaterThanOrEqual(ep.counter(.drops), 1)
+        let after = try mx.info()
+        XCTAssertEqual(after.endpoints.count, 1, "the backend reclaimed its endpoint")
+        XCTAssertGreaterThan(after.grantsRevoked, before.grantsRevoked, "and revoked its grants")
+        // Its endpoint slot is free again.
+        let again = try mx.openEndpoint(key: 1)
+        again.close()
+    }
+
+    func testKilledBackendGivesEveryFrontendAClearErrorWithinASecond() throws {
+        let p = try spawnPeer("hold")
+        _ = try hello()
+        XCTAssertEqual(try status(), 1)
+        let pending = try ep.irecv(word, matchInfo: 12345)
+        let start = monotonicNanoseconds()
+        backend.kill(SIGKILL)
+        XCTAssertThrowsError(try ep.wait(pending, timeout: .seconds(5))) { XCTAssertEqual(($0 as? MXError)?.code, .backendDied) }
+        XCTAssertLessThan(monotonicNanoseconds() - start, 1_000_000_000, "this frontend knew within a second")
+        XCTAssertThrowsError(try ep.irecv(word, matchInfo: 1)) { XCTAssertEqual(($0 as? MXError)?.code, .backendDied) }
+        assertExit(p, 42, within: 5)
+        XCTAssertLessThan(monotonicNanoseconds() - start, 2_000_000_000, "the peer process knew and exited too")
+        // A backend started afterwards serves new endpoints.
+        ep.close()
+        mx.finalize()
+        try backend.start()
+        mx = try backend.context()
+        ep = try mx.openEndpoint(key: key)
+        let me = try ep.connect(nicID: ep.nicID, endpointID: ep.endpointID, key: key)
+        word.storeBytes(of: 77, as: UInt64.self)
+        let s = try ep.isend(UnsafeRawBufferPointer(word), to: me, matchInfo: 3)
+        let back = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+        defer { back.deallocate() }
+        _ = try ep.wait(try ep.irecv(back, matchInfo: 3), timeout: .seconds(5))
+        _ = try ep.wait(s)
+        XCTAssertEqual(back.load(as: UInt64.self), 77)
+    }
+
+    func testAnotherUserCanNeitherReachTheBackendNorOpenAnEndpoint() throws {
+        guard getuid() == 0, access("/usr/bin/setpriv", X_OK) == 0 else {
+            throw XCTSkip("needs root and setpriv to act as another user")
+        }
+        let peer = BuiltProducts.path("MyriXenTestPeer")
+        func asNobody() -> (Int32, String) {
+            runCapturing("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", peer, "other-user", "--socket", backend.socketPath])
+        }
+        // The socket's directory is private: the stranger cannot even reach it.
+        let (code1, out1) = asNobody()
+        XCTAssertEqual(code1, 0, out1)
+        XCTAssertTrue(out1.contains("refused: backend unavailable"), out1)
+        // Even with the directory opened up, the backend checks the caller's uid.
+        chmod(backend.directory, 0o755)
+        chmod(backend.socketPath, 0o777)
+        let (code2, out2) = asNobody()
+        XCTAssertEqual(code2, 0, out2)
+        XCTAssertTrue(out2.contains("refused:"), out2)
+        XCTAssertEqual(try mx.info().endpoints.count, 1, "no endpoint was opened for the stranger")
+    }
+
+    // MARK: scale
+
+    func testSixtyFourEndpointsAllPairsStayUnderOneGiB() throws {
+        ep.close()
+        ep = nil
+        backend.stop()
+        backend = try TestBackend(boards: 2, endpoints: 32)
+        mx = try backend.context()
+        var eps: [MXEndpoint] = []
+        for _ in 0..<64 { eps.append(try mx.openEndpoint(key: 9)) }
+        var addr = [[MXEndpointAddress?]](repeating: [MXEndpointAddress?](repeating: nil, count: 64), count: 64)
+        for i in 0..<64 {
+            for j in (i + 1)..<64 {
+                addr[i][j] = try eps[i].connect(nicID: eps[j].nicID, endpointID: eps[j].endpointID, key: 9)
+            }
+        }
+        // Every pair exchanges one message each way, and each side checks it.
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 16, alignment: 8)
+        defer { buf.deallocate() }
+        for i in 0..<64 {
+            for j in (i + 1)..<64 {
+                let tag = UInt64(i << 8 | j)
+                buf.storeBytes(of: tag, as: UInt64.self)
+                _ = try eps[i].wait(try eps[i].isend(UnsafeRawBufferPointer(buf), to: addr[i][j]!, matchInfo: tag))
+                let st = try eps[j].wait(try eps[j].irecv(buf, matchInfo: tag), timeout: .seconds(5))
+                XCTAssertEqual(buf.load(as: UInt64.self), tag)
+                _ = try eps[j].wait(try eps[j].isend(UnsafeRawBufferPointer(buf), to: st.source!, matchInfo: tag))
+                _ = try eps[i].wait(try eps[i].irecv(buf, matchInfo: tag), timeout: .seconds(5))
+            }
+        }
+        let info = try mx.info()
+        XCTAssertEqual(info.endpoints.count, 64)
+        XCTAssertTrue(info.endpoints.allSatisfy { $0.peers == 63 })
+        let perEndpoint = ProtectedPage.size + UnprotectedPage.size
+        let perPair = 2 * (RingLayout.headerPage + info.ringBytes)
+        XCTAssertEqual(info.sharedMemoryBytes, 64 * perEndpoint + 64 * 63 / 2 * perPair, "the growth law docs/myrixen.md states")
+        XCTAssertLessThan(info.sharedMemoryBytes, 1 << 30)
+        eps.forEach { $0.close() }
+    }
+}
