@@ -28,6 +28,10 @@ int cmx_seal_future_write(int fd) {
     return fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
 }
 
+int cmx_seal_size(int fd) {
+    return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
+}
+
 int cmx_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 int cmx_seqpacket_socket(void) { return socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0); }
@@ -58,7 +62,7 @@ int cmx_unix_connect(int fd, const char *path) {
 
 #define CMX_MAX_FDS 16
 
-ssize_t cmx_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+ssize_t cmx_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int dontwait) {
     struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
     struct msghdr msg;
     memset(&msg, 0, sizeof(msg));
@@ -77,7 +81,7 @@ ssize_t cmx_send_with_fds(int sock, const void *buf, size_t len, const int *fds,
         memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
     }
     ssize_t rc;
-    do { rc = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (rc < 0 && errno == EINTR);
+    do { rc = sendmsg(sock, &msg, MSG_NOSIGNAL | (dontwait ? MSG_DONTWAIT : 0)); } while (rc < 0 && errno == EINTR);
     return rc;
 }
 

@@ -14,7 +14,6 @@ public struct MXError: Error, Equatable, CustomStringConvertible, Sendable {
         case regionTableFull = "region table full"
         case requestCompleted = "request already completed"
         case invalidRequest = "invalid request"
-        case cannotCancel = "cannot cancel"
         case timeout = "timeout"
         case tooManySegments = "too many segments"
         case badParameter = "bad parameter"

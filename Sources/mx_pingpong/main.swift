@@ -23,7 +23,7 @@ struct PingPong: ParsableCommand {
     @Option(name: .shortAndLong, help: "Message sizes as min:max (bytes, doubling from min).")
     var m: String = "1:4194304"
 
-    @Option(name: .shortAndLong, help: "Iterations for sizes up to 8 KiB (default 10000 latency / 100 bandwidth); a tenth above.")
+    @Option(name: .shortAndLong, help: "Iterations for sizes up to 8 KiB (default 10000 latency / 100 bandwidth; above 8 KiB 1000 / 20). Given, a tenth of it above 8 KiB.")
     var i: Int?
 
     @Option(name: .shortAndLong, help: "Warm-up iterations (default 100 latency / 10 bandwidth).")
@@ -32,7 +32,7 @@ struct PingPong: ParsableCommand {
     @Option(name: [.customShort("W"), .long], help: "Bandwidth window (messages in flight).")
     var window: Int = 64
 
-    @Option(name: .long, help: "Rendezvous threshold in bytes (default \(MXLimits.rendezvousThresholdLocal)).")
+    @Option(name: .long, help: "Rendezvous threshold in bytes (default $MYRIXEN_RNDV_THRESHOLD or \(MXLimits.rendezvousThresholdLocal)).")
     var threshold: Int?
 
     @Option(name: .long, help: "Backend socket (default: $MYRIXEN_SOCKET or /tmp/myrixen-<uid>/myrback.sock).")
@@ -40,6 +40,9 @@ struct PingPong: ParsableCommand {
 
     @Flag(name: .customLong("validate"), help: "Check every received byte.")
     var checkData = false
+
+    @Flag(name: .long, help: "Print the board as mx_info shows it, with both endpoints still open, at the end.")
+    var showBoard = false
 
     @Option(name: .long, help: .hidden) var peerNic: String?
     @Option(name: .long, help: .hidden) var peerEndpoint: Int?
@@ -98,6 +101,10 @@ struct PingPong: ParsableCommand {
             let bw = try bench.bandwidth(size: size)
             print(pad(String(size), 10) + lpad(fmt(lat), 18) + lpad(fmt(bw), 18))
             fflush(nil)
+        }
+        if showBoard {
+            print("")
+            print(MXInfoReport.render(try mx.info()))
         }
         try bench.finish()
     }

@@ -222,6 +222,23 @@ final class ProcessTests: XCTestCase {
         XCTAssertEqual(back.load(as: UInt64.self), 77)
     }
 
+    func testAProgramThatOnlyPollsNoticesADeadBackend() throws {
+        let pending = try ep.irecv(word, matchInfo: 4242)
+        backend.kill(SIGKILL)
+        let start = monotonicNanoseconds()
+        var seen: MXError?
+        while monotonicNanoseconds() - start < 3_000_000_000 {
+            do {
+                if try ep.test(pending) != nil { break }
+            } catch {
+                seen = error
+                break
+            }
+        }
+        XCTAssertEqual(seen?.code, .backendDied)
+        XCTAssertLessThan(monotonicNanoseconds() - start, 1_000_000_000)
+    }
+
     func testAnotherUserCanNeitherReachTheBackendNorOpenAnEndpoint() throws {
         guard getuid() == 0, access("/usr/bin/setpriv", X_OK) == 0 else {
             throw XCTSkip("needs root and setpriv to act as another user")

@@ -78,7 +78,10 @@ final class EndpointTests: XCTestCase {
             let st = try dst.withUnsafeMutableBytes { buf in
                 try b.wait(try b.irecv(UnsafeMutableRawBufferPointer(rebasing: buf[0..<50]), matchInfo: 9), timeout: .seconds(10))
             }
-            _ = try a.wait(s, timeout: .seconds(10))
+            let ss = try a.wait(s, timeout: .seconds(10))
+            if size > a.rendezvousThreshold {
+                XCTAssertEqual(ss.transferredLength, 50, "the receiver's notify says how much it took")
+            }
             XCTAssertTrue(st.isTruncated)
             XCTAssertEqual(st.messageLength, size)
             XCTAssertEqual(st.transferredLength, 50)
@@ -244,12 +247,17 @@ final class EndpointTests: XCTestCase {
         XCTAssertThrowsError(try mx.openEndpoint(board: 5)) { XCTAssertEqual(($0 as? MXError)?.code, .invalidBoard) }
         XCTAssertThrowsError(try mx.openEndpoint(endpoint: 8)) { XCTAssertEqual(($0 as? MXError)?.code, .invalidEndpoint) }
         XCTAssertThrowsError(try mx.openEndpoint(board: a.board, endpoint: a.endpointID)) { XCTAssertEqual(($0 as? MXError)?.code, .invalidEndpoint) }
-        // A closed endpoint refuses everything, without crashing.
+        // A closed endpoint refuses everything, even its old requests, without crashing.
         let c = try mx.openEndpoint(key: 1)
+        let old = try withUnsafeMutableBytes(of: &v) { try c.irecv($0, matchInfo: 0) }
         c.close()
         c.close()
         try withUnsafeMutableBytes(of: &v) { buf in
             XCTAssertThrowsError(try c.irecv(buf, matchInfo: 0)) { XCTAssertEqual(($0 as? MXError)?.code, .closedEndpoint) }
+        }
+        for call in [{ _ = try c.wait(old) }, { _ = try c.test(old) }, { _ = try c.cancel(old) }, { _ = try c.waitAny([old]) },
+                     { _ = try c.testAny([old]) }, { _ = try c.ipeek() }, { _ = try c.iprobe(matchInfo: 0) }] as [() throws -> Void] {
+            XCTAssertThrowsError(try call()) { XCTAssertEqual(($0 as? MXError)?.code, .closedEndpoint) }
         }
         // Its peers learn it is gone.
         XCTAssertThrowsError(try a.connect(nicID: c.nicID, endpointID: c.endpointID, key: 1)) { XCTAssertEqual(($0 as? MXError)?.code, .invalidEndpoint) }
@@ -335,5 +343,18 @@ final class EndpointTests: XCTestCase {
         let bad = try a.iconnect(nicID: b.nicID, endpointID: b.endpointID, key: 0)
         XCTAssertThrowsError(try a.wait(bad, timeout: .seconds(5))) { XCTAssertEqual(($0 as? MXError)?.code, .badConnectionKey) }
         XCTAssertEqual(try mx.info().refusedConnects, 1)
+        // A cancelled connect completes as cancelled; connecting again works.
+        let c = try mx.openEndpoint(key: 0xC)
+        let pending = try a.iconnect(nicID: c.nicID, endpointID: c.endpointID, key: 0xC)
+        XCTAssertTrue(try a.cancel(pending))
+        XCTAssertTrue(try a.wait(pending).isCancelled)
+        let toC = try a.connect(nicID: c.nicID, endpointID: c.endpointID, key: 0xC, timeout: .seconds(5))
+        var v: UInt64 = 5
+        let s = try withUnsafeBytes(of: &v) { try a.isend($0, to: toC, matchInfo: 1) }
+        var out: UInt64 = 0
+        _ = try withUnsafeMutableBytes(of: &out) { try c.wait(try c.irecv($0, matchInfo: 1), timeout: .seconds(5)) }
+        _ = try a.wait(s)
+        XCTAssertEqual(out, 5)
+        c.close()
     }
 }

@@ -1,5 +1,6 @@
 import XCTest
 @testable import MyriXen
+import CMyriXen
 
 /// The pair ring over ordinary memory: the in-memory transport the protocol logic runs on.
 final class RingTests: XCTestCase {
@@ -83,6 +84,28 @@ final class RingTests: XCTestCase {
         XCTAssertNotNil(read(&c))
         // Advance the consumer one lap by hand and look at cell 1: it must be clear.
         XCTAssertEqual(Shm.load(memory + RingLayout.headerPage + 64, 0, as: UInt64.self), 0)
+    }
+
+    func testAMalformedRecordMarksTheRingCorruptInsteadOfBeingRead() {
+        var p = RingProducer(base: memory, cells: dataBytes / 64)
+        var c = RingConsumer(base: memory, cells: dataBytes / 64)
+        guard let cell = p.reserve(payload: 8) else { return XCTFail("no room") }
+        Shm.store(cell, RecordLayout.kindOffset, RecordKind.eager.rawValue)
+        Shm.store(cell, RecordLayout.lengthOffset, UInt32(1 << 20)) // longer than its one cell
+        p.publish(cell)
+        XCTAssertNil(c.peek())
+        XCTAssertTrue(c.isCorrupt)
+
+        var p2 = RingProducer(base: memory, cells: dataBytes / 64)
+        var c2 = RingConsumer(base: memory, cells: dataBytes / 64)
+        memory.initializeMemory(as: UInt8.self, repeating: 0, count: RingLayout.headerPage + dataBytes)
+        formatRing(memory, dataBytes: dataBytes)
+        guard let cell2 = p2.reserve(payload: 8) else { return XCTFail("no room") }
+        Shm.store(cell2, RecordLayout.kindOffset, RecordKind.notify.rawValue)
+        Shm.store(cell2, RecordLayout.cellsOffset, UInt16(60_000)) // runs past the ring's end
+        cmx_store_release_u64(cell2, 1)
+        XCTAssertNil(c2.peek())
+        XCTAssertTrue(c2.isCorrupt)
     }
 
     func testMaxPayloadIsAQuarterOfTheRing() {

@@ -38,21 +38,6 @@ static inline void cmx_cpu_relax(void) {
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
-// MARK: processes
-/// Detaches into the background: fork, setsid, fork again. Returns 0 in the daemon, exits the
-/// intermediate processes; -1/errno on failure. stdin/stdout/stderr go to /dev/null.
-int cmx_daemonize(void);
-/// Spawns `argv[0]`-named executable `path` with stdio on /dev/null, in its own session.
-/// Returns the pid or -1/errno.
-pid_t cmx_spawn_detached(const char *path, char *const argv[]);
-/// posix_spawn of `path` with `argv`, inheriting stdio and environment (plus `envp` if non-null).
-pid_t cmx_spawn(const char *path, char *const argv[], char *const envp[]);
-/// waitpid; returns the raw status, or -1/errno. `nohang` returns 0 while the child runs.
-int cmx_wait(pid_t pid, int *status, int nohang);
-static inline int cmx_exited(int status) { return (status & 0x7f) == 0; }
-static inline int cmx_exit_code(int status) { return (status >> 8) & 0xff; }
-static inline int cmx_term_signal(int status) { return status & 0x7f; }
-
 #endif
 }
 
@@ -71,8 +56,11 @@ int cmx_unix_listen(int fd, const char *path, int backlog);
 int cmx_accept(int fd);
 /// connect to a Unix path.
 int cmx_unix_connect(int fd, const char *path);
-/// sendmsg with up to `nfds` descriptors as SCM_RIGHTS. MSG_NOSIGNAL.
-ssize_t cmx_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+/// sendmsg with up to `nfds` descriptors as SCM_RIGHTS. MSG_NOSIGNAL (and MSG_DONTWAIT if asked).
+ssize_t cmx_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int dontwait);
+/// Seals an object's size (F_SEAL_SHRINK | F_SEAL_GROW): nobody holding it can truncate it
+/// under another's mapping.
+int cmx_seal_size(int fd);
 /// recvmsg accepting up to `maxfds` descriptors (received with O_CLOEXEC). *nfds gets the count;
 /// *truncated is set when the message or its control data was cut.
 ssize_t cmx_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds,

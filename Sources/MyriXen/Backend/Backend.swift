@@ -32,11 +32,51 @@ public final class Backend {
         var handshake = XenbusHandshake(role: .backend)
         var eventChannel: EventChannel?
         var endpoint: EndpointRecord?
+        /// Messages the frontend's socket had no room for yet (descriptors duplicated).
+        var outbox: [(bytes: [UInt8], fds: [Int32])] = []
+        /// Set when the frontend stopped reading or its socket failed: dropped after this turn.
+        var broken = false
+        /// A frontend this far behind on its control socket is not reading it at all.
+        static let maxOutbox = 4096
 
         init(id: UInt32, socket: ControlSocket, pid: Int32) {
             self.id = id
             self.socket = socket
             self.pid = pid
+        }
+
+        /// Sends without ever blocking the backend: what does not fit now waits in the outbox.
+        func post(_ bytes: [UInt8], fds: [Int32] = []) {
+            guard !broken else { return }
+            do {
+                if outbox.isEmpty, try socket.send(bytes, fds: fds, wait: false) { return }
+            } catch {
+                broken = true
+                return
+            }
+            guard outbox.count < Connection.maxOutbox else {
+                broken = true
+                return
+            }
+            outbox.append((bytes, fds.map { dup($0) }))
+        }
+
+        func flush() {
+            while let first = outbox.first {
+                do {
+                    guard try socket.send(first.bytes, fds: first.fds, wait: false) else { return }
+                } catch {
+                    broken = true
+                    return
+                }
+                first.fds.forEach(closeDescriptor)
+                outbox.removeFirst()
+            }
+        }
+
+        func discardOutbox() {
+            for m in outbox { m.fds.forEach(closeDescriptor) }
+            outbox.removeAll()
         }
     }
 
@@ -181,14 +221,22 @@ public final class Backend {
         while !stopRequested && !shouldStop() {
             var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)]
             let conns = Array(connections.values)
-            for c in conns { fds.append(pollfd(fd: c.socket.fd, events: Int16(POLLIN), revents: 0)) }
+            for c in conns {
+                let events = Int16(POLLIN) | (c.outbox.isEmpty ? 0 : Int16(POLLOUT))
+                fds.append(pollfd(fd: c.socket.fd, events: events, revents: 0))
+            }
             let rc = poll(&fds, nfds_t(fds.count), 200)
             if rc < 0 && errno != EINTR { break }
             if rc > 0 {
                 if fds[0].revents & Int16(POLLIN) != 0 { accept() }
-                for (i, c) in conns.enumerated() where fds[i + 1].revents != 0 {
-                    serve(c)
+                for (i, c) in conns.enumerated() where fds[i + 1].revents != 0 && connections[c.socket.fd] === c {
+                    if fds[i + 1].revents & Int16(POLLOUT) != 0 { c.flush() }
+                    if fds[i + 1].revents & ~Int16(POLLOUT) != 0 { serve(c) }
                 }
+            }
+            for c in Array(connections.values) where c.broken {
+                log("frontend \(c.id) stopped reading its control socket or lost it; dropping it")
+                drop(c)
             }
             if connections.isEmpty {
                 if let idle = config.idleExitSeconds,
@@ -207,7 +255,7 @@ public final class Backend {
         let fd = cmx_accept(listenFD)
         guard fd >= 0 else { return }
         let socket = ControlSocket(adopting: fd)
-        guard let cred = try? socket.peerCredentials(), cred.uid == myUID || myUID == 0 && cred.uid == 0 else {
+        guard let cred = try? socket.peerCredentials(), cred.uid == myUID else {
             // Another user: no endpoint, no grant, not a word.
             socket.close()
             return
@@ -243,6 +291,10 @@ public final class Backend {
                     drop(conn)
                     return
                 }
+                if conn.broken {
+                    drop(conn)
+                    return
+                }
             }
             if connections[conn.socket.fd] == nil { return }
         }
@@ -250,6 +302,8 @@ public final class Backend {
 
     /// A frontend went away (closed, crashed or misbehaved): reclaim everything it had.
     func drop(_ conn: Connection) {
+        guard connections[conn.socket.fd] === conn else { return }
+        conn.discardOutbox()
         if let ep = conn.endpoint { teardown(ep) }
         grants.revoke(grantee: conn.id)
         if let ev = conn.eventChannel { closeDescriptor(ev.fd) }
@@ -261,8 +315,8 @@ public final class Backend {
 
     // MARK: requests
 
-    func reply(_ conn: Connection, _ token: UInt32, fds: [Int32] = [], _ body: (inout ByteWriter) -> Void = { _ in }) throws(MXError) {
-        try conn.socket.send(ControlMessage.encode(.reply, token: token, body), fds: fds)
+    func reply(_ conn: Connection, _ token: UInt32, fds: [Int32] = [], _ body: (inout ByteWriter) -> Void = { _ in }) {
+        conn.post(ControlMessage.encode(.reply, token: token, body), fds: fds)
     }
 
     func handle(_ msg: ControlMessage, from conn: Connection) throws(MXError) {
@@ -279,15 +333,15 @@ public final class Backend {
                 try conn.handshake.advance(to: .initWait)
                 let ev = try EventChannel.allocate()
                 conn.eventChannel = ev
-                try conn.socket.send(ControlMessage.encode(.backendState, token: token) { $0.put(XenbusState.initWait.rawValue) }, fds: [ev.fd])
+                conn.post(ControlMessage.encode(.backendState, token: token) { $0.put(XenbusState.initWait.rawValue) }, fds: [ev.fd])
             case .initialised:
                 try conn.handshake.advance(to: .connected)
-                try conn.socket.send(ControlMessage.encode(.backendState, token: token) { $0.put(XenbusState.connected.rawValue) })
+                conn.post(ControlMessage.encode(.backendState, token: token) { $0.put(XenbusState.connected.rawValue) })
             case .closing:
                 if let ep = conn.endpoint { teardown(ep) }
                 try? conn.handshake.advance(to: .closing)
                 try? conn.handshake.advance(to: .closed)
-                try? conn.socket.send(ControlMessage.encode(.backendState, token: token) { $0.put(XenbusState.closed.rawValue) })
+                conn.post(ControlMessage.encode(.backendState, token: token) { $0.put(XenbusState.closed.rawValue) })
             default:
                 break
             }
@@ -296,13 +350,14 @@ public final class Backend {
             break
         }
         guard conn.handshake.isConnected else {
-            try conn.socket.send(ControlMessage.encodeError(MXError(.protocolError, "request before the handshake reached Connected"), token: token))
+            conn.post(ControlMessage.encodeError(MXError(.protocolError, "request before the handshake reached Connected"), token: token))
             return
         }
         do {
             try dispatch(msg.header.type, &r, token: token, conn: conn)
-        } catch let e where e.code != .system && e.code != .backendDied {
-            try conn.socket.send(ControlMessage.encodeError(e, token: token))
+        } catch {
+            // Whatever failed (a bad request, a full table, the system), the frontend hears why.
+            conn.post(ControlMessage.encodeError(error, token: token))
         }
     }
 
@@ -310,7 +365,7 @@ public final class Backend {
         switch type {
         case .boardInfo:
             let infos = boardInfos()
-            try reply(conn, token) { w in
+            reply(conn, token) { w in
                 w.put(config.hostname)
                 w.put(UInt32(infos.count))
                 for b in infos { b.encode(to: &w) }
@@ -320,10 +375,10 @@ public final class Backend {
             let index = Int(try r.get(Int32.self))
             let key = try r.get(UInt32.self)
             let opened = try openEndpoint(board: board, index: index, key: key, conn: conn)
-            try reply(conn, token) { opened.encode(to: &$0) }
+            reply(conn, token) { opened.encode(to: &$0) }
         case .closeEndpoint:
             if let ep = conn.endpoint { teardown(ep) }
-            try reply(conn, token)
+            reply(conn, token)
         case .mapGrants:
             let n = Int(try r.get(UInt16.self))
             guard n <= ControlSocket.maxDescriptors else {
@@ -341,7 +396,7 @@ public final class Backend {
                     mapped.append((g, fd))
                 }
             }
-            try reply(conn, token, fds: mapped.map(\.1)) { w in
+            reply(conn, token, fds: mapped.map(\.1)) { w in
                 w.put(UInt16(mapped.count))
                 for (g, _) in mapped { w.put(UInt64(g.size)); w.put(g.writable) }
             }
@@ -350,7 +405,7 @@ public final class Backend {
             let endpoint = Int(try r.get(UInt16.self))
             let key = try r.get(UInt32.self)
             let (grant, fd) = try connect(conn: conn, nicID: nicID, endpoint: endpoint, key: key)
-            try reply(conn, token, fds: [fd]) { grant.encode(to: &$0) }
+            reply(conn, token, fds: [fd]) { grant.encode(to: &$0) }
         case .register:
             guard let ep = conn.endpoint else { throw MXError(.closedEndpoint, "register needs an open endpoint") }
             let base = try r.get(UInt64.self)
@@ -363,7 +418,7 @@ public final class Backend {
             }
             ep.regionUsed[id] = true
             let generation = ep.regions.install(id: id, base: base, length: length)
-            try reply(conn, token) { w in w.put(UInt32(id)); w.put(generation) }
+            reply(conn, token) { w in w.put(UInt32(id)); w.put(generation) }
         case .deregister:
             guard let ep = conn.endpoint else { throw MXError(.closedEndpoint, "deregister needs an open endpoint") }
             let id = Int(try r.get(UInt32.self))
@@ -372,20 +427,20 @@ public final class Backend {
             }
             ep.regions.remove(id: id)
             ep.regionUsed[id] = false
-            try reply(conn, token)
+            reply(conn, token)
         case .info:
             let info = backendInfo()
-            try reply(conn, token) { info.encode(to: &$0) }
+            reply(conn, token) { info.encode(to: &$0) }
         case .resolveHost:
             let name = try r.getString()
             let nic = try resolve(hostname: name)
-            try reply(conn, token) { $0.put(nic) }
+            reply(conn, token) { $0.put(nic) }
         case .resolveNIC:
             let nic = try r.get(UInt64.self)
             guard let board = nicIDs.firstIndex(of: nic) else {
                 throw MXError(.unknownNICID, "no board with NIC id \(NICAddressing.format(nic)) on \(config.hostname)")
             }
-            try reply(conn, token) { $0.put(NICAddressing.boardName(hostname: config.hostname, board: board)) }
+            reply(conn, token) { $0.put(NICAddressing.boardName(hostname: config.hostname, board: board)) }
         default:
             throw MXError(.protocolError, "\(type) is not a request")
         }
@@ -441,21 +496,25 @@ public final class Backend {
         let nic = nicIDs[board]
         sessionSeed = sessionSeed &* 1_664_525 &+ 1_013_904_223
         let session = sessionSeed | 1
-        let pfd = try SharedMemory.create(name: "myrixen-ep\(board).\(index)-protected", size: ProtectedPage.size)
-        let ppage: UnsafeMutableRawPointer
-        do { ppage = try SharedMemory.map(pfd, size: ProtectedPage.size, writable: true) } catch {
-            closeDescriptor(pfd); throw error
+        let (pfd, ppage) = try makeObject(name: "myrixen-ep\(board).\(index)-protected", size: ProtectedPage.size,
+                                          keepMapped: true, sealWriters: true) { p in
+            Shm.store(p, ProtectedPage.magicOffset, RingLayout.magic)
+            Shm.store(p, ProtectedPage.ownerPIDOffset, conn.pid)
+            Shm.store(p, ProtectedPage.stateOffset, ProtectedPage.stateOpen)
+            Shm.store(p, ProtectedPage.sessionOffset, session)
+            Shm.store(p, ProtectedPage.boardOffset, UInt16(board))
+            Shm.store(p, ProtectedPage.endpointOffset, UInt16(index))
+            Shm.store(p, ProtectedPage.nicIDOffset, nic)
         }
-        Shm.store(ppage, ProtectedPage.magicOffset, RingLayout.magic)
-        Shm.store(ppage, ProtectedPage.ownerPIDOffset, conn.pid)
-        Shm.store(ppage, ProtectedPage.stateOffset, ProtectedPage.stateOpen)
-        Shm.store(ppage, ProtectedPage.sessionOffset, session)
-        Shm.store(ppage, ProtectedPage.boardOffset, UInt16(board))
-        Shm.store(ppage, ProtectedPage.endpointOffset, UInt16(index))
-        Shm.store(ppage, ProtectedPage.nicIDOffset, nic)
-        try SharedMemory.sealAgainstWriters(pfd)
-        let ufd = try SharedMemory.create(name: "myrixen-ep\(board).\(index)-unprotected", size: UnprotectedPage.size)
-        let upage = try SharedMemory.map(ufd, size: UnprotectedPage.size, writable: true)
+        let ufd: Int32, upage: UnsafeMutableRawPointer
+        do {
+            (ufd, upage) = try makeObject(name: "myrixen-ep\(board).\(index)-unprotected", size: UnprotectedPage.size,
+                                          keepMapped: true, sealWriters: false) { _ in }
+        } catch {
+            SharedMemory.unmap(ppage, size: ProtectedPage.size)
+            closeDescriptor(pfd)
+            throw error
+        }
         let serial = nextSerial
         nextSerial += 1
         let ep = EndpointRecord(serial: serial, board: board, index: index, key: key, session: session, owner: conn,
@@ -472,6 +531,29 @@ public final class Backend {
                               protectedPage: pref, unprotectedPage: uref)
     }
 
+    /// Creates a shared-memory object, fills it through a temporary (or kept) mapping, and seals
+    /// its size (and, for protected pages, new writable mappings). Nothing leaks on failure.
+    func makeObject(name: String, size: Int, keepMapped: Bool, sealWriters: Bool,
+                    fill: (UnsafeMutableRawPointer) -> Void) throws(MXError) -> (fd: Int32, pointer: UnsafeMutableRawPointer) {
+        let fd = try SharedMemory.create(name: name, size: size)
+        let mapped = keepMapped ? size : min(size, RingLayout.headerPage)
+        let p: UnsafeMutableRawPointer
+        do { p = try SharedMemory.map(fd, size: mapped, writable: true) } catch {
+            closeDescriptor(fd)
+            throw error
+        }
+        fill(p)
+        do {
+            if sealWriters { try SharedMemory.sealAgainstWriters(fd) } else { try SharedMemory.sealSize(fd) }
+        } catch {
+            SharedMemory.unmap(p, size: mapped)
+            closeDescriptor(fd)
+            throw error
+        }
+        if !keepMapped { SharedMemory.unmap(p, size: mapped) }
+        return (fd, p)
+    }
+
     /// Closes an endpoint: peers hear of it, its grants are revoked, its memory goes.
     func teardown(_ ep: EndpointRecord) {
         cmx_store_release_u32(ep.protectedPage + ProtectedPage.stateOffset, ProtectedPage.stateClosed)
@@ -480,7 +562,7 @@ public final class Backend {
             peer.peers.remove(ep.serial)
             pairs[PairKey(ep.serial, peerSerial)] = nil
             let nic = nicIDs[ep.board]
-            try? peer.owner.socket.send(ControlMessage.encode(.peerDetached, token: 0) { w in
+            peer.owner.post(ControlMessage.encode(.peerDetached, token: 0) { w in
                 w.put(nic); w.put(UInt16(ep.index)); w.put(ep.session)
             })
             peer.bumpAttachGeneration()
@@ -520,11 +602,9 @@ public final class Backend {
         }
         let ringSize = RingLayout.headerPage + config.ringDataBytes
         func makeRing(_ name: String) throws(MXError) -> Int32 {
-            let fd = try SharedMemory.create(name: name, size: ringSize)
-            let p = try SharedMemory.map(fd, size: RingLayout.headerPage, writable: true)
-            formatRing(p, dataBytes: config.ringDataBytes)
-            SharedMemory.unmap(p, size: RingLayout.headerPage)
-            return fd
+            try makeObject(name: name, size: ringSize, keepMapped: false, sealWriters: false) { p in
+                formatRing(p, dataBytes: config.ringDataBytes)
+            }.fd
         }
         let owners = [me.serial, target.serial]
         if target === me {
@@ -565,7 +645,7 @@ public final class Backend {
         me.peers.insert(target.serial)
         target.peers.insert(me.serial)
         if let myEvent = conn.eventChannel {
-            try? tconn.socket.send(ControlMessage.encode(.peerAttached, token: 0) { forTarget.encode(to: &$0) }, fds: [myEvent.fd])
+            tconn.post(ControlMessage.encode(.peerAttached, token: 0) { forTarget.encode(to: &$0) }, fds: [myEvent.fd])
         }
         target.bumpAttachGeneration()
         log("endpoint \(me.board).\(me.index) connected to \(target.board).\(target.index)")

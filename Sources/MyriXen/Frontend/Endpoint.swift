@@ -24,6 +24,8 @@ public final class MXEndpoint {
     struct PeerKey: Hashable { let nic: UInt64; let endpoint: UInt16 }
     var peerIndex: [PeerKey: Int32] = [:]
     var pendingConnects: [Int32: UInt32] = [:]
+    var abandonedConnects: [UInt32] = []
+    var progressCalls: UInt32 = 0
     public private(set) var isClosed = false
     var failure: MXError?
     var lastHealthCheck: UInt64 = 0
@@ -69,8 +71,14 @@ public final class MXEndpoint {
 
     @inline(__always)
     func ensureUsable() throws(MXError) {
-        if isClosed { throw MXError(.closedEndpoint, "endpoint \(endpointID) of board \(board) is closed") }
+        try ensureOpen()
         if let f = failure { throw f }
+    }
+
+    /// Requests can still be completed after a backend failure, never after close.
+    @inline(__always)
+    func ensureOpen() throws(MXError) {
+        if isClosed { throw MXError(.closedEndpoint, "endpoint \(endpointID) of board \(board) is closed") }
     }
 
     /// The rendezvous threshold this endpoint uses toward peers on this host.
@@ -102,27 +110,30 @@ public final class MXEndpoint {
 
     func finishConnect(_ r: Int32, token: UInt32) {
         do throws(MXError) {
-            guard var reply = try connection.takeReply(token) else { return }
+            guard let p = try applyConnectReply(token) else { return }
             pendingConnects[r] = nil
-            let grant = try PeerGrant(from: &reply.payload)
-            let p: Int32
-            if grant.alreadyAttached {
-                reply.fds.forEach(closeDescriptor)
-                processEvents() // the attach event may still be queued
-                guard let found = peerIndex[PeerKey(nic: grant.nicID, endpoint: grant.endpoint)] else {
-                    throw MXError(.protocolError, "backend says the peer is attached, but it is not known here")
-                }
-                p = found
-            } else {
-                guard let fd = reply.fds.first else { throw MXError(.protocolError, "connect reply without an event channel") }
-                p = try attach(grant, eventFD: fd)
-            }
             core.pointee.requests[r].pointee.peer = p
             core.pointee.complete(r)
         } catch {
             pendingConnects[r] = nil
             core.pointee.fail(r, error)
         }
+    }
+
+    /// Attaches the peer a connect reply describes; nil while the reply has not arrived.
+    func applyConnectReply(_ token: UInt32) throws(MXError) -> Int32? {
+        guard var reply = try connection.takeReply(token) else { return nil }
+        let grant = try PeerGrant(from: &reply.payload)
+        if grant.alreadyAttached {
+            reply.fds.forEach(closeDescriptor)
+            attachQueuedPeers() // the attach event may still be queued
+            guard let found = peerIndex[PeerKey(nic: grant.nicID, endpoint: grant.endpoint)] else {
+                throw MXError(.protocolError, "backend says the peer is attached, but it is not known here")
+            }
+            return found
+        }
+        guard let fd = reply.fds.first else { throw MXError(.protocolError, "connect reply without an event channel") }
+        return try attach(grant, eventFD: fd)
     }
 
     /// Maps a peer's grants and adds it to the data path.
@@ -176,6 +187,17 @@ public final class MXEndpoint {
     func processEvents() {
         core.pointee.controlPending = false
         if !connection.pump() { backendLost(); return }
+        attachQueuedPeers()
+        // Replies come in request order: abandoned (cancelled) connects may attach a peer a
+        // later connect names, so they are applied first.
+        abandonedConnects.removeAll { token in
+            do throws(MXError) { return try applyConnectReply(token) != nil } catch { return true }
+        }
+        for (r, token) in pendingConnects.sorted(by: { $0.value < $1.value }) { finishConnect(r, token: token) }
+    }
+
+    /// Applies the peer-attached and peer-detached events the backend has sent.
+    func attachQueuedPeers() {
         let events = connection.pendingEvents
         connection.pendingEvents.removeAll()
         for var e in events {
@@ -199,7 +221,6 @@ public final class MXEndpoint {
                 e.fds.forEach(closeDescriptor)
             }
         }
-        for (r, token) in pendingConnects { finishConnect(r, token: token) }
     }
 
     func backendLost() {
@@ -230,7 +251,13 @@ public final class MXEndpoint {
     @inline(__always)
     func progressOnce() {
         if core.pointee.progress() && core.pointee.controlPending { processEvents() }
-        if !pendingConnects.isEmpty { processEvents() }
+        if !pendingConnects.isEmpty || !abandonedConnects.isEmpty { processEvents() }
+        // Even a program that only ever tests learns of a dead backend within ~100 ms.
+        progressCalls &+= 1
+        if progressCalls & 0xFFF == 0 {
+            let now = monotonicNanoseconds()
+            if now - lastHealthCheck > 100_000_000 { healthCheck(now: now) }
+        }
     }
 
     /// Sleeps on the event channel until a peer or the backend rings it, or `deadline`.
@@ -259,13 +286,15 @@ public final class MXEndpoint {
         if fds[1].revents != 0 { processEvents() }
     }
 
-    /// Waits until `condition` holds: spins briefly, yielding now and then, then sleeps on the
-    /// event channel, so idle waiters cost no CPU and oversubscribed hosts still progress.
+    /// Waits until `condition` holds: polls flat out briefly, then polls yielding the CPU
+    /// between polls, then sleeps on the event channel, so idle waiters cost no CPU and
+    /// oversubscribed hosts still progress.
     @inline(__always)
     func block(deadline: UInt64?, until condition: () -> Bool) throws(MXError) {
         var iterations: UInt32 = 0
         var spinStart: UInt64 = 0
         let spinNs = UInt64(options.spinMicroseconds) * 1000
+        let sleepNs = UInt64(max(options.sleepAfterMicroseconds, options.spinMicroseconds)) * 1000
         while true {
             progressOnce()
             if condition() { return }
@@ -279,10 +308,11 @@ public final class MXEndpoint {
                     if condition() { return }
                     if let f = failure { throw f }
                 }
-                if now - spinStart > spinNs {
+                let waited = now - spinStart
+                if waited > sleepNs {
                     sleep(until: deadline)
                     spinStart = 0
-                } else if iterations & 0x3FF == 0 {
+                } else if waited > spinNs {
                     sched_yield()
                 }
             }
@@ -303,6 +333,7 @@ public final class MXEndpoint {
     /// Completes `request` if it is done: returns its status (and frees it), else nil.
     @inline(__always)
     public func test(_ request: MXRequest) throws(MXError) -> MXStatus? {
+        try ensureOpen()
         let r = try core.pointee.validate(request)
         if !isDone(r) {
             try ensureUsable()
@@ -316,6 +347,7 @@ public final class MXEndpoint {
     /// stays pending), returns its status and frees it.
     @inline(__always)
     public func wait(_ request: MXRequest, timeout: Duration? = nil) throws(MXError) -> MXStatus {
+        try ensureOpen()
         let r = try core.pointee.validate(request)
         if !isDone(r) {
             try ensureUsable()
@@ -330,6 +362,7 @@ public final class MXEndpoint {
 
     /// Completes the first of `requests` that is done; nil when none is.
     public func testAny(_ requests: [MXRequest]) throws(MXError) -> (index: Int, status: MXStatus)? {
+        try ensureOpen()
         var slots: [Int32] = []
         for q in requests { slots.append(try core.pointee.validate(q)) }
         progressOnce()
@@ -339,6 +372,7 @@ public final class MXEndpoint {
 
     /// Waits until one of `requests` completes; returns which, with its status.
     public func waitAny(_ requests: [MXRequest], timeout: Duration? = nil) throws(MXError) -> (index: Int, status: MXStatus) {
+        try ensureOpen()
         guard !requests.isEmpty else { throw MXError(.badParameter, "waitAny needs at least one request") }
         var slots: [Int32] = []
         for q in requests { slots.append(try core.pointee.validate(q)) }
@@ -380,7 +414,7 @@ public final class MXEndpoint {
         guard let u = core.pointee.engine.peekUnexpected(matchInfo: matchInfo, mask: mask) else { return nil }
         let m = core.pointee.unexpected[u].pointee
         return MXStatus(kind: .receive, source: core.pointee.address(ofPeer: m.peer), matchInfo: m.matchInfo,
-                        messageLength: m.length, transferredLength: 0, context: 0, isCancelled: false)
+                        messageLength: m.length, transferredLength: m.length, context: 0, isCancelled: false)
     }
 
     /// Waits for a matching unexpected message and describes it, without receiving it.
@@ -400,11 +434,14 @@ public final class MXEndpoint {
     /// Cancels a receive that has not matched yet (true), or reports that it cannot (false:
     /// sends, matched receives and completed requests are not cancellable).
     public func cancel(_ request: MXRequest) throws(MXError) -> Bool {
+        try ensureOpen()
         let r = try core.pointee.validate(request)
         let s = core.pointee.requests[r]
         if s.pointee.state != RequestState.pending { return false }
         if s.pointee.kind == MXStatus.Kind.connect.rawValue {
-            pendingConnects[r] = nil
+            // The backend still answers; the answer is applied (the peer attached) but
+            // completes nothing.
+            if let token = pendingConnects.removeValue(forKey: r) { abandonedConnects.append(token) }
             s.pointee.flags |= RequestFlag.cancelled
             core.pointee.complete(r)
             return true
@@ -416,9 +453,6 @@ public final class MXEndpoint {
         core.pointee.complete(r)
         return true
     }
-
-    /// Wakes a thread blocked in this endpoint's wait (MX `mx_wakeup`).
-    public func wakeup() { connection.eventChannel.notify() }
 
     func badMask(_ info: UInt64, _ mask: UInt64) -> MXError {
         MXError(.badMatchMask, "match info 0x\(String(info, radix: 16)) has bits outside mask 0x\(String(mask, radix: 16)) (bits 0x\(String(info & ~mask, radix: 16)))")
@@ -480,17 +514,26 @@ public final class MXEndpoint {
                 throw MXError(.tooManySegments, "\(segs.count) segments; at most \(MXLimits.maxSegments) per operation")
             }
         }
-        guard length >= 0 && length <= Int(UInt32.max) else {
-            throw MXError(.badParameter, "message length \(length) is out of range (at most 4 GiB - 1)")
+        var total = length
+        if let segs = segments {
+            total = 0
+            for seg in segs {
+                guard seg.length >= 0, seg.base != nil || seg.length == 0 else {
+                    throw MXError(.badParameter, "a segment of \(seg.length) bytes at \(String(describing: seg.base)) is not a buffer")
+                }
+                total += seg.length
+            }
+        }
+        guard total >= 0 && total <= Int(UInt32.max) else {
+            throw MXError(.badParameter, "message length \(total) is out of range (at most 4 GiB - 1)")
         }
         let r = core.pointee.allocateRequest(kind: .send)
         var s = core.pointee.requests[r]
         s.pointee.peer = p
         s.pointee.matchInfo = matchInfo
         s.pointee.context = context
-        var total = length
         if let segs = segments {
-            total = core.pointee.attachSegments(r, segs)
+            _ = core.pointee.attachSegments(r, segs)
         } else {
             s.pointee.buffer = base
             s.pointee.length = length
@@ -602,6 +645,9 @@ public final class MXEndpoint {
         try ensureUsable()
         guard segments.count <= MXLimits.maxSegments else {
             throw MXError(.tooManySegments, "\(segments.count) segments; at most \(MXLimits.maxSegments) per operation")
+        }
+        for seg in segments where seg.length < 0 || (seg.base == nil && seg.length > 0) {
+            throw MXError(.badParameter, "a segment of \(seg.length) bytes at \(String(describing: seg.base)) is not a buffer")
         }
         guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
         let r = core.pointee.allocateRequest(kind: .receive)

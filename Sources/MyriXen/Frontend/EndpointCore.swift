@@ -84,6 +84,7 @@ struct PendingNotify {
     var peer: Int32
     var token: UInt64
     var flags: UInt8
+    var transferred: Int
 }
 
 /// The data path of one endpoint: requests, matching, the rings and the pull engine. Every
@@ -190,6 +191,7 @@ struct EndpointCore {
             s.pointee.flags &= ~RequestFlag.posted
         }
         if s.pointee.flags & RequestFlag.backlogged != 0 { unlinkBacklog(r) }
+        unpinRegion(r)
         s.pointee.failed = true
         errors[r] = error
         complete(r)
@@ -363,7 +365,7 @@ struct EndpointCore {
             var remaining: [PendingNotify] = []
             for n in pendingNotifies {
                 if !peers[Int(n.peer)].alive { continue }
-                if !writeNotify(n.peer, token: n.token, flags: n.flags) { remaining.append(n) } else { progressed = true }
+                if !writeNotify(n.peer, token: n.token, flags: n.flags, transferred: n.transferred) { remaining.append(n) } else { progressed = true }
             }
             pendingNotifies = remaining
         }
@@ -392,16 +394,18 @@ struct EndpointCore {
     }
 
     /// Receiver to sender: "matched" (sync) or "pulled" (rendezvous), or refused.
-    mutating func notify(_ p: Int32, token: UInt64, flags: UInt8) {
-        if pendingNotifies.isEmpty && writeNotify(p, token: token, flags: flags) { return }
-        pendingNotifies.append(PendingNotify(peer: p, token: token, flags: flags))
+    /// `transferred` is what the receiver took (less than sent when it truncated).
+    mutating func notify(_ p: Int32, token: UInt64, flags: UInt8, transferred: Int = 0) {
+        if pendingNotifies.isEmpty && writeNotify(p, token: token, flags: flags, transferred: transferred) { return }
+        pendingNotifies.append(PendingNotify(peer: p, token: token, flags: flags, transferred: transferred))
     }
 
     @inline(__always)
-    mutating func writeNotify(_ p: Int32, token: UInt64, flags: UInt8) -> Bool {
+    mutating func writeNotify(_ p: Int32, token: UInt64, flags: UInt8, transferred: Int) -> Bool {
         guard let cell = peers[Int(p)].out.reserve(payload: 0) else { return false }
         Shm.store(cell, RecordLayout.kindOffset, RecordKind.notify.rawValue)
         Shm.store(cell, RecordLayout.flagsOffset, flags)
+        Shm.store(cell, RecordLayout.lengthOffset, UInt32(truncatingIfNeeded: transferred))
         Shm.store(cell, RecordLayout.auxOffset, token)
         peers[Int(p)].out.publish(cell)
         kick(p)
@@ -437,7 +441,7 @@ struct EndpointCore {
                 s.pointee.transferred = scatter(s, from: d, count: m.length)
                 free(d)
             }
-            if m.flags & RecordFlags.sync != 0 { notify(m.peer, token: m.token, flags: 0) }
+            if m.flags & RecordFlags.sync != 0 { notify(m.peer, token: m.token, flags: 0, transferred: s.pointee.transferred) }
             count(.messagesReceived)
             count(.bytesReceived, s.pointee.transferred)
             complete(r)
@@ -453,6 +457,11 @@ struct EndpointCore {
             while let cell = peers[p].inbound.peek() {
                 handleRecord(Int32(p), cell)
                 peers[p].inbound.release(cell)
+                progressed = true
+            }
+            if peers[p].inbound.isCorrupt {
+                count(.drops)
+                peerGone(Int32(p), reason: "wrote a malformed record into its ring")
                 progressed = true
             }
         }
@@ -483,7 +492,7 @@ struct EndpointCore {
                 s.pointee.matchInfo = matchInfo
                 s.pointee.messageLength = length
                 s.pointee.transferred = scatter(s, from: cell + RecordLayout.headerSize, count: length)
-                if flags & RecordFlags.sync != 0 { notify(p, token: token, flags: 0) }
+                if flags & RecordFlags.sync != 0 { notify(p, token: token, flags: 0, transferred: s.pointee.transferred) }
                 count(.messagesReceived)
                 count(.bytesReceived, s.pointee.transferred)
                 complete(r)
@@ -517,14 +526,24 @@ struct EndpointCore {
                 count(.unexpectedMessages)
             }
         case RecordKind.notify.rawValue:
-            completeSend(token: token, flags: flags)
+            completeSend(token: token, flags: flags, transferred: length)
         default:
             count(.drops)
         }
     }
 
+    /// Lets the registration cache evict the region a send used, once the send is over.
+    @inline(__always)
+    mutating func unpinRegion(_ r: Int32) {
+        let s = requests[r]
+        if s.pointee.regionID >= 0 {
+            cache.unpin(regionID: UInt32(s.pointee.regionID))
+            s.pointee.regionID = -1
+        }
+    }
+
     /// A notify arrived for one of our sends.
-    mutating func completeSend(token: UInt64, flags: UInt8) {
+    mutating func completeSend(token: UInt64, flags: UInt8, transferred: Int) {
         let r = Int32(bitPattern: UInt32(truncatingIfNeeded: token))
         let generation = UInt32(truncatingIfNeeded: token >> 32)
         guard r >= 0 && Int(r) < requests.count else { count(.drops); return }
@@ -532,16 +551,12 @@ struct EndpointCore {
         guard s.pointee.generation == generation, s.pointee.state == RequestState.pending,
               s.pointee.flags & RequestFlag.awaitingNotify != 0 else { count(.drops); return }
         s.pointee.flags &= ~RequestFlag.awaitingNotify
-        if s.pointee.regionID >= 0 { cache.unpin(regionID: UInt32(s.pointee.regionID)) }
+        unpinRegion(r)
         if flags & RecordFlags.refused != 0 {
             fail(r, MXError(.pullRefused, "the receiver could not pull the message (region gone or access out of bounds)"))
             return
         }
-        if flags & RecordFlags.dropped != 0 {
-            fail(r, MXError(.peerClosed, "the receiver dropped the message"))
-            return
-        }
-        s.pointee.transferred = s.pointee.length
+        s.pointee.transferred = min(transferred, s.pointee.length)
         complete(r)
     }
 
@@ -575,7 +590,7 @@ struct EndpointCore {
             return
         }
         s.pointee.transferred = done
-        notify(p, token: token, flags: 0)
+        notify(p, token: token, flags: 0, transferred: done)
         count(.rendezvousPulls)
         count(.pulledBytes, done)
         count(.messagesReceived)
@@ -611,20 +626,17 @@ struct EndpointCore {
 
     /// The peer closed or died: what it still had in flight toward us is delivered (records
     /// already in the ring), what we had toward it fails.
-    mutating func peerGone(_ p: Int32) {
+    mutating func peerGone(_ p: Int32, reason: String = "closed its endpoint or its process died") {
         // Deliver what already arrived.
         while let cell = peers[Int(p)].inbound.peek() {
             handleRecord(p, cell)
             peers[Int(p)].inbound.release(cell)
         }
         peers[Int(p)].alive = false
-        let err = MXError(.peerClosed, "peer \(address(ofPeer: p)!) closed its endpoint or its process died")
+        let err = MXError(.peerClosed, "peer \(address(ofPeer: p)!) \(reason)")
         for i in 0..<Int32(requests.count) where requests.isAllocated(i) {
             let s = requests[i]
             if s.pointee.state == RequestState.pending && s.pointee.peer == p && s.pointee.kind == MXStatus.Kind.send.rawValue {
-                if s.pointee.regionID >= 0 && s.pointee.flags & RequestFlag.awaitingNotify != 0 {
-                    cache.unpin(regionID: UInt32(s.pointee.regionID))
-                }
                 fail(i, err)
             }
         }

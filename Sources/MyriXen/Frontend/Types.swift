@@ -56,8 +56,11 @@ public struct MXStatus: Sendable, Equatable {
 public struct MXEndpointOptions: Sendable {
     /// Largest message sent eagerly between endpoints of this host (MX: 4 KiB).
     public var rendezvousThreshold: Int
-    /// How long a waiter spins before it sleeps on its event channel.
-    public var spinMicroseconds: Int = 20
+    /// How long a waiter polls flat out before it starts yielding the CPU between polls.
+    public var spinMicroseconds: Int = 50
+    /// How long a waiter polls (yielding between polls, so oversubscribed ranks still run)
+    /// before it sleeps on its event channel and costs no CPU.
+    public var sleepAfterMicroseconds: Int = 1000
 
     public init(rendezvousThreshold: Int? = nil) {
         if let t = rendezvousThreshold {

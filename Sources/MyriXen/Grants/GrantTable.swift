@@ -17,7 +17,6 @@ public struct GrantTable {
     }
 
     public private(set) var grants: [UInt32: Grant] = [:]
-    var revokedRefs: Set<UInt32> = []
     var objectUses: [Int32: Int] = [:]
     var nextRef: UInt32 = 1
     public private(set) var revokedCount = 0
@@ -30,9 +29,9 @@ public struct GrantTable {
     /// Grants `fd` (of `size` bytes) to `grantee`. The table takes a share of `fd`: call
     /// `release(fd)` for the creator's own share once done granting it.
     public mutating func grant(fd: Int32, size: Int, to grantee: UInt32, writable: Bool, owners: [UInt64]) -> GrantRef {
+        // 4 billion grants in one backend's life would wrap; that many would take years.
         let ref = nextRef
         nextRef &+= 1
-        if nextRef == 0 { nextRef = 1 }
         grants[ref] = Grant(fd: fd, size: size, grantee: grantee, writable: writable, owners: owners)
         objectUses[fd, default: 0] += 1
         return GrantRef(ref)
@@ -55,7 +54,9 @@ public struct GrantTable {
     /// Checks a map request. Returns the grant, or the error a frontend gets for a revoked,
     /// foreign or unknown reference.
     public mutating func map(_ ref: GrantRef, by domain: UInt32) -> Result<Grant, MXError> {
-        if revokedRefs.contains(ref.raw) {
+        // References are handed out in increasing order and never reused: one below the next
+        // that is no longer in the table was revoked.
+        if grants[ref.raw] == nil && ref.raw != 0 && ref.raw < nextRef {
             refusedMaps += 1
             return .failure(MXError(.revokedGrant, "\(ref) was revoked (its endpoint closed or its process died)"))
         }
@@ -73,7 +74,6 @@ public struct GrantTable {
     /// Revokes one reference.
     public mutating func revoke(_ ref: GrantRef) {
         guard let g = grants.removeValue(forKey: ref.raw) else { return }
-        revokedRefs.insert(ref.raw)
         revokedCount += 1
         release(fd: g.fd)
     }

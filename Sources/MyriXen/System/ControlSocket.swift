@@ -32,18 +32,26 @@ public final class ControlSocket {
 
     /// Sends one message with optional descriptors (which stay owned by the caller).
     public func send(_ bytes: [UInt8], fds: [Int32] = []) throws(MXError) {
-        guard fd >= 0 else { throw MXError(.backendDied, "the connection to the backend is closed") }
+        _ = try send(bytes, fds: fds, wait: true)
+    }
+
+    /// Sends one message; with `wait: false` returns false instead of blocking when the
+    /// peer's receive queue is full.
+    public func send(_ bytes: [UInt8], fds: [Int32], wait: Bool) throws(MXError) -> Bool {
+        guard fd >= 0 else { throw MXError(.backendDied, "the control connection is closed") }
         let rc = bytes.withUnsafeBytes { b in
             fds.withUnsafeBufferPointer { f in
-                cmx_send_with_fds(fd, b.baseAddress, b.count, f.baseAddress, Int32(f.count))
+                cmx_send_with_fds(fd, b.baseAddress, b.count, f.baseAddress, Int32(f.count), wait ? 0 : 1)
             }
         }
         if rc < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK { return false }
             if errno == EPIPE || errno == ECONNRESET {
                 throw MXError(.backendDied, "the peer closed the control connection")
             }
             throw systemError("sendmsg")
         }
+        return true
     }
 
     public enum Received {

@@ -38,6 +38,12 @@ public enum SharedMemory {
         _ = munmap(p, size)
     }
 
+    /// Seals an object's size: a frontend holding it cannot truncate it under the backend's or
+    /// a peer's mapping (which would make their next access fault).
+    public static func sealSize(_ fd: Int32) throws(MXError) {
+        try check("fcntl(F_ADD_SEALS)") { cmx_seal_size(fd) }
+    }
+
     /// Seals an object so that no writable mapping can be made of it from now on; mappings made
     /// before (the backend's own) stay writable. This is how the endpoint's protected part is
     /// readable but not writable by frontends.

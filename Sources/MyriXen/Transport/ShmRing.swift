@@ -46,8 +46,9 @@ public struct RingProducer {
         self.cells = UInt64(cells)
     }
 
-    /// Largest payload one record may carry (a quarter of the ring, so records always fit).
-    public var maxPayload: Int { Int(cells / 4) * RingLayout.cellSize - RecordLayout.headerSize }
+    /// Largest payload one record may carry: a quarter of the ring, so records always fit, and
+    /// never more cells than the record header's 16-bit cell count can say.
+    public var maxPayload: Int { Int(min(cells / 4, 32768)) * RingLayout.cellSize - RecordLayout.headerSize }
 
     /// Reserves room for a record with `payload` bytes and returns its first cell, or nil when
     /// the ring is full for now. Fill the header fields and payload, then `publish`.
@@ -92,6 +93,9 @@ public struct RingConsumer {
     @usableFromInline let data: UnsafeMutableRawPointer
     @usableFromInline let cells: UInt64
     @usableFromInline var head: UInt64 = 0
+    /// Set when the producer wrote a record that cannot be (its cell count or length runs past
+    /// the ring): the ring is then dead, and its peer is treated as gone.
+    public private(set) var isCorrupt = false
 
     public init(base: UnsafeMutableRawPointer, cells: Int) {
         header = base
@@ -100,18 +104,29 @@ public struct RingConsumer {
         head = cmx_load_acquire_u64(base + RingLayout.headOffset)
     }
 
-    /// The next record, if one is complete. Padding is skipped here.
+    /// The next record, if one is complete. Padding is skipped here. The producer is another
+    /// process: its record's geometry is checked before anything is read from it.
     @inline(__always)
     public mutating func peek() -> UnsafeMutableRawPointer? {
-        while true {
-            let cell = data + Int(head & (cells - 1)) * RingLayout.cellSize
+        while !isCorrupt {
+            let index = head & (cells - 1)
+            let cell = data + Int(index) * RingLayout.cellSize
             if cmx_load_acquire_u64(cell) != head &+ 1 { return nil }
-            if Shm.load(cell, RecordLayout.kindOffset, as: UInt8.self) == RecordKind.padding.rawValue {
+            let n = UInt64(Shm.load(cell, RecordLayout.cellsOffset, as: UInt16.self))
+            let length = Int(Shm.load(cell, RecordLayout.lengthOffset, as: UInt32.self))
+            let kind = Shm.load(cell, RecordLayout.kindOffset, as: UInt8.self)
+            guard n >= 1, index + n <= cells else { isCorrupt = true; return nil }
+            if kind == RecordKind.padding.rawValue {
                 release(cell)
                 continue
             }
+            if kind == RecordKind.eager.rawValue && length > Int(n) * RingLayout.cellSize - RecordLayout.headerSize {
+                isCorrupt = true
+                return nil
+            }
             return cell
         }
+        return nil
     }
 
     /// Frees the record returned by `peek`: clears the stamp word of each of its cells, then

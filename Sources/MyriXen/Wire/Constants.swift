@@ -27,18 +27,6 @@ public enum MXLimits {
     public static let apiVersion = 0x301
 }
 
-/// The three size classes below the rendezvous threshold plus rendezvous itself.
-public enum MXSizeClass: String, Sendable {
-    case tiny, small, medium, large
-
-    public static func of(length: Int, threshold: Int) -> MXSizeClass {
-        if length <= MXLimits.tinyMax { return .tiny }
-        if length <= MXLimits.smallMax { return .small }
-        if length <= threshold { return .medium }
-        return .large
-    }
-}
-
 /// Where things live by default.
 public enum MXDefaults {
     /// Environment variable naming the backend's socket.

@@ -46,7 +46,8 @@ public enum RecordKind: UInt8, Sendable {
     case eager = 1
     /// Rendezvous request: the receiver pulls the data from the sender's registered region.
     case rendezvous = 2
-    /// Receiver to sender: a synchronous send was matched, or a pull finished (aux = token).
+    /// Receiver to sender: a synchronous send was matched, or a pull finished (aux = token,
+    /// length = bytes the receiver took).
     case notify = 3
     /// Filler up to the ring's end; the next record starts at cell 0.
     case padding = 4
@@ -57,8 +58,6 @@ public enum RecordFlags {
     public static let sync: UInt8 = 1
     /// Notify: the pull was refused (out of the named region) or failed.
     public static let refused: UInt8 = 2
-    /// Notify: the receiver cancelled or dropped the message (endpoint closing).
-    public static let dropped: UInt8 = 4
 }
 
 /// The endpoint's protected part: written by the backend only, mapped read-only by the owner
