@@ -29,6 +29,11 @@ struct PingPong: ParsableCommand {
     @Option(name: .shortAndLong, help: "Warm-up iterations (default 100 latency / 10 bandwidth).")
     var x: Int?
 
+    enum Measure: String, ExpressibleByArgument, CaseIterable { case both, latency, bandwidth }
+
+    @Option(name: .long, help: "What to measure: both, latency or bandwidth (the other column prints 0).")
+    var measure: Measure = .both
+
     @Option(name: [.customShort("W"), .long], help: "Bandwidth window (messages in flight).")
     var window: Int = 64
 
@@ -85,6 +90,7 @@ struct PingPong: ParsableCommand {
         if let i { args += ["-i", String(i)] }
         if let x { args += ["-x", String(x)] }
         if let threshold { args += ["--threshold", String(threshold)] }
+        args += ["--measure", measure.rawValue]
         if checkData { args.append("--validate") }
         let child = try ChildProcess.spawn(ChildProcess.currentExecutable(), args)
         defer { _ = child.wait(seconds: 10) }
@@ -97,8 +103,8 @@ struct PingPong: ParsableCommand {
         print("# MyriXen mx_pingpong (emulated Myri-10G, \(mx.hostname), same host, rendezvous above \(ep.rendezvousThreshold) B)")
         print(pad("# Size", 10) + lpad("Latency (us)", 18) + lpad("Bandwidth (MB/s)", 18))
         for size in sizes! {
-            let lat = try bench.latency(size: size)
-            let bw = try bench.bandwidth(size: size)
+            let lat = measure != .bandwidth ? try bench.latency(size: size) : 0
+            let bw = measure != .latency ? try bench.bandwidth(size: size) : 0
             print(pad(String(size), 10) + lpad(fmt(lat), 18) + lpad(fmt(bw), 18))
             fflush(nil)
         }
@@ -117,8 +123,8 @@ struct PingPong: ParsableCommand {
         _ = try withUnsafeBytes(of: &hello) { b in try ep.wait(try ep.isend(b, to: peer, matchInfo: Tag.hello)) }
         let bench = Bench(ep: ep, peer: peer, initiator: false, command: self)
         for size in sizes! {
-            _ = try bench.latency(size: size)
-            _ = try bench.bandwidth(size: size)
+            if measure != .bandwidth { _ = try bench.latency(size: size) }
+            if measure != .latency { _ = try bench.bandwidth(size: size) }
         }
         try bench.finish()
     }

@@ -23,12 +23,27 @@ public final class MXEndpoint {
     let unprotectedMapping: (UnsafeMutableRawPointer, Int)
     struct PeerKey: Hashable { let nic: UInt64; let endpoint: UInt16 }
     var peerIndex: [PeerKey: Int32] = [:]
-    var pendingConnects: [Int32: UInt32] = [:]
-    var abandonedConnects: [UInt32] = []
-    var progressCalls: UInt32 = 0
-    public private(set) var isClosed = false
+    /// Connects in flight (request -> control token) and cancelled ones still to be answered.
+    /// Touched only when `hot.controlWork` says there are some.
+    var pendingConnects: [Int32: UInt32] = [:] { didSet { updateControlWork() } }
+    var abandonedConnects: [UInt32] = [] { didSet { updateControlWork() } }
+    /// Set once the backend is gone; read only when `hot.failed`.
     var failure: MXError?
-    var lastHealthCheck: UInt64 = 0
+
+    /// The flags every call reads, behind a pointer: no exclusivity check, no reference count.
+    struct HotState {
+        var closed = false
+        var failed = false
+        var controlWork = false
+        var progressCalls: UInt32 = 0
+        var lastHealthCheck: UInt64 = 0
+    }
+    let hot: UnsafeMutablePointer<HotState>
+
+    /// Whether `close()` was called.
+    public var isClosed: Bool { hot.pointee.closed }
+
+    func updateControlWork() { hot.pointee.controlWork = !pendingConnects.isEmpty || !abandonedConnects.isEmpty }
 
     init(connection: BackendConnection, opened: OpenedEndpoint, key: UInt32, hostname: String,
          options: MXEndpointOptions) throws(MXError) {
@@ -43,24 +58,32 @@ public final class MXEndpoint {
         self.key = key
         self.hostname = hostname
         self.options = options
-        let maps = try connection.mapGrants([opened.protectedPage, opened.unprotectedPage])
+        hot = .allocate(capacity: 1)
+        hot.initialize(to: HotState(lastHealthCheck: monotonicNanoseconds()))
+        let maps: [(pointer: UnsafeMutableRawPointer, size: Int)]
+        do { maps = try connection.mapGrants([opened.protectedPage, opened.unprotectedPage]) } catch {
+            hot.deallocate()
+            throw error
+        }
         protectedMapping = maps[0]
         unprotectedMapping = maps[1]
         core = .allocate(capacity: 1)
         core.initialize(to: EndpointCore(protectedPage: maps[0].pointer, unprotected: maps[1].pointer,
                                          threshold: options.rendezvousThreshold))
         _ = cmx_allow_pull_from_any()
-        lastHealthCheck = monotonicNanoseconds()
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        hot.deallocate()
+    }
 
     /// Closes the endpoint: the backend revokes its grants and tells its peers.
     /// Pending requests are dropped.
     public func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        if failure == nil { _ = try? connection.call(.closeEndpoint) }
+        guard !hot.pointee.closed else { return }
+        hot.pointee.closed = true
+        if !hot.pointee.failed { _ = try? connection.call(.closeEndpoint) }
         connection.close()
         core.pointee.destroy()
         core.deinitialize(count: 1)
@@ -72,13 +95,13 @@ public final class MXEndpoint {
     @inline(__always)
     func ensureUsable() throws(MXError) {
         try ensureOpen()
-        if let f = failure { throw f }
+        if hot.pointee.failed { throw failure! }
     }
 
     /// Requests can still be completed after a backend failure, never after close.
     @inline(__always)
     func ensureOpen() throws(MXError) {
-        if isClosed { throw MXError(.closedEndpoint, "endpoint \(endpointID) of board \(board) is closed") }
+        if hot.pointee.closed { throw MXError(.closedEndpoint, "endpoint \(endpointID) of board \(board) is closed") }
     }
 
     /// The rendezvous threshold this endpoint uses toward peers on this host.
@@ -224,9 +247,10 @@ public final class MXEndpoint {
     }
 
     func backendLost() {
-        guard failure == nil else { return }
+        guard !hot.pointee.failed else { return }
         let e = MXError(.backendDied, "the backend (myrback at \(connection.socketPath)) died; every request of endpoint \(endpointID) failed; open a new endpoint once a backend runs again")
         failure = e
+        hot.pointee.failed = true
         core.pointee.failAll(e)
         for (r, _) in pendingConnects { core.pointee.fail(r, e) }
         pendingConnects.removeAll()
@@ -234,7 +258,7 @@ public final class MXEndpoint {
 
     /// Polls the control socket without blocking (backend death shows here as a hang-up).
     func healthCheck(now: UInt64) {
-        lastHealthCheck = now
+        hot.pointee.lastHealthCheck = now
         var p = pollfd(fd: connection.socket.fd, events: Int16(POLLIN), revents: 0)
         if poll(&p, 1, 0) > 0 { processEvents() }
     }
@@ -251,12 +275,12 @@ public final class MXEndpoint {
     @inline(__always)
     func progressOnce() {
         if core.pointee.progress() && core.pointee.controlPending { processEvents() }
-        if !pendingConnects.isEmpty || !abandonedConnects.isEmpty { processEvents() }
+        if hot.pointee.controlWork { processEvents() }
         // Even a program that only ever tests learns of a dead backend within ~100 ms.
-        progressCalls &+= 1
-        if progressCalls & 0xFFF == 0 {
+        hot.pointee.progressCalls &+= 1
+        if hot.pointee.progressCalls & 0xFFF == 0 {
             let now = monotonicNanoseconds()
-            if now - lastHealthCheck > 100_000_000 { healthCheck(now: now) }
+            if now - hot.pointee.lastHealthCheck > 100_000_000 { healthCheck(now: now) }
         }
     }
 
@@ -286,27 +310,55 @@ public final class MXEndpoint {
         if fds[1].revents != 0 { processEvents() }
     }
 
+    /// What a blocking call waits for. Generic, so the common wait on one request is
+    /// specialized: no closure context, no retain of the endpoint per poll.
+    protocol WaitCondition {
+        func holds(_ endpoint: MXEndpoint) -> Bool
+    }
+
+    struct RequestDone: WaitCondition {
+        let request: Int32
+        @inline(__always) func holds(_ endpoint: MXEndpoint) -> Bool { endpoint.isDone(request) }
+    }
+
+    struct AnyDone: WaitCondition {
+        let requests: [Int32]
+        func holds(_ endpoint: MXEndpoint) -> Bool { requests.contains(where: endpoint.isDone) }
+    }
+
+    struct SomeCompleted: WaitCondition {
+        func holds(_ endpoint: MXEndpoint) -> Bool { endpoint.core.pointee.completedHead >= 0 }
+    }
+
+    struct UnexpectedMatch: WaitCondition {
+        let matchInfo: UInt64
+        let mask: UInt64
+        func holds(_ endpoint: MXEndpoint) -> Bool {
+            endpoint.core.pointee.engine.peekUnexpected(matchInfo: matchInfo, mask: mask) != nil
+        }
+    }
+
     /// Waits until `condition` holds: polls flat out briefly, then polls yielding the CPU
     /// between polls, then sleeps on the event channel, so idle waiters cost no CPU and
     /// oversubscribed hosts still progress.
     @inline(__always)
-    func block(deadline: UInt64?, until condition: () -> Bool) throws(MXError) {
+    func block<C: WaitCondition>(deadline: UInt64?, until condition: C) throws(MXError) {
         var iterations: UInt32 = 0
         var spinStart: UInt64 = 0
         let spinNs = UInt64(options.spinMicroseconds) * 1000
         let sleepNs = UInt64(max(options.sleepAfterMicroseconds, options.spinMicroseconds)) * 1000
         while true {
             progressOnce()
-            if condition() { return }
+            if condition.holds(self) { return }
             iterations &+= 1
             if iterations & 0x3F == 0 {
                 let now = monotonicNanoseconds()
                 if spinStart == 0 { spinStart = now }
                 if let d = deadline, now >= d { throw MXError(.timeout, "timed out") }
-                if now - lastHealthCheck > 100_000_000 {
+                if now - hot.pointee.lastHealthCheck > 100_000_000 {
                     healthCheck(now: now)
-                    if condition() { return }
-                    if let f = failure { throw f }
+                    if condition.holds(self) { return }
+                    if hot.pointee.failed { throw failure! }
                 }
                 let waited = now - spinStart
                 if waited > sleepNs {
@@ -352,7 +404,7 @@ public final class MXEndpoint {
         if !isDone(r) {
             try ensureUsable()
             do {
-                try block(deadline: deadline(timeout)) { isDone(r) }
+                try block(deadline: deadline(timeout), until: RequestDone(request: r))
             } catch where error.code == .timeout {
                 throw MXError(.timeout, "request did not complete within \(timeout!)")
             }
@@ -376,18 +428,15 @@ public final class MXEndpoint {
         guard !requests.isEmpty else { throw MXError(.badParameter, "waitAny needs at least one request") }
         var slots: [Int32] = []
         for q in requests { slots.append(try core.pointee.validate(q)) }
-        var found = -1
-        if let i = slots.firstIndex(where: isDone) { found = i } else {
+        if slots.firstIndex(where: isDone) == nil {
             try ensureUsable()
             do {
-                try block(deadline: deadline(timeout)) {
-                    if let i = slots.firstIndex(where: isDone) { found = i; return true }
-                    return false
-                }
+                try block(deadline: deadline(timeout), until: AnyDone(requests: slots))
             } catch where error.code == .timeout {
                 throw MXError(.timeout, "none of \(requests.count) requests completed within \(timeout!)")
             }
         }
+        let found = slots.firstIndex(where: isDone)!
         return (found, try core.pointee.finish(slots[found]))
     }
 
@@ -402,7 +451,7 @@ public final class MXEndpoint {
     /// Waits for some request to complete and returns it, without completing it.
     public func peek(timeout: Duration? = nil) throws(MXError) -> MXRequest {
         try ensureUsable()
-        try block(deadline: deadline(timeout)) { core.pointee.completedHead >= 0 }
+        try block(deadline: deadline(timeout), until: SomeCompleted())
         return core.pointee.handle(core.pointee.completedHead)
     }
 
@@ -422,9 +471,7 @@ public final class MXEndpoint {
         try ensureUsable()
         guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
         do {
-            try block(deadline: deadline(timeout)) {
-                core.pointee.engine.peekUnexpected(matchInfo: matchInfo, mask: mask) != nil
-            }
+            try block(deadline: deadline(timeout), until: UnexpectedMatch(matchInfo: matchInfo, mask: mask))
         } catch where error.code == .timeout {
             throw MXError(.timeout, "no matching message arrived within \(timeout!)")
         }
@@ -546,9 +593,10 @@ public final class MXEndpoint {
                 try prepareRendezvous(r)
             } catch {
                 core.pointee.releaseResources(r)
-                let generation = s.pointee.generation
+                let slot = core.pointee.requests[r]
+                slot.pointee.generation &+= 1
+                slot.pointee.state = RequestState.free
                 core.pointee.requests.free(r)
-                core.pointee.requests[r].pointee.generation = generation &+ 1
                 throw error
             }
             s = core.pointee.requests[r]
@@ -662,10 +710,10 @@ public final class MXEndpoint {
 
     /// Counters of this endpoint (also shown by `mx_info`).
     public func counter(_ c: MXCounter) -> UInt64 {
-        guard !isClosed else { return 0 }
+        guard !hot.pointee.closed else { return 0 }
         return cmx_load_relaxed_u64(core.pointee.unprotected + c.offset)
     }
 
     /// Messages waiting in the unexpected queue.
-    public var unexpectedCount: Int { isClosed ? 0 : core.pointee.engine.unexpectedCount }
+    public var unexpectedCount: Int { hot.pointee.closed ? 0 : core.pointee.engine.unexpectedCount }
 }

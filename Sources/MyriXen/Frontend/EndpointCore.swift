@@ -89,7 +89,9 @@ struct PendingNotify {
 
 /// The data path of one endpoint: requests, matching, the rings and the pull engine. Every
 /// hot operation is a mutating method on this struct, reached through a stable pointer, so
-/// it runs without locks, allocation, reference counting or exclusivity checks.
+/// it runs without locks, allocation, reference counting or exclusivity checks. (Even the
+/// read-only ones are `mutating`: called through the pointer, a non-mutating method gets a
+/// copy of the whole struct.)
 struct EndpointCore {
     let protectedPage: UnsafeRawPointer
     let unprotected: UnsafeMutableRawPointer
@@ -141,7 +143,7 @@ struct EndpointCore {
     // MARK: counters
 
     @inline(__always)
-    func count(_ c: MXCounter, _ n: Int = 1) {
+    mutating func count(_ c: MXCounter, _ n: Int = 1) {
         let p = unprotected + c.offset
         cmx_store_relaxed_u64(p, cmx_load_relaxed_u64(p) &+ UInt64(n))
     }
@@ -152,17 +154,16 @@ struct EndpointCore {
     mutating func allocateRequest(kind: MXStatus.Kind) -> Int32 {
         let r = requests.allocate()
         let slot = requests[r]
-        slot.pointee.state = RequestState.pending
-        slot.pointee.kind = kind.rawValue
+        slot.pointee = RequestSlot(generation: slot.pointee.generation, state: RequestState.pending, kind: kind.rawValue)
         return r
     }
 
     @inline(__always)
-    func handle(_ r: Int32) -> MXRequest { MXRequest(index: r, generation: requests[r].pointee.generation) }
+    mutating func handle(_ r: Int32) -> MXRequest { MXRequest(index: r, generation: requests[r].pointee.generation) }
 
     /// Resolves a handle to its slot index, or throws why it cannot.
     @inline(__always)
-    func validate(_ req: MXRequest) throws(MXError) -> Int32 {
+    mutating func validate(_ req: MXRequest) throws(MXError) -> Int32 {
         guard req.index >= 0 && Int(req.index) < requests.count else {
             throw MXError(.invalidRequest, "request \(req.index) does not belong to this endpoint")
         }
@@ -210,9 +211,9 @@ struct EndpointCore {
         if s.pointee.prev >= 0 { requests[s.pointee.prev].pointee.next = s.pointee.next } else { completedHead = s.pointee.next }
         if s.pointee.next >= 0 { requests[s.pointee.next].pointee.prev = s.pointee.prev } else { completedTail = s.pointee.prev }
         releaseResources(r)
-        let generation = s.pointee.generation
+        s.pointee.generation &+= 1
+        s.pointee.state = RequestState.free
         requests.free(r)
-        requests[r].pointee.generation = generation &+ 1
         if failed, let e = errors.removeValue(forKey: r) { throw e }
         return status
     }
@@ -224,7 +225,7 @@ struct EndpointCore {
     }
 
     @inline(__always)
-    func address(ofPeer p: Int32) -> MXEndpointAddress? {
+    mutating func address(ofPeer p: Int32) -> MXEndpointAddress? {
         guard p >= 0 && p < peerCount else { return nil }
         let peer = peers + Int(p)
         return MXEndpointAddress(nicID: peer.pointee.nicID, endpointID: Int(peer.pointee.endpointID),
@@ -251,9 +252,27 @@ struct EndpointCore {
         return total
     }
 
+    /// Copies `n` bytes; small copies (the tiny and small classes) inline, without a call.
+    @inline(__always)
+    static func copy(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer, _ n: Int) {
+        if n <= 64 {
+            var i = 0
+            while i + 8 <= n {
+                dst.storeBytes(of: src.loadUnaligned(fromByteOffset: i, as: UInt64.self), toByteOffset: i, as: UInt64.self)
+                i += 8
+            }
+            while i < n {
+                dst.storeBytes(of: src.load(fromByteOffset: i, as: UInt8.self), toByteOffset: i, as: UInt8.self)
+                i += 1
+            }
+        } else {
+            dst.copyMemory(from: src, byteCount: n)
+        }
+    }
+
     /// Gathers a send request's data into `dst`.
     @inline(__always)
-    func gather(_ s: UnsafeMutablePointer<RequestSlot>, into dst: UnsafeMutableRawPointer) {
+    mutating func gather(_ s: UnsafeMutablePointer<RequestSlot>, into dst: UnsafeMutableRawPointer) {
         if let v = s.pointee.segments {
             var off = 0
             for i in 0..<Int(s.pointee.segmentCount) where v[i].iov_len > 0 {
@@ -261,13 +280,13 @@ struct EndpointCore {
                 off += v[i].iov_len
             }
         } else if s.pointee.length > 0 {
-            dst.copyMemory(from: s.pointee.buffer!, byteCount: s.pointee.length)
+            EndpointCore.copy(dst, s.pointee.buffer!, s.pointee.length)
         }
     }
 
     /// Scatters `n` bytes into a receive request's buffer(s); returns what fitted.
     @inline(__always)
-    func scatter(_ s: UnsafeMutablePointer<RequestSlot>, from src: UnsafeRawPointer, count n: Int) -> Int {
+    mutating func scatter(_ s: UnsafeMutablePointer<RequestSlot>, from src: UnsafeRawPointer, count n: Int) -> Int {
         if let v = s.pointee.segments {
             var off = 0
             for i in 0..<Int(s.pointee.segmentCount) where off < n {
@@ -278,7 +297,7 @@ struct EndpointCore {
             return off
         }
         let k = min(n, s.pointee.length)
-        if k > 0 { s.pointee.buffer!.copyMemory(from: src, byteCount: k) }
+        if k > 0 { EndpointCore.copy(s.pointee.buffer!, src, k) }
         return k
     }
 
@@ -288,7 +307,7 @@ struct EndpointCore {
     /// before reading its flag, matching the fence the sleeper puts between its flag and its
     /// last look at the rings.
     @inline(__always)
-    func kick(_ p: Int32) {
+    mutating func kick(_ p: Int32) {
         let peer = peers + Int(p)
         cmx_fence_seq_cst()
         if cmx_load_relaxed_u64(peer.pointee.peerUnprotected + UnprotectedPage.sleepingOffset) != 0 {
@@ -598,7 +617,7 @@ struct EndpointCore {
         complete(r)
     }
 
-    func pullRemote(_ s: UnsafeMutablePointer<RequestSlot>, pid: Int32, remote: UInt64, count want: Int) -> Int {
+    mutating func pullRemote(_ s: UnsafeMutablePointer<RequestSlot>, pid: Int32, remote: UInt64, count want: Int) -> Int {
         var done = 0
         var local = iovec()
         // Walk the receive segments (or the single buffer) and pull into each.

@@ -37,9 +37,10 @@ public struct SlotPool<Element> {
         return i
     }
 
+    /// Returns a slot to the pool. Its contents stay as they were: whoever allocates it next
+    /// writes what it needs (so freeing costs no copy).
     @inline(__always)
     public mutating func free(_ i: Int32) {
-        storage[Int(i)] = blank
         nextFree[Int(i)] = freeHead
         freeHead = i
         inUse -= 1
