@@ -21,6 +21,9 @@ struct MXInfo: ParsableCommand {
         defer { mx.finalize() }
         let info = try mx.info()
         print(MXInfoReport.render(info, listRegions: regions))
+        if let topology = try? HostTopology.load() {
+            print("host topology (hwloc): \(topology.description)")
+        }
     }
 }
 

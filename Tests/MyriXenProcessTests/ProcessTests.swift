@@ -222,6 +222,34 @@ final class ProcessTests: XCTestCase {
         XCTAssertEqual(back.load(as: UInt64.self), 77)
     }
 
+    func testAnIdleWaiterSleepsAndCostsNoCPU() throws {
+        let p = try spawnPeer("hold")
+        let (peer, pid) = try hello()
+        XCTAssertEqual(try status(), 1)
+        // The peer now waits for a message that does not come: after its spin it sleeps.
+        usleep(200_000)
+        let before = try cpuTicks(pid)
+        usleep(1_000_000)
+        let used = try cpuTicks(pid) - before
+        XCTAssertLessThanOrEqual(used, 5, "an idle waiter used \(used) clock ticks of CPU in a second")
+        // And a message still wakes it at once.
+        let start = monotonicNanoseconds()
+        try done(peer)
+        assertExit(p, 0, within: 5)
+        XCTAssertLessThan(monotonicNanoseconds() - start, 1_000_000_000)
+    }
+
+    /// utime + stime of a process, in clock ticks, from /proc.
+    func cpuTicks(_ pid: Int32) throws -> Int {
+        guard let f = fopen("/proc/\(pid)/stat", "r") else { throw MXError(.system, "no /proc/\(pid)/stat") }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 1024)
+        guard fgets(&buf, 1024, f) != nil else { throw MXError(.system, "empty stat") }
+        let line = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let fields = line[line.lastIndex(of: ")")!...].split(separator: " ")
+        return Int(fields[12])! + Int(fields[13])!
+    }
+
     func testAProgramThatOnlyPollsNoticesADeadBackend() throws {
         let pending = try ep.irecv(word, matchInfo: 4242)
         backend.kill(SIGKILL)

@@ -336,6 +336,51 @@ final class EndpointTests: XCTestCase {
         XCTAssertTrue(MXInfoReport.render(info).contains("refused"))
     }
 
+    func testRegionTableFullWhenEveryRegionIsInUse() throws {
+        // 256 large sends in flight, from 256 distinct buffers, pin every region.
+        let size = 5000
+        let n = MXLimits.regionsPerEndpoint
+        let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: size * (n + 1), alignment: 4096)
+        defer { pool.deallocate() }
+        var sends: [MXRequest] = []
+        for k in 0..<n {
+            sends.append(try a.isend(UnsafeRawBufferPointer(rebasing: pool[(k * size)..<((k + 1) * size)]), to: toB, matchInfo: 1))
+        }
+        XCTAssertThrowsError(try a.isend(UnsafeRawBufferPointer(rebasing: pool[(n * size)...]), to: toB, matchInfo: 1)) {
+            XCTAssertEqual(($0 as? MXError)?.code, .regionTableFull)
+        }
+        // Once they complete, their regions can be evicted and the next send goes through.
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 64)
+        defer { out.deallocate() }
+        for s in sends {
+            let r = try b.irecv(out, matchInfo: 1)
+            while try b.test(r) == nil { try a.progress() }
+            _ = try a.wait(s)
+        }
+        let last = try a.isend(UnsafeRawBufferPointer(rebasing: pool[(n * size)...]), to: toB, matchInfo: 1)
+        _ = try b.wait(try b.irecv(out, matchInfo: 1), timeout: .seconds(5))
+        _ = try a.wait(last, timeout: .seconds(5))
+        XCTAssertEqual(a.registrationCacheStatistics.regions, n)
+    }
+
+    func testForeignAndRevokedGrantsDoNotMap() throws {
+        // b's frontend asks for a's pages: they are granted to a's frontend only.
+        XCTAssertThrowsError(try b.connection.mapGrants([a.pageGrants.protected])) {
+            XCTAssertEqual(($0 as? MXError)?.code, .accessDenied)
+        }
+        XCTAssertThrowsError(try b.connection.mapGrants([GrantRef(999_999)])) { XCTAssertEqual(($0 as? MXError)?.code, .accessDenied) }
+        // a's own frontend maps them, until a closes; then they are revoked.
+        let c = try mx.openEndpoint(key: 7)
+        let maps = try c.connection.mapGrants([c.pageGrants.unprotected])
+        SharedMemory.unmap(maps[0].pointer, size: maps[0].size)
+        let refs = c.pageGrants
+        let conn = try BackendConnection(path: backend.socketPath)
+        defer { conn.close() }
+        c.close()
+        XCTAssertThrowsError(try conn.mapGrants([refs.protected])) { XCTAssertEqual(($0 as? MXError)?.code, .revokedGrant) }
+        XCTAssertEqual(try mx.info().refusedGrantMaps, 3, "foreign, unknown, revoked")
+    }
+
     func testIconnectCompletesWithTheAddress() throws {
         let r = try a.iconnect(nicID: b.nicID, endpointID: b.endpointID, key: 0xB)
         let st = try a.wait(r, timeout: .seconds(5))

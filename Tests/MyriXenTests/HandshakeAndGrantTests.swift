@@ -123,3 +123,12 @@ final class CodecTests: XCTestCase {
         XCTAssertEqual(NICAddressing.format(0x02_0A0B_0C0D_0E), "02:0a:0b:0c:0d:0e")
     }
 }
+
+final class TopologyTests: XCTestCase {
+    func testHwlocSeesThisHostsProcessors() throws {
+        let t = try HostTopology.load()
+        XCTAssertGreaterThanOrEqual(t.cores, 1)
+        XCTAssertGreaterThanOrEqual(t.processingUnits, t.cores)
+        XCTAssertEqual(t.processingUnits, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), "hwloc and the kernel agree on the PUs")
+    }
+}

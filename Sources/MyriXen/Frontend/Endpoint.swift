@@ -19,6 +19,8 @@ public final class MXEndpoint {
     public let key: UInt32
     public let hostname: String
     public let options: MXEndpointOptions
+    /// The grant references of this endpoint's two pages (as the backend gave them).
+    let pageGrants: (protected: GrantRef, unprotected: GrantRef)
     let protectedMapping: (UnsafeMutableRawPointer, Int)
     let unprotectedMapping: (UnsafeMutableRawPointer, Int)
     struct PeerKey: Hashable { let nic: UInt64; let endpoint: UInt16 }
@@ -58,6 +60,7 @@ public final class MXEndpoint {
         self.key = key
         self.hostname = hostname
         self.options = options
+        pageGrants = (opened.protectedPage, opened.unprotectedPage)
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState(lastHealthCheck: monotonicNanoseconds()))
         let maps: [(pointer: UnsafeMutableRawPointer, size: Int)]
