@@ -203,3 +203,9 @@ int cmx_wait(pid_t pid, int *status, int nohang) {
 }
 
 int cmx_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+
+int cmx_die_with_parent(int sig, pid_t expected_parent) {
+    if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0) return -1;
+    if (expected_parent > 0 && getppid() != expected_parent) { errno = ESRCH; return -1; }
+    return 0;
+}

@@ -52,6 +52,7 @@ struct PingPong: ParsableCommand {
     @Option(name: .long, help: .hidden) var peerNic: String?
     @Option(name: .long, help: .hidden) var peerEndpoint: Int?
     @Option(name: .long, help: .hidden) var peerKey: UInt32?
+    @Option(name: .long, help: .hidden) var parentPid: Int32?
 
     func validate() throws {
         guard sizes != nil else { throw ValidationError("-m must be MIN:MAX with 0 <= MIN <= MAX <= 1 GiB, e.g. -m 1:4194304; got \(m)") }
@@ -75,6 +76,7 @@ struct PingPong: ParsableCommand {
         defer { mx.finalize() }
         let options = MXEndpointOptions(rendezvousThreshold: threshold)
         if let nicText = peerNic, let ep = peerEndpoint, let key = peerKey, let nic = UInt64(nicText, radix: 16) {
+            if let parent = parentPid { ChildProcess.dieWithParent(parent) }
             try runResponder(mx, options, nic: nic, endpoint: ep, key: key)
         } else {
             try runInitiator(mx, options)
@@ -86,7 +88,7 @@ struct PingPong: ParsableCommand {
         let ep = try mx.openEndpoint(key: key, options: options)
         defer { ep.close() }
         var args = ["--peer-nic", String(ep.nicID, radix: 16), "--peer-endpoint", String(ep.endpointID),
-                    "--peer-key", String(key), "-m", m, "--window", String(window), "--socket", mx.socketPath]
+                    "--peer-key", String(key), "--parent-pid", String(getpid()), "-m", m, "--window", String(window), "--socket", mx.socketPath]
         if let i { args += ["-i", String(i)] }
         if let x { args += ["-x", String(x)] }
         if let threshold { args += ["--threshold", String(threshold)] }

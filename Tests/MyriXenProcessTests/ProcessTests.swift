@@ -41,7 +41,8 @@ final class ProcessTests: XCTestCase {
     func spawnPeer(_ role: String, _ extra: [String] = []) throws -> ChildProcess {
         let p = try ChildProcess.spawn(BuiltProducts.path("MyriXenTestPeer"),
                                        [role, "--socket", backend.socketPath, "--nic", String(ep.nicID, radix: 16),
-                                        "--ep", String(ep.endpointID), "--key", String(key)] + extra)
+                                        "--ep", String(ep.endpointID), "--key", String(key),
+                                        "--parent-pid", String(getpid())] + extra)
         peers.append(p)
         return p
     }

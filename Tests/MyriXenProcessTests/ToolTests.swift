@@ -57,6 +57,31 @@ final class ToolTests: XCTestCase {
         }
     }
 
+    func testKillingPingpongLeavesNothingBehind() throws {
+        let backend = try TestBackend()
+        defer { backend.stop() }
+        let run = try ChildProcess.spawn(BuiltProducts.path("mx_pingpong"),
+                                         ["-m", "8:8", "-i", "100000000", "--measure", "latency", "--socket", backend.socketPath])
+        let mx = try backend.context()
+        defer { mx.finalize() }
+        // Both processes have their endpoint open once the run is under way.
+        var owners: [Int32] = []
+        let deadline = monotonicNanoseconds() + 20_000_000_000
+        while owners.count < 2 && monotonicNanoseconds() < deadline {
+            owners = try mx.info().endpoints.map(\.ownerPID)
+            usleep(10_000)
+        }
+        XCTAssertEqual(owners.count, 2)
+        let responder = try XCTUnwrap(owners.first { $0 != run.pid })
+        run.signal(SIGKILL)
+        XCTAssertEqual(run.wait(), .signalled(SIGKILL))
+        let killed = monotonicNanoseconds()
+        while processExists(responder) && monotonicNanoseconds() - killed < 2_000_000_000 { usleep(5_000) }
+        XCTAssertFalse(processExists(responder), "the second process ends with the first")
+        while try mx.info().endpoints.count > 0 && monotonicNanoseconds() - killed < 2_000_000_000 { usleep(5_000) }
+        XCTAssertEqual(try mx.info().endpoints.count, 0, "and the backend reclaimed both endpoints")
+    }
+
     func testMyrbackRejectsBadOptionsClearly() {
         let (code, out) = runCapturing(BuiltProducts.path("myrback"), ["--boards", "0", "--socket", "/tmp/unused-\(getpid())/s.sock"])
         XCTAssertNotEqual(code, 0)

@@ -34,6 +34,7 @@ func run(_ args: [String]) throws {
     let peerID = Int(option(args, "--id") ?? "0") ?? 0
     let count = Int(option(args, "--count") ?? "1") ?? 1
     let sizes = (option(args, "--sizes") ?? "").split(separator: ",").compactMap { Int($0) }
+    if let parent = option(args, "--parent-pid").flatMap({ Int32($0) }) { ChildProcess.dieWithParent(parent) }
 
 // Roles that must fail before any endpoint works.
 if role == "other-user" {

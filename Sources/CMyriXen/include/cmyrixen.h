@@ -86,6 +86,9 @@ int cmx_daemonize(void);
 pid_t cmx_spawn_detached(const char *path, char *const argv[]);
 /// posix_spawn of `path` with `argv`, inheriting stdio and environment (plus `envp` if non-null).
 pid_t cmx_spawn(const char *path, char *const argv[], char *const envp[]);
+/// Asks the kernel to send `sig` to us when our parent dies (PR_SET_PDEATHSIG); returns -1 if
+/// the parent is already gone (our parent pid is no longer `expected_parent`).
+int cmx_die_with_parent(int sig, pid_t expected_parent);
 /// waitpid; returns the raw status, or -1/errno. `nohang` returns 0 while the child runs.
 int cmx_wait(pid_t pid, int *status, int nohang);
 static inline int cmx_exited(int status) { return (status & 0x7f) == 0; }

@@ -73,6 +73,13 @@ public struct ChildProcess: Sendable {
         cmx_exited(status) != 0 ? .exited(cmx_exit_code(status)) : .signalled(cmx_term_signal(status))
     }
 
+    /// Makes the calling process end (SIGKILL) when the process that started it ends, so a
+    /// helper process never outlives its parent. `parent` is the pid the parent passed down;
+    /// if it is already gone, this process exits at once.
+    public static func dieWithParent(_ parent: Int32) {
+        if cmx_die_with_parent(SIGKILL, parent) != 0 { exit(3) }
+    }
+
     /// The path of the running executable.
     public static func currentExecutable() -> String {
         var buf = [CChar](repeating: 0, count: 4096)
