@@ -48,6 +48,7 @@ final class ProcessTests: XCTestCase {
     }
 
     let word = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+    deinit { word.deallocate() }
 
     /// Receives a peer's hello; returns its address and pid.
     func hello(id: Int = 0) throws -> (MXEndpointAddress, Int32) {

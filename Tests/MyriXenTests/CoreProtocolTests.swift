@@ -139,6 +139,7 @@ final class CoreProtocolTests: XCTestCase {
         let big = UnsafeMutableRawBufferPointer.allocate(byteCount: 100_000, alignment: 64)
         let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 100_000, alignment: 64)
         defer { big.deallocate(); out.deallocate() }
+        out.initializeMemory(as: UInt8.self, repeating: 0)
         for i in 0..<big.count { big[i] = UInt8(truncatingIfNeeded: i * 7) }
         let s = send(UnsafeRawBufferPointer(big), tag: 5)
         _ = b.pointee.progress()

@@ -638,9 +638,7 @@ public final class Backend {
             peerProtected: grants.grant(fd: me.protectedFD, size: ProtectedPage.size, to: tconn.id, writable: false, owners: owners),
             peerUnprotected: grants.grant(fd: me.unprotectedFD, size: UnprotectedPage.size, to: tconn.id, writable: false, owners: owners),
             alreadyAttached: false)
-        // The creator's shares: the grants alone keep the rings now.
-        grants.release(fd: ab)
-        grants.release(fd: ba)
+        // The rings are kept open by their grants alone: the last revoked closes each.
         pairs[pk] = [me.serial: PairSide(grant: forMe), target.serial: PairSide(grant: forTarget)]
         me.peers.insert(target.serial)
         target.peers.insert(me.serial)

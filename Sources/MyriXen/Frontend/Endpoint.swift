@@ -667,7 +667,8 @@ public final class MXEndpoint {
 
     /// Registration cache figures: (regions cached, hits, misses).
     public var registrationCacheStatistics: (regions: Int, hits: Int, misses: Int) {
-        (core.pointee.cache.entries.count, core.pointee.cache.hits, core.pointee.cache.misses)
+        guard !hot.pointee.closed else { return (0, 0, 0) }
+        return (core.pointee.cache.entries.count, core.pointee.cache.hits, core.pointee.cache.misses)
     }
 
     // MARK: receives

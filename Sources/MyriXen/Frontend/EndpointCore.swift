@@ -474,7 +474,7 @@ struct EndpointCore {
         var progressed = false
         for p in 0..<Int(peerCount) where peers[p].alive {
             while let cell = peers[p].inbound.peek() {
-                handleRecord(Int32(p), cell)
+                handleRecord(Int32(p), cell, kind: peers[p].inbound.recordKind, length: peers[p].inbound.recordLength)
                 peers[p].inbound.release(cell)
                 progressed = true
             }
@@ -496,10 +496,10 @@ struct EndpointCore {
     }
 
     @inline(__always)
-    mutating func handleRecord(_ p: Int32, _ cell: UnsafeMutableRawPointer) {
-        let kind = Shm.load(cell, RecordLayout.kindOffset, as: UInt8.self)
+    /// Handles one record; `kind` and `length` are what the ring checked (never re-read from
+    /// shared memory, which the peer could rewrite meanwhile).
+    mutating func handleRecord(_ p: Int32, _ cell: UnsafeMutableRawPointer, kind: UInt8, length: Int) {
         let matchInfo = Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self)
-        let length = Int(Shm.load(cell, RecordLayout.lengthOffset, as: UInt32.self))
         let flags = Shm.load(cell, RecordLayout.flagsOffset, as: UInt8.self)
         let token = Shm.load(cell, RecordLayout.auxOffset, as: UInt64.self)
         switch kind {
@@ -648,7 +648,7 @@ struct EndpointCore {
     mutating func peerGone(_ p: Int32, reason: String = "closed its endpoint or its process died") {
         // Deliver what already arrived.
         while let cell = peers[Int(p)].inbound.peek() {
-            handleRecord(p, cell)
+            handleRecord(p, cell, kind: peers[Int(p)].inbound.recordKind, length: peers[Int(p)].inbound.recordLength)
             peers[Int(p)].inbound.release(cell)
         }
         peers[Int(p)].alive = false

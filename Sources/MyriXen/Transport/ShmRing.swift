@@ -96,6 +96,11 @@ public struct RingConsumer {
     /// Set when the producer wrote a record that cannot be (its cell count or length runs past
     /// the ring): the ring is then dead, and its peer is treated as gone.
     public private(set) var isCorrupt = false
+    /// The geometry `peek` checked for the record it returned. The producer could rewrite the
+    /// shared header afterwards; the consumer uses these, never the header again.
+    public private(set) var recordCells: Int = 0
+    public private(set) var recordLength: Int = 0
+    public private(set) var recordKind: UInt8 = 0
 
     public init(base: UnsafeMutableRawPointer, cells: Int) {
         header = base
@@ -117,6 +122,7 @@ public struct RingConsumer {
             let kind = Shm.load(cell, RecordLayout.kindOffset, as: UInt8.self)
             guard n >= 1, index + n <= cells else { isCorrupt = true; return nil }
             if kind == RecordKind.padding.rawValue {
+                recordCells = Int(n)
                 release(cell)
                 continue
             }
@@ -124,6 +130,9 @@ public struct RingConsumer {
                 isCorrupt = true
                 return nil
             }
+            recordCells = Int(n)
+            recordLength = length
+            recordKind = kind
             return cell
         }
         return nil
@@ -133,7 +142,7 @@ public struct RingConsumer {
     /// publishes the new head for the producer.
     @inline(__always)
     public mutating func release(_ cell: UnsafeMutableRawPointer) {
-        let n = Int(Shm.load(cell, RecordLayout.cellsOffset, as: UInt16.self))
+        let n = recordCells
         var c = cell
         for _ in 0..<n {
             cmx_store_relaxed_u64(c, 0)
