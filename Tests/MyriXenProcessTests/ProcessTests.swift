@@ -5,13 +5,6 @@ import MyriXenTestSupport
 import Glibc
 #endif
 
-enum PeerTag {
-    static let hello: UInt64 = 0xFEED_0000_0000_0000
-    static let status: UInt64 = 0xFEED_0000_0000_0001
-    static let done: UInt64 = 0xFEED_0000_0000_0002
-    static let echo: UInt64 = 1 << 62
-}
-
 /// Multi-process tests: this process holds one endpoint, peer processes (MyriXenTestPeer)
 /// hold others, all on a private backend. Every peer checks what it receives and reports by
 /// exit code; this side checks what it receives.

@@ -7,13 +7,6 @@ import Glibc
 import MyriXen
 import MyriXenTestSupport
 
-enum PeerTag {
-    static let hello: UInt64 = 0xFEED_0000_0000_0000
-    static let status: UInt64 = 0xFEED_0000_0000_0001
-    static let done: UInt64 = 0xFEED_0000_0000_0002
-    static let echo: UInt64 = 1 << 62
-}
-
 func fail(_ message: String, code: Int32 = 3) -> Never {
     let line = "testpeer[\(getpid())]: \(message)\n"
     _ = line.withCString { write(2, $0, strlen($0)) }

@@ -84,6 +84,14 @@ public final class TestBackend {
     deinit { stop() }
 }
 
+/// The match infos the multi-process tests and their peer process speak.
+public enum PeerTag {
+    public static let hello: UInt64 = 0xFEED_0000_0000_0000
+    public static let status: UInt64 = 0xFEED_0000_0000_0001
+    public static let done: UInt64 = 0xFEED_0000_0000_0002
+    public static let echo: UInt64 = 1 << 62
+}
+
 /// Deterministic payload bytes, so every receiver can check what it got byte for byte.
 public enum Pattern {
     @inline(__always)

@@ -448,24 +448,36 @@ struct EndpointCore {
 
     mutating func deliverUnexpected(_ u: Int32, to r: Int32) {
         let m = unexpected[u].pointee
-        let s = requests[r]
-        s.pointee.peer = m.peer
-        s.pointee.matchInfo = m.matchInfo
-        s.pointee.messageLength = m.length
+        matched(r, from: m.peer, matchInfo: m.matchInfo, length: m.length)
         if m.kind == RecordKind.rendezvous.rawValue {
             pull(r, from: m.peer, region: m.region, generation: m.regionGeneration, offset: m.regionOffset,
                  length: m.length, token: m.token)
         } else {
-            if let d = m.data {
-                s.pointee.transferred = scatter(s, from: d, count: m.length)
-                free(d)
-            }
-            if m.flags & RecordFlags.sync != 0 { notify(m.peer, token: m.token, flags: 0, transferred: s.pointee.transferred) }
-            count(.messagesReceived)
-            count(.bytesReceived, s.pointee.transferred)
-            complete(r)
+            deliverEager(r, from: m.peer, data: m.data, length: m.length, flags: m.flags, token: m.token)
+            if let d = m.data { free(d) }
         }
         unexpected.free(u)
+    }
+
+    /// A receive has met its message: it records who sent what.
+    @inline(__always)
+    mutating func matched(_ r: Int32, from p: Int32, matchInfo: UInt64, length: Int) {
+        let s = requests[r]
+        s.pointee.flags &= ~RequestFlag.posted
+        s.pointee.peer = p
+        s.pointee.matchInfo = matchInfo
+        s.pointee.messageLength = length
+    }
+
+    /// Copies eager data into a matched receive, acknowledges a synchronous send, completes.
+    @inline(__always)
+    mutating func deliverEager(_ r: Int32, from p: Int32, data: UnsafeRawPointer?, length: Int, flags: UInt8, token: UInt64) {
+        let s = requests[r]
+        s.pointee.transferred = data.map { scatter(s, from: $0, count: length) } ?? 0
+        if flags & RecordFlags.sync != 0 { notify(p, token: token, flags: 0, transferred: s.pointee.transferred) }
+        count(.messagesReceived)
+        count(.bytesReceived, s.pointee.transferred)
+        complete(r)
     }
 
     /// Polls every inbound ring once (and notes control events). Returns whether anything arrived.
@@ -505,16 +517,8 @@ struct EndpointCore {
         switch kind {
         case RecordKind.eager.rawValue:
             if let r = engine.arrive(matchInfo: matchInfo) {
-                let s = requests[r]
-                s.pointee.flags &= ~RequestFlag.posted
-                s.pointee.peer = p
-                s.pointee.matchInfo = matchInfo
-                s.pointee.messageLength = length
-                s.pointee.transferred = scatter(s, from: cell + RecordLayout.headerSize, count: length)
-                if flags & RecordFlags.sync != 0 { notify(p, token: token, flags: 0, transferred: s.pointee.transferred) }
-                count(.messagesReceived)
-                count(.bytesReceived, s.pointee.transferred)
-                complete(r)
+                matched(r, from: p, matchInfo: matchInfo, length: length)
+                deliverEager(r, from: p, data: cell + RecordLayout.headerSize, length: length, flags: flags, token: token)
             } else {
                 let u = unexpected.allocate()
                 let data: UnsafeMutableRawPointer? = length > 0 ? malloc(length) : nil
@@ -529,11 +533,7 @@ struct EndpointCore {
             let generation = Shm.load(cell, RecordLayout.rndvGenerationOffset, as: UInt32.self)
             let offset = Shm.load(cell, RecordLayout.rndvOffsetOffset, as: UInt64.self)
             if let r = engine.arrive(matchInfo: matchInfo) {
-                let s = requests[r]
-                s.pointee.flags &= ~RequestFlag.posted
-                s.pointee.peer = p
-                s.pointee.matchInfo = matchInfo
-                s.pointee.messageLength = length
+                matched(r, from: p, matchInfo: matchInfo, length: length)
                 pull(r, from: p, region: region, generation: generation, offset: offset, length: length, token: token)
             } else {
                 // Rendezvous data is not buffered: only the descriptor waits here.
