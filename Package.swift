@@ -10,6 +10,8 @@ let package = Package(
         .executable(name: "myrback", targets: ["myrback"]),
         .executable(name: "mx_info", targets: ["mx_info"]),
         .executable(name: "mx_pingpong", targets: ["mx_pingpong"]),
+        .executable(name: "swiftrun", targets: ["swiftrun"]),
+        .library(name: "PMI", targets: ["PMI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -27,6 +29,11 @@ let package = Package(
         // The channel layer: emulated Myri-10G board, myrifront/myrback split,
         // endpoints, grants, registration and matching.
         .target(name: "MyriXen", dependencies: ["CMyriXen", "CHwloc"]),
+        // PMI-1: the wire protocol and the client a rank bootstraps with.
+        .target(name: "PMI"),
+        // swiftrun's logic: options, hostfiles, mapping, binding, the PMI-1 server, the job.
+        .target(name: "Launcher", dependencies: ["PMI", "MyriXen", "CMyriXen"]),
+        .executableTarget(name: "swiftrun", dependencies: ["Launcher"]),
         .executableTarget(
             name: "myrback",
             dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -53,6 +60,7 @@ let package = Package(
         ),
         .testTarget(name: "MyriXenTests", dependencies: ["MyriXen", "MyriXenTestSupport"]),
         .testTarget(name: "MyriXenProcessTests", dependencies: ["MyriXen", "MyriXenTestSupport"]),
+        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -13,6 +13,9 @@
 #include <spawn.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <sched.h>
+#include <linux/close_range.h>
+#include <sys/syscall.h>
 
 extern char **environ;
 
@@ -209,3 +212,88 @@ int cmx_die_with_parent(int sig, pid_t expected_parent) {
     if (expected_parent > 0 && getppid() != expected_parent) { errno = ESRCH; return -1; }
     return 0;
 }
+
+pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], const char *wdir,
+                     int stdin_fd, int stdout_fd, int stderr_fd, int pmi_fd, int pmi_target,
+                     pid_t pgid, const int *cpus, int ncpus, int *child_errno) {
+    int status[2];
+    *child_errno = 0;
+    if (pipe2(status, O_CLOEXEC) < 0) return -1;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) { int e = errno; close(status[0]); close(status[1]); errno = e; return -1; }
+    if (pid == 0) {
+        int err;
+        setpgid(0, pgid);
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (getppid() != parent) _exit(127);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        for (int sig = 1; sig < 32; sig++) if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+        if (stdin_fd >= 0 && stdin_fd != 0) dup2(stdin_fd, 0);
+        if (stdout_fd >= 0 && stdout_fd != 1) dup2(stdout_fd, 1);
+        if (stderr_fd >= 0 && stderr_fd != 2) dup2(stderr_fd, 2);
+        if (pmi_fd >= 0 && pmi_fd != pmi_target) dup2(pmi_fd, pmi_target);
+        /* Everything else (pipes of other ranks, sockets of the launcher) closes at exec. */
+        syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+        if (pmi_fd >= 0) fcntl(pmi_target, F_SETFD, 0);
+        fcntl(status[1], F_SETFD, FD_CLOEXEC);
+        if (wdir && chdir(wdir) < 0) { err = errno; (void)!write(status[1], &err, sizeof err); _exit(127); }
+        if (ncpus > 0) {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            for (int i = 0; i < ncpus; i++) if (cpus[i] >= 0 && cpus[i] < CPU_SETSIZE) CPU_SET(cpus[i], &set);
+            sched_setaffinity(0, sizeof set, &set);
+        }
+        execvpe(path, argv, envp);
+        err = errno;
+        (void)!write(status[1], &err, sizeof err);
+        _exit(127);
+    }
+    close(status[1]);
+    int err = 0;
+    ssize_t n;
+    do { n = read(status[0], &err, sizeof err); } while (n < 0 && errno == EINTR);
+    close(status[0]);
+    if (n == (ssize_t)sizeof err) {
+        int st;
+        waitpid(pid, &st, 0);
+        *child_errno = err;
+        errno = err;
+        return -1;
+    }
+    if (pgid == 0) setpgid(pid, pid); /* also from the parent: no race with the first signal */
+    else setpgid(pid, pgid);
+    return pid;
+}
+
+static int signal_pipe_w = -1;
+
+static void on_signal(int sig) {
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (signal_pipe_w >= 0) (void)!write(signal_pipe_w, &b, 1);
+    errno = saved;
+}
+
+int cmx_signal_pipe(void) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) return -1;
+    signal_pipe_w = p[1];
+    return p[0];
+}
+
+int cmx_catch_signal(int sig) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(sig, &sa, NULL);
+}
+
+void cmx_default_signal(int sig) { signal(sig, SIG_DFL); }
+
+int cmx_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+int cmx_stream_pair(int fds[2]) { return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); }

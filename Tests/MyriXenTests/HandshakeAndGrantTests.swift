@@ -127,8 +127,9 @@ final class CodecTests: XCTestCase {
 final class TopologyTests: XCTestCase {
     func testHwlocSeesThisHostsProcessors() throws {
         let t = try HostTopology.load()
-        XCTAssertGreaterThanOrEqual(t.cores, 1)
-        XCTAssertGreaterThanOrEqual(t.processingUnits, t.cores)
+        XCTAssertGreaterThanOrEqual(t.cores.count, 1)
+        XCTAssertGreaterThanOrEqual(t.processingUnits, t.cores.count)
+        XCTAssertEqual(t.cores.flatMap(\.processingUnits).count, t.processingUnits, "every PU belongs to one core")
         XCTAssertEqual(t.processingUnits, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), "hwloc and the kernel agree on the PUs")
     }
 }

@@ -86,6 +86,26 @@ int cmx_daemonize(void);
 pid_t cmx_spawn_detached(const char *path, char *const argv[]);
 /// posix_spawn of `path` with `argv`, inheriting stdio and environment (plus `envp` if non-null).
 pid_t cmx_spawn(const char *path, char *const argv[], char *const envp[]);
+/// Starts one rank of a job: fork, then in the child: join process group `pgid` (0: a new one
+/// led by the child), die with the parent (PR_SET_PDEATHSIG SIGKILL), default signal
+/// handling, stdio from the given descriptors, the PMI descriptor at `pmi_target` (if
+/// `pmi_fd` >= 0), every other descriptor closed at exec, `wdir`, CPU affinity to `cpus`,
+/// then execvpe. Returns the pid; on failure -1 with *child_errno set to why the child could
+/// not start (chdir or exec), or errno for fork.
+pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], const char *wdir,
+                     int stdin_fd, int stdout_fd, int stderr_fd, int pmi_fd, int pmi_target,
+                     pid_t pgid, const int *cpus, int ncpus, int *child_errno);
+/// pipe2(O_CLOEXEC).
+int cmx_pipe(int fds[2]);
+/// socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC).
+int cmx_stream_pair(int fds[2]);
+/// A self-pipe for signals: the handler writes the signal number; returns the read end.
+int cmx_signal_pipe(void);
+/// Routes `sig` to the signal pipe (SA_RESTART).
+int cmx_catch_signal(int sig);
+/// Restores the default disposition of `sig`.
+void cmx_default_signal(int sig);
+
 /// Asks the kernel to send `sig` to us when our parent dies (PR_SET_PDEATHSIG); returns -1 if
 /// the parent is already gone (our parent pid is no longer `expected_parent`).
 int cmx_die_with_parent(int sig, pid_t expected_parent);

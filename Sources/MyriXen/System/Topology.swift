@@ -3,10 +3,26 @@ import CHwloc
 /// This host's processing topology, read with hwloc (Debian's libhwloc). The launcher maps and
 /// binds ranks with it; `mx_info` shows it next to the board.
 public struct HostTopology: Sendable, Equatable {
+    /// A core: its logical index, the package (socket) and NUMA node it belongs to, and the
+    /// operating-system numbers of its hardware threads (PUs).
+    public struct Core: Sendable, Equatable {
+        public let index: Int
+        public let package: Int
+        public let numaNode: Int
+        public let processingUnits: [Int]
+    }
+
     public let packages: Int
     public let numaNodes: Int
-    public let cores: Int
+    public let cores: [Core]
     public let processingUnits: Int
+
+    public init(packages: Int, numaNodes: Int, cores: [Core], processingUnits: Int) {
+        self.packages = packages
+        self.numaNodes = numaNodes
+        self.cores = cores
+        self.processingUnits = processingUnits
+    }
 
     /// Loads the topology of the machine this process runs on.
     public static func load() throws(MXError) -> HostTopology {
@@ -17,11 +33,29 @@ public struct HostTopology: Sendable, Equatable {
         defer { hwloc_topology_destroy(t) }
         guard hwloc_topology_load(t) == 0 else { throw MXError(.system, "hwloc could not load this host's topology") }
         func count(_ type: hwloc_obj_type_t) -> Int { max(0, Int(hwloc_get_nbobjs_by_type(t, type))) }
-        return HostTopology(packages: count(HWLOC_OBJ_PACKAGE), numaNodes: count(HWLOC_OBJ_NUMANODE),
-                            cores: count(HWLOC_OBJ_CORE), processingUnits: count(HWLOC_OBJ_PU))
+        var cores: [Core] = []
+        for i in 0..<count(HWLOC_OBJ_CORE) {
+            guard let core = hwloc_get_obj_by_type(t, HWLOC_OBJ_CORE, UInt32(i)) else { continue }
+            var pus: [Int] = []
+            var pu = hwloc_bitmap_first(core.pointee.cpuset)
+            while pu >= 0 {
+                pus.append(Int(pu))
+                pu = hwloc_bitmap_next(core.pointee.cpuset, pu)
+            }
+            var package = 0
+            var parent = core.pointee.parent
+            while let p = parent {
+                if p.pointee.type == HWLOC_OBJ_PACKAGE { package = Int(p.pointee.logical_index); break }
+                parent = p.pointee.parent
+            }
+            let numa = max(0, Int(hwloc_bitmap_first(core.pointee.nodeset)))
+            cores.append(Core(index: i, package: package, numaNode: numa, processingUnits: pus))
+        }
+        return HostTopology(packages: max(1, count(HWLOC_OBJ_PACKAGE)), numaNodes: max(1, count(HWLOC_OBJ_NUMANODE)),
+                            cores: cores, processingUnits: count(HWLOC_OBJ_PU))
     }
 
     public var description: String {
-        "\(packages) package(s), \(numaNodes) NUMA node(s), \(cores) core(s), \(processingUnits) PU(s)"
+        "\(packages) package(s), \(numaNodes) NUMA node(s), \(cores.count) core(s), \(processingUnits) PU(s)"
     }
 }

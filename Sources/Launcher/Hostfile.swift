@@ -1,0 +1,114 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One host a job may run on, with its slots (ranks it takes before it is oversubscribed).
+public struct HostEntry: Equatable, Sendable {
+    public var name: String
+    public var user: String?
+    /// nil: as many as the job needs (the local host without a hostfile).
+    public var slots: Int?
+    public var maxSlots: Int?
+
+    public init(name: String, user: String? = nil, slots: Int?, maxSlots: Int? = nil) {
+        self.name = name
+        self.user = user
+        self.slots = slots
+        self.maxSlots = maxSlots
+    }
+}
+
+/// Hostfiles in both traditions: MPICH's `host` / `host:N` and Open MPI's
+/// `host slots=N [max_slots=M]` (with an optional `user@`), `#` comments and blank lines.
+/// A host named twice adds its slots. Errors name the file, the line and the fix.
+public enum Hostfile {
+    public static func load(_ path: String) throws(LaunchError) -> [HostEntry] {
+        guard let f = fopen(path, "r") else {
+            throw LaunchError("cannot read hostfile \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { fclose(f) }
+        var text = ""
+        var buf = [CChar](repeating: 0, count: 4096)
+        while fgets(&buf, Int32(buf.count), f) != nil {
+            text += String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        return try parse(text, file: path)
+    }
+
+    public static func parse(_ text: String, file: String) throws(LaunchError) -> [HostEntry] {
+        var entries: [HostEntry] = []
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let lineNo = i + 1
+            func fail(_ what: String) -> LaunchError { LaunchError("\(file):\(lineNo): \(what)") }
+            var line = raw
+            if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+            guard let first = words.first else { continue }
+            var entry = try hostWord(String(first), fail: fail)
+            for w in words.dropFirst() {
+                let parts = w.split(separator: "=", maxSplits: 1)
+                guard parts.count == 2 else {
+                    throw fail("'\(w)' is not slots=N or max_slots=N (MPICH form is host:N, one host a line)")
+                }
+                guard let n = Int(parts[1]), n > 0 else {
+                    throw fail("\(parts[0]) must be a positive number, not '\(parts[1])'")
+                }
+                switch parts[0] {
+                case "slots", "cpu", "cpus": entry.slots = n
+                case "max_slots", "max-slots": entry.maxSlots = n
+                default: throw fail("unknown field '\(parts[0])' (expected slots= or max_slots=)")
+                }
+            }
+            if entry.slots == nil { entry.slots = 1 }
+            if let m = entry.maxSlots, let s = entry.slots, m < s {
+                throw fail("max_slots=\(m) is less than slots=\(s)")
+            }
+            if let k = entries.firstIndex(where: { $0.name == entry.name && $0.user == entry.user }) {
+                entries[k].slots = (entries[k].slots ?? 0) + (entry.slots ?? 1)
+                if let m = entry.maxSlots { entries[k].maxSlots = (entries[k].maxSlots ?? 0) + m }
+            } else {
+                entries.append(entry)
+            }
+        }
+        guard !entries.isEmpty else { throw LaunchError("\(file): no hosts in this hostfile") }
+        return entries
+    }
+
+    /// `--host h1:2,h2` (the command-line form).
+    public static func parseHostList(_ list: String) throws(LaunchError) -> [HostEntry] {
+        var entries: [HostEntry] = []
+        for item in list.split(separator: ",", omittingEmptySubsequences: false) {
+            guard !item.isEmpty else { throw LaunchError("--host \(list): an empty host name between commas") }
+            let e = try hostWord(String(item)) { LaunchError("--host \(list): \($0)") }
+            if let k = entries.firstIndex(where: { $0.name == e.name && $0.user == e.user }) {
+                entries[k].slots = (entries[k].slots ?? 0) + (e.slots ?? 1)
+            } else {
+                entries.append(HostEntry(name: e.name, user: e.user, slots: e.slots ?? 1))
+            }
+        }
+        return entries
+    }
+
+    /// `[user@]host[:N]`.
+    static func hostWord(_ word: String, fail: (String) -> LaunchError) throws(LaunchError) -> HostEntry {
+        var rest = Substring(word)
+        var user: String?
+        if let at = rest.firstIndex(of: "@") {
+            user = String(rest[..<at])
+            rest = rest[rest.index(after: at)...]
+            guard !user!.isEmpty else { throw fail("'\(word)': empty user before '@'") }
+        }
+        var slots: Int?
+        if let colon = rest.lastIndex(of: ":") {
+            let n = rest[rest.index(after: colon)...]
+            guard let v = Int(n), v > 0 else { throw fail("'\(word)': the count after ':' must be a positive number") }
+            slots = v
+            rest = rest[..<colon]
+        }
+        guard !rest.isEmpty else { throw fail("'\(word)': no host name") }
+        guard rest.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" }) else {
+            throw fail("'\(rest)' is not a valid host name")
+        }
+        return HostEntry(name: String(rest), user: user, slots: slots)
+    }
+}

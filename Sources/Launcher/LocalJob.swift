@@ -1,0 +1,485 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMyriXen
+import MyriXen
+import PMI
+
+/// A job's ranks on this host: started by fork in one process group, bound, with PMI-1
+/// served over a socketpair each (PMI_FD), their output forwarded line by line, stdin to
+/// rank 0, and the whole job ended within a second when anything fails.
+public final class LocalJob {
+    public struct Plan {
+        public var apps: [AppSpec]
+        public var placements: [RankPlacement]
+        public var bindings: [Binding]
+        public var hostname: String
+        public var environment: [(name: String, value: String?)]
+        public var tagOutput: Bool
+        public var outputDirectory: String?
+        public var timeoutSeconds: Int?
+        public var reportBindings: Bool
+        public var verbose: Bool
+        /// A myrback to run for the job (ranks get MYRIXEN_SOCKET), ended with it.
+        public var backendExecutable: String?
+
+        public init(apps: [AppSpec], placements: [RankPlacement], bindings: [Binding], hostname: String,
+                    environment: [(name: String, value: String?)], tagOutput: Bool, outputDirectory: String?,
+                    timeoutSeconds: Int?, reportBindings: Bool, verbose: Bool, backendExecutable: String?) {
+            self.apps = apps; self.placements = placements; self.bindings = bindings; self.hostname = hostname
+            self.environment = environment; self.tagOutput = tagOutput; self.outputDirectory = outputDirectory
+            self.timeoutSeconds = timeoutSeconds; self.reportBindings = reportBindings; self.verbose = verbose
+            self.backendExecutable = backendExecutable
+        }
+    }
+
+    struct Rank {
+        let placement: RankPlacement
+        var pid: Int32 = -1
+        var pmi: PMILineChannel?
+        var out: LineForwarder?
+        var err: LineForwarder?
+        var outcome: ChildProcess.Outcome?
+        var finalized = false
+    }
+
+    enum Ending: Equatable {
+        case failed(code: Int32)
+        case interrupted(signal: Int32)
+        case timedOut
+    }
+
+    let plan: Plan
+    var ranks: [Rank] = []
+    var server: PMIServer
+    var pgid: Int32 = 0
+    var signalFD: Int32 = -1
+    var ending: Ending?
+    var killAt: UInt64?
+    var stdinBuffer: [UInt8] = []
+    var stdinOpen = true
+    var rank0Stdin: Int32 = -1
+    var backend: ChildProcess?
+    var backendDirectory: String?
+    let start = monotonicNanoseconds()
+    /// How long ranks get between SIGTERM and SIGKILL.
+    static let graceNanoseconds: UInt64 = 500_000_000
+    public static let timeoutExitCode: Int32 = 124
+
+    public init(_ plan: Plan) {
+        self.plan = plan
+        let size = plan.placements.count
+        server = PMIServer(size: size, kvsname: "kvs_\(getpid())_0", appnum: plan.placements.map(\.app),
+                           processMapping: Mapper.processMapping(plan.placements))
+    }
+
+    /// A line of its own on stderr (binding reports).
+    func report(_ s: String) {
+        let line = s + "\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+    }
+
+    func say(_ s: String) {
+        let line = "swiftrun: \(s)\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+    }
+
+    /// Runs the job to its end; returns swiftrun's exit code.
+    public func run() throws(LaunchError) -> Int32 {
+        signalFD = cmx_signal_pipe()
+        guard signalFD >= 0 else { throw LaunchError("cannot create a signal pipe", exitCode: 1) }
+        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM] { _ = cmx_catch_signal(sig) }
+        signal(SIGPIPE, SIG_IGN)
+        defer { cleanup() }
+        try startBackend()
+        try startRanks()
+        loop()
+        return exitCode()
+    }
+
+    // MARK: start
+
+    func startBackend() throws(LaunchError) {
+        guard let exe = plan.backendExecutable else { return }
+        var template = Array("/tmp/swiftrun-XXXXXX".utf8CString)
+        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw LaunchError("cannot create the job's directory in /tmp", exitCode: 1)
+        }
+        let directory = String(cString: dir)
+        backendDirectory = directory
+        let socket = directory + "/myrback.sock"
+        do {
+            backend = try ChildProcess.spawn(exe, ["--socket", socket, "--foreground"])
+        } catch {
+            throw LaunchError("cannot start the job's backend \(exe): \(error.message)", exitCode: 1)
+        }
+        // Ranks must find it listening, or they would start backends of their own.
+        let deadline = monotonicNanoseconds() + 5_000_000_000
+        while access(socket, F_OK) != 0 {
+            if let outcome = backend?.poll() {
+                backend = nil
+                throw LaunchError("the job's backend \(exe) ended at start (\(outcome))", exitCode: 1)
+            }
+            guard monotonicNanoseconds() < deadline else { throw LaunchError("the job's backend did not start within 5 s", exitCode: 1) }
+            usleep(500)
+        }
+    }
+
+    func baseEnvironment() -> [String: String] {
+        var env: [String: String] = [:]
+        var e = environ
+        while let entry = e.pointee {
+            let s = String(cString: entry)
+            if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+            e += 1
+        }
+        // A launcher's own PMI variables must not leak into the job's ranks.
+        for k in ["PMI_FD", "PMI_PORT", "PMI_ID", "PMI_RANK", "PMI_SIZE", "PMI_SPAWNED"] { env[k] = nil }
+        for (name, value) in plan.environment {
+            env[name] = value ?? getenv(name).map { String(cString: $0) } ?? ""
+        }
+        if let dir = backendDirectory { env[MXDefaults.socketEnvironment] = dir + "/myrback.sock" }
+        if let exe = plan.backendExecutable { env[MXDefaults.backendPathEnvironment] = exe }
+        return env
+    }
+
+    func startRanks() throws(LaunchError) {
+        let base = baseEnvironment()
+        let size = plan.placements.count
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { close(devnull) }
+        if let dir = plan.outputDirectory {
+            if mkdir(dir, 0o755) != 0 && errno != EEXIST {
+                throw LaunchError("--output-dir \(dir): \(String(cString: strerror(errno)))")
+            }
+        }
+        for p in plan.placements {
+            let app = plan.apps[p.app]
+            var env = base
+            for (name, value) in app.environment { env[name] = value ?? "" }
+            env["PMI_RANK"] = String(p.rank)
+            env["PMI_SIZE"] = String(size)
+            env["PMI_FD"] = "3"
+            env["PMI_APPNUM"] = String(p.app)
+            env["MPI_LOCALRANKID"] = String(p.localRank)
+            env["MPI_LOCALNRANKS"] = String(p.localSize)
+            env["SWIFTRUN_LOCAL_RANK"] = String(p.localRank)
+            env["SWIFTRUN_LOCAL_SIZE"] = String(p.localSize)
+            var pair: [Int32] = [-1, -1]
+            guard cmx_stream_pair(&pair) == 0 else {
+                throw LaunchError("socketpair: \(String(cString: strerror(errno)))", exitCode: 1)
+            }
+            var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+            guard cmx_pipe(&outPipe) == 0, cmx_pipe(&errPipe) == 0 else {
+                throw LaunchError("pipe: \(String(cString: strerror(errno)))", exitCode: 1)
+            }
+            var stdinFD = devnull
+            if p.rank == 0 {
+                var inPipe: [Int32] = [-1, -1]
+                guard cmx_pipe(&inPipe) == 0 else { throw LaunchError("pipe: \(String(cString: strerror(errno)))", exitCode: 1) }
+                stdinFD = inPipe[0]
+                rank0Stdin = inPipe[1]
+                _ = fcntl(rank0Stdin, F_SETFL, fcntl(rank0Stdin, F_GETFL) | O_NONBLOCK)
+            }
+            var outDest: Int32 = 1, errDest: Int32 = 2
+            if let dir = plan.outputDirectory {
+                outDest = open("\(dir)/rank.\(p.rank).out", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                errDest = open("\(dir)/rank.\(p.rank).err", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                guard outDest >= 0, errDest >= 0 else {
+                    throw LaunchError("--output-dir \(dir): cannot create rank \(p.rank)'s files: \(String(cString: strerror(errno)))")
+                }
+            }
+            var argv: [UnsafeMutablePointer<CChar>?] = ([app.program] + app.arguments).map { strdup($0) }
+            argv.append(nil)
+            var envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") }
+            envp.append(nil)
+            let cpus = plan.bindings[p.rank].processingUnits.map(Int32.init)
+            var childErrno: Int32 = 0
+            let pid = cpus.withUnsafeBufferPointer { c in
+                cmx_spawn_rank(app.program, argv, envp, app.workingDirectory, stdinFD, outPipe[1], errPipe[1],
+                               pair[1], 3, pgid, c.baseAddress, Int32(c.count), &childErrno)
+            }
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+            close(pair[1]); close(outPipe[1]); close(errPipe[1])
+            if p.rank == 0 { close(stdinFD) }
+            if pid < 0 {
+                close(pair[0]); close(outPipe[0]); close(errPipe[0])
+                let why = String(cString: strerror(childErrno != 0 ? childErrno : errno))
+                if childErrno == ENOENT || childErrno == EACCES || childErrno == ENOEXEC {
+                    throw LaunchError("cannot execute \(app.program): \(why)")
+                }
+                if let wdir = app.workingDirectory, childErrno != 0 {
+                    throw LaunchError("cannot start rank \(p.rank) in \(wdir): \(why)")
+                }
+                throw LaunchError("cannot start rank \(p.rank) (\(app.program)): \(why)", exitCode: 1)
+            }
+            if pgid == 0 { pgid = pid }
+            let prefix = plan.tagOutput ? "[\(p.rank)] " : ""
+            var rank = Rank(placement: p)
+            rank.pid = pid
+            rank.pmi = PMILineChannel(fd: pair[0])
+            rank.out = LineForwarder(source: outPipe[0], destination: outDest, prefix: prefix)
+            rank.err = LineForwarder(source: errPipe[0], destination: errDest, prefix: prefix)
+            ranks.append(rank)
+            if plan.reportBindings {
+                report("[\(plan.hostname):\(pid)] rank \(p.rank) \(plan.bindings[p.rank].isBound ? "bound to " : "")\(plan.bindings[p.rank].description)")
+            }
+        }
+    }
+
+    // MARK: the loop
+
+    func loop() {
+        while true {
+            if ranks.allSatisfy({ $0.outcome != nil && $0.out?.isOpen != true && $0.err?.isOpen != true }) { break }
+            var fds: [pollfd] = [pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
+            var what: [(rank: Int, kind: Int)] = [(-1, 0)]
+            for (i, r) in ranks.enumerated() {
+                if let c = r.pmi, !c.isClosed { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((i, 1)) }
+                if let o = r.out, o.isOpen { fds.append(pollfd(fd: o.source, events: Int16(POLLIN), revents: 0)); what.append((i, 2)) }
+                if let e = r.err, e.isOpen { fds.append(pollfd(fd: e.source, events: Int16(POLLIN), revents: 0)); what.append((i, 3)) }
+            }
+            if stdinOpen && rank0Stdin >= 0 && stdinBuffer.count < 1 << 20 {
+                fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)); what.append((-1, 4))
+            }
+            if rank0Stdin >= 0 && !stdinBuffer.isEmpty {
+                fds.append(pollfd(fd: rank0Stdin, events: Int16(POLLOUT), revents: 0)); what.append((-1, 5))
+            }
+            var timeout: Int32 = 1000
+            let now = monotonicNanoseconds()
+            if let k = killAt { timeout = min(timeout, Int32(k > now ? (k - now) / 1_000_000 + 1 : 0)) }
+            if ending == nil, let t = plan.timeoutSeconds {
+                let end = start + UInt64(t) * 1_000_000_000
+                timeout = min(timeout, Int32(end > now ? (end - now) / 1_000_000 + 1 : 0))
+            }
+            let rc = poll(&fds, nfds_t(fds.count), timeout)
+            if rc > 0 {
+                for (k, f) in fds.enumerated() where f.revents != 0 {
+                    let (i, kind) = what[k]
+                    switch kind {
+                    case 0: handleSignals()
+                    case 1: servePMI(i)
+                    case 2: ranks[i].out?.pump()
+                    case 3: ranks[i].err?.pump()
+                    case 4: readStdin()
+                    case 5: flushStdin()
+                    default: break
+                    }
+                }
+            }
+            checkDeadlines()
+        }
+    }
+
+    func handleSignals() {
+        var buf = [UInt8](repeating: 0, count: 64)
+        let n = read(signalFD, &buf, 64)
+        guard n > 0 else { return }
+        for sig in buf[..<n].map(Int32.init) {
+            if sig == SIGCHLD { reap(); continue }
+            if ending != nil && (sig == SIGINT || sig == SIGTERM) {
+                say("second \(signalName(sig)): killing every rank now")
+                killAll(SIGKILL)
+                killAt = nil
+                continue
+            }
+            if sig == SIGINT || sig == SIGTERM || sig == SIGQUIT || sig == SIGHUP {
+                say("\(signalName(sig)): forwarding it to the ranks and ending the job")
+                end(.interrupted(signal: sig), with: sig)
+            } else {
+                killAll(sig) // USR1, USR2, ALRM: forwarded, the job goes on
+            }
+        }
+    }
+
+    func reap() {
+        for i in ranks.indices where ranks[i].outcome == nil && ranks[i].pid > 0 {
+            var status: Int32 = 0
+            guard cmx_wait(ranks[i].pid, &status, 1) == ranks[i].pid else { continue }
+            let outcome: ChildProcess.Outcome = cmx_exited(status) != 0 ? .exited(cmx_exit_code(status)) : .signalled(cmx_term_signal(status))
+            ranks[i].outcome = outcome
+            rankEnded(i, outcome)
+        }
+        if let b = backend, let outcome = b.poll() {
+            backend = nil
+            if ending == nil { say("the job's backend (myrback) ended unexpectedly (\(outcome))") }
+        }
+    }
+
+    func rankEnded(_ i: Int, _ outcome: ChildProcess.Outcome) {
+        // What it still said on its PMI connection counts (a last abort, a finalize).
+        servePMI(i)
+        ranks[i].pmi?.close()
+        let r = ranks[i]
+        let who = "rank \(r.placement.rank) (pid \(r.pid)) on \(plan.hostname)"
+        if ending != nil { return }
+        switch outcome {
+        case .exited(0):
+            if !r.finalized && server.rankExited(r.placement.rank) {
+                say("\(who) exited without finalizing while other ranks wait for it in a barrier; ending the job")
+                end(.failed(code: 1), with: SIGTERM)
+            }
+        case let .exited(code):
+            _ = server.rankExited(r.placement.rank)
+            say("\(who) exited with code \(code)\(r.finalized ? " after finalizing" : ""); ending the job")
+            end(.failed(code: code), with: SIGTERM)
+        case let .signalled(sig):
+            _ = server.rankExited(r.placement.rank)
+            say("\(who) was killed by signal \(sig) (\(signalName(sig))); ending the job")
+            end(.failed(code: 128 + sig), with: SIGTERM)
+        }
+    }
+
+    func servePMI(_ i: Int) {
+        guard let c = ranks[i].pmi, !c.isClosed else { return }
+        var pfd = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
+        if poll(&pfd, 1, 0) > 0 {
+            let open = (try? c.fill()) ?? false
+            if !open { c.close() }
+        }
+        while let line = c.nextBufferedLine() {
+            guard let m = try? PMIMessage.parse(line) else {
+                say("rank \(ranks[i].placement.rank) sent a line that is not PMI-1: \(line.prefix(80))")
+                continue
+            }
+            if plan.verbose { say("PMI rank \(ranks[i].placement.rank): \(m)") }
+            let out = server.handle(m, from: ranks[i].placement.rank)
+            for reply in out.replies { try? c.send(reply) }
+            for b in out.broadcast {
+                for r in ranks where r.outcome == nil { try? r.pmi?.send(b) }
+            }
+            for e in out.events {
+                switch e {
+                case let .finalized(rank): ranks[rank].finalized = true
+                case let .abort(rank, code, message):
+                    if ending == nil {
+                        say("rank \(rank) (pid \(ranks[rank].pid)) on \(plan.hostname) aborted the job with code \(code)\(message.isEmpty ? "" : ": \(message)")")
+                        end(.failed(code: code), with: SIGTERM)
+                    }
+                case .barrierReleased: break
+                }
+            }
+            if server.barrierIsStranded && ending == nil {
+                let gone = server.departed.sorted().map(String.init).joined(separator: ", ")
+                say("rank(s) \(gone) exited without finalizing while the others wait for them in a barrier; ending the job")
+                end(.failed(code: 1), with: SIGTERM)
+            }
+        }
+    }
+
+    func readStdin() {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = read(0, &chunk, chunk.count)
+        if n <= 0 {
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { return }
+            stdinOpen = false
+            if stdinBuffer.isEmpty { closeRank0Stdin() }
+            return
+        }
+        stdinBuffer.append(contentsOf: chunk[..<n])
+        flushStdin()
+    }
+
+    func flushStdin() {
+        guard rank0Stdin >= 0 else { stdinBuffer.removeAll(); return }
+        while !stdinBuffer.isEmpty {
+            let n = stdinBuffer.withUnsafeBytes { write(rank0Stdin, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EAGAIN || errno == EINTR { return }
+                stdinBuffer.removeAll() // rank 0 closed its stdin or exited
+                closeRank0Stdin()
+                return
+            }
+            stdinBuffer.removeFirst(n)
+        }
+        if !stdinOpen { closeRank0Stdin() }
+    }
+
+    func closeRank0Stdin() {
+        if rank0Stdin >= 0 { close(rank0Stdin); rank0Stdin = -1 }
+    }
+
+    // MARK: ending
+
+    func end(_ why: Ending, with sig: Int32) {
+        if ending == nil { ending = why }
+        killAll(sig)
+        killAt = monotonicNanoseconds() + Self.graceNanoseconds
+    }
+
+    func killAll(_ sig: Int32) {
+        if pgid > 0 { kill(-pgid, sig) }
+        for r in ranks where r.outcome == nil && r.pid > 0 { kill(r.pid, sig) }
+    }
+
+    func checkDeadlines() {
+        let now = monotonicNanoseconds()
+        if let k = killAt, now >= k {
+            killAll(SIGKILL)
+            killAt = nil
+        }
+        if ending == nil, let t = plan.timeoutSeconds, now >= start + UInt64(t) * 1_000_000_000 {
+            say("timeout: the job ran longer than \(t) s; ending it")
+            end(.timedOut, with: SIGTERM)
+        }
+        // Ranks that are gone but whose output pipes are held open by their own children
+        // (a daemon they forked) do not keep the job alive after it ended.
+        if ending != nil && killAt == nil && ranks.allSatisfy({ $0.outcome != nil }) {
+            for i in ranks.indices { ranks[i].out?.finish(); ranks[i].err?.finish() }
+        }
+    }
+
+    func exitCode() -> Int32 {
+        switch ending {
+        case let .failed(code)?: return code == 0 ? 1 : code
+        case let .interrupted(sig)?: return 128 + sig
+        case .timedOut?: return Self.timeoutExitCode
+        case nil:
+            for r in ranks {
+                switch r.outcome {
+                case .exited(0)?: continue
+                case let .exited(c)?: return c
+                case let .signalled(s)?: return 128 + s
+                case nil: return 1
+                }
+            }
+            return 0
+        }
+    }
+
+    func cleanup() {
+        // Nothing of the job outlives it: ranks (and what they left in their group), the backend.
+        if pgid > 0 { kill(-pgid, SIGKILL) }
+        for i in ranks.indices where ranks[i].outcome == nil && ranks[i].pid > 0 {
+            kill(ranks[i].pid, SIGKILL)
+            var status: Int32 = 0
+            _ = cmx_wait(ranks[i].pid, &status, 0)
+        }
+        for i in ranks.indices {
+            ranks[i].pmi?.close()
+            ranks[i].out?.finish()
+            ranks[i].err?.finish()
+        }
+        closeRank0Stdin()
+        if let b = backend {
+            b.signal(SIGTERM)
+            if b.wait(seconds: 2) == nil { b.signal(SIGKILL); _ = b.wait() }
+        }
+        if let dir = backendDirectory {
+            unlink(dir + "/myrback.sock")
+            unlink(dir + "/myrback.sock.lock")
+            rmdir(dir)
+        }
+        if signalFD >= 0 { close(signalFD) }
+        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM] { cmx_default_signal(sig) }
+    }
+}
+
+/// SIGINT -> "SIGINT".
+public func signalName(_ sig: Int32) -> String {
+    let names: [Int32: String] = [SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGABRT: "SIGABRT",
+                                  SIGBUS: "SIGBUS", SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1", SIGSEGV: "SIGSEGV",
+                                  SIGUSR2: "SIGUSR2", SIGPIPE: "SIGPIPE", SIGALRM: "SIGALRM", SIGTERM: "SIGTERM"]
+    return names[sig] ?? "signal \(sig)"
+}

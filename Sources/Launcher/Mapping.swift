@@ -1,0 +1,178 @@
+import MyriXen
+
+/// Where one rank runs.
+public struct RankPlacement: Equatable, Sendable {
+    public let rank: Int
+    public let host: Int
+    public let app: Int
+    public var localRank: Int
+    public var localSize: Int
+}
+
+/// Lays ranks out over hosts. `slot` (and `core`, `socket`, `numa`, which differ only in
+/// binding) fills each host up to its slots before the next, in blocks; `node` deals ranks
+/// round robin, one per host in turn. `-ppn` makes every host's share that many. More ranks
+/// than slots is an error unless oversubscribing, which then wraps around.
+public enum Mapper {
+    public static func map(apps: [AppSpec], hosts: [HostEntry], perNode: Int?, mapBy: MapBy,
+                           oversubscribe: Bool, source: String, defaultCount: Int) throws(LaunchError) -> [RankPlacement] {
+        guard !hosts.isEmpty else { throw LaunchError("no hosts to run on") }
+        let finiteSlots = hosts.allSatisfy { $0.slots != nil } ? hosts.reduce(0) { $0 + $1.slots! } : nil
+        let counts = apps.map { $0.count ?? finiteSlots ?? defaultCount }
+        let total = counts.reduce(0, +)
+        guard total > 0 else { throw LaunchError("no ranks to start") }
+        let capacity: [Int?] = hosts.map { h in perNode ?? h.slots }
+        if !oversubscribe {
+            if let p = perNode {
+                for h in hosts where h.slots != nil && p > (h.maxSlots ?? h.slots!) {
+                    throw LaunchError("-ppn \(p) is more than the \(h.slots!) slots of \(h.name) in \(source); use --oversubscribe")
+                }
+            }
+            if capacity.allSatisfy({ $0 != nil }) {
+                let offered = capacity.reduce(0) { $0 + $1! }
+                if total > offered {
+                    throw LaunchError("\(total) ranks but \(source) offers \(offered) slot\(offered == 1 ? "" : "s"); add hosts, lower -n, or use --oversubscribe")
+                }
+            }
+        }
+        var hostOfRank: [Int] = []
+        var used = [Int](repeating: 0, count: hosts.count)
+        switch mapBy {
+        case .node:
+            var h = 0
+            while hostOfRank.count < total {
+                // Next host with room; when every host is full (oversubscribing), any host.
+                let allFull = (0..<hosts.count).allSatisfy { k in capacity[k].map { used[k] >= $0 } ?? false }
+                var tries = 0
+                while !allFull, let c = capacity[h], used[h] >= c, tries < hosts.count {
+                    h = (h + 1) % hosts.count
+                    tries += 1
+                }
+                hostOfRank.append(h)
+                used[h] += 1
+                h = (h + 1) % hosts.count
+            }
+        case .slot, .core, .socket, .numa:
+            var lap = 1
+            while hostOfRank.count < total {
+                for k in 0..<hosts.count where hostOfRank.count < total {
+                    guard let c = capacity[k] else {
+                        while hostOfRank.count < total { hostOfRank.append(k) }
+                        break
+                    }
+                    while used[k] < c * lap && hostOfRank.count < total {
+                        hostOfRank.append(k)
+                        used[k] += 1
+                    }
+                }
+                lap += 1
+            }
+        }
+        var placements: [RankPlacement] = []
+        var appOfRank: [Int] = []
+        for (a, n) in counts.enumerated() { appOfRank += Array(repeating: a, count: n) }
+        var local = [Int](repeating: 0, count: hosts.count)
+        for r in 0..<total {
+            let h = hostOfRank[r]
+            placements.append(RankPlacement(rank: r, host: h, app: appOfRank[r], localRank: local[h], localSize: 0))
+            local[h] += 1
+        }
+        for i in placements.indices { placements[i].localSize = local[placements[i].host] }
+        return placements
+    }
+
+    /// MPICH's `PMI_process_mapping`: `(vector,(start,count,ranks),...)`, runs of hosts that get
+    /// the same number of consecutive ranks. Empty (no vector) when ranks are not in blocks.
+    public static func processMapping(_ placements: [RankPlacement]) -> String {
+        var blocks: [(host: Int, count: Int)] = []
+        for p in placements {
+            if let last = blocks.last, last.host == p.host { blocks[blocks.count - 1].count += 1 } else { blocks.append((p.host, 1)) }
+        }
+        // Each host must appear once, in increasing order, for the vector form.
+        let hostsInOrder = blocks.map(\.host)
+        guard hostsInOrder == Array(0..<blocks.count) else { return "(vector)" }
+        var runs: [(start: Int, nodes: Int, ppn: Int)] = []
+        for (i, b) in blocks.enumerated() {
+            if let last = runs.last, last.ppn == b.count, last.start + last.nodes == i {
+                runs[runs.count - 1].nodes += 1
+            } else {
+                runs.append((i, 1, b.count))
+            }
+        }
+        return "(vector," + runs.map { "(\($0.start),\($0.nodes),\($0.ppn))" }.joined(separator: ",") + ")"
+    }
+}
+
+/// Where one local rank is bound: the PUs (operating-system numbers) and the words
+/// `--report-bindings` prints.
+public struct Binding: Equatable, Sendable {
+    public let processingUnits: [Int]
+    public let description: String
+    public var isBound: Bool { !processingUnits.isEmpty }
+
+    public static let unbound = Binding(processingUnits: [], description: "not bound")
+}
+
+/// Binding of the ranks of one host, from its real topology.
+public enum Binder {
+    /// `bindTo` nil: bind to cores when the ranks fit the cores, else leave them unbound.
+    public static func plan(localRanks: Int, mapBy: MapBy, bindTo: BindTo?, topology: HostTopology) -> [Binding] {
+        let cores = topology.cores
+        guard !cores.isEmpty else { return Array(repeating: .unbound, count: localRanks) }
+        let pus = cores.flatMap(\.processingUnits)
+        let policy = bindTo ?? (localRanks <= cores.count ? .core : .none)
+        let oversubscribed: Bool
+        switch policy {
+        case .none: return Array(repeating: .unbound, count: localRanks)
+        case .hwthread: oversubscribed = localRanks > pus.count
+        case .core: oversubscribed = localRanks > cores.count
+        case .socket: oversubscribed = localRanks > cores.count
+        case .numa: oversubscribed = localRanks > cores.count
+        }
+        if oversubscribed {
+            return Array(repeating: Binding(processingUnits: [], description: "not bound (oversubscribed)"), count: localRanks)
+        }
+        // The order in which ranks take cores: by core, or spread over packages / NUMA nodes.
+        let order: [HostTopology.Core]
+        switch mapBy {
+        case .socket: order = spread(cores, by: \.package)
+        case .numa: order = spread(cores, by: \.numaNode)
+        default: order = cores
+        }
+        return (0..<localRanks).map { i in
+            switch policy {
+            case .hwthread:
+                let pu = pus[i]
+                return Binding(processingUnits: [pu], description: "hwthread (PU \(pu))")
+            case .core:
+                let c = order[i]
+                return Binding(processingUnits: c.processingUnits,
+                               description: "core \(c.index) (PU \(c.processingUnits.map(String.init).joined(separator: ",")))")
+            case .socket:
+                let package = order[i].package
+                let set = cores.filter { $0.package == package }.flatMap(\.processingUnits)
+                return Binding(processingUnits: set, description: "socket \(package) (PU \(set.map(String.init).joined(separator: ",")))")
+            case .numa:
+                let node = order[i].numaNode
+                let set = cores.filter { $0.numaNode == node }.flatMap(\.processingUnits)
+                return Binding(processingUnits: set, description: "NUMA node \(node) (PU \(set.map(String.init).joined(separator: ",")))")
+            case .none:
+                return .unbound
+            }
+        }
+    }
+
+    /// Cores dealt round robin across the groups `key` forms.
+    static func spread(_ cores: [HostTopology.Core], by key: KeyPath<HostTopology.Core, Int>) -> [HostTopology.Core] {
+        var groups: [Int: [HostTopology.Core]] = [:]
+        for c in cores { groups[c[keyPath: key], default: []].append(c) }
+        let keys = groups.keys.sorted()
+        var out: [HostTopology.Core] = []
+        var i = 0
+        while out.count < cores.count {
+            for k in keys where i < groups[k]!.count { out.append(groups[k]![i]) }
+            i += 1
+        }
+        return out
+    }
+}

@@ -1,0 +1,125 @@
+import PMI
+
+/// The process manager's side of PMI-1 for one job: the key-value space, barriers, and the
+/// answers each command gets, exactly as MPICH's simple PMI client expects them. Pure logic:
+/// it turns a rank's message into replies (to that rank or to all) and job events, so it is
+/// tested against recorded MPICH exchanges without processes.
+public struct PMIServer {
+    public enum Event: Equatable {
+        /// `rank` asked to end the job.
+        case abort(rank: Int, code: Int32, message: String)
+        /// `rank` finalized.
+        case finalized(rank: Int)
+        /// Every rank entered the barrier: all of them are answered.
+        case barrierReleased
+    }
+
+    public struct Outcome: Equatable {
+        /// Replies to the rank that spoke.
+        public var replies: [PMIMessage] = []
+        /// Messages to every rank (a released barrier).
+        public var broadcast: [PMIMessage] = []
+        public var events: [Event] = []
+    }
+
+    public let size: Int
+    public let kvsname: String
+    public let appnum: [Int]
+    public private(set) var kvs: [String: String]
+    var inBarrier: Set<Int> = []
+    public private(set) var finalized: Set<Int> = []
+    public private(set) var initialized: Set<Int> = []
+    /// Ranks that exited without finalizing: no barrier can complete any more.
+    public private(set) var departed: Set<Int> = []
+
+    public static let kvsnameMax = 256
+    public static let keyMax = 64
+    public static let valueMax = 1024
+
+    /// `appnum[r]` is rank r's program in an MPMD job; `processMapping` is served as
+    /// `PMI_process_mapping`.
+    public init(size: Int, kvsname: String, appnum: [Int], processMapping: String) {
+        self.size = size
+        self.kvsname = kvsname
+        self.appnum = appnum
+        kvs = ["PMI_process_mapping": processMapping]
+    }
+
+    public var barrierWaiters: Int { inBarrier.count }
+
+    /// A rank's process ended. Returns true when that strands others (they wait in a barrier
+    /// that can no longer complete, or the rank never finalized and someone still talks PMI).
+    public mutating func rankExited(_ rank: Int) -> Bool {
+        guard !finalized.contains(rank) else { return false }
+        departed.insert(rank)
+        inBarrier.remove(rank)
+        return !inBarrier.isEmpty
+    }
+
+    /// Handles one message from `rank`.
+    public mutating func handle(_ m: PMIMessage, from rank: Int) -> Outcome {
+        var out = Outcome()
+        func reply(_ cmd: String, _ fields: [(String, String)] = []) { out.replies.append(PMIMessage(cmd, fields)) }
+        switch m.command {
+        case "init":
+            initialized.insert(rank)
+            let version = m["pmi_version"] ?? "1"
+            if version == "1" {
+                reply("response_to_init", [("rc", "0"), ("pmi_version", "1"), ("pmi_subversion", "1")])
+            } else {
+                reply("response_to_init", [("rc", "-1"), ("pmi_version", "1"), ("pmi_subversion", "1")])
+            }
+        case "get_maxes":
+            reply("maxes", [("rc", "0"), ("kvsname_max", String(Self.kvsnameMax)), ("keylen_max", String(Self.keyMax)),
+                            ("vallen_max", String(Self.valueMax))])
+        case "get_appnum":
+            reply("appnum", [("rc", "0"), ("appnum", String(appnum[rank]))])
+        case "get_my_kvsname":
+            reply("my_kvsname", [("rc", "0"), ("kvsname", kvsname)])
+        case "get_universe_size":
+            reply("universe_size", [("rc", "0"), ("size", String(size))])
+        case "put":
+            guard let key = m["key"], let value = m["value"] else {
+                reply("put_result", [("rc", "-1"), ("msg", "put_needs_key_and_value")])
+                break
+            }
+            guard m["kvsname"] == nil || m["kvsname"] == kvsname else {
+                reply("put_result", [("rc", "-1"), ("msg", "unknown_kvsname")])
+                break
+            }
+            guard key.utf8.count <= Self.keyMax, value.utf8.count <= Self.valueMax else {
+                reply("put_result", [("rc", "-1"), ("msg", "key_or_value_too_long")])
+                break
+            }
+            kvs[key] = value
+            reply("put_result", [("rc", "0")])
+        case "get":
+            if let key = m["key"], m["kvsname"] == nil || m["kvsname"] == kvsname, let v = kvs[key] {
+                reply("get_result", [("rc", "0"), ("value", v)])
+            } else {
+                reply("get_result", [("rc", "-1"), ("msg", "key_\(m["key"] ?? "")_not_found")])
+            }
+        case "barrier_in":
+            inBarrier.insert(rank)
+            if inBarrier.count == size {
+                inBarrier.removeAll()
+                out.broadcast.append(PMIMessage("barrier_out", [("rc", "0")]))
+                out.events.append(.barrierReleased)
+            }
+        case "finalize":
+            finalized.insert(rank)
+            reply("finalize_ack", [("rc", "0")])
+            out.events.append(.finalized(rank: rank))
+        case "abort":
+            let code = Int32(m["exitcode"] ?? "1") ?? 1
+            out.events.append(.abort(rank: rank, code: code, message: m["message"] ?? ""))
+        default:
+            // Unknown or unsupported (spawn, publish_name, ...): say so, keep the rank alive.
+            reply(m.command + "_result", [("rc", "-1"), ("msg", "unsupported_command_\(m.command)")])
+        }
+        return out
+    }
+
+    /// Whether a barrier waits on a rank that left (the job can never finish).
+    public var barrierIsStranded: Bool { !inBarrier.isEmpty && !departed.isEmpty }
+}

@@ -1,0 +1,2 @@
+import Launcher
+Swiftrun.main()
