@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "mx_pingpong", targets: ["mx_pingpong"]),
         .executable(name: "swiftrun", targets: ["swiftrun"]),
         .library(name: "PMI", targets: ["PMI"]),
+        .library(name: "Bootstrap", targets: ["Bootstrap"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,6 +35,8 @@ let package = Package(
         // swiftrun's logic: options, hostfiles, mapping, binding, the PMI-1 server, the job.
         .target(name: "Launcher", dependencies: ["PMI", "MyriXen", "CMyriXen"]),
         .executableTarget(name: "swiftrun", dependencies: ["Launcher"]),
+        // A rank's start on the channel layer: PMI-1 plus endpoint addresses in the KVS.
+        .target(name: "Bootstrap", dependencies: ["MyriXen", "PMI"]),
         .executableTarget(
             name: "myrback",
             dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -60,6 +63,12 @@ let package = Package(
         ),
         .testTarget(name: "MyriXenTests", dependencies: ["MyriXen", "MyriXenTestSupport"]),
         .testTarget(name: "MyriXenProcessTests", dependencies: ["MyriXen", "MyriXenTestSupport"]),
+        // A Swift rank the launcher tests start: ring, failures, stdin, output.
+        .executableTarget(
+            name: "LauncherTestRank",
+            dependencies: ["Bootstrap", "MyriXen", "PMI"],
+            path: "Tests/LauncherTestRank"
+        ),
         .testTarget(name: "LauncherTests", dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -215,7 +215,7 @@ int cmx_die_with_parent(int sig, pid_t expected_parent) {
 
 pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], const char *wdir,
                      int stdin_fd, int stdout_fd, int stderr_fd, int pmi_fd, int pmi_target,
-                     pid_t pgid, const int *cpus, int ncpus, int *child_errno) {
+                     pid_t pgid, const int *cpus, int ncpus, int death_signal, int *child_errno) {
     int status[2];
     *child_errno = 0;
     if (pipe2(status, O_CLOEXEC) < 0) return -1;
@@ -225,7 +225,7 @@ pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], c
     if (pid == 0) {
         int err;
         setpgid(0, pgid);
-        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0);
         if (getppid() != parent) _exit(127);
         sigset_t none;
         sigemptyset(&none);

@@ -109,7 +109,7 @@ public final class LocalJob {
         backendDirectory = directory
         let socket = directory + "/myrback.sock"
         do {
-            backend = try ChildProcess.spawn(exe, ["--socket", socket, "--foreground"])
+            backend = try ChildProcess.spawnTied(exe, ["--socket", socket, "--foreground"])
         } catch {
             throw LaunchError("cannot start the job's backend \(exe): \(error.message)", exitCode: 1)
         }
@@ -197,7 +197,7 @@ public final class LocalJob {
             var childErrno: Int32 = 0
             let pid = cpus.withUnsafeBufferPointer { c in
                 cmx_spawn_rank(app.program, argv, envp, app.workingDirectory, stdinFD, outPipe[1], errPipe[1],
-                               pair[1], 3, pgid, c.baseAddress, Int32(c.count), &childErrno)
+                               pair[1], 3, pgid, c.baseAddress, Int32(c.count), SIGKILL, &childErrno)
             }
             argv.forEach { free($0) }
             envp.forEach { free($0) }

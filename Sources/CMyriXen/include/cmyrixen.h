@@ -87,14 +87,14 @@ pid_t cmx_spawn_detached(const char *path, char *const argv[]);
 /// posix_spawn of `path` with `argv`, inheriting stdio and environment (plus `envp` if non-null).
 pid_t cmx_spawn(const char *path, char *const argv[], char *const envp[]);
 /// Starts one rank of a job: fork, then in the child: join process group `pgid` (0: a new one
-/// led by the child), die with the parent (PR_SET_PDEATHSIG SIGKILL), default signal
+/// led by the child), die with the parent (PR_SET_PDEATHSIG `death_signal`), default signal
 /// handling, stdio from the given descriptors, the PMI descriptor at `pmi_target` (if
 /// `pmi_fd` >= 0), every other descriptor closed at exec, `wdir`, CPU affinity to `cpus`,
 /// then execvpe. Returns the pid; on failure -1 with *child_errno set to why the child could
 /// not start (chdir or exec), or errno for fork.
 pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], const char *wdir,
                      int stdin_fd, int stdout_fd, int stderr_fd, int pmi_fd, int pmi_target,
-                     pid_t pgid, const int *cpus, int ncpus, int *child_errno);
+                     pid_t pgid, const int *cpus, int ncpus, int death_signal, int *child_errno);
 /// pipe2(O_CLOEXEC).
 int cmx_pipe(int fds[2]);
 /// socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC).

@@ -1,0 +1,70 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MyriXen
+import PMI
+
+/// A rank's start: PMI-1 says who it is; it opens an endpoint on this host's emulated board,
+/// publishes the endpoint's address in the job's key-value space, meets the others at a
+/// barrier, and connects to each peer the first time it needs it.
+public final class MXWorld {
+    public let pmi: PMIClient
+    public let context: MXContext
+    public let endpoint: MXEndpoint
+    public var rank: Int { pmi.rank }
+    public var size: Int { pmi.size }
+    /// Every rank of a job opens its endpoint with this key, derived from the job's name:
+    /// endpoints of other jobs cannot connect.
+    public let key: UInt32
+    var cards: [(nic: UInt64, endpoint: Int)?]
+    var addresses: [MXEndpointAddress?]
+
+    public static let cardKeyPrefix = "mx-ep-"
+
+    /// Bootstraps from the environment (PMI_FD, PMI_PORT + PMI_ID, or a singleton).
+    public static func bootstrap() throws -> MXWorld {
+        let pmi = try PMIClient.fromEnvironment()
+        var h: UInt32 = 2_166_136_261
+        for b in pmi.kvsname.utf8 { h = (h ^ UInt32(b)) &* 16_777_619 }
+        let context = try MXContext()
+        let endpoint = try context.openEndpoint(key: h)
+        let world = MXWorld(pmi: pmi, context: context, endpoint: endpoint, key: h)
+        try pmi.put(cardKeyPrefix + String(pmi.rank), NICAddressing.format(endpoint.nicID) + "/" + String(endpoint.endpointID))
+        try pmi.barrier()
+        return world
+    }
+
+    init(pmi: PMIClient, context: MXContext, endpoint: MXEndpoint, key: UInt32) {
+        self.pmi = pmi
+        self.context = context
+        self.endpoint = endpoint
+        self.key = key
+        cards = Array(repeating: nil, count: pmi.size)
+        addresses = Array(repeating: nil, count: pmi.size)
+    }
+
+    /// The address of `rank`'s endpoint, connecting on first use.
+    public func address(of rank: Int) throws -> MXEndpointAddress {
+        guard rank >= 0 && rank < size else { throw PMIError("rank \(rank) is not in 0..<\(size)") }
+        if let a = addresses[rank] { return a }
+        guard let card = try pmi.get(MXWorld.cardKeyPrefix + String(rank)) else {
+            throw PMIError("rank \(rank) published no endpoint")
+        }
+        let parts = card.split(separator: "/")
+        let hex = parts.first?.split(separator: ":").joined() ?? ""
+        guard parts.count == 2, let nic = UInt64(hex, radix: 16), let ep = Int(parts[1]) else {
+            throw PMIError("rank \(rank)'s endpoint card '\(card)' is malformed")
+        }
+        let a = try endpoint.connect(nicID: nic, endpointID: ep, key: key)
+        addresses[rank] = a
+        return a
+    }
+
+    /// Barrier, then PMI finalize, endpoint close and library finalize.
+    public func finalize() throws {
+        try pmi.barrier()
+        try pmi.finalize()
+        endpoint.close()
+        context.finalize()
+    }
+}

@@ -1,0 +1,81 @@
+// A Swift rank for the launcher tests. Modes (argv[1]):
+//   ring            bootstrap, pass a token around all ranks through the channel layer
+//   exit N R        rank R exits with code N before speaking PMI; the others bootstrap
+//   vanish R        rank R exits 0 at once without PMI; the others wait in a barrier
+//   abort N R       rank R asks PMI to abort with code N after bootstrap
+//   hang            bootstrap, print "ready", then sleep until killed
+//   stdin           rank 0 echoes its standard input, uppercased, line by line
+//   lines N         every rank prints N long lines, each tagged with its rank
+#if canImport(Glibc)
+import Glibc
+#endif
+import Bootstrap
+import MyriXen
+import PMI
+
+func out(_ s: String) {
+    let line = s + "\n"
+    _ = line.withCString { write(1, $0, strlen($0)) }
+}
+
+func fail(_ s: String) -> Never {
+    let line = "rank error: \(s)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    exit(3)
+}
+
+let args = Array(CommandLine.arguments.dropFirst())
+let mode = args.first ?? "ring"
+let myRank = Int(String(cString: getenv("PMI_RANK") ?? strdup("0"))) ?? 0
+
+do {
+    switch mode {
+    case "ring":
+        let world = try MXWorld.bootstrap()
+        let next = try world.address(of: (world.rank + 1) % world.size)
+        var token = [UInt64](repeating: 0, count: 1)
+        if world.rank == 0 {
+            token[0] = 1
+            _ = try token.withUnsafeBytes { try world.endpoint.wait(try world.endpoint.isend($0, to: next, matchInfo: 1)) }
+            _ = try token.withUnsafeMutableBytes { try world.endpoint.wait(try world.endpoint.irecv($0, matchInfo: 1)) }
+            guard token[0] == UInt64(world.size) else { fail("token came back as \(token[0]), expected \(world.size)") }
+        } else {
+            _ = try token.withUnsafeMutableBytes { try world.endpoint.wait(try world.endpoint.irecv($0, matchInfo: 1)) }
+            token[0] += 1
+            _ = try token.withUnsafeBytes { try world.endpoint.wait(try world.endpoint.isend($0, to: next, matchInfo: 1)) }
+        }
+        out("rank \(world.rank) of \(world.size): ring ok (appnum \(world.pmi.appnum))")
+        try world.finalize()
+    case "exit", "vanish":
+        let code = mode == "exit" ? Int32(args.count > 1 ? args[1] : "1") ?? 1 : 0
+        let who = Int(args.count > (mode == "exit" ? 2 : 1) ? args[mode == "exit" ? 2 : 1] : "0") ?? 0
+        if myRank == who { exit(code) }
+        let world = try MXWorld.bootstrap()
+        try world.finalize()
+        fail("the barrier completed although rank \(who) left")
+    case "abort":
+        let world = try MXWorld.bootstrap()
+        let code = Int32(args.count > 1 ? args[1] : "1") ?? 1
+        let who = Int(args.count > 2 ? args[2] : "0") ?? 0
+        if world.rank == who { world.pmi.abort(code: code, message: "rank \(who) gives up") }
+        try world.pmi.barrier()
+        fail("the job went on after an abort")
+    case "hang":
+        let world = try MXWorld.bootstrap()
+        out("rank \(world.rank) ready")
+        while true { sleep(60) }
+    case "stdin":
+        if myRank == 0 {
+            while let line = readLine() { out(line.uppercased()) }
+            out("stdin closed")
+        }
+    case "lines":
+        let n = Int(args.count > 1 ? args[1] : "100") ?? 100
+        let filler = String(repeating: "x", count: 3000)
+        for i in 0..<n { out("rank \(myRank) line \(i) \(filler) end") }
+    default:
+        fail("unknown mode \(mode)")
+    }
+} catch {
+    fail("\(error)")
+}
