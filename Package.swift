@@ -69,7 +69,11 @@ let package = Package(
             dependencies: ["Bootstrap", "MyriXen", "PMI"],
             path: "Tests/LauncherTestRank"
         ),
-        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport"]),
+        .testTarget(
+            name: "LauncherTests",
+            dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport"],
+            exclude: ["Programs"] // C programs the tests build with mpicc
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -50,14 +50,14 @@ public enum Hostfile {
                 guard parts.count == 2 else {
                     throw fail("'\(w)' is not slots=N or max_slots=N (MPICH form is host:N, one host a line)")
                 }
+                let field = parts[0]
+                guard ["slots", "cpu", "cpus", "max_slots", "max-slots"].contains(field) else {
+                    throw fail("unknown field '\(field)' (expected slots= or max_slots=)")
+                }
                 guard let n = Int(parts[1]), n > 0 else {
-                    throw fail("\(parts[0]) must be a positive number, not '\(parts[1])'")
+                    throw fail("\(field) must be a positive number, not '\(parts[1])'")
                 }
-                switch parts[0] {
-                case "slots", "cpu", "cpus": entry.slots = n
-                case "max_slots", "max-slots": entry.maxSlots = n
-                default: throw fail("unknown field '\(parts[0])' (expected slots= or max_slots=)")
-                }
+                if field.hasPrefix("max") { entry.maxSlots = n } else { entry.slots = n }
             }
             if entry.slots == nil { entry.slots = 1 }
             if let m = entry.maxSlots, let s = entry.slots, m < s {

@@ -36,9 +36,10 @@ public enum Mapper {
             }
         }
         var hostOfRank: [Int] = []
-        var used = [Int](repeating: 0, count: hosts.count)
+        hostOfRank.reserveCapacity(total)
         switch mapBy {
         case .node:
+            var used = [Int](repeating: 0, count: hosts.count)
             var h = 0
             while hostOfRank.count < total {
                 // Next host with room; when every host is full (oversubscribing), any host.
@@ -53,19 +54,20 @@ public enum Mapper {
                 h = (h + 1) % hosts.count
             }
         case .slot, .core, .socket, .numa:
-            var lap = 1
-            while hostOfRank.count < total {
-                for k in 0..<hosts.count where hostOfRank.count < total {
-                    guard let c = capacity[k] else {
-                        while hostOfRank.count < total { hostOfRank.append(k) }
-                        break
-                    }
-                    while used[k] < c * lap && hostOfRank.count < total {
-                        hostOfRank.append(k)
-                        used[k] += 1
-                    }
+            // Blocks. Oversubscribed, every host's share grows in proportion to its capacity.
+            var share: [Int] = capacity.map { $0 ?? total }
+            if capacity.allSatisfy({ $0 != nil }) {
+                let offered = capacity.reduce(0) { $0 + $1! }
+                if total > offered {
+                    share = capacity.map { $0! * total / offered }
+                    var extra = total - share.reduce(0, +)
+                    var k = 0
+                    while extra > 0 { share[k] += 1; extra -= 1; k = (k + 1) % hosts.count }
                 }
-                lap += 1
+            }
+            for k in 0..<hosts.count where hostOfRank.count < total {
+                let n = min(share[k], total - hostOfRank.count)
+                hostOfRank += Array(repeating: k, count: n)
             }
         }
         var placements: [RankPlacement] = []

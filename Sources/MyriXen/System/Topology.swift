@@ -10,6 +10,13 @@ public struct HostTopology: Sendable, Equatable {
         public let package: Int
         public let numaNode: Int
         public let processingUnits: [Int]
+
+        public init(index: Int, package: Int, numaNode: Int, processingUnits: [Int]) {
+            self.index = index
+            self.package = package
+            self.numaNode = numaNode
+            self.processingUnits = processingUnits
+        }
     }
 
     public let packages: Int

@@ -1,0 +1,127 @@
+import XCTest
+@testable import Launcher
+import MyriXen
+
+final class OptionTests: XCTestCase {
+    func testBothSpellingsAndMPMD() throws {
+        let o = try LaunchOptions.parse(["-np", "2", "--map-by", "node", "-genv", "A", "1", "-x", "B=2", "-x", "C",
+                                         "-l", "--bind-to=core", "prog", "-n", "5", "--flag", ":", "-n", "3", "--wdir", "/tmp", "other", "x"])
+        XCTAssertEqual(o.apps.count, 2)
+        XCTAssertEqual(o.apps[0], AppSpec(program: "prog", arguments: ["-n", "5", "--flag"], count: 2))
+        XCTAssertEqual(o.apps[1].program, "other")
+        XCTAssertEqual(o.apps[1].count, 3)
+        XCTAssertEqual(o.apps[1].workingDirectory, "/tmp")
+        XCTAssertEqual(o.mapBy, .node)
+        XCTAssertEqual(o.bindTo, .core)
+        XCTAssertTrue(o.tagOutput)
+        XCTAssertEqual(o.environment.map(\.name), ["A", "B", "C"])
+        XCTAssertEqual(o.environment.map(\.value), ["1", "2", nil])
+    }
+
+    func testBadInputIsAUsageErrorNamingTheProblem() {
+        for (argv, words) in [(["--bogus", "p"], "unknown option --bogus"), (["-n", "0", "p"], "-n must be a positive number, not '0'"),
+                              (["-n"], "-n needs a value"), ([], "no program to run"), (["p", ":"], "nothing after ':'"),
+                              (["--map-by", "diagonal", "p"], "--map-by diagonal"), (["-f", "a", "--host", "b", "p"], "not both"),
+                              (["--timeout", "-3", "p"], "--timeout must be a positive number")] {
+            XCTAssertThrowsError(try LaunchOptions.parse(argv), "\(argv)") {
+                let e = $0 as! LaunchError
+                XCTAssertEqual(e.exitCode, 2)
+                XCTAssertTrue(e.message.contains(words), "\(e.message) should say \(words)")
+            }
+        }
+        XCTAssertEqual(try LaunchOptions.parse(["p"], environment: ["MPIEXEC_TIMEOUT": "7"]).timeoutSeconds, 7)
+        XCTAssertThrowsError(try LaunchOptions.parse(["p"], environment: ["MPIEXEC_TIMEOUT": "soon"]))
+    }
+}
+
+final class HostfileTests: XCTestCase {
+    func testBothForms() throws {
+        let hosts = try Hostfile.parse("""
+        # cluster
+        node1:4
+        node2            # one slot
+        alice@node3 slots=2 max_slots=3
+
+        node1:2
+        """, file: "hf")
+        XCTAssertEqual(hosts, [HostEntry(name: "node1", slots: 6), HostEntry(name: "node2", slots: 1),
+                               HostEntry(name: "node3", user: "alice", slots: 2, maxSlots: 3)])
+        XCTAssertEqual(try Hostfile.parseHostList("a:2,b,a"), [HostEntry(name: "a", slots: 3), HostEntry(name: "b", slots: 1)])
+    }
+
+    func testErrorsNameFileLineAndFix() {
+        for (text, words) in [("good\nbad:x\n", "hf:2: 'bad:x': the count after ':' must be a positive number"),
+                              ("h slots=0\n", "hf:1: slots must be a positive number, not '0'"),
+                              ("h color=red\n", "hf:1: unknown field 'color'"),
+                              ("h slots=4 max_slots=2\n", "hf:1: max_slots=2 is less than slots=4"),
+                              ("# nothing\n\n", "hf: no hosts"),
+                              ("h$st\n", "hf:1: 'h$st' is not a valid host name")] {
+            XCTAssertThrowsError(try Hostfile.parse(text, file: "hf")) {
+                XCTAssertTrue(($0 as! LaunchError).message.contains(words), "\($0) should say \(words)")
+            }
+        }
+        XCTAssertThrowsError(try Hostfile.load("/nonexistent/hostfile")) {
+            XCTAssertTrue(($0 as! LaunchError).message.contains("cannot read hostfile /nonexistent/hostfile"))
+        }
+    }
+
+    func testTheShippedHostfilesParse() throws {
+        let dir = #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
+        let hosts = try Hostfile.load("/" + dir + "/hostfiles/localhost")
+        XCTAssertEqual(hosts.map(\.name), ["localhost"])
+    }
+}
+
+final class MappingTests: XCTestCase {
+    let app = AppSpec(program: "p", arguments: [], count: nil)
+    func apps(_ counts: Int...) -> [AppSpec] { counts.map { AppSpec(program: "p", arguments: [], count: $0) } }
+    let two = [HostEntry(name: "a", slots: 2), HostEntry(name: "b", slots: 2)]
+
+    func hostsOf(_ p: [RankPlacement]) -> [Int] { p.map(\.host) }
+
+    func testBlocksRoundRobinAndPPN() throws {
+        XCTAssertEqual(hostsOf(try Mapper.map(apps: apps(4), hosts: two, perNode: nil, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 1)), [0, 0, 1, 1])
+        XCTAssertEqual(hostsOf(try Mapper.map(apps: apps(4), hosts: two, perNode: nil, mapBy: .node, oversubscribe: false, source: "hf", defaultCount: 1)), [0, 1, 0, 1])
+        XCTAssertEqual(hostsOf(try Mapper.map(apps: apps(2), hosts: two, perNode: 1, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 1)), [0, 1])
+        let one = [HostEntry(name: "a", slots: 1), HostEntry(name: "b", slots: 1), HostEntry(name: "c", slots: 1)]
+        XCTAssertEqual(hostsOf(try Mapper.map(apps: apps(3), hosts: one, perNode: nil, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 1)), [0, 1, 2], "MPICH: hosts without counts take ranks round robin")
+    }
+
+    func testOversubscription() throws {
+        XCTAssertThrowsError(try Mapper.map(apps: apps(5), hosts: two, perNode: nil, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 1)) {
+            XCTAssertTrue(($0 as! LaunchError).message.contains("5 ranks but hf offers 4 slots"))
+        }
+        XCTAssertEqual(hostsOf(try Mapper.map(apps: apps(6), hosts: two, perNode: nil, mapBy: .slot, oversubscribe: true, source: "hf", defaultCount: 1)), [0, 0, 0, 1, 1, 1], "oversubscribed shares stay balanced")
+        XCTAssertEqual(hostsOf(try Mapper.map(apps: apps(5), hosts: two, perNode: nil, mapBy: .node, oversubscribe: true, source: "hf", defaultCount: 1)), [0, 1, 0, 1, 0])
+        XCTAssertThrowsError(try Mapper.map(apps: apps(6), hosts: two, perNode: 3, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 1))
+        // The local host without a hostfile takes any number of ranks.
+        let local = [HostEntry(name: "here", slots: nil)]
+        XCTAssertEqual(try Mapper.map(apps: apps(16), hosts: local, perNode: nil, mapBy: .slot, oversubscribe: false, source: "this host", defaultCount: 2).count, 16)
+        XCTAssertEqual(try Mapper.map(apps: [app], hosts: local, perNode: nil, mapBy: .slot, oversubscribe: false, source: "this host", defaultCount: 2).count, 2, "no -n: the cores")
+        XCTAssertEqual(try Mapper.map(apps: [app], hosts: two, perNode: nil, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 9).count, 4, "no -n: the slots")
+    }
+
+    func testMPMDLocalRanksAndProcessMapping() throws {
+        let p = try Mapper.map(apps: apps(3, 1), hosts: two, perNode: nil, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 1)
+        XCTAssertEqual(p.map(\.app), [0, 0, 0, 1])
+        XCTAssertEqual(p.map(\.localRank), [0, 1, 0, 1])
+        XCTAssertEqual(p.map(\.localSize), [2, 2, 2, 2])
+        XCTAssertEqual(Mapper.processMapping(p), "(vector,(0,2,2))")
+        let uneven = try Mapper.map(apps: apps(3), hosts: [HostEntry(name: "a", slots: 2), HostEntry(name: "b", slots: 1)], perNode: nil, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 1)
+        XCTAssertEqual(Mapper.processMapping(uneven), "(vector,(0,1,2),(1,1,1))")
+        let rr = try Mapper.map(apps: apps(4), hosts: two, perNode: nil, mapBy: .node, oversubscribe: false, source: "hf", defaultCount: 1)
+        XCTAssertEqual(Mapper.processMapping(rr), "(vector)", "round robin is not a block vector")
+    }
+
+    func testBindingFromATopology() {
+        let core = { (i: Int, pkg: Int) in HostTopology.Core(index: i, package: pkg, numaNode: pkg, processingUnits: [2 * i, 2 * i + 1]) }
+        let t = HostTopology(packages: 2, numaNodes: 2, cores: [core(0, 0), core(1, 0), core(2, 1), core(3, 1)], processingUnits: 8)
+        XCTAssertEqual(Binder.plan(localRanks: 2, mapBy: .core, bindTo: nil, topology: t).map(\.description), ["core 0 (PU 0,1)", "core 1 (PU 2,3)"])
+        XCTAssertEqual(Binder.plan(localRanks: 2, mapBy: .socket, bindTo: .core, topology: t).map(\.processingUnits), [[0, 1], [4, 5]], "spread over sockets")
+        XCTAssertEqual(Binder.plan(localRanks: 2, mapBy: .core, bindTo: .socket, topology: t)[1].description, "socket 0 (PU 0,1,2,3)")
+        XCTAssertEqual(Binder.plan(localRanks: 3, mapBy: .core, bindTo: .hwthread, topology: t).map(\.processingUnits), [[0], [1], [2]])
+        XCTAssertEqual(Binder.plan(localRanks: 5, mapBy: .core, bindTo: nil, topology: t), Array(repeating: .unbound, count: 5), "more ranks than cores: not bound by default")
+        XCTAssertEqual(Binder.plan(localRanks: 5, mapBy: .core, bindTo: .core, topology: t)[0].description, "not bound (oversubscribed)")
+        XCTAssertFalse(Binder.plan(localRanks: 2, mapBy: .core, bindTo: BindTo.none, topology: t)[0].isBound)
+    }
+}
