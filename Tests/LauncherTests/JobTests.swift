@@ -1,0 +1,276 @@
+import XCTest
+import Launcher
+import MyriXen
+import MyriXenTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// swiftrun end to end on this host: real ranks (a Swift program on the channel layer, a C
+/// program built with MPICH), real signals, and checks that nothing is left behind.
+final class JobTests: XCTestCase {
+    let swiftrun = BuiltProducts.path("swiftrun")
+    let rank = BuiltProducts.path("LauncherTestRank")
+    /// A word on every rank's command line, to find leftovers of this test (never to kill them).
+    var marker = ""
+
+    override func setUp() {
+        marker = "job-\(getpid())-\(monotonicNanoseconds() % 1_000_000_000)"
+    }
+
+    override func tearDown() {
+        XCTAssertEqual(processesWithMarker(), [], "no rank of the test is left running")
+        XCTAssertEqual(jobDirectories().subtracting(before), [], "no job directory is left in /tmp")
+    }
+
+    lazy var before: Set<String> = jobDirectories()
+
+    func run(_ args: [String], stdin: String? = nil, file: StaticString = #filePath, line: UInt = #line) -> (code: Int32, output: String, seconds: Double) {
+        _ = before
+        let start = monotonicNanoseconds()
+        let (code, out): (Int32, String)
+        if let input = stdin {
+            let cmd = "printf '\(input)' | '\(swiftrun)' " + args.map { "'\($0)'" }.joined(separator: " ")
+            (code, out) = runCapturing("/bin/sh", ["-c", cmd])
+        } else {
+            (code, out) = runCapturing(swiftrun, args)
+        }
+        return (code, out, Double(monotonicNanoseconds() - start) / 1e9)
+    }
+
+    func processesWithMarker() -> [Int32] {
+        var found: [Int32] = []
+        guard let d = opendir("/proc") else { return [] }
+        defer { closedir(d) }
+        while let e = readdir(d) {
+            let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+            guard let pid = Int32(name), pid != getpid() else { continue }
+            guard let f = fopen("/proc/\(pid)/cmdline", "r") else { continue }
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = fread(&buf, 1, buf.count, f)
+            fclose(f)
+            let cmd = String(decoding: buf[..<n].map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            if cmd.contains(marker) && !cmd.contains("/bin/sh -c") { found.append(pid) }
+        }
+        return found
+    }
+
+    func jobDirectories() -> Set<String> {
+        var out: Set<String> = []
+        guard let d = opendir("/tmp") else { return out }
+        defer { closedir(d) }
+        while let e = readdir(d) {
+            let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+            if name.hasPrefix("swiftrun-") { out.insert(name) }
+        }
+        return out
+    }
+
+    // MARK: running
+
+    func testOneToSixteenRanksPassATokenAround() {
+        for n in [1, 2, 4, 8, 16] {
+            let r = run(["-n", String(n), rank, "ring", marker])
+            XCTAssertEqual(r.code, 0, r.output)
+            for k in 0..<n { XCTAssertTrue(r.output.contains("rank \(k) of \(n): ring ok"), "rank \(k) of \(n): \(r.output)") }
+        }
+    }
+
+    func testMPMDSectionsGetTheirAppNumbers() {
+        let r = run(["-n", "2", rank, "ring", marker, ":", "-n", "1", rank, "ring", marker])
+        XCTAssertEqual(r.code, 0, r.output)
+        XCTAssertTrue(r.output.contains("rank 0 of 3: ring ok (appnum 0)"), r.output)
+        XCTAssertTrue(r.output.contains("rank 2 of 3: ring ok (appnum 1)"), r.output)
+    }
+
+    func testAnMPICHProgramRunsUnderSwiftrun() throws {
+        let program = try buildMPICHProgram()
+        let r = run(["-n", "4", program, marker])
+        XCTAssertEqual(r.code, 0, r.output)
+        for k in 0..<4 { XCTAssertTrue(r.output.contains("rank \(k) of 4: sum 6 ok"), r.output) }
+        let aborted = run(["-n", "3", program, "abort", marker])
+        XCTAssertEqual(aborted.code, 7, aborted.output)
+        XCTAssertTrue(aborted.output.contains("rank 2 (pid "), aborted.output)
+    }
+
+    func testASwiftRankRunsUnderMPICHsHydraAndAlone() throws {
+        guard access("/usr/bin/mpiexec.hydra", X_OK) == 0 else { throw XCTSkip("MPICH's mpiexec.hydra is not installed") }
+        let backend = try TestBackend()
+        defer { backend.stop() }
+        let env = [MXDefaults.socketEnvironment: backend.socketPath]
+        let (code, out) = runCapturing("/usr/bin/mpiexec.hydra", ["-n", "3", rank, "ring", marker], environment: env)
+        XCTAssertEqual(code, 0, out)
+        for k in 0..<3 { XCTAssertTrue(out.contains("rank \(k) of 3: ring ok"), out) }
+        let (code1, out1) = runCapturing(rank, ["ring", marker], environment: env)
+        XCTAssertEqual(code1, 0, out1)
+        XCTAssertTrue(out1.contains("rank 0 of 1: ring ok"), "without PMI variables: a singleton: \(out1)")
+    }
+
+    func testOutputIsForwardedWholeLinesWithTags() {
+        let r = run(["-n", "4", "-l", rank, "lines", "150", marker])
+        XCTAssertEqual(r.code, 0)
+        let lines = r.output.split(separator: "\n")
+        var seen = [Int](repeating: 0, count: 4)
+        for l in lines {
+            guard l.hasPrefix("[") else { continue }
+            let tag = Int(l.dropFirst().prefix { $0 != "]" })!
+            XCTAssertTrue(l.hasPrefix("[\(tag)] rank \(tag) line \(seen[tag]) xxx"), "line split or out of order: \(l.prefix(60))")
+            XCTAssertTrue(l.hasSuffix(" end"), "line cut: \(l.suffix(20))")
+            seen[tag] += 1
+        }
+        XCTAssertEqual(seen, [150, 150, 150, 150])
+    }
+
+    func testStdinGoesToRankZeroOnly() {
+        let r = run(["-n", "3", rank, "stdin", marker], stdin: "alpha\\nbeta\\n")
+        XCTAssertEqual(r.code, 0, r.output)
+        XCTAssertEqual(r.output.split(separator: "\n"), ["ALPHA", "BETA", "stdin closed"])
+    }
+
+    func testOutputDirEnvironmentAndWorkingDirectory() throws {
+        let dir = "/tmp/srtest-out-\(getpid())"
+        defer {
+            for k in 0..<2 { unlink("\(dir)/rank.\(k).out"); unlink("\(dir)/rank.\(k).err") }
+            rmdir(dir)
+        }
+        setenv("SWIFTRUN_TEST_INHERITED", "yes", 1)
+        let r = run(["-n", "2", "-x", "FOO=bar", "-genv", "BAZ", "qux", "--wdir", "/usr", "--output-dir", dir,
+                     "/bin/sh", "-c", "echo $PMI_RANK $FOO $BAZ $SWIFTRUN_TEST_INHERITED $(pwd) \(marker); echo oops >&2"])
+        XCTAssertEqual(r.code, 0, r.output)
+        XCTAssertEqual(r.output, "", "output went to the files")
+        for k in 0..<2 {
+            XCTAssertEqual(try contents("\(dir)/rank.\(k).out"), "\(k) bar qux yes /usr \(marker)\n")
+            XCTAssertEqual(try contents("\(dir)/rank.\(k).err"), "oops\n")
+        }
+    }
+
+    func contents(_ path: String) throws -> String {
+        guard let f = fopen(path, "r") else { throw MXError(.system, "cannot open \(path)") }
+        defer { fclose(f) }
+        var buf = [UInt8](repeating: 0, count: 65536)
+        let n = fread(&buf, 1, buf.count, f)
+        return String(decoding: buf[..<n], as: UTF8.self)
+    }
+
+    func testReportBindingsUsesTheRealTopology() throws {
+        let cores = try HostTopology.load().cores
+        let r = run(["-n", "1", "--report-bindings", "/bin/true", marker])
+        XCTAssertEqual(r.code, 0)
+        XCTAssertTrue(r.output.contains("rank 0 bound to core 0 (PU \(cores[0].processingUnits.map(String.init).joined(separator: ",")))"), r.output)
+        let over = run(["-n", String(cores.count + 1), "--report-bindings", "/bin/true", marker])
+        XCTAssertTrue(over.output.contains("rank \(cores.count) not bound"), over.output)
+        let bound = run(["-n", "1", "--bind-to", "core", "/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status"])
+        XCTAssertTrue(bound.output.contains("Cpus_allowed_list:\t\(cores[0].processingUnits.map(String.init).joined(separator: ","))"), bound.output)
+    }
+
+    func testAHostfileOfThisHost() throws {
+        let path = "/tmp/srtest-hostfile-\(getpid())"
+        defer { unlink(path) }
+        let f = fopen(path, "w")!
+        fputs("# this machine\nlocalhost:2\n", f)
+        fclose(f)
+        let r = run(["-f", path, rank, "ring", marker])
+        XCTAssertEqual(r.code, 0, r.output)
+        XCTAssertTrue(r.output.contains("rank 1 of 2: ring ok"), "no -n: the hostfile's slots")
+        let over = run(["-f", path, "-n", "3", rank, "ring", marker])
+        XCTAssertEqual(over.code, 2)
+        XCTAssertTrue(over.output.contains("3 ranks but \(path) offers 2 slots"), over.output)
+        XCTAssertEqual(run(["-f", path, "-n", "3", "--oversubscribe", rank, "ring", marker]).code, 0)
+    }
+
+    // MARK: failures
+
+    func testARankExitingNonZeroEndsTheJobWithItsCode() {
+        let r = run(["-n", "4", rank, "exit", "5", "1", marker])
+        XCTAssertEqual(r.code, 5, r.output)
+        XCTAssertTrue(r.output.contains("rank 1 (pid "), r.output)
+        XCTAssertTrue(r.output.contains("exited with code 5"), r.output)
+        XCTAssertLessThan(r.seconds, 3)
+    }
+
+    func testARankKilledBySignal() {
+        let r = run(["-n", "3", "/bin/sh", "-c", "if [ $PMI_RANK = 2 ]; then kill -9 $$; fi; sleep 30 # \(marker)"])
+        XCTAssertEqual(r.code, 128 + 9, r.output)
+        XCTAssertTrue(r.output.contains("rank 2 (pid"), r.output)
+        XCTAssertTrue(r.output.contains("killed by signal 9 (SIGKILL)"), r.output)
+        XCTAssertLessThan(r.seconds, 2, "the sleeping ranks were ended within a second")
+    }
+
+    func testARankThatNeverSpokePMIWhileOthersWait() {
+        let r = run(["-n", "4", rank, "vanish", "3", marker])
+        XCTAssertNotEqual(r.code, 0, r.output)
+        XCTAssertTrue(r.output.contains("exited without finalizing"), r.output)
+        XCTAssertLessThan(r.seconds, 3)
+    }
+
+    func testAbortEndsTheJobWithItsCodeAndMessage() {
+        let r = run(["-n", "3", rank, "abort", "9", "2", marker])
+        XCTAssertEqual(r.code, 9, r.output)
+        XCTAssertTrue(r.output.contains("rank 2 (pid"), r.output)
+        XCTAssertTrue(r.output.contains("aborted the job with code 9: rank 2 gives up"), r.output)
+        XCTAssertLessThan(r.seconds, 3)
+    }
+
+    func testTimeout() {
+        let r = run(["--timeout", "1", "-n", "2", "/bin/sh", "-c", "sleep 30 # \(marker)"])
+        XCTAssertEqual(r.code, LocalJob.timeoutExitCode)
+        XCTAssertTrue(r.output.contains("timeout"), r.output)
+        XCTAssertLessThan(r.seconds, 3)
+    }
+
+    func testInterruptAndKillOfSwiftrunItself() throws {
+        for sig in [SIGINT, SIGTERM, SIGKILL] {
+            let job = try ChildProcess.spawn(swiftrun, ["-n", "3", rank, "hang", marker])
+            // Wait until all three ranks run.
+            let deadline = monotonicNanoseconds() + 20_000_000_000
+            while processesWithMarker().count < 4 && monotonicNanoseconds() < deadline { usleep(20_000) }
+            XCTAssertEqual(processesWithMarker().count, 4, "swiftrun and three ranks")
+            usleep(300_000)
+            let t0 = monotonicNanoseconds()
+            job.signal(sig)
+            let outcome = job.wait(seconds: 5)
+            XCTAssertEqual(outcome, sig == SIGKILL ? .signalled(SIGKILL) : .exited(128 + sig))
+            while !processesWithMarker().isEmpty && monotonicNanoseconds() - t0 < 2_000_000_000 { usleep(10_000) }
+            XCTAssertEqual(processesWithMarker(), [], "\(signalName(sig)): every rank is gone")
+            XCTAssertLessThan(monotonicNanoseconds() - t0, 1_500_000_000, "\(signalName(sig)): within about a second")
+            // The job's backend ends too (it removes its directory as it goes).
+            while !jobDirectories().subtracting(before).isEmpty && monotonicNanoseconds() - t0 < 3_000_000_000 { usleep(10_000) }
+        }
+    }
+
+    func testBadInputIsOneClearLineAndExitCodeTwo() throws {
+        let notExecutable = "/tmp/srtest-noexec-\(getpid())"
+        let f = fopen(notExecutable, "w")!
+        fputs("#!/bin/sh\n", f)
+        fclose(f)
+        let badHostfile = "/tmp/srtest-badhosts-\(getpid())"
+        let h = fopen(badHostfile, "w")!
+        fputs("localhost\nnode2:zero\n", h)
+        fclose(h)
+        defer { unlink(notExecutable); unlink(badHostfile) }
+        for (args, words) in [(["--frobnicate", "x"], "unknown option --frobnicate"),
+                              (["-n", "0", "/bin/true"], "-n must be a positive number"),
+                              (["-n", "2", "/no/such/program"], "/no/such/program: no such file"),
+                              (["-n", "2", "no-such-command-\(getpid())"], "command not found"),
+                              (["-n", "2", notExecutable], "is not executable"),
+                              (["-f", badHostfile, "/bin/true"], "\(badHostfile):2:"),
+                              (["--host", "faraway-host:2", "-n", "2", "/bin/true"], "faraway-host")] {
+            let r = run(args)
+            XCTAssertEqual(r.code, 2, "\(args): \(r.output)")
+            XCTAssertEqual(r.output.split(separator: "\n").count, 1, "one line: \(r.output)")
+            XCTAssertTrue(r.output.hasPrefix("swiftrun: ") && r.output.contains(words), "\(args): \(r.output)")
+        }
+        XCTAssertEqual(run(["--version"]).code, 0)
+        XCTAssertTrue(run(["--help"]).output.contains("usage: swiftrun"))
+    }
+
+    func buildMPICHProgram() throws -> String {
+        guard access("/usr/bin/mpicc.mpich", X_OK) == 0 else { throw XCTSkip("mpicc.mpich is not installed (bin/install-deps --all)") }
+        let source = #filePath.split(separator: "/").dropLast().joined(separator: "/") + "/Programs/mpi_hello.c"
+        let out = "/tmp/srtest-mpi-hello-\(getpid())"
+        addTeardownBlock { unlink(out) }
+        let (code, text) = runCapturing("/usr/bin/mpicc.mpich", ["-O2", "-o", out, "/" + source])
+        guard code == 0 else { throw MXError(.system, "mpicc.mpich failed: \(text)") }
+        return out
+    }
+}
