@@ -109,7 +109,9 @@ public final class LocalJob {
         backendDirectory = directory
         let socket = directory + "/myrback.sock"
         do {
-            backend = try ChildProcess.spawnTied(exe, ["--socket", socket, "--foreground"])
+            // Enough emulated boards for every local rank to open an endpoint (32 per board).
+            let boards = min(MXLimits.maxBoards, max(1, (plan.placements.count + MXLimits.endpointsPerBoard - 1) / MXLimits.endpointsPerBoard))
+            backend = try ChildProcess.spawnTied(exe, ["--socket", socket, "--foreground", "--boards", String(boards)])
         } catch {
             throw LaunchError("cannot start the job's backend \(exe): \(error.message)", exitCode: 1)
         }

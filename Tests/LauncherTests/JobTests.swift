@@ -76,6 +76,13 @@ final class JobTests: XCTestCase {
         }
     }
 
+    func testSixtyFourRanksOnTwoCores() {
+        // Two emulated boards for the job (32 endpoints each); ranks beyond the cores unbound.
+        let r = run(["-n", "64", rank, "ring", marker])
+        XCTAssertEqual(r.code, 0, r.output)
+        XCTAssertEqual(r.output.split(separator: "\n").filter { $0.hasSuffix("ring ok (appnum 0)") }.count, 64)
+    }
+
     func testMPMDSectionsGetTheirAppNumbers() {
         let r = run(["-n", "2", rank, "ring", marker, ":", "-n", "1", rank, "ring", marker])
         XCTAssertEqual(r.code, 0, r.output)
