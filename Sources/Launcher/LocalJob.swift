@@ -5,15 +5,30 @@ import CMyriXen
 import MyriXen
 import PMI
 
-/// A job's ranks on this host: started by fork in one process group, bound, with PMI-1
-/// served over a socketpair each (PMI_FD), their output forwarded line by line, stdin to
-/// rank 0, and the whole job ended within a second when anything fails.
+/// A job whose ranks are this process's children: on this host (fork), or inside the
+/// network namespaces of emulated VMs (started through `ip netns exec`). They run in one
+/// process group, bound, with PMI-1 served over a socketpair each (PMI_FD), their output
+/// forwarded line by line, stdin to rank 0, a backend per host, and the whole job ended
+/// within a second when anything fails.
 public final class LocalJob {
+    /// One host of the job and how its processes are started.
+    public struct HostLaunch: Sendable {
+        public var name: String
+        /// Prepended to every command started for this host: empty for this host,
+        /// `ip netns exec NS` for an emulated VM.
+        public var prefix: [String]
+
+        public init(name: String, prefix: [String]) {
+            self.name = name
+            self.prefix = prefix
+        }
+    }
+
     public struct Plan {
         public var apps: [AppSpec]
         public var placements: [RankPlacement]
         public var bindings: [Binding]
-        public var hostname: String
+        public var hosts: [HostLaunch]
         public var environment: [(name: String, value: String?)]
         public var tagOutput: Bool
         public var outputDirectory: String?
@@ -23,10 +38,10 @@ public final class LocalJob {
         /// A myrback to run for the job (ranks get MYRIXEN_SOCKET), ended with it.
         public var backendExecutable: String?
 
-        public init(apps: [AppSpec], placements: [RankPlacement], bindings: [Binding], hostname: String,
+        public init(apps: [AppSpec], placements: [RankPlacement], bindings: [Binding], hosts: [HostLaunch],
                     environment: [(name: String, value: String?)], tagOutput: Bool, outputDirectory: String?,
                     timeoutSeconds: Int?, reportBindings: Bool, verbose: Bool, backendExecutable: String?) {
-            self.apps = apps; self.placements = placements; self.bindings = bindings; self.hostname = hostname
+            self.apps = apps; self.placements = placements; self.bindings = bindings; self.hosts = hosts
             self.environment = environment; self.tagOutput = tagOutput; self.outputDirectory = outputDirectory
             self.timeoutSeconds = timeoutSeconds; self.reportBindings = reportBindings; self.verbose = verbose
             self.backendExecutable = backendExecutable
@@ -59,8 +74,9 @@ public final class LocalJob {
     var stdinBuffer: [UInt8] = []
     var stdinOpen = true
     var rank0Stdin: Int32 = -1
-    var backend: ChildProcess?
-    var backendDirectory: String?
+    /// The backend of each host that has ranks, and its socket.
+    var backends: [Int: (process: ChildProcess?, socket: String)] = [:]
+    var jobDirectory: String?
     let start = monotonicNanoseconds()
     /// How long ranks get between SIGTERM and SIGKILL.
     static let graceNanoseconds: UInt64 = 500_000_000
@@ -91,7 +107,7 @@ public final class LocalJob {
         for sig in [SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM] { _ = cmx_catch_signal(sig) }
         signal(SIGPIPE, SIG_IGN)
         defer { cleanup() }
-        try startBackend()
+        try startBackends()
         try startRanks()
         loop()
         return exitCode()
@@ -99,31 +115,46 @@ public final class LocalJob {
 
     // MARK: start
 
-    func startBackend() throws(LaunchError) {
+    func hostname(of rank: Int) -> String { plan.hosts[plan.placements[rank].host].name }
+
+    /// One backend per host with ranks, each on a socket in the job's private directory, with
+    /// enough emulated boards for its ranks (32 endpoints a board) and named after its host.
+    func startBackends() throws(LaunchError) {
         guard let exe = plan.backendExecutable else { return }
         var template = Array("/tmp/swiftrun-XXXXXX".utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw LaunchError("cannot create the job's directory in /tmp", exitCode: 1)
         }
         let directory = String(cString: dir)
-        backendDirectory = directory
-        let socket = directory + "/myrback.sock"
-        do {
-            // Enough emulated boards for every local rank to open an endpoint (32 per board).
-            let boards = min(MXLimits.maxBoards, max(1, (plan.placements.count + MXLimits.endpointsPerBoard - 1) / MXLimits.endpointsPerBoard))
-            backend = try ChildProcess.spawnTied(exe, ["--socket", socket, "--foreground", "--boards", String(boards)])
-        } catch {
-            throw LaunchError("cannot start the job's backend \(exe): \(error.message)", exitCode: 1)
-        }
-        // Ranks must find it listening, or they would start backends of their own.
-        let deadline = monotonicNanoseconds() + 5_000_000_000
-        while access(socket, F_OK) != 0 {
-            if let outcome = backend?.poll() {
-                backend = nil
-                throw LaunchError("the job's backend \(exe) ended at start (\(outcome))", exitCode: 1)
+        jobDirectory = directory
+        let used = Set(plan.placements.map(\.host)).sorted()
+        for h in used {
+            let host = plan.hosts[h]
+            let socket = "\(directory)/myrback-\(h).sock"
+            let ranksHere = plan.placements.filter { $0.host == h }.count
+            let boards = min(MXLimits.maxBoards, max(1, (ranksHere + MXLimits.endpointsPerBoard - 1) / MXLimits.endpointsPerBoard))
+            var args = ["--socket", socket, "--foreground", "--boards", String(boards)]
+            if !host.prefix.isEmpty { args += ["--hostname", host.name] }
+            let command = host.prefix + [exe] + args
+            do {
+                backends[h] = (try ChildProcess.spawnTied(command[0], Array(command.dropFirst())), socket)
+            } catch {
+                throw LaunchError("cannot start the backend of \(host.name) (\(exe)): \(error.message)", exitCode: 1)
             }
-            guard monotonicNanoseconds() < deadline else { throw LaunchError("the job's backend did not start within 5 s", exitCode: 1) }
-            usleep(500)
+        }
+        // Ranks must find their backend listening, or they would start backends of their own.
+        let deadline = monotonicNanoseconds() + 5_000_000_000
+        for (h, b) in backends.sorted(by: { $0.key < $1.key }) {
+            while access(b.socket, F_OK) != 0 {
+                if let outcome = b.process?.poll() {
+                    backends[h]?.process = nil
+                    throw LaunchError("the backend of \(plan.hosts[h].name) ended at start (\(outcome))", exitCode: 1)
+                }
+                guard monotonicNanoseconds() < deadline else {
+                    throw LaunchError("the backend of \(plan.hosts[h].name) did not start within 5 s", exitCode: 1)
+                }
+                usleep(500)
+            }
         }
     }
 
@@ -140,7 +171,6 @@ public final class LocalJob {
         for (name, value) in plan.environment {
             env[name] = value ?? getenv(name).map { String(cString: $0) } ?? ""
         }
-        if let dir = backendDirectory { env[MXDefaults.socketEnvironment] = dir + "/myrback.sock" }
         if let exe = plan.backendExecutable { env[MXDefaults.backendPathEnvironment] = exe }
         return env
     }
@@ -167,6 +197,8 @@ public final class LocalJob {
             env["MPI_LOCALNRANKS"] = String(p.localSize)
             env["SWIFTRUN_LOCAL_RANK"] = String(p.localRank)
             env["SWIFTRUN_LOCAL_SIZE"] = String(p.localSize)
+            env["SWIFTRUN_HOST"] = plan.hosts[p.host].name
+            if let b = backends[p.host] { env[MXDefaults.socketEnvironment] = b.socket }
             var pair: [Int32] = [-1, -1]
             guard cmx_stream_pair(&pair) == 0 else {
                 throw LaunchError("socketpair: \(String(cString: strerror(errno)))", exitCode: 1)
@@ -191,14 +223,15 @@ public final class LocalJob {
                     throw LaunchError("--output-dir \(dir): cannot create rank \(p.rank)'s files: \(String(cString: strerror(errno)))")
                 }
             }
-            var argv: [UnsafeMutablePointer<CChar>?] = ([app.program] + app.arguments).map { strdup($0) }
+            let command = plan.hosts[p.host].prefix + [app.program] + app.arguments
+            var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) }
             argv.append(nil)
             var envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") }
             envp.append(nil)
             let cpus = plan.bindings[p.rank].processingUnits.map(Int32.init)
             var childErrno: Int32 = 0
             let pid = cpus.withUnsafeBufferPointer { c in
-                cmx_spawn_rank(app.program, argv, envp, app.workingDirectory, stdinFD, outPipe[1], errPipe[1],
+                cmx_spawn_rank(command[0], argv, envp, app.workingDirectory, stdinFD, outPipe[1], errPipe[1],
                                pair[1], 3, pgid, c.baseAddress, Int32(c.count), SIGKILL, &childErrno)
             }
             argv.forEach { free($0) }
@@ -225,7 +258,7 @@ public final class LocalJob {
             rank.err = LineForwarder(source: errPipe[0], destination: errDest, prefix: prefix)
             ranks.append(rank)
             if plan.reportBindings {
-                report("[\(plan.hostname):\(pid)] rank \(p.rank) \(plan.bindings[p.rank].isBound ? "bound to " : "")\(plan.bindings[p.rank].description)")
+                report("[\(hostname(of: p.rank)):\(pid)] rank \(p.rank) \(plan.bindings[p.rank].isBound ? "bound to " : "")\(plan.bindings[p.rank].description)")
             }
         }
     }
@@ -303,9 +336,11 @@ public final class LocalJob {
             ranks[i].outcome = outcome
             rankEnded(i, outcome)
         }
-        if let b = backend, let outcome = b.poll() {
-            backend = nil
-            if ending == nil { say("the job's backend (myrback) ended unexpectedly (\(outcome))") }
+        for (h, b) in backends {
+            if let p = b.process, let outcome = p.poll() {
+                backends[h]?.process = nil
+                if ending == nil { say("the backend of \(plan.hosts[h].name) (myrback) ended unexpectedly (\(outcome))") }
+            }
         }
     }
 
@@ -314,7 +349,7 @@ public final class LocalJob {
         servePMI(i)
         ranks[i].pmi?.close()
         let r = ranks[i]
-        let who = "rank \(r.placement.rank) (pid \(r.pid)) on \(plan.hostname)"
+        let who = "rank \(r.placement.rank) (pid \(r.pid)) on \(hostname(of: r.placement.rank))"
         if ending != nil { return }
         switch outcome {
         case .exited(0):
@@ -356,7 +391,7 @@ public final class LocalJob {
                 case let .finalized(rank): ranks[rank].finalized = true
                 case let .abort(rank, code, message):
                     if ending == nil {
-                        say("rank \(rank) (pid \(ranks[rank].pid)) on \(plan.hostname) aborted the job with code \(code)\(message.isEmpty ? "" : ": \(message)")")
+                        say("rank \(rank) (pid \(ranks[rank].pid)) on \(hostname(of: rank)) aborted the job with code \(code)\(message.isEmpty ? "" : ": \(message)")")
                         end(.failed(code: code), with: SIGTERM)
                     }
                 case .barrierReleased: break
@@ -464,13 +499,16 @@ public final class LocalJob {
             ranks[i].err?.finish()
         }
         closeRank0Stdin()
-        if let b = backend {
-            b.signal(SIGTERM)
-            if b.wait(seconds: 2) == nil { b.signal(SIGKILL); _ = b.wait() }
+        for (_, b) in backends {
+            guard let p = b.process else { continue }
+            p.signal(SIGTERM)
+            if p.wait(seconds: 2) == nil { p.signal(SIGKILL); _ = p.wait() }
         }
-        if let dir = backendDirectory {
-            unlink(dir + "/myrback.sock")
-            unlink(dir + "/myrback.sock.lock")
+        if let dir = jobDirectory {
+            for (_, b) in backends {
+                unlink(b.socket)
+                unlink(b.socket + ".lock")
+            }
             rmdir(dir)
         }
         if signalFD >= 0 { close(signalFD) }

@@ -47,12 +47,31 @@ public enum Swiftrun {
         let cores = topology.map { max(1, $0.cores.count) } ?? 1
         let placements = try Mapper.map(apps: options.apps, hosts: hosts, perNode: options.perNode, mapBy: options.mapBy,
                                         oversubscribe: options.oversubscribe, source: source, defaultCount: cores)
-        let remote = hosts.enumerated().filter { (i, h) in
-            placements.contains { $0.host == i } && !isLocal(h.name, here: here)
-        }.map(\.element.name)
-        if !remote.isEmpty || (options.launcher != nil && options.launcher != .fork) {
-            let which = options.launcher.map(\.rawValue) ?? "ssh"
-            throw LaunchError("hosts other than this one (\(remote.joined(separator: ", "))) need the \(which) launcher, which this build does not have yet; run on this host or see docs/swiftrun.md")
+        // How each host is reached: this host by fork, an emulated VM (a network namespace of
+        // that name) through `ip netns exec`; anything else needs an agent launcher (ssh,
+        // slurm), which this build does not have yet.
+        var launches: [LocalJob.HostLaunch] = []
+        for (i, h) in hosts.enumerated() {
+            let used = placements.contains { $0.host == i }
+            let kind = options.launcher ?? (isLocal(h.name, here: here) ? .fork : isNamespace(h.name) ? .netns : .ssh)
+            switch kind {
+            case .fork:
+                if used && !isLocal(h.name, here: here) {
+                    throw LaunchError("--launcher fork starts ranks on this host only, not on \(h.name)")
+                }
+                launches.append(LocalJob.HostLaunch(name: isLocal(h.name, here: here) ? here : h.name, prefix: []))
+            case .netns:
+                if used && !isNamespace(h.name) {
+                    throw LaunchError("\(h.name) is not a network namespace of this machine (ip netns list); create it or use another launcher")
+                }
+                let ip = options.launcherExec ?? findIP()
+                launches.append(LocalJob.HostLaunch(name: h.name, prefix: [ip, "netns", "exec", h.name]))
+            case .ssh, .slurm:
+                if used {
+                    throw LaunchError("\(h.name) would need the \(kind.rawValue) launcher, which this build does not have yet; run on this host or on emulated VMs (network namespaces), see docs/swiftrun.md")
+                }
+                launches.append(LocalJob.HostLaunch(name: h.name, prefix: []))
+            }
         }
         let apps = try options.apps.map { (app) throws(LaunchError) -> AppSpec in
             var a = app
@@ -65,19 +84,34 @@ public enum Swiftrun {
             }
             return a
         }
-        let local = placements.filter { $0.host == 0 }.count
+        // Each host binds its own ranks. Emulated VMs share this machine's processors, so their
+        // ranks are bound only when asked (--bind-to), like oversubscribed ones.
         var bindings: [Binding] = Array(repeating: .unbound, count: placements.count)
         if let t = topology {
-            let plan = Binder.plan(localRanks: local, mapBy: options.mapBy, bindTo: options.bindTo, topology: t)
-            for p in placements { bindings[p.rank] = plan[p.localRank] }
+            for h in Set(placements.map(\.host)) {
+                let here = placements.filter { $0.host == h }
+                let policy = launches[h].prefix.isEmpty ? options.bindTo : (options.bindTo ?? BindTo.none)
+                let plan = Binder.plan(localRanks: here.count, mapBy: options.mapBy, bindTo: policy, topology: t)
+                for p in here { bindings[p.rank] = plan[p.localRank] }
+            }
         }
         let backend = ChildProcess.currentExecutable().split(separator: "/").dropLast().joined(separator: "/")
         let myrback = "/" + backend + "/myrback"
-        return LocalJob.Plan(apps: apps, placements: placements, bindings: bindings, hostname: here,
+        return LocalJob.Plan(apps: apps, placements: placements, bindings: bindings, hosts: launches,
                              environment: options.environment, tagOutput: options.tagOutput,
                              outputDirectory: options.outputDirectory, timeoutSeconds: options.timeoutSeconds,
                              reportBindings: options.reportBindings, verbose: options.verbose,
                              backendExecutable: access(myrback, X_OK) == 0 ? myrback : nil)
+    }
+
+    /// Whether `name` is a network namespace of this machine (an emulated VM).
+    static func isNamespace(_ name: String) -> Bool {
+        !name.contains("/") && access("/run/netns/\(name)", F_OK) == 0
+    }
+
+    static func findIP() -> String {
+        for p in ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"] where access(p, X_OK) == 0 { return p }
+        return "ip"
     }
 
     static func isLocal(_ name: String, here: String) -> Bool {

@@ -6,6 +6,8 @@
 //   hang            bootstrap, print "ready", then sleep until killed
 //   stdin           rank 0 echoes its standard input, uppercased, line by line
 //   lines N         every rank prints N long lines, each tagged with its rank
+//   where           bootstrap; print the host, the board's NIC id and the IPv4 addresses this
+//                   rank sees, then every rank's host as read back from the key-value space
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -73,9 +75,37 @@ do {
         let n = Int(args.count > 1 ? args[1] : "100") ?? 100
         let filler = String(repeating: "x", count: 3000)
         for i in 0..<n { out("rank \(myRank) line \(i) \(filler) end") }
+    case "where":
+        let world = try MXWorld.bootstrap()
+        let host = String(cString: getenv("SWIFTRUN_HOST") ?? strdup("?"))
+        try world.pmi.put("where-\(world.rank)", host)
+        try world.pmi.barrier()
+        var hosts: [String] = []
+        for r in 0..<world.size { hosts.append(try world.pmi.get("where-\(r)") ?? "-") }
+        out("rank \(world.rank) on \(host) nic \(NICAddressing.format(world.endpoint.nicID)) ip \(ipv4Addresses().joined(separator: ",")) sees \(hosts.joined(separator: ","))")
+        try world.finalize()
     default:
         fail("unknown mode \(mode)")
     }
 } catch {
     fail("\(error)")
+}
+
+/// The IPv4 addresses of this process's network namespace, loopback excluded.
+func ipv4Addresses() -> [String] {
+    var list: UnsafeMutablePointer<ifaddrs>?
+    guard getifaddrs(&list) == 0 else { return [] }
+    defer { freeifaddrs(list) }
+    var out: [String] = []
+    var p = list
+    while let a = p {
+        if let sa = a.pointee.ifa_addr, sa.pointee.sa_family == UInt16(AF_INET) {
+            var host = [CChar](repeating: 0, count: 64)
+            getnameinfo(sa, socklen_t(MemoryLayout<sockaddr_in>.size), &host, 64, nil, 0, NI_NUMERICHOST)
+            let s = String(cString: host)
+            if !s.hasPrefix("127.") { out.append(s) }
+        }
+        p = a.pointee.ifa_next
+    }
+    return out
 }

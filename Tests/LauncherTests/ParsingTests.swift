@@ -67,8 +67,10 @@ final class HostfileTests: XCTestCase {
 
     func testTheShippedHostfilesParse() throws {
         let dir = #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
-        let hosts = try Hostfile.load("/" + dir + "/hostfiles/localhost")
-        XCTAssertEqual(hosts.map(\.name), ["localhost"])
+        XCTAssertEqual(try Hostfile.load("/" + dir + "/hostfiles/localhost").map(\.name), ["localhost"])
+        XCTAssertEqual(try Hostfile.load("/" + dir + "/hostfiles/emulated-cluster"),
+                       [HostEntry(name: "vm1", slots: 2), HostEntry(name: "vm2", slots: 2)])
+        XCTAssertEqual(try Hostfile.load("/" + dir + "/hostfiles/vms.example").map(\.user), [nil, nil, "mpiuser"])
     }
 }
 

@@ -1,0 +1,88 @@
+import XCTest
+import Launcher
+import MyriXen
+import MyriXenTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Jobs across the emulated VMs of a cluster: two network namespaces made (and removed) by the
+/// test, joined by a veth pair on a subnet of their own. Each VM gets its own backend (its own
+/// NIC ids) and ranks started through `ip netns exec`.
+final class EmulatedClusterTests: XCTestCase {
+    var vms: [String] = []
+    var hostfile = ""
+    let swiftrun = BuiltProducts.path("swiftrun")
+    let rank = BuiltProducts.path("LauncherTestRank")
+    let subnet = "10.201.\(getpid() % 200 + 20)"
+
+    override func setUpWithError() throws {
+        guard getuid() == 0, access("/usr/sbin/ip", X_OK) == 0 || access("/sbin/ip", X_OK) == 0 || access("/bin/ip", X_OK) == 0 else {
+            throw XCTSkip("needs root and iproute2 to make network namespaces")
+        }
+        let tag = "\(getpid() % 100_000)"
+        vms = ["mxva\(tag)", "mxvb\(tag)"]
+        let links = ["mxla\(tag)", "mxlb\(tag)"]
+        addTeardownBlock { [vms] in for vm in vms { _ = runCapturing("/bin/sh", ["-c", "ip netns del \(vm)"]) } }
+        for vm in vms { try sh("ip netns add \(vm) && ip -n \(vm) link set lo up") }
+        try sh("ip link add \(links[0]) type veth peer name \(links[1])")
+        for k in 0..<2 {
+            try sh("ip link set \(links[k]) netns \(vms[k]) && ip -n \(vms[k]) addr add \(subnet).\(k + 1)/24 dev \(links[k]) && ip -n \(vms[k]) link set \(links[k]) up")
+        }
+        hostfile = "/tmp/srtest-cluster-\(getpid())"
+        let f = fopen(hostfile, "w")!
+        fputs("# two emulated VMs\n\(vms[0]) slots=2\n\(vms[1]) slots=2\n", f)
+        fclose(f)
+        addTeardownBlock { [hostfile] in unlink(hostfile) }
+    }
+
+    func sh(_ command: String) throws {
+        let (code, out) = runCapturing("/bin/sh", ["-c", command])
+        guard code == 0 else { throw MXError(.system, "\(command): \(out)") }
+    }
+
+    func testRanksRunInsideEachVMWithItsOwnBackend() throws {
+        let (code, out) = runCapturing(swiftrun, ["-f", hostfile, rank, "where"])
+        XCTAssertEqual(code, 0, out)
+        let lines = out.split(separator: "\n").filter { $0.hasPrefix("rank ") }
+        XCTAssertEqual(lines.count, 4, out)
+        var nicOf: [String: Set<String>] = [:]
+        for r in 0..<4 {
+            let vm = vms[r / 2]
+            guard let l = lines.first(where: { $0.hasPrefix("rank \(r) on ") }) else { return XCTFail("rank \(r) missing: \(out)") }
+            XCTAssertTrue(l.hasPrefix("rank \(r) on \(vm) nic "), String(l))
+            XCTAssertTrue(l.contains(" ip \(subnet).\(r / 2 + 1) "), "rank \(r) sees its VM's address: \(l)")
+            XCTAssertTrue(l.hasSuffix("sees \(vms[0]),\(vms[0]),\(vms[1]),\(vms[1])"), "one key-value space for the job: \(l)")
+            let nic = l.split(separator: " ")[5]
+            nicOf[vm, default: []].insert(String(nic))
+        }
+        XCTAssertEqual(nicOf[vms[0]]?.count, 1)
+        XCTAssertEqual(nicOf[vms[1]]?.count, 1)
+        XCTAssertNotEqual(nicOf[vms[0]], nicOf[vms[1]], "each VM has its own board")
+    }
+
+    func testAnMPICHProgramAcrossTwoVMs() throws {
+        guard access("/usr/bin/mpicc.mpich", X_OK) == 0 else { throw XCTSkip("mpicc.mpich is not installed") }
+        let source = "/" + #filePath.split(separator: "/").dropLast().joined(separator: "/") + "/Programs/mpi_hello.c"
+        let program = "/tmp/srtest-mpi-cluster-\(getpid())"
+        defer { unlink(program) }
+        try sh("mpicc.mpich -O2 -o \(program) \(source)")
+        let (code, out) = runCapturing(swiftrun, ["--timeout", "60", "-f", hostfile, "--map-by", "node", "-n", "2", program])
+        XCTAssertEqual(code, 0, out)
+        XCTAssertTrue(out.contains("rank 0 of 2: sum 1 ok") && out.contains("rank 1 of 2: sum 1 ok"), out)
+    }
+
+    func testAFailingRankInAVMEndsTheWholeJob() throws {
+        let start = monotonicNanoseconds()
+        let (code, out) = runCapturing(swiftrun, ["-f", hostfile, rank, "exit", "4", "3"])
+        XCTAssertEqual(code, 4, out)
+        XCTAssertTrue(out.contains("rank 3 (pid ") && out.contains("on \(vms[1]) exited with code 4"), out)
+        XCTAssertLessThan(monotonicNanoseconds() - start, 3_000_000_000)
+    }
+
+    func testAHostThatIsNeitherHereNorAVMIsRefusedClearly() {
+        let (code, out) = runCapturing(swiftrun, ["--host", "\(vms[0]):1,not-a-vm-\(getpid()):1", "-n", "2", "/bin/true"])
+        XCTAssertEqual(code, 2)
+        XCTAssertTrue(out.contains("not-a-vm-\(getpid()) would need the ssh launcher"), out)
+    }
+}
