@@ -9,6 +9,8 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 #include <spawn.h>
 #include <signal.h>
@@ -297,3 +299,18 @@ void cmx_default_signal(int sig) { signal(sig, SIG_DFL); }
 
 int cmx_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int cmx_stream_pair(int fds[2]) { return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); }
+
+int cmx_listen_loopback(int *port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t n = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 256) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &n) < 0) { int e = errno; close(fd); errno = e; return -1; }
+    *port = ntohs(a.sin_port);
+    return fd;
+}

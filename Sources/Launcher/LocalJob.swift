@@ -35,6 +35,8 @@ public final class LocalJob {
         public var timeoutSeconds: Int?
         public var reportBindings: Bool
         public var verbose: Bool
+        /// PMI_PORT + PMI_ID (TCP on 127.0.0.1) instead of PMI_FD.
+        public var pmiPort = false
         /// A myrback to run for the job (ranks get MYRIXEN_SOCKET), ended with it.
         public var backendExecutable: String?
 
@@ -72,6 +74,9 @@ public final class LocalJob {
     var ending: Ending?
     var killAt: UInt64?
     var stdinBuffer: [UInt8] = []
+    /// PMI_PORT mode: the listening socket, and connections that have not said who they are.
+    var pmiListener: Int32 = -1
+    var unidentified: [PMILineChannel] = []
     var stdinOpen = true
     var rank0Stdin: Int32 = -1
     /// The backend of each host that has ranks, and its socket.
@@ -176,7 +181,13 @@ public final class LocalJob {
     }
 
     func startRanks() throws(LaunchError) {
-        let base = baseEnvironment()
+        var base = baseEnvironment()
+        if plan.pmiPort {
+            var port: Int32 = 0
+            pmiListener = cmx_listen_loopback(&port)
+            guard pmiListener >= 0 else { throw LaunchError("cannot listen for PMI on 127.0.0.1: \(String(cString: strerror(errno)))", exitCode: 1) }
+            base["PMI_PORT"] = "127.0.0.1:\(port)"
+        }
         let size = plan.placements.count
         let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { close(devnull) }
@@ -191,7 +202,7 @@ public final class LocalJob {
             for (name, value) in app.environment { env[name] = value ?? "" }
             env["PMI_RANK"] = String(p.rank)
             env["PMI_SIZE"] = String(size)
-            env["PMI_FD"] = "3"
+            if plan.pmiPort { env["PMI_ID"] = String(p.rank) } else { env["PMI_FD"] = "3" }
             env["PMI_APPNUM"] = String(p.app)
             env["MPI_LOCALRANKID"] = String(p.localRank)
             env["MPI_LOCALNRANKS"] = String(p.localSize)
@@ -232,7 +243,7 @@ public final class LocalJob {
             var childErrno: Int32 = 0
             let pid = cpus.withUnsafeBufferPointer { c in
                 cmx_spawn_rank(command[0], argv, envp, app.workingDirectory, stdinFD, outPipe[1], errPipe[1],
-                               pair[1], 3, pgid, c.baseAddress, Int32(c.count), SIGKILL, &childErrno)
+                               plan.pmiPort ? -1 : pair[1], 3, pgid, c.baseAddress, Int32(c.count), SIGKILL, &childErrno)
             }
             argv.forEach { free($0) }
             envp.forEach { free($0) }
@@ -253,7 +264,7 @@ public final class LocalJob {
             let prefix = plan.tagOutput ? "[\(p.rank)] " : ""
             var rank = Rank(placement: p)
             rank.pid = pid
-            rank.pmi = PMILineChannel(fd: pair[0])
+            if plan.pmiPort { close(pair[0]) } else { rank.pmi = PMILineChannel(fd: pair[0]) }
             rank.out = LineForwarder(source: outPipe[0], destination: outDest, prefix: prefix)
             rank.err = LineForwarder(source: errPipe[0], destination: errDest, prefix: prefix)
             ranks.append(rank)
@@ -275,6 +286,8 @@ public final class LocalJob {
                 if let o = r.out, o.isOpen { fds.append(pollfd(fd: o.source, events: Int16(POLLIN), revents: 0)); what.append((i, 2)) }
                 if let e = r.err, e.isOpen { fds.append(pollfd(fd: e.source, events: Int16(POLLIN), revents: 0)); what.append((i, 3)) }
             }
+            if pmiListener >= 0 { fds.append(pollfd(fd: pmiListener, events: Int16(POLLIN), revents: 0)); what.append((-1, 6)) }
+            for (k, c) in unidentified.enumerated() { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((k, 7)) }
             if stdinOpen && rank0Stdin >= 0 && stdinBuffer.count < 1 << 20 {
                 fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)); what.append((-1, 4))
             }
@@ -299,9 +312,12 @@ public final class LocalJob {
                     case 3: ranks[i].err?.pump()
                     case 4: readStdin()
                     case 5: flushStdin()
+                    case 6: acceptPMI()
+                    case 7: identify(unidentified[i])
                     default: break
                     }
                 }
+                unidentified.removeAll { c in c.isClosed || ranks.contains { r in r.pmi === c } }
             }
             checkDeadlines()
         }
@@ -403,6 +419,34 @@ public final class LocalJob {
                 end(.failed(code: 1), with: SIGTERM)
             }
         }
+    }
+
+    /// PMI_PORT: a rank (or a stranger) connects.
+    func acceptPMI() {
+        let fd = cmx_accept(pmiListener)
+        guard fd >= 0 else { return }
+        unidentified.append(PMILineChannel(fd: fd))
+    }
+
+    /// PMI_PORT: the first line must be `cmd=initack pmiid=N` naming a rank not yet connected;
+    /// anything else, and the connection is closed without a word.
+    func identify(_ c: PMILineChannel) {
+        let open = (try? c.fill()) ?? false
+        guard let line = c.nextBufferedLine() else {
+            if !open { c.close() }
+            return
+        }
+        guard let m = try? PMIMessage.parse(line), m.command == "initack", let id = m["pmiid"].flatMap(Int.init),
+              id >= 0, id < ranks.count, ranks[id].pmi == nil, ranks[id].outcome == nil else {
+            c.close()
+            return
+        }
+        ranks[id].pmi = c
+        try? c.send(PMIMessage("initack", [("rc", "0")]))
+        try? c.send(PMIMessage("set", [("size", String(ranks.count))]))
+        try? c.send(PMIMessage("set", [("rank", String(id))]))
+        try? c.send(PMIMessage("set", [("debug", "0")]))
+        servePMI(id) // lines that came with the initack
     }
 
     func readStdin() {
@@ -512,6 +556,8 @@ public final class LocalJob {
             rmdir(dir)
         }
         if signalFD >= 0 { close(signalFD) }
+        if pmiListener >= 0 { close(pmiListener) }
+        for c in unidentified { c.close() }
         for sig in [SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM] { cmx_default_signal(sig) }
     }
 }

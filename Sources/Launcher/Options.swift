@@ -40,6 +40,8 @@ public struct LaunchOptions: Sendable {
     public var launcher: LauncherKind?
     public var launcherExec: String?
     public var verbose = false
+    /// Serve PMI over TCP (PMI_PORT + PMI_ID) instead of an inherited socketpair (PMI_FD).
+    public var pmiPort = false
     public var showVersion = false
     public var showHelp = false
 
@@ -149,6 +151,8 @@ public struct LaunchOptions: Sendable {
                 o.launcherExec = try value()
             case "v", "verbose":
                 o.verbose = true
+            case "pmi-port":
+                o.pmiPort = true
             case "version", "V":
                 o.showVersion = true
             case "h", "help":
@@ -190,6 +194,7 @@ public struct LaunchOptions: Sendable {
     Control:
       --timeout SECONDS           end the job after this long (also MPIEXEC_TIMEOUT); exit 124
       --launcher fork|ssh|netns|slurm, --launcher-exec PATH
+      --pmi-port                  PMI over TCP (PMI_PORT + PMI_ID) instead of PMI_FD (this host)
       -v, --verbose   --version   -h, --help
     Exit code: 0 when every rank exited 0; else the first failing rank's code (128+signal when
     killed); 2 for usage errors; 124 on timeout; 128+signal when swiftrun was interrupted.

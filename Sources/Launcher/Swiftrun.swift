@@ -97,11 +97,16 @@ public enum Swiftrun {
         }
         let backend = ChildProcess.currentExecutable().split(separator: "/").dropLast().joined(separator: "/")
         let myrback = "/" + backend + "/myrback"
-        return LocalJob.Plan(apps: apps, placements: placements, bindings: bindings, hosts: launches,
+        if options.pmiPort && launches.contains(where: { !$0.prefix.isEmpty }) {
+            throw LaunchError("--pmi-port serves ranks of this host only (127.0.0.1); emulated VMs use PMI_FD")
+        }
+        var plan = LocalJob.Plan(apps: apps, placements: placements, bindings: bindings, hosts: launches,
                              environment: options.environment, tagOutput: options.tagOutput,
                              outputDirectory: options.outputDirectory, timeoutSeconds: options.timeoutSeconds,
                              reportBindings: options.reportBindings, verbose: options.verbose,
                              backendExecutable: access(myrback, X_OK) == 0 ? myrback : nil)
+        plan.pmiPort = options.pmiPort
+        return plan
     }
 
     /// Whether `name` is a network namespace of this machine (an emulated VM).

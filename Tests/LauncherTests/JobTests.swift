@@ -100,6 +100,29 @@ final class JobTests: XCTestCase {
         XCTAssertTrue(aborted.output.contains("rank 2 (pid "), aborted.output)
     }
 
+    func testPMIOverTCPWithPMIPortAndPMIID() throws {
+        let program = try buildMPICHProgram()
+        let c = run(["--pmi-port", "-n", "3", program, marker])
+        XCTAssertEqual(c.code, 0, c.output)
+        XCTAssertEqual(c.output.split(separator: "\n").filter { $0.hasSuffix("sum 3 ok") }.count, 3, c.output)
+        let swift = run(["--pmi-port", "-n", "3", rank, "ring", marker])
+        XCTAssertEqual(swift.code, 0, swift.output)
+        XCTAssertTrue(swift.output.contains("rank 2 of 3: ring ok"), swift.output)
+        // A stranger on the port (a wrong pmiid, or not PMI at all) gets nothing, and the job goes on.
+        let probe = """
+        for hello in 'cmd=initack pmiid=99' 'GET / HTTP/1.0'; do
+          exec 5<>/dev/tcp/${PMI_PORT%:*}/${PMI_PORT#*:}; echo "$hello" >&5
+          if read -t 2 line <&5; then echo "stranger got: $line"; else echo "stranger got nothing"; fi
+          exec 5<&-
+        done
+        exec \(rank) ring \(marker)
+        """
+        let s = run(["--pmi-port", "-n", "1", "/bin/bash", "-c", probe])
+        XCTAssertEqual(s.code, 0, s.output)
+        XCTAssertEqual(s.output.components(separatedBy: "stranger got nothing").count - 1, 2, s.output)
+        XCTAssertTrue(s.output.contains("rank 0 of 1: ring ok"), s.output)
+    }
+
     func testASwiftRankRunsUnderMPICHsHydraAndAlone() throws {
         guard access("/usr/bin/mpiexec.hydra", X_OK) == 0 else { throw XCTSkip("MPICH's mpiexec.hydra is not installed") }
         let backend = try TestBackend()

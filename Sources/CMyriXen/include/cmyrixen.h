@@ -99,6 +99,8 @@ pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], c
 int cmx_pipe(int fds[2]);
 /// socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC).
 int cmx_stream_pair(int fds[2]);
+/// A TCP socket listening on 127.0.0.1 with a port the kernel picks; *port gets it.
+int cmx_listen_loopback(int *port);
 /// A self-pipe for signals: the handler writes the signal number; returns the read end.
 int cmx_signal_pipe(void);
 /// Routes `sig` to the signal pipe (SA_RESTART).
