@@ -300,13 +300,13 @@ void cmx_default_signal(int sig) { signal(sig, SIG_DFL); }
 int cmx_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int cmx_stream_pair(int fds[2]) { return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); }
 
-int cmx_listen_loopback(int *port) {
+static int listen_on(in_addr_t address, int *port) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_addr.s_addr = htonl(address);
     a.sin_port = 0;
     socklen_t n = sizeof a;
     if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 256) < 0 ||
@@ -314,3 +314,6 @@ int cmx_listen_loopback(int *port) {
     *port = ntohs(a.sin_port);
     return fd;
 }
+
+int cmx_listen_loopback(int *port) { return listen_on(INADDR_LOOPBACK, port); }
+int cmx_listen_any(int *port) { return listen_on(INADDR_ANY, port); }

@@ -17,10 +17,14 @@ public final class LocalJob {
         /// Prepended to every command started for this host: empty for this host,
         /// `ip netns exec NS` for an emulated VM.
         public var prefix: [String]
+        /// For a host reached through an agent: the command that reaches it (ssh ...); the
+        /// agent program and its arguments follow.
+        public var agent: [String]?
 
-        public init(name: String, prefix: [String]) {
+        public init(name: String, prefix: [String], agent: [String]? = nil) {
             self.name = name
             self.prefix = prefix
+            self.agent = agent
         }
     }
 
@@ -37,6 +41,8 @@ public final class LocalJob {
         public var verbose: Bool
         /// PMI_PORT + PMI_ID (TCP on 127.0.0.1) instead of PMI_FD.
         public var pmiPort = false
+        /// The swiftrun program agents run on other hosts (same path by default).
+        public var agentProgram: String?
         /// A myrback to run for the job (ranks get MYRIXEN_SOCKET), ended with it.
         public var backendExecutable: String?
 
@@ -58,6 +64,27 @@ public final class LocalJob {
         var err: LineForwarder?
         var outcome: ChildProcess.Outcome?
         var finalized = false
+        /// Controller: the rank runs on a host served by an agent.
+        var remote = false
+    }
+
+    /// What this process is to the job: swiftrun itself, or the agent of one host that starts
+    /// that host's ranks and relays their PMI, output and exits to swiftrun.
+    enum Role {
+        case controller
+        case agent(upstream: PMILineChannel)
+    }
+
+    /// Controller: one agent per host reached through one.
+    struct AgentLink {
+        var process: ChildProcess?
+        var channel: PMILineChannel?
+        var done = false
+        var lost = false
+        /// The launcher's and agent's stderr: kept until the agent calls back (to explain a
+        /// host that cannot be reached), passed on after.
+        var stderr: Int32 = -1
+        var stderrText: [UInt8] = []
     }
 
     enum Ending: Equatable {
@@ -67,7 +94,14 @@ public final class LocalJob {
     }
 
     let plan: Plan
+    var role: Role = .controller
     var ranks: [Rank] = []
+    /// Global rank -> index in `ranks` (the same number, but for an agent's share).
+    var indexOfRank: [Int: Int] = [:]
+    var agents: [Int: AgentLink] = [:]
+    var agentListener: Int32 = -1
+    var secret = ""
+    var unauthenticated: [PMILineChannel] = []
     var server: PMIServer
     var pgid: Int32 = 0
     var signalFD: Int32 = -1
@@ -78,6 +112,7 @@ public final class LocalJob {
     var pmiListener: Int32 = -1
     var unidentified: [PMILineChannel] = []
     var stdinOpen = true
+    var stdinEndSent = false
     var rank0Stdin: Int32 = -1
     /// The backend of each host that has ranks, and its socket.
     var backends: [Int: (process: ChildProcess?, socket: String)] = [:]
@@ -87,10 +122,11 @@ public final class LocalJob {
     static let graceNanoseconds: UInt64 = 500_000_000
     public static let timeoutExitCode: Int32 = 124
 
-    public init(_ plan: Plan) {
+    /// `size`: the whole job's ranks (an agent's plan holds only its host's share).
+    public init(_ plan: Plan, size: Int? = nil) {
         self.plan = plan
-        let size = plan.placements.count
-        server = PMIServer(size: size, kvsname: "kvs_\(getpid())_0", appnum: plan.placements.map(\.app),
+        let size = size ?? plan.placements.count
+        server = PMIServer(size: size, kvsname: "kvs_\(getpid())_0", appnum: plan.placements.count == size ? plan.placements.map(\.app) : Array(repeating: 0, count: size),
                            processMapping: Mapper.processMapping(plan.placements))
     }
 
@@ -113,6 +149,7 @@ public final class LocalJob {
         signal(SIGPIPE, SIG_IGN)
         defer { cleanup() }
         try startBackends()
+        try startAgents()
         try startRanks()
         loop()
         return exitCode()
@@ -120,7 +157,11 @@ public final class LocalJob {
 
     // MARK: start
 
-    func hostname(of rank: Int) -> String { plan.hosts[plan.placements[rank].host].name }
+    func hostname(of rank: Int) -> String { plan.hosts[ranks[index(rank)].placement.host].name }
+
+    @inline(__always) func index(_ rank: Int) -> Int { indexOfRank[rank] ?? rank }
+
+    var isAgent: Bool { if case .agent = role { true } else { false } }
 
     /// One backend per host with ranks, each on a socket in the job's private directory, with
     /// enough emulated boards for its ranks (32 endpoints a board) and named after its host.
@@ -133,7 +174,7 @@ public final class LocalJob {
         let directory = String(cString: dir)
         jobDirectory = directory
         let used = Set(plan.placements.map(\.host)).sorted()
-        for h in used {
+        for h in used where plan.hosts[h].agent == nil {
             let host = plan.hosts[h]
             let socket = "\(directory)/myrback-\(h).sock"
             let ranksHere = plan.placements.filter { $0.host == h }.count
@@ -197,6 +238,13 @@ public final class LocalJob {
             }
         }
         for p in plan.placements {
+            indexOfRank[p.rank] = ranks.count
+            if plan.hosts[p.host].agent != nil {
+                var remote = Rank(placement: p)
+                remote.remote = true
+                ranks.append(remote) // its agent starts it and reports
+                continue
+            }
             let app = plan.apps[p.app]
             var env = base
             for (name, value) in app.environment { env[name] = value ?? "" }
@@ -265,11 +313,21 @@ public final class LocalJob {
             var rank = Rank(placement: p)
             rank.pid = pid
             if plan.pmiPort { close(pair[0]) } else { rank.pmi = PMILineChannel(fd: pair[0]) }
-            rank.out = LineForwarder(source: outPipe[0], destination: outDest, prefix: prefix)
-            rank.err = LineForwarder(source: errPipe[0], destination: errDest, prefix: prefix)
+            let binding = plan.bindings[p.rank]
+            if case let .agent(up) = role {
+                // Output goes to swiftrun, which tags it; so do the start and the binding.
+                let r = p.rank
+                rank.out = LineForwarder(source: outPipe[0], prefix: "") { try? up.send(AgentWire.message("out", [("rank", String(r)), ("fd", "1"), ("data", String(decoding: $0, as: UTF8.self))])) }
+                rank.err = LineForwarder(source: errPipe[0], prefix: "") { try? up.send(AgentWire.message("out", [("rank", String(r)), ("fd", "2"), ("data", String(decoding: $0, as: UTF8.self))])) }
+                try? up.send(AgentWire.message("started", [("rank", String(r)), ("pid", String(pid)),
+                                                           ("binding", (binding.isBound ? "bound to " : "") + binding.description)]))
+            } else {
+                rank.out = LineForwarder(source: outPipe[0], destination: outDest, prefix: prefix)
+                rank.err = LineForwarder(source: errPipe[0], destination: errDest, prefix: prefix)
+            }
             ranks.append(rank)
-            if plan.reportBindings {
-                report("[\(hostname(of: p.rank)):\(pid)] rank \(p.rank) \(plan.bindings[p.rank].isBound ? "bound to " : "")\(plan.bindings[p.rank].description)")
+            if plan.reportBindings && !isAgent {
+                report("[\(hostname(of: p.rank)):\(pid)] rank \(p.rank) \(binding.isBound ? "bound to " : "")\(binding.description)")
             }
         }
     }
@@ -277,8 +335,13 @@ public final class LocalJob {
     // MARK: the loop
 
     func loop() {
+        serveUpstream(read: false)
         while true {
-            if ranks.allSatisfy({ $0.outcome != nil && $0.out?.isOpen != true && $0.err?.isOpen != true }) { break }
+            if ranks.allSatisfy({ $0.outcome != nil && $0.out?.isOpen != true && $0.err?.isOpen != true })
+                && agents.values.allSatisfy({ $0.done || $0.lost }) {
+                if case let .agent(up) = role { try? up.send(PMIMessage("done")) }
+                break
+            }
             var fds: [pollfd] = [pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
             var what: [(rank: Int, kind: Int)] = [(-1, 0)]
             for (i, r) in ranks.enumerated() {
@@ -287,8 +350,15 @@ public final class LocalJob {
                 if let e = r.err, e.isOpen { fds.append(pollfd(fd: e.source, events: Int16(POLLIN), revents: 0)); what.append((i, 3)) }
             }
             if pmiListener >= 0 { fds.append(pollfd(fd: pmiListener, events: Int16(POLLIN), revents: 0)); what.append((-1, 6)) }
+            if agentListener >= 0 { fds.append(pollfd(fd: agentListener, events: Int16(POLLIN), revents: 0)); what.append((-1, 8)) }
+            for (h, a) in agents where a.stderr >= 0 { fds.append(pollfd(fd: a.stderr, events: Int16(POLLIN), revents: 0)); what.append((h, 12)) }
+            for (k, c) in unauthenticated.enumerated() { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((k, 9)) }
+            for (h, a) in agents where !a.done && !a.lost {
+                if let c = a.channel { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((h, 10)) }
+            }
+            if case let .agent(up) = role, !up.isClosed { fds.append(pollfd(fd: up.fd, events: Int16(POLLIN), revents: 0)); what.append((-1, 11)) }
             for (k, c) in unidentified.enumerated() { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((k, 7)) }
-            if stdinOpen && rank0Stdin >= 0 && stdinBuffer.count < 1 << 20 {
+            if !isAgent && stdinOpen && (rank0Stdin >= 0 || ranks.first?.remote == true) && stdinBuffer.count < 1 << 20 {
                 fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)); what.append((-1, 4))
             }
             if rank0Stdin >= 0 && !stdinBuffer.isEmpty {
@@ -314,10 +384,16 @@ public final class LocalJob {
                     case 5: flushStdin()
                     case 6: acceptPMI()
                     case 7: identify(unidentified[i])
+                    case 8: acceptAgent()
+                    case 9: authenticate(unauthenticated[i])
+                    case 10: serveAgent(i)
+                    case 11: serveUpstream()
+                    case 12: readAgentStderr(i)
                     default: break
                     }
                 }
                 unidentified.removeAll { c in c.isClosed || ranks.contains { r in r.pmi === c } }
+                unauthenticated.removeAll { c in c.isClosed || agents.values.contains { $0.channel === c } }
             }
             checkDeadlines()
         }
@@ -329,6 +405,11 @@ public final class LocalJob {
         guard n > 0 else { return }
         for sig in buf[..<n].map(Int32.init) {
             if sig == SIGCHLD { reap(); continue }
+            if isAgent {
+                // An agent is told what to do by swiftrun; a signal to it means its host goes away.
+                if sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT { killAll(SIGKILL) } else { killAll(sig) }
+                continue
+            }
             if ending != nil && (sig == SIGINT || sig == SIGTERM) {
                 say("second \(signalName(sig)): killing every rank now")
                 killAll(SIGKILL)
@@ -345,12 +426,28 @@ public final class LocalJob {
     }
 
     func reap() {
-        for i in ranks.indices where ranks[i].outcome == nil && ranks[i].pid > 0 {
+        for i in ranks.indices where ranks[i].outcome == nil && ranks[i].pid > 0 && !ranks[i].remote {
             var status: Int32 = 0
             guard cmx_wait(ranks[i].pid, &status, 1) == ranks[i].pid else { continue }
             let outcome: ChildProcess.Outcome = cmx_exited(status) != 0 ? .exited(cmx_exit_code(status)) : .signalled(cmx_term_signal(status))
             ranks[i].outcome = outcome
             rankEnded(i, outcome)
+        }
+        for (h, a) in agents {
+            guard let p = a.process, let outcome = p.poll() else { continue }
+            agents[h]?.process = nil
+            if a.channel == nil && ending == nil {
+                // It never connected back: the host cannot be reached (ssh refused, no route, ...).
+                readAgentStderr(h)
+                agents[h]?.lost = true
+                for k in ranks.indices where ranks[k].remote && ranks[k].placement.host == h && ranks[k].outcome == nil {
+                    ranks[k].outcome = .exited(255)
+                }
+                let said = String(decoding: agents[h]?.stderrText ?? [], as: UTF8.self)
+                    .split(separator: "\n").last.map { ": " + $0 } ?? ""
+                say("cannot reach \(plan.hosts[h].name) (\((plan.hosts[h].agent!.first ?? "the launcher").split(separator: "/").last!) ended with \(outcome) before its agent called back)\(said)")
+                end(.failed(code: 2), with: SIGTERM)
+            }
         }
         for (h, b) in backends {
             if let p = b.process, let outcome = p.poll() {
@@ -365,6 +462,13 @@ public final class LocalJob {
         servePMI(i)
         ranks[i].pmi?.close()
         let r = ranks[i]
+        if case let .agent(up) = role {
+            switch outcome {
+            case let .exited(c): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("code", String(c))]))
+            case let .signalled(sg): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("signal", String(sg))]))
+            }
+            return
+        }
         let who = "rank \(r.placement.rank) (pid \(r.pid)) on \(hostname(of: r.placement.rank))"
         if ending != nil { return }
         switch outcome {
@@ -392,22 +496,44 @@ public final class LocalJob {
             if !open { c.close() }
         }
         while let line = c.nextBufferedLine() {
+            if case let .agent(up) = role {
+                // The agent relays; swiftrun's PMI server answers.
+                try? up.send(AgentWire.message("pmi", [("rank", String(ranks[i].placement.rank)), ("line", String(line))]))
+                continue
+            }
             guard let m = try? PMIMessage.parse(line) else {
                 say("rank \(ranks[i].placement.rank) sent a line that is not PMI-1: \(line.prefix(80))")
                 continue
             }
+            handlePMI(i, m)
+        }
+    }
+
+    /// Sends a PMI message to a rank: directly, or through its host's agent.
+    func sendPMI(_ i: Int, _ m: PMIMessage) {
+        if ranks[i].remote {
+            try? agents[ranks[i].placement.host]?.channel?.send(
+                AgentWire.message("pmi", [("rank", String(ranks[i].placement.rank)), ("line", String(m.line.dropLast()))]))
+        } else {
+            try? ranks[i].pmi?.send(m)
+        }
+    }
+
+    /// The job's PMI server answers one message of rank index `i`.
+    func handlePMI(_ i: Int, _ m: PMIMessage) {
+        do {
             if plan.verbose { say("PMI rank \(ranks[i].placement.rank): \(m)") }
             let out = server.handle(m, from: ranks[i].placement.rank)
-            for reply in out.replies { try? c.send(reply) }
+            for reply in out.replies { sendPMI(i, reply) }
             for b in out.broadcast {
-                for r in ranks where r.outcome == nil { try? r.pmi?.send(b) }
+                for k in ranks.indices where ranks[k].outcome == nil { sendPMI(k, b) }
             }
             for e in out.events {
                 switch e {
-                case let .finalized(rank): ranks[rank].finalized = true
+                case let .finalized(rank): ranks[index(rank)].finalized = true
                 case let .abort(rank, code, message):
                     if ending == nil {
-                        say("rank \(rank) (pid \(ranks[rank].pid)) on \(hostname(of: rank)) aborted the job with code \(code)\(message.isEmpty ? "" : ": \(message)")")
+                        say("rank \(rank) (pid \(ranks[index(rank)].pid)) on \(hostname(of: rank)) aborted the job with code \(code)\(message.isEmpty ? "" : ": \(message)")")
                         end(.failed(code: code), with: SIGTERM)
                     }
                 case .barrierReleased: break
@@ -437,7 +563,7 @@ public final class LocalJob {
             return
         }
         guard let m = try? PMIMessage.parse(line), m.command == "initack", let id = m["pmiid"].flatMap(Int.init),
-              id >= 0, id < ranks.count, ranks[id].pmi == nil, ranks[id].outcome == nil else {
+              id >= 0, id < ranks.count, !ranks[id].remote, ranks[id].pmi == nil, ranks[id].outcome == nil else {
             c.close()
             return
         }
@@ -455,14 +581,27 @@ public final class LocalJob {
         if n <= 0 {
             if n < 0 && (errno == EINTR || errno == EAGAIN) { return }
             stdinOpen = false
-            if stdinBuffer.isEmpty { closeRank0Stdin() }
-            return
+        } else {
+            stdinBuffer.append(contentsOf: chunk[..<n])
         }
-        stdinBuffer.append(contentsOf: chunk[..<n])
         flushStdin()
     }
 
+    /// Passes buffered input on to rank 0 (through its agent when it runs elsewhere), and its
+    /// end once the input ended and everything went out.
     func flushStdin() {
+        if !isAgent, ranks.first?.remote == true {
+            guard let c = agents[ranks[0].placement.host]?.channel else { return } // not connected yet: keep it
+            if !stdinBuffer.isEmpty {
+                try? c.send(AgentWire.message("stdin", [("data", String(decoding: stdinBuffer, as: UTF8.self))]))
+                stdinBuffer.removeAll()
+            }
+            if !stdinOpen && !stdinEndSent {
+                try? c.send(PMIMessage("stdin_eof"))
+                stdinEndSent = true
+            }
+            return
+        }
         guard rank0Stdin >= 0 else { stdinBuffer.removeAll(); return }
         while !stdinBuffer.isEmpty {
             let n = stdinBuffer.withUnsafeBytes { write(rank0Stdin, $0.baseAddress, $0.count) }
@@ -491,7 +630,8 @@ public final class LocalJob {
 
     func killAll(_ sig: Int32) {
         if pgid > 0 { kill(-pgid, sig) }
-        for r in ranks where r.outcome == nil && r.pid > 0 { kill(r.pid, sig) }
+        for r in ranks where r.outcome == nil && r.pid > 0 && !r.remote { kill(r.pid, sig) }
+        for (_, a) in agents where !a.done && !a.lost { try? a.channel?.send(PMIMessage("kill", [("sig", String(sig))])) }
     }
 
     func checkDeadlines() {
@@ -532,7 +672,7 @@ public final class LocalJob {
     func cleanup() {
         // Nothing of the job outlives it: ranks (and what they left in their group), the backend.
         if pgid > 0 { kill(-pgid, SIGKILL) }
-        for i in ranks.indices where ranks[i].outcome == nil && ranks[i].pid > 0 {
+        for i in ranks.indices where ranks[i].outcome == nil && ranks[i].pid > 0 && !ranks[i].remote {
             kill(ranks[i].pid, SIGKILL)
             var status: Int32 = 0
             _ = cmx_wait(ranks[i].pid, &status, 0)
@@ -555,6 +695,13 @@ public final class LocalJob {
             }
             rmdir(dir)
         }
+        for (_, a) in agents {
+            a.channel?.close()
+            if a.stderr >= 0 { close(a.stderr) }
+            if let p = a.process, p.wait(seconds: 2) == nil { p.signal(SIGKILL); _ = p.wait() }
+        }
+        for c in unauthenticated { c.close() }
+        if agentListener >= 0 { close(agentListener) }
         if signalFD >= 0 { close(signalFD) }
         if pmiListener >= 0 { close(pmiListener) }
         for c in unidentified { c.close() }

@@ -6,15 +6,35 @@ import Glibc
 /// `[rank] ` prefix when tagging), never split or interleaved mid-line with another rank's.
 final class LineForwarder {
     let source: Int32
-    let destination: Int32
+    let sink: ([UInt8]) -> Void
     let prefix: [UInt8]
     var pending: [UInt8] = []
     private(set) var isOpen = true
 
-    init(source: Int32, destination: Int32, prefix: String) {
+    /// Lines go to `destination`, a descriptor of this process.
+    convenience init(source: Int32, destination: Int32, prefix: String) {
+        self.init(source: source, prefix: prefix) { LineForwarder.writeAll($0, to: destination) }
+    }
+
+    /// Lines (whole ones, a batch at a time) go to `sink`: an agent sends them to swiftrun.
+    init(source: Int32, prefix: String, sink: @escaping ([UInt8]) -> Void) {
         self.source = source
-        self.destination = destination
+        self.sink = sink
         self.prefix = Array(prefix.utf8)
+    }
+
+    /// Prefixes every line of `bytes` (complete lines) with `prefix`.
+    static func tag(_ bytes: [UInt8], with prefix: [UInt8]) -> [UInt8] {
+        guard !prefix.isEmpty else { return bytes }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + prefix.count * 4)
+        var atStart = true
+        for b in bytes {
+            if atStart { out += prefix }
+            out.append(b)
+            atStart = b == 10
+        }
+        return out
     }
 
     /// Reads what is there and writes out complete lines. Returns false at end of stream.
@@ -44,7 +64,8 @@ final class LineForwarder {
             out += prefix + pending + [10]
             pending.removeAll()
         }
-        writeAll(out)
+
+        if !out.isEmpty { sink(out) }
         return true
     }
 
@@ -53,13 +74,13 @@ final class LineForwarder {
         guard isOpen else { return }
         isOpen = false
         if !pending.isEmpty {
-            writeAll(prefix + pending + (prefix.isEmpty ? [] : [10]))
+            sink(prefix + pending + (prefix.isEmpty ? [] : [10]))
             pending.removeAll()
         }
         close(source)
     }
 
-    func writeAll(_ bytes: [UInt8]) {
+    static func writeAll(_ bytes: [UInt8], to destination: Int32) {
         var off = 0
         while off < bytes.count {
             let n = bytes.withUnsafeBytes { write(destination, $0.baseAddress! + off, bytes.count - off) }

@@ -12,6 +12,7 @@ public enum Swiftrun {
         var env: [String: String] = [:]
         if let t = getenv("MPIEXEC_TIMEOUT") { env["MPIEXEC_TIMEOUT"] = String(cString: t) }
         do {
+            if argv.contains("--agent") { exit(try HostAgent.run(argv)) }
             exit(try run(argv, environment: env))
         } catch {
             let line = "\(error.description)\n"
@@ -66,9 +67,15 @@ public enum Swiftrun {
                 }
                 let ip = options.launcherExec ?? findIP()
                 launches.append(LocalJob.HostLaunch(name: h.name, prefix: [ip, "netns", "exec", h.name]))
-            case .ssh, .slurm:
+            case .ssh:
+                // An agent on the host, reached by ssh (key-based, no prompts: BatchMode).
+                let ssh = options.launcherExec ?? "/usr/bin/ssh"
+                let target = h.user.map { "\($0)@\(h.name)" } ?? h.name
+                launches.append(LocalJob.HostLaunch(name: h.name, prefix: [],
+                                                    agent: [ssh, "-x", "-o", "BatchMode=yes", target]))
+            case .slurm:
                 if used {
-                    throw LaunchError("\(h.name) would need the \(kind.rawValue) launcher, which this build does not have yet; run on this host or on emulated VMs (network namespaces), see docs/swiftrun.md")
+                    throw LaunchError("\(h.name) would need the slurm launcher, which this build does not have yet; see docs/swiftrun.md")
                 }
                 launches.append(LocalJob.HostLaunch(name: h.name, prefix: []))
             }
@@ -97,7 +104,7 @@ public enum Swiftrun {
         }
         let backend = ChildProcess.currentExecutable().split(separator: "/").dropLast().joined(separator: "/")
         let myrback = "/" + backend + "/myrback"
-        if options.pmiPort && launches.contains(where: { !$0.prefix.isEmpty }) {
+        if options.pmiPort && launches.contains(where: { !$0.prefix.isEmpty || $0.agent != nil }) {
             throw LaunchError("--pmi-port serves ranks of this host only (127.0.0.1); emulated VMs use PMI_FD")
         }
         var plan = LocalJob.Plan(apps: apps, placements: placements, bindings: bindings, hosts: launches,

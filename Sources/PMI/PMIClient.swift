@@ -133,7 +133,7 @@ public final class PMIClient {
         exit(code)
     }
 
-    static func connectTCP(_ port: String) throws(PMIError) -> PMILineChannel {
+    public static func connectTCP(_ port: String) throws(PMIError) -> PMILineChannel {
         guard let colon = port.lastIndex(of: ":") else { throw PMIError("PMI_PORT=\(port) is not host:port") }
         let host = String(port[..<colon])
         let service = String(port[port.index(after: colon)...])

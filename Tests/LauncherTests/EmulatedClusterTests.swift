@@ -83,6 +83,7 @@ final class EmulatedClusterTests: XCTestCase {
     func testAHostThatIsNeitherHereNorAVMIsRefusedClearly() {
         let (code, out) = runCapturing(swiftrun, ["--host", "\(vms[0]):1,not-a-vm-\(getpid()):1", "-n", "2", "/bin/true"])
         XCTAssertEqual(code, 2)
-        XCTAssertTrue(out.contains("not-a-vm-\(getpid()) would need the ssh launcher"), out)
+        XCTAssertTrue(out.contains("cannot reach not-a-vm-\(getpid()) (ssh ended with exit code 255"), out)
+        XCTAssertEqual(out.split(separator: "\n").count, 1, "one line, with ssh's own words in it: \(out)")
     }
 }

@@ -101,6 +101,8 @@ int cmx_pipe(int fds[2]);
 int cmx_stream_pair(int fds[2]);
 /// A TCP socket listening on 127.0.0.1 with a port the kernel picks; *port gets it.
 int cmx_listen_loopback(int *port);
+/// A TCP socket listening on every address with a port the kernel picks; *port gets it.
+int cmx_listen_any(int *port);
 /// A self-pipe for signals: the handler writes the signal number; returns the read end.
 int cmx_signal_pipe(void);
 /// Routes `sig` to the signal pipe (SA_RESTART).

@@ -7,6 +7,9 @@ import CMyriXen
 public struct ChildProcess: Sendable {
     public let pid: Int32
 
+    /// A child started by other means (its pid), to wait for and signal.
+    public init(pid: Int32) { self.pid = pid }
+
     public enum Outcome: Equatable, Sendable, CustomStringConvertible {
         case exited(Int32)
         case signalled(Int32)

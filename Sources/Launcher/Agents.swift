@@ -1,0 +1,299 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMyriXen
+import MyriXen
+import PMI
+
+/// swiftrun's side of agents: hosts it cannot fork on (real VMs over ssh) get an agent, a
+/// `swiftrun --agent` started through the launcher command, which connects back over TCP,
+/// proves it belongs to this job with the job's secret, receives its share of the job, starts
+/// those ranks and relays their PMI, output and exits. A stranger on the port gets nothing.
+extension LocalJob {
+    func startAgents() throws(LaunchError) {
+        let hosts = Set(plan.placements.map(\.host)).filter { plan.hosts[$0].agent != nil }.sorted()
+        guard !hosts.isEmpty else { return }
+        var port: Int32 = 0
+        agentListener = cmx_listen_any(&port)
+        guard agentListener >= 0 else { throw LaunchError("cannot listen for agents: \(String(cString: strerror(errno)))", exitCode: 1) }
+        secret = Self.randomSecret()
+        let program = plan.agentProgram ?? ChildProcess.currentExecutable()
+        for h in hosts {
+            let host = plan.hosts[h]
+            let address = Self.addressTowards(host.name) ?? BackendLocation.localHostName()
+            let command = host.agent! + [program, "--agent", "\(address):\(port)", "--host-index", String(h)]
+            var inPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+            guard cmx_pipe(&inPipe) == 0, cmx_pipe(&errPipe) == 0 else { throw LaunchError("pipe: \(String(cString: strerror(errno)))", exitCode: 1) }
+            var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) }
+            argv.append(nil)
+            defer { argv.forEach { free($0) } }
+            var childErrno: Int32 = 0
+            let pid = cmx_spawn_rank(command[0], argv, environ, nil, inPipe[0], -1, errPipe[1], -1, -1, 0, nil, 0, SIGTERM, &childErrno)
+            close(inPipe[0])
+            close(errPipe[1])
+            guard pid > 0 else {
+                close(inPipe[1])
+                throw LaunchError("cannot run \(command[0]) to reach \(host.name): \(String(cString: strerror(childErrno != 0 ? childErrno : errno)))")
+            }
+            // The secret travels on the agent's stdin, never on a command line.
+            let line = secret + "\n"
+            _ = line.withCString { write(inPipe[1], $0, strlen($0)) }
+            close(inPipe[1])
+            agents[h] = AgentLink(process: ChildProcess(pid: pid), stderr: errPipe[0])
+            if plan.verbose { say("agent for \(host.name): \(command.joined(separator: " "))") }
+        }
+    }
+
+    /// The launcher's (ssh's) and the agent's own words: kept until the agent calls back,
+    /// then passed on line by line.
+    func readAgentStderr(_ h: Int) {
+        guard let fd = agents[h]?.stderr, fd >= 0 else { return }
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&pfd, 1, 0) > 0 else { return }
+        let n = read(fd, &chunk, chunk.count)
+        if n <= 0 {
+            close(fd)
+            agents[h]?.stderr = -1
+            return
+        }
+        agents[h]?.stderrText += chunk[..<n]
+        if agents[h]?.channel != nil, let text = agents[h]?.stderrText, let nl = text.lastIndex(of: 10) {
+            LineForwarder.writeAll(LineForwarder.tag(Array(text[...nl]), with: Array("swiftrun: agent on \(plan.hosts[h].name): ".utf8)), to: 2)
+            agents[h]?.stderrText.removeSubrange(...nl)
+        }
+        if let count = agents[h]?.stderrText.count, count > 65536 { agents[h]?.stderrText.removeFirst(count - 65536) }
+    }
+
+    static func randomSecret() -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        let fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
+        if fd >= 0 { _ = read(fd, &bytes, 16); close(fd) }
+        return bytes.map { String($0, radix: 16) }.joined()
+    }
+
+    /// The local address the kernel would use to reach `host` (no packet is sent).
+    static func addressTowards(_ host: String) -> String? {
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        var res: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, "9", &hints, &res) == 0, let a = res else { return nil }
+        defer { freeaddrinfo(res) }
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard connect(fd, a.pointee.ai_addr, a.pointee.ai_addrlen) == 0 else { return nil }
+        var local = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        guard ok == 0 else { return nil }
+        var buf = [CChar](repeating: 0, count: 64)
+        var addr = local.sin_addr
+        inet_ntop(AF_INET, &addr, &buf, 64)
+        return String(cString: buf)
+    }
+
+    func acceptAgent() {
+        let fd = cmx_accept(agentListener)
+        guard fd >= 0 else { return }
+        unauthenticated.append(PMILineChannel(fd: fd))
+    }
+
+    /// The first line must be `cmd=hello secret=S host=H` with this job's secret, for a host
+    /// that waits for its agent; anything else is closed without a word.
+    func authenticate(_ c: PMILineChannel) {
+        let open = (try? c.fill()) ?? false
+        guard let line = c.nextBufferedLine() else {
+            if !open { c.close() }
+            return
+        }
+        guard let m = try? PMIMessage.parse(line), m.command == "hello", AgentWire.value(m, "secret") == secret,
+              let h = m["host"].flatMap(Int.init), agents[h] != nil, agents[h]?.channel == nil else {
+            c.close()
+            return
+        }
+        agents[h]?.channel = c
+        sendJob(to: h, over: c)
+        flushStdin() // input that arrived before this agent did
+    }
+
+    /// The host's share of the job: programs, environment, its ranks, then go.
+    func sendJob(to h: Int, over c: PMILineChannel) {
+        for (i, app) in plan.apps.enumerated() {
+            var fields: [(String, String)] = [("index", String(i)), ("program", app.program)]
+            if let w = app.workingDirectory { fields.append(("wdir", w)) }
+            for a in app.arguments { fields.append(("arg", a)) }
+            for e in app.environment { fields.append(("env", "\(e.name)=\(e.value ?? "")")) }
+            try? c.send(AgentWire.message("app", fields))
+        }
+        for e in plan.environment {
+            let value = e.value ?? getenv(e.name).map { String(cString: $0) } ?? ""
+            try? c.send(AgentWire.message("env", [("name", e.name), ("value", value)]))
+        }
+        for p in plan.placements where p.host == h {
+            try? c.send(AgentWire.message("rank", [("rank", String(p.rank)), ("app", String(p.app)),
+                                                   ("local", String(p.localRank)), ("lsize", String(p.localSize))]))
+        }
+        try? c.send(AgentWire.message("go", [("size", String(plan.placements.count)), ("host", plan.hosts[h].name),
+                                             ("hosts", String(plan.hosts.count)), ("verbose", plan.verbose ? "1" : "0")]))
+    }
+
+    /// What an agent says.
+    func serveAgent(_ h: Int) {
+        guard let c = agents[h]?.channel else { return }
+        let open = (try? c.fill()) ?? false
+        while let line = c.nextBufferedLine() {
+            guard let m = try? PMIMessage.parse(line) else { continue }
+            let rank = m["rank"].flatMap(Int.init)
+            let i = rank.map(index) ?? -1
+            let valid = i >= 0 && i < ranks.count && ranks[i].remote && ranks[i].placement.host == h
+            switch m.command {
+            case "started" where valid:
+                ranks[i].pid = Int32(m["pid"] ?? "") ?? -1
+                if plan.reportBindings { report("[\(plan.hosts[h].name):\(ranks[i].pid)] rank \(rank!) \(AgentWire.value(m, "binding") ?? "")") }
+            case "pmi" where valid:
+                if let text = AgentWire.value(m, "line"), let pm = try? PMIMessage.parse(Substring(text)) { handlePMI(i, pm) }
+            case "out" where valid:
+                let bytes = AgentWire.decodeBytes(m["data"] ?? "%")
+                let fd: Int32 = m["fd"] == "2" ? 2 : 1
+                emit(rank: rank!, fd: fd, bytes)
+            case "exit" where valid && ranks[i].outcome == nil:
+                let outcome: ChildProcess.Outcome = m["signal"].flatMap(Int32.init).map { .signalled($0) } ?? .exited(Int32(m["code"] ?? "1") ?? 1)
+                ranks[i].outcome = outcome
+                rankEnded(i, outcome)
+            case "done":
+                agents[h]?.done = true
+            default:
+                break
+            }
+        }
+        if !open && agents[h]?.done != true {
+            agents[h]?.lost = true
+            c.close()
+            let stranded = ranks.indices.filter { ranks[$0].remote && ranks[$0].placement.host == h && ranks[$0].outcome == nil }
+            for k in stranded { ranks[k].outcome = .signalled(SIGKILL) }
+            if ending == nil && !stranded.isEmpty {
+                say("lost the agent of \(plan.hosts[h].name) (its connection closed); ending the job")
+                end(.failed(code: 1), with: SIGTERM)
+            }
+        }
+    }
+
+    /// Output of a remote rank, as the controller writes it (tagged, or to its files).
+    func emit(rank: Int, fd: Int32, _ bytes: [UInt8]) {
+        let tagged = plan.tagOutput ? LineForwarder.tag(bytes, with: Array("[\(rank)] ".utf8)) : bytes
+        if let dir = plan.outputDirectory {
+            let path = "\(dir)/rank.\(rank).\(fd == 2 ? "err" : "out")"
+            let f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            guard f >= 0 else { return }
+            LineForwarder.writeAll(tagged, to: f)
+            close(f)
+        } else {
+            LineForwarder.writeAll(tagged, to: fd)
+        }
+    }
+
+    // MARK: the agent's side
+
+    /// What swiftrun tells an agent once its ranks run. With `read: false`, only what is
+    /// already buffered (lines that came right behind the job description).
+    func serveUpstream(read: Bool = true) {
+        guard case let .agent(up) = role else { return }
+        let open = read ? ((try? up.fill()) ?? false) : true
+        while let line = up.nextBufferedLine() {
+            guard let m = try? PMIMessage.parse(line) else { continue }
+            switch m.command {
+            case "pmi":
+                if let r = m["rank"].flatMap(Int.init), let i = indexOfRank[r], let text = AgentWire.value(m, "line"),
+                   let pm = try? PMIMessage.parse(Substring(text)) {
+                    try? ranks[i].pmi?.send(pm)
+                }
+            case "stdin":
+                stdinBuffer += AgentWire.decodeBytes(m["data"] ?? "%")
+                flushStdin()
+            case "stdin_eof":
+                stdinOpen = false
+                flushStdin()
+            case "kill":
+                let sig = Int32(m["sig"] ?? "") ?? SIGKILL
+                killAll(sig)
+            default:
+                break
+            }
+        }
+        if !open {
+            // swiftrun is gone: nothing of the job may outlive it.
+            up.close()
+            killAll(SIGKILL)
+        }
+    }
+}
+
+/// `swiftrun --agent HOST:PORT --host-index H`: reads the job's secret on stdin, connects to
+/// swiftrun, receives its share of the job and runs it.
+public enum HostAgent {
+    public static func run(_ argv: [String]) throws(LaunchError) -> Int32 {
+        guard let i = argv.firstIndex(of: "--agent"), i + 1 < argv.count,
+              let j = argv.firstIndex(of: "--host-index"), j + 1 < argv.count, let h = Int(argv[j + 1]) else {
+            throw LaunchError("usage: swiftrun --agent HOST:PORT --host-index N (started by swiftrun, not by hand)")
+        }
+        guard let secret = readLine(strippingNewline: true), !secret.isEmpty else {
+            throw LaunchError("agent: no job secret on standard input")
+        }
+        let up: PMILineChannel
+        do { up = try PMIClient.connectTCP(argv[i + 1]) } catch {
+            throw LaunchError("agent: cannot reach swiftrun at \(argv[i + 1]): \(error.message)", exitCode: 1)
+        }
+        try? up.send(AgentWire.message("hello", [("secret", secret), ("host", String(h))]))
+        var apps: [Int: AppSpec] = [:]
+        var environment: [(name: String, value: String?)] = []
+        var placements: [RankPlacement] = []
+        var size = 0, hostCount = 0, hostName = "", verbose = false
+        receiving: while true {
+            let m: PMIMessage
+            do { m = try up.receive() } catch { throw LaunchError("agent: swiftrun went away before the job arrived", exitCode: 1) }
+            switch m.command {
+            case "app":
+                guard let k = m["index"].flatMap(Int.init), let program = AgentWire.value(m, "program") else { continue }
+                var app = AppSpec(program: program, arguments: AgentWire.values(m, "arg"))
+                app.workingDirectory = AgentWire.value(m, "wdir")
+                app.environment = AgentWire.values(m, "env").map { e in
+                    let parts = e.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                    return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+                }
+                apps[k] = app
+            case "env":
+                if let n = AgentWire.value(m, "name") { environment.append((n, AgentWire.value(m, "value") ?? "")) }
+            case "rank":
+                guard let r = m["rank"].flatMap(Int.init), let a = m["app"].flatMap(Int.init),
+                      let l = m["local"].flatMap(Int.init), let ls = m["lsize"].flatMap(Int.init) else { continue }
+                placements.append(RankPlacement(rank: r, host: h, app: a, localRank: l, localSize: ls))
+            case "go":
+                size = Int(m["size"] ?? "") ?? 0
+                hostCount = Int(m["hosts"] ?? "") ?? (h + 1)
+                hostName = AgentWire.value(m, "host") ?? BackendLocation.localHostName()
+                verbose = m["verbose"] == "1"
+                break receiving
+            default:
+                continue
+            }
+        }
+        let appList = (0..<apps.count).compactMap { apps[$0] }
+        guard appList.count == apps.count, size > 0 else { throw LaunchError("agent: the job description was incomplete", exitCode: 1) }
+        var bindings = [Binding](repeating: .unbound, count: size)
+        if let t = try? HostTopology.load() {
+            let plan = Binder.plan(localRanks: placements.count, mapBy: .slot, bindTo: nil, topology: t)
+            for p in placements { bindings[p.rank] = plan[p.localRank] }
+        }
+        let hosts = (0..<max(hostCount, h + 1)).map { LocalJob.HostLaunch(name: $0 == h ? hostName : "", prefix: []) }
+        let myrback = ChildProcess.currentExecutable().split(separator: "/").dropLast().joined(separator: "/")
+        let plan = LocalJob.Plan(apps: appList, placements: placements, bindings: bindings, hosts: hosts,
+                                 environment: environment, tagOutput: false, outputDirectory: nil, timeoutSeconds: nil,
+                                 reportBindings: false, verbose: verbose,
+                                 backendExecutable: access("/\(myrback)/myrback", X_OK) == 0 ? "/\(myrback)/myrback" : nil)
+        let job = LocalJob(plan, size: size)
+        job.role = .agent(upstream: up)
+        return try job.run()
+    }
+}
