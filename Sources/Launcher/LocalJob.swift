@@ -180,7 +180,9 @@ public final class LocalJob {
             let ranksHere = plan.placements.filter { $0.host == h }.count
             let boards = min(MXLimits.maxBoards, max(1, (ranksHere + MXLimits.endpointsPerBoard - 1) / MXLimits.endpointsPerBoard))
             var args = ["--socket", socket, "--foreground", "--boards", String(boards)]
-            if !host.prefix.isEmpty { args += ["--hostname", host.name] }
+            // An emulated VM, or a host an agent serves, names its boards after the job's name for
+            // the host: distinct NIC ids even where hosts share a kernel hostname.
+            if !host.prefix.isEmpty || isAgent { args += ["--hostname", host.name] }
             let command = host.prefix + [exe] + args
             do {
                 backends[h] = (try ChildProcess.spawnTied(command[0], Array(command.dropFirst())), socket)
@@ -229,7 +231,7 @@ public final class LocalJob {
             guard pmiListener >= 0 else { throw LaunchError("cannot listen for PMI on 127.0.0.1: \(String(cString: strerror(errno)))", exitCode: 1) }
             base["PMI_PORT"] = "127.0.0.1:\(port)"
         }
-        let size = plan.placements.count
+        let size = server.size // the whole job (an agent starts only its host's share)
         let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { close(devnull) }
         if let dir = plan.outputDirectory {
