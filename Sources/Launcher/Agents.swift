@@ -18,34 +18,54 @@ extension LocalJob {
         guard agentListener >= 0 else { throw LaunchError("cannot listen for agents: \(String(cString: strerror(errno)))", exitCode: 1) }
         secret = Self.randomSecret()
         let program = plan.agentProgram ?? ChildProcess.currentExecutable()
-        for h in hosts {
+        // ssh: one command per host. Slurm: one srun step over all the allocation's hosts,
+        // one agent a node, each finding its host by the node it runs on.
+        let slurmHosts = hosts.filter { plan.hosts[$0].slurm }
+        for h in hosts where !plan.hosts[h].slurm {
             let host = plan.hosts[h]
             let address = Self.addressTowards(host.name) ?? BackendLocation.localHostName()
-            let command = host.agent! + [program, "--agent", "\(address):\(port)", "--host-index", String(h)]
-            var inPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
-            guard cmx_pipe(&inPipe) == 0, cmx_pipe(&errPipe) == 0 else { throw LaunchError("pipe: \(String(cString: strerror(errno)))", exitCode: 1) }
-            var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) }
-            argv.append(nil)
-            defer { argv.forEach { free($0) } }
-            var childErrno: Int32 = 0
-            let pid = cmx_spawn_rank(command[0], argv, environ, nil, inPipe[0], -1, errPipe[1], -1, -1, 0, nil, 0, SIGTERM, &childErrno)
-            close(inPipe[0])
-            close(errPipe[1])
-            guard pid > 0 else {
-                close(inPipe[1])
-                throw LaunchError("cannot run \(command[0]) to reach \(host.name): \(String(cString: strerror(childErrno != 0 ? childErrno : errno)))")
-            }
-            // The secret travels on the agent's stdin, never on a command line.
-            let line = secret + "\n"
-            _ = line.withCString { write(inPipe[1], $0, strlen($0)) }
-            close(inPipe[1])
-            agents[h] = AgentLink(process: ChildProcess(pid: pid), stderr: errPipe[0])
-            if plan.verbose { say("agent for \(host.name): \(command.joined(separator: " "))") }
+            let pid = try spawnAgent(host.agent! + [program, "--agent", "\(address):\(port)", "--host-index", String(h)], for: host.name)
+            agents[h] = AgentLink(process: ChildProcess(pid: pid.0), stderr: pid.1)
+        }
+        if let first = slurmHosts.first {
+            let names = slurmHosts.map { plan.hosts[$0].name }
+            let map = slurmHosts.map { "\(plan.hosts[$0].name)=\($0)" }.joined(separator: ",")
+            let srun = plan.hosts[first].agent![0]
+            let command = [srun, "--nodelist=\(names.joined(separator: ","))", "-N", String(names.count), "-n", String(names.count),
+                           "--ntasks-per-node=1", "--input=all", "--kill-on-bad-exit=1", "--mpi=none",
+                           program, "--agent", "slurm-launch-node:\(port)", "--host-index", "slurm:" + map]
+            let (pid, err) = try spawnAgent(command, for: names.joined(separator: ","))
+            for h in slurmHosts { agents[h] = AgentLink(process: h == first ? ChildProcess(pid: pid) : nil, stderr: h == first ? err : -1) }
         }
     }
 
-    /// The launcher's (ssh's) and the agent's own words: kept until the agent calls back,
-    /// then passed on line by line.
+    /// Starts a launcher command for agents; the secret goes down its stdin. Returns its pid
+    /// and the read end of its stderr.
+    func spawnAgent(_ command: [String], for what: String) throws(LaunchError) -> (Int32, Int32) {
+        var inPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+        guard cmx_pipe(&inPipe) == 0, cmx_pipe(&errPipe) == 0 else { throw LaunchError("pipe: \(String(cString: strerror(errno)))", exitCode: 1) }
+        var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) }
+        argv.append(nil)
+        defer { argv.forEach { free($0) } }
+        var childErrno: Int32 = 0
+        let pid = cmx_spawn_rank(command[0], argv, environ, nil, inPipe[0], -1, errPipe[1], -1, -1, 0, nil, 0, SIGTERM, &childErrno)
+        close(inPipe[0])
+        close(errPipe[1])
+        guard pid > 0 else {
+            close(inPipe[1])
+            close(errPipe[0])
+            throw LaunchError("cannot run \(command[0]) to reach \(what): \(String(cString: strerror(childErrno != 0 ? childErrno : errno)))")
+        }
+        // The secret travels on the agent's stdin, never on a command line.
+        let line = secret + "\n"
+        _ = line.withCString { write(inPipe[1], $0, strlen($0)) }
+        close(inPipe[1])
+        if plan.verbose { say("agents for \(what): \(command.joined(separator: " "))") }
+        return (pid, errPipe[0])
+    }
+
+    /// The launcher's (ssh's, srun's) and the agents' own words: kept until the agent calls
+    /// back, then passed on line by line.
     func readAgentStderr(_ h: Int) {
         guard let fd = agents[h]?.stderr, fd >= 0 else { return }
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -235,15 +255,29 @@ extension LocalJob {
 public enum HostAgent {
     public static func run(_ argv: [String]) throws(LaunchError) -> Int32 {
         guard let i = argv.firstIndex(of: "--agent"), i + 1 < argv.count,
-              let j = argv.firstIndex(of: "--host-index"), j + 1 < argv.count, let h = Int(argv[j + 1]) else {
+              let j = argv.firstIndex(of: "--host-index"), j + 1 < argv.count else {
             throw LaunchError("usage: swiftrun --agent HOST:PORT --host-index N (started by swiftrun, not by hand)")
+        }
+        func env(_ n: String) -> String? { getenv(n).map { String(cString: $0) } }
+        // Under srun: this agent's host is the node it runs on; swiftrun is on the launch node.
+        var h = Int(argv[j + 1]) ?? -1
+        if argv[j + 1].hasPrefix("slurm:"), let node = env("SLURMD_NODENAME") {
+            for pair in argv[j + 1].dropFirst(6).split(separator: ",") {
+                let kv = pair.split(separator: "=")
+                if kv.count == 2, kv[0] == node { h = Int(kv[1]) ?? -1 }
+            }
+        }
+        guard h >= 0 else { throw LaunchError("agent: no host index for this node (\(argv[j + 1]))") }
+        var controller = argv[i + 1]
+        if controller.hasPrefix("slurm-launch-node:") {
+            controller = (env("SLURM_LAUNCH_NODE_IPADDR") ?? "127.0.0.1") + controller.dropFirst("slurm-launch-node".count)
         }
         guard let secret = readLine(strippingNewline: true), !secret.isEmpty else {
             throw LaunchError("agent: no job secret on standard input")
         }
         let up: PMILineChannel
-        do { up = try PMIClient.connectTCP(argv[i + 1]) } catch {
-            throw LaunchError("agent: cannot reach swiftrun at \(argv[i + 1]): \(error.message)", exitCode: 1)
+        do { up = try PMIClient.connectTCP(controller) } catch {
+            throw LaunchError("agent: cannot reach swiftrun at \(controller): \(error.message)", exitCode: 1)
         }
         try? up.send(AgentWire.message("hello", [("secret", secret), ("host", String(h))]))
         var apps: [Int: AppSpec] = [:]

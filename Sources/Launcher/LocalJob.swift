@@ -20,11 +20,14 @@ public final class LocalJob {
         /// For a host reached through an agent: the command that reaches it (ssh ...); the
         /// agent program and its arguments follow.
         public var agent: [String]?
+        /// The agent is started by one `srun` step for all such hosts (`agent` is the srun).
+        public var slurm = false
 
-        public init(name: String, prefix: [String], agent: [String]? = nil) {
+        public init(name: String, prefix: [String], agent: [String]? = nil, slurm: Bool = false) {
             self.name = name
             self.prefix = prefix
             self.agent = agent
+            self.slurm = slurm
         }
     }
 

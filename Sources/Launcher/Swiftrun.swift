@@ -10,7 +10,9 @@ public enum Swiftrun {
     public static func main() -> Never {
         let argv = Array(CommandLine.arguments.dropFirst())
         var env: [String: String] = [:]
-        if let t = getenv("MPIEXEC_TIMEOUT") { env["MPIEXEC_TIMEOUT"] = String(cString: t) }
+        for name in ["MPIEXEC_TIMEOUT", "SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_TASKS_PER_NODE"] {
+            if let v = getenv(name) { env[name] = String(cString: v) }
+        }
         do {
             if argv.contains("--agent") { exit(try HostAgent.run(argv)) }
             exit(try run(argv, environment: env))
@@ -25,21 +27,26 @@ public enum Swiftrun {
         let options = try LaunchOptions.parse(argv, environment: environment)
         if options.showHelp { print(LaunchOptions.usage); return 0 }
         if options.showVersion { print(version); return 0 }
-        let plan = try makePlan(options)
+        let plan = try makePlan(options, environment: environment)
         return try LocalJob(plan).run()
     }
 
     /// Hosts, placements, bindings and programs, checked before anything starts.
-    public static func makePlan(_ options: LaunchOptions) throws(LaunchError) -> LocalJob.Plan {
+    public static func makePlan(_ options: LaunchOptions, environment: [String: String] = [:]) throws(LaunchError) -> LocalJob.Plan {
         let here = BackendLocation.localHostName()
         var hosts: [HostEntry]
         var source: String
+        var inSlurm = false
         if let file = options.hostfile {
             hosts = try Hostfile.load(file)
             source = file
         } else if let list = options.hostList {
             hosts = try Hostfile.parseHostList(list)
             source = "--host \(list)"
+        } else if let slurm = try SlurmAllocation.hosts(environment: environment) {
+            hosts = slurm
+            source = "the Slurm allocation"
+            inSlurm = true
         } else {
             hosts = [HostEntry(name: here, slots: nil)]
             source = "this host"
@@ -54,7 +61,7 @@ public enum Swiftrun {
         var launches: [LocalJob.HostLaunch] = []
         for (i, h) in hosts.enumerated() {
             let used = placements.contains { $0.host == i }
-            let kind = options.launcher ?? (isLocal(h.name, here: here) ? .fork : isNamespace(h.name) ? .netns : .ssh)
+            let kind = options.launcher ?? (inSlurm ? .slurm : isLocal(h.name, here: here) ? .fork : isNamespace(h.name) ? .netns : .ssh)
             switch kind {
             case .fork:
                 if used && !isLocal(h.name, here: here) {
@@ -74,10 +81,11 @@ public enum Swiftrun {
                 launches.append(LocalJob.HostLaunch(name: h.name, prefix: [],
                                                     agent: [ssh, "-x", "-o", "BatchMode=yes", target]))
             case .slurm:
-                if used {
-                    throw LaunchError("\(h.name) would need the slurm launcher, which this build does not have yet; see docs/swiftrun.md")
+                // Agents started by one srun step over the allocation's nodes (see startAgents).
+                guard environment["SLURM_JOB_ID"] != nil else {
+                    throw LaunchError("--launcher slurm works inside a Slurm allocation (salloc, sbatch); SLURM_JOB_ID is not set")
                 }
-                launches.append(LocalJob.HostLaunch(name: h.name, prefix: []))
+                launches.append(LocalJob.HostLaunch(name: h.name, prefix: [], agent: [options.launcherExec ?? "srun"], slurm: true))
             }
         }
         let apps = try options.apps.map { (app) throws(LaunchError) -> AppSpec in
