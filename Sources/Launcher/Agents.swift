@@ -78,11 +78,16 @@ extension LocalJob {
             return
         }
         agents[h]?.stderrText += chunk[..<n]
+        passOnAgentStderr(h)
+        if let count = agents[h]?.stderrText.count, count > 65536 { agents[h]?.stderrText.removeFirst(count - 65536) }
+    }
+
+    /// Once the agent called back, what it (or its launcher) said goes to our stderr.
+    func passOnAgentStderr(_ h: Int) {
         if agents[h]?.channel != nil, let text = agents[h]?.stderrText, let nl = text.lastIndex(of: 10) {
             LineForwarder.writeAll(LineForwarder.tag(Array(text[...nl]), with: Array("swiftrun: agent on \(plan.hosts[h].name): ".utf8)), to: 2)
             agents[h]?.stderrText.removeSubrange(...nl)
         }
-        if let count = agents[h]?.stderrText.count, count > 65536 { agents[h]?.stderrText.removeFirst(count - 65536) }
     }
 
     static func randomSecret() -> String {
@@ -134,6 +139,7 @@ extension LocalJob {
             return
         }
         agents[h]?.channel = c
+        passOnAgentStderr(h)
         sendJob(to: h, over: c)
         flushStdin() // input that arrived before this agent did
     }
@@ -156,7 +162,46 @@ extension LocalJob {
                                                    ("local", String(p.localRank)), ("lsize", String(p.localSize))]))
         }
         try? c.send(AgentWire.message("go", [("size", String(plan.placements.count)), ("host", plan.hosts[h].name),
-                                             ("hosts", String(plan.hosts.count)), ("verbose", plan.verbose ? "1" : "0")]))
+                                             ("hosts", String(plan.hosts.count)), ("verbose", plan.verbose ? "1" : "0"),
+                                             ("kvsname", server.kvsname), ("mapping", server.kvs["PMI_process_mapping"] ?? "")]))
+    }
+
+    /// Every rank entered the barrier: local ranks are answered directly, each agent once for
+    /// its whole host, with the puts its cache lacks.
+    func released() {
+        let delta = server.takeDelta()
+        for k in ranks.indices where ranks[k].outcome == nil && !ranks[k].remote {
+            try? ranks[k].pmi?.send(PMIMessage("barrier_out", [("rc", "0")]))
+        }
+        for (_, a) in agents where !a.done && !a.lost {
+            try? a.channel?.send(PMIMessage("barrier_out", delta.map { (AgentWire.encode($0.key), AgentWire.encode($0.value)) }))
+        }
+    }
+
+    /// Agent: a rank's PMI line goes to the host's proxy.
+    func proxyHandle(_ i: Int, _ line: Substring) {
+        guard let m = try? PMIMessage.parse(line) else { return }
+        if proxy == nil { relay(i, line); return }
+        perform(proxy!.handle(m, from: ranks[i].placement.rank), for: i, line: line)
+    }
+
+    func relay(_ i: Int, _ line: Substring) {
+        guard case let .agent(up) = role else { return }
+        try? up.send(AgentWire.message("pmi", [("rank", String(ranks[i].placement.rank)), ("line", String(line))]))
+    }
+
+    func perform(_ actions: [PMIProxy.Action], for i: Int, line: Substring? = nil) {
+        guard case let .agent(up) = role else { return }
+        for a in actions {
+            switch a {
+            case let .reply(m): try? ranks[i].pmi?.send(m)
+            case .relay: if let line { relay(i, line) }
+            case let .barrier(entered, puts):
+                var fields: [(String, String)] = [("ranks", entered.map(String.init).joined(separator: ","))]
+                for p in puts { if let f = p.fields.first { fields.append(("kv", AgentWire.encode(f.key) + "=" + AgentWire.encode(f.value))) } }
+                try? up.send(AgentWire.message("barrier", fields))
+            }
+        }
     }
 
     /// What an agent says.
@@ -174,6 +219,16 @@ extension LocalJob {
                 if plan.reportBindings { report("[\(plan.hosts[h].name):\(ranks[i].pid)] rank \(rank!) \(AgentWire.value(m, "binding") ?? "")") }
             case "pmi" where valid:
                 if let text = AgentWire.value(m, "line"), let pm = try? PMIMessage.parse(Substring(text)) { handlePMI(i, pm) }
+            case "barrier":
+                // A whole host entered, with its puts: one message per host per barrier.
+                let entered = (AgentWire.value(m, "ranks") ?? "").split(separator: ",").compactMap { Int($0) }
+                    .filter { r in let k = index(r); return k >= 0 && k < ranks.count && ranks[k].remote && ranks[k].placement.host == h }
+                let puts = AgentWire.values(m, "kv").compactMap { (kv: String) -> (key: String, value: String)? in
+                    let parts = kv.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                    return parts.count == 2 ? (AgentWire.decode(String(parts[0])), AgentWire.decode(String(parts[1]))) : nil
+                }
+                if plan.verbose { say("PMI host \(plan.hosts[h].name): barrier for ranks \(entered) with \(puts.count) put(s)") }
+                handleEvents(server.hostEntered(ranks: entered, puts: puts))
             case "out" where valid:
                 let bytes = AgentWire.decodeBytes(m["data"] ?? "%")
                 let fd: Int32 = m["fd"] == "2" ? 2 : 1
@@ -229,6 +284,11 @@ extension LocalJob {
                    let pm = try? PMIMessage.parse(Substring(text)) {
                     try? ranks[i].pmi?.send(pm)
                 }
+            case "barrier_out":
+                let delta = m.fields.map { (key: AgentWire.decode($0.key), value: AgentWire.decode($0.value)) }
+                for r in proxy?.release(delta) ?? [] {
+                    if let i = indexOfRank[r] { try? ranks[i].pmi?.send(PMIMessage("barrier_out", [("rc", "0")])) }
+                }
             case "stdin":
                 stdinBuffer += AgentWire.decodeBytes(m["data"] ?? "%")
                 flushStdin()
@@ -283,7 +343,7 @@ public enum HostAgent {
         var apps: [Int: AppSpec] = [:]
         var environment: [(name: String, value: String?)] = []
         var placements: [RankPlacement] = []
-        var size = 0, hostCount = 0, hostName = "", verbose = false
+        var size = 0, hostCount = 0, hostName = "", verbose = false, kvsname = "", mapping = ""
         receiving: while true {
             let m: PMIMessage
             do { m = try up.receive() } catch { throw LaunchError("agent: swiftrun went away before the job arrived", exitCode: 1) }
@@ -308,6 +368,8 @@ public enum HostAgent {
                 hostCount = Int(m["hosts"] ?? "") ?? (h + 1)
                 hostName = AgentWire.value(m, "host") ?? BackendLocation.localHostName()
                 verbose = m["verbose"] == "1"
+                kvsname = AgentWire.value(m, "kvsname") ?? ""
+                mapping = AgentWire.value(m, "mapping") ?? ""
                 break receiving
             default:
                 continue
@@ -328,6 +390,9 @@ public enum HostAgent {
                                  backendExecutable: access("/\(myrback)/myrback", X_OK) == 0 ? "/\(myrback)/myrback" : nil)
         let job = LocalJob(plan, size: size)
         job.role = .agent(upstream: up)
+        var appnum = [Int](repeating: 0, count: size)
+        for p in placements where p.rank < size { appnum[p.rank] = p.app }
+        job.proxy = PMIProxy(size: size, kvsname: kvsname, appnum: appnum, ranks: Set(placements.map(\.rank)), processMapping: mapping)
         return try job.run()
     }
 }

@@ -103,6 +103,8 @@ public final class LocalJob {
     var indexOfRank: [Int: Int] = [:]
     var agents: [Int: AgentLink] = [:]
     var agentListener: Int32 = -1
+    /// Agent: its host's share of PMI (answers locally, one barrier message per host).
+    var proxy: PMIProxy?
     var secret = ""
     var unauthenticated: [PMILineChannel] = []
     var server: PMIServer
@@ -472,6 +474,7 @@ public final class LocalJob {
             case let .exited(c): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("code", String(c))]))
             case let .signalled(sg): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("signal", String(sg))]))
             }
+            if let actions = proxy?.rankExited(r.placement.rank) { perform(actions, for: i) }
             return
         }
         let who = "rank \(r.placement.rank) (pid \(r.pid)) on \(hostname(of: r.placement.rank))"
@@ -501,9 +504,8 @@ public final class LocalJob {
             if !open { c.close() }
         }
         while let line = c.nextBufferedLine() {
-            if case let .agent(up) = role {
-                // The agent relays; swiftrun's PMI server answers.
-                try? up.send(AgentWire.message("pmi", [("rank", String(ranks[i].placement.rank)), ("line", String(line))]))
+            if case .agent = role {
+                proxyHandle(i, line)
                 continue
             }
             guard let m = try? PMIMessage.parse(line) else {
@@ -530,9 +532,13 @@ public final class LocalJob {
             if plan.verbose { say("PMI rank \(ranks[i].placement.rank): \(m)") }
             let out = server.handle(m, from: ranks[i].placement.rank)
             for reply in out.replies { sendPMI(i, reply) }
-            for b in out.broadcast {
-                for k in ranks.indices where ranks[k].outcome == nil { sendPMI(k, b) }
-            }
+            handleEvents(out)
+        }
+    }
+
+    /// What the PMI server's answer means for the job: finalizes, aborts, a released barrier.
+    func handleEvents(_ out: PMIServer.Outcome) {
+        do {
             for e in out.events {
                 switch e {
                 case let .finalized(rank): ranks[index(rank)].finalized = true
@@ -541,7 +547,7 @@ public final class LocalJob {
                         say("rank \(rank) (pid \(ranks[index(rank)].pid)) on \(hostname(of: rank)) aborted the job with code \(code)\(message.isEmpty ? "" : ": \(message)")")
                         end(.failed(code: code), with: SIGTERM)
                     }
-                case .barrierReleased: break
+                case .barrierReleased: released()
                 }
             }
             if server.barrierIsStranded && ending == nil {

@@ -26,6 +26,8 @@ public struct PMIServer {
     public let kvsname: String
     public let appnum: [Int]
     public private(set) var kvs: [String: String]
+    /// Puts since the last released barrier: what agents' caches still lack.
+    public private(set) var sinceRelease: [(key: String, value: String)] = []
     var inBarrier: Set<Int> = []
     public private(set) var finalized: Set<Int> = []
     public private(set) var initialized: Set<Int> = []
@@ -92,6 +94,7 @@ public struct PMIServer {
                 break
             }
             kvs[key] = value
+            sinceRelease.append((key, value))
             reply("put_result", [("rc", "0")])
         case "get":
             if let key = m["key"], m["kvsname"] == nil || m["kvsname"] == kvsname, let v = kvs[key] {
@@ -101,11 +104,7 @@ public struct PMIServer {
             }
         case "barrier_in":
             inBarrier.insert(rank)
-            if inBarrier.count == size {
-                inBarrier.removeAll()
-                out.broadcast.append(PMIMessage("barrier_out", [("rc", "0")]))
-                out.events.append(.barrierReleased)
-            }
+            releaseIfComplete(&out)
         case "finalize":
             finalized.insert(rank)
             reply("finalize_ack", [("rc", "0")])
@@ -120,6 +119,103 @@ public struct PMIServer {
         return out
     }
 
+    mutating func releaseIfComplete(_ out: inout Outcome) {
+        if inBarrier.count == size {
+            inBarrier.removeAll()
+            out.broadcast.append(PMIMessage("barrier_out", [("rc", "0")]))
+            out.events.append(.barrierReleased)
+        }
+    }
+
+    /// An agent's whole host entered the barrier at once, with the puts its ranks made since
+    /// the last one (per-host combining: one message per host per barrier).
+    public mutating func hostEntered(ranks: [Int], puts: [(key: String, value: String)]) -> Outcome {
+        var out = Outcome()
+        for (k, v) in puts {
+            kvs[k] = v
+            sinceRelease.append((k, v))
+        }
+        for r in ranks where r >= 0 && r < size { inBarrier.insert(r) }
+        releaseIfComplete(&out)
+        return out
+    }
+
+    /// The puts since the last release, to send to agents with it; starts a new round.
+    public mutating func takeDelta() -> [(key: String, value: String)] {
+        defer { sinceRelease.removeAll() }
+        return sinceRelease
+    }
+
+    /// An agent's cache takes what the other hosts put.
+    public mutating func merge(_ entries: [(key: String, value: String)]) {
+        for (k, v) in entries { kvs[k] = v }
+    }
+
     /// Whether a barrier waits on a rank that left (the job can never finish).
     public var barrierIsStranded: Bool { !inBarrier.isEmpty && !departed.isEmpty }
+}
+
+/// An agent's PMI for its host's ranks: it answers what needs no other host (init, maxes,
+/// appnum, kvsname, universe size, puts, gets it can answer from its cache), holds barrier
+/// entries until all its live ranks are in, and then sends swiftrun one message with them
+/// and the host's puts. Everything else (gets it cannot answer, finalize, abort) is relayed.
+public struct PMIProxy {
+    public enum Action: Equatable {
+        case reply(PMIMessage)
+        case relay
+        case barrier(ranks: [Int], puts: [PMIMessage])
+    }
+
+    var local: PMIServer
+    let ranks: Set<Int>
+    var waiting: Set<Int> = []
+    var gone: Set<Int> = []
+    var pending: [(key: String, value: String)] = []
+
+    public init(size: Int, kvsname: String, appnum: [Int], ranks: Set<Int>, processMapping: String) {
+        local = PMIServer(size: size, kvsname: kvsname, appnum: appnum, processMapping: processMapping)
+        self.ranks = ranks
+    }
+
+    public mutating func handle(_ m: PMIMessage, from rank: Int) -> [Action] {
+        switch m.command {
+        case "init", "get_maxes", "get_appnum", "get_my_kvsname", "get_universe_size":
+            return local.handle(m, from: rank).replies.map(Action.reply)
+        case "put":
+            let out = local.handle(m, from: rank)
+            if out.replies.first?.rc == 0, let k = m["key"], let v = m["value"] { pending.append((k, v)) }
+            return out.replies.map(Action.reply)
+        case "get":
+            if let k = m["key"], local.kvs[k] != nil { return local.handle(m, from: rank).replies.map(Action.reply) }
+            return [.relay]
+        case "barrier_in":
+            waiting.insert(rank)
+            return barrierIfComplete()
+        default:
+            return [.relay]
+        }
+    }
+
+    /// One of the host's ranks ended: the host's barrier no longer waits for it.
+    public mutating func rankExited(_ rank: Int) -> [Action] {
+        gone.insert(rank)
+        waiting.remove(rank)
+        return barrierIfComplete()
+    }
+
+    mutating func barrierIfComplete() -> [Action] {
+        guard !waiting.isEmpty, waiting.union(gone) == ranks else { return [] }
+        let entered = waiting.sorted()
+        let puts = pending.map { PMIMessage("kv", [($0.key, $0.value)]) }
+        pending.removeAll()
+        return [.barrier(ranks: entered, puts: puts)]
+    }
+
+    /// swiftrun released the barrier with every put made since the last one: the ranks that
+    /// waited are answered.
+    public mutating func release(_ delta: [(key: String, value: String)]) -> [Int] {
+        local.merge(delta)
+        defer { waiting.removeAll() }
+        return waiting.sorted()
+    }
 }

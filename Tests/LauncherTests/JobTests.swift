@@ -208,6 +208,38 @@ final class JobTests: XCTestCase {
         XCTAssertEqual(run(["-f", path, "-n", "3", "--oversubscribe", rank, "ring", marker]).code, 0)
     }
 
+    func testAgentsCombineBarriersPerHostAndStrangersGetNothing() throws {
+        // An "ssh" that runs the agent right here, after a stranger tried the job's port with a
+        // wrong secret.
+        let fake = "/tmp/srtest-fakessh-\(getpid())"
+        defer { unlink(fake) }
+        let f = fopen(fake, "w")!
+        fputs("""
+        #!/bin/bash
+        while [ $# -gt 0 ]; do case "$1" in -x) shift ;; -o) shift 2 ;; *) break ;; esac; done
+        shift
+        addr=$3
+        exec 5<>/dev/tcp/${addr%:*}/${addr#*:}; echo "cmd=hello secret=guess host=$5" >&5
+        if read -t 2 line <&5; then echo "stranger got: $line" >&2; else echo "stranger got nothing" >&2; fi
+        exec 5<&-
+        exec "$@"
+
+        """, f)
+        fclose(f)
+        chmod(fake, 0o755)
+        let program = try buildMPICHProgram()
+        let r = run(["-v", "--launcher", "ssh", "--launcher-exec", fake, "--host", "hostA:2,hostB:2", program, marker])
+        XCTAssertEqual(r.code, 0, r.output)
+        XCTAssertEqual(r.output.split(separator: "\n").filter { $0.hasSuffix("sum 6 ok") }.count, 4, r.output)
+        XCTAssertEqual(r.output.components(separatedBy: "stranger got nothing").count - 1, 2, r.output)
+        XCTAssertFalse(r.output.contains("stranger got: "), r.output)
+        let hostBarriers = r.output.split(separator: "\n").filter { $0.contains("barrier for ranks") }
+        XCTAssertGreaterThan(hostBarriers.count, 0)
+        XCTAssertEqual(hostBarriers.count % 2, 0, "one message per host per barrier")
+        XCTAssertFalse(r.output.contains("cmd=barrier_in"), "no rank's barrier_in travels to swiftrun on its own")
+        XCTAssertFalse(r.output.contains("cmd=get_maxes"), "agents answer what needs no other host")
+    }
+
     // MARK: failures
 
     func testARankExitingNonZeroEndsTheJobWithItsCode() {

@@ -59,4 +59,34 @@ final class PMIServerTests: XCTestCase {
         XCTAssertThrowsError(try message("cmd=put novalue"))
         XCTAssertEqual(PMIMessage("set", [("rank", "3")]).line, "cmd=set rank=3\n")
     }
+
+    func testAnAgentsProxyAnswersLocallyAndCombinesTheBarrier() throws {
+        var proxy = PMIProxy(size: 4, kvsname: "kvs_9_0", appnum: [0, 0, 1, 1], ranks: [2, 3], processMapping: "(vector,(0,2,2))")
+        XCTAssertEqual(proxy.handle(try message("cmd=init pmi_version=1 pmi_subversion=1"), from: 2),
+                       [.reply(try message("cmd=response_to_init rc=0 pmi_version=1 pmi_subversion=1"))])
+        XCTAssertEqual(proxy.handle(try message("cmd=get_appnum"), from: 3), [.reply(try message("cmd=appnum rc=0 appnum=1"))])
+        XCTAssertEqual(proxy.handle(try message("cmd=get kvsname=kvs_9_0 key=PMI_process_mapping"), from: 2),
+                       [.reply(try message("cmd=get_result rc=0 value=(vector,(0,2,2))"))], "answered from the cache")
+        XCTAssertEqual(proxy.handle(try message("cmd=put kvsname=kvs_9_0 key=card-2 value=A"), from: 2), [.reply(try message("cmd=put_result rc=0"))])
+        XCTAssertEqual(proxy.handle(try message("cmd=get kvsname=kvs_9_0 key=card-0"), from: 2), [.relay], "not known here: swiftrun answers")
+        XCTAssertEqual(proxy.handle(try message("cmd=barrier_in"), from: 2), [], "rank 3 is not in yet")
+        XCTAssertEqual(proxy.handle(try message("cmd=barrier_in"), from: 3),
+                       [.barrier(ranks: [2, 3], puts: [PMIMessage("kv", [("card-2", "A")])])], "one message for the host, with its puts")
+        XCTAssertEqual(proxy.release([("card-0", "Z")]), [2, 3])
+        XCTAssertEqual(proxy.handle(try message("cmd=get kvsname=kvs_9_0 key=card-0"), from: 3), [.reply(try message("cmd=get_result rc=0 value=Z"))])
+        XCTAssertEqual(proxy.handle(try message("cmd=finalize"), from: 3), [.relay])
+        // A rank that leaves does not hold the host's next barrier.
+        XCTAssertEqual(proxy.handle(try message("cmd=barrier_in"), from: 2), [])
+        XCTAssertEqual(proxy.rankExited(3), [.barrier(ranks: [2], puts: [])])
+    }
+
+    func testSwiftrunCountsAHostsCombinedBarrier() throws {
+        var server = PMIServer(size: 3, kvsname: "k", appnum: [0, 0, 0], processMapping: "")
+        XCTAssertTrue(server.hostEntered(ranks: [1, 2], puts: [("card-1", "B"), ("card-2", "C")]).events.isEmpty)
+        let out = server.handle(try message("cmd=barrier_in"), from: 0)
+        XCTAssertEqual(out.events, [.barrierReleased])
+        XCTAssertEqual(server.kvs["card-2"], "C")
+        XCTAssertEqual(server.takeDelta().map(\.key), ["card-1", "card-2"])
+        XCTAssertTrue(server.takeDelta().isEmpty, "a new round")
+    }
 }
