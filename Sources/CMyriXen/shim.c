@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -317,3 +318,13 @@ static int listen_on(in_addr_t address, int *port) {
 
 int cmx_listen_loopback(int *port) { return listen_on(INADDR_LOOPBACK, port); }
 int cmx_listen_any(int *port) { return listen_on(INADDR_ANY, port); }
+
+int cmx_unix_stream_listen(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    mode_t old = umask(077);
+    int rc = cmx_unix_listen(fd, path, 256);
+    umask(old);
+    if (rc < 0) { int e = errno; close(fd); errno = e; return -1; }
+    return fd;
+}

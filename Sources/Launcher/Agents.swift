@@ -14,8 +14,17 @@ extension LocalJob {
         let hosts = Set(plan.placements.map(\.host)).filter { plan.hosts[$0].agent != nil }.sorted()
         guard !hosts.isEmpty else { return }
         var port: Int32 = 0
-        agentListener = cmx_listen_any(&port)
-        guard agentListener >= 0 else { throw LaunchError("cannot listen for agents: \(String(cString: strerror(errno)))", exitCode: 1) }
+        if hosts.contains(where: { !plan.hosts[$0].callsBackLocally }) {
+            agentListener = cmx_listen_any(&port)
+            guard agentListener >= 0 else { throw LaunchError("cannot listen for agents: \(String(cString: strerror(errno)))", exitCode: 1) }
+        }
+        if hosts.contains(where: { plan.hosts[$0].callsBackLocally }) {
+            if jobDirectory == nil { jobDirectory = try Self.makeJobDirectory() }
+            let path = jobDirectory! + "/agents.sock"
+            agentUnixListener = cmx_unix_stream_listen(path)
+            guard agentUnixListener >= 0 else { throw LaunchError("cannot listen for agents at \(path): \(String(cString: strerror(errno)))", exitCode: 1) }
+            agentSocketPath = path
+        }
         secret = Self.randomSecret()
         let program = plan.agentProgram ?? ChildProcess.currentExecutable()
         // ssh: one command per host. Slurm: one srun step over all the allocation's hosts,
@@ -23,8 +32,8 @@ extension LocalJob {
         let slurmHosts = hosts.filter { plan.hosts[$0].slurm }
         for h in hosts where !plan.hosts[h].slurm {
             let host = plan.hosts[h]
-            let address = Self.addressTowards(host.name) ?? BackendLocation.localHostName()
-            let pid = try spawnAgent(host.agent! + [program, "--agent", "\(address):\(port)", "--host-index", String(h)], for: host.name)
+            let address = host.callsBackLocally ? "unix:" + agentSocketPath! : "\(Self.addressTowards(host.name) ?? BackendLocation.localHostName()):\(port)"
+            let pid = try spawnAgent(host.agent! + [program, "--agent", address, "--host-index", String(h)], for: host.name)
             agents[h] = AgentLink(process: ChildProcess(pid: pid.0), stderr: pid.1)
         }
         if let first = slurmHosts.first {
@@ -90,6 +99,14 @@ extension LocalJob {
         }
     }
 
+    static func makeJobDirectory() throws(LaunchError) -> String {
+        var template = Array("/tmp/swiftrun-XXXXXX".utf8CString)
+        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw LaunchError("cannot create the job's directory in /tmp", exitCode: 1)
+        }
+        return String(cString: dir)
+    }
+
     static func randomSecret() -> String {
         var bytes = [UInt8](repeating: 0, count: 16)
         let fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
@@ -119,8 +136,8 @@ extension LocalJob {
         return String(cString: buf)
     }
 
-    func acceptAgent() {
-        let fd = cmx_accept(agentListener)
+    func acceptAgent(_ listener: Int32) {
+        let fd = cmx_accept(listener)
         guard fd >= 0 else { return }
         unauthenticated.append(PMILineChannel(fd: fd))
     }
@@ -163,7 +180,8 @@ extension LocalJob {
         }
         try? c.send(AgentWire.message("go", [("size", String(plan.placements.count)), ("host", plan.hosts[h].name),
                                              ("hosts", String(plan.hosts.count)), ("verbose", plan.verbose ? "1" : "0"),
-                                             ("kvsname", server.kvsname), ("mapping", server.kvs["PMI_process_mapping"] ?? "")]))
+                                             ("kvsname", server.kvsname), ("mapping", server.kvs["PMI_process_mapping"] ?? ""),
+                                             ("map", plan.mapBy.rawValue), ("bind", plan.hosts[h].bindTo?.rawValue ?? "default")]))
     }
 
     /// Every rank entered the barrier: local ranks are answered directly, each agent once for
@@ -336,7 +354,7 @@ public enum HostAgent {
             throw LaunchError("agent: no job secret on standard input")
         }
         let up: PMILineChannel
-        do { up = try PMIClient.connectTCP(controller) } catch {
+        do { up = try PMIClient.connect(controller) } catch {
             throw LaunchError("agent: cannot reach swiftrun at \(controller): \(error.message)", exitCode: 1)
         }
         try? up.send(AgentWire.message("hello", [("secret", secret), ("host", String(h))]))
@@ -344,6 +362,8 @@ public enum HostAgent {
         var environment: [(name: String, value: String?)] = []
         var placements: [RankPlacement] = []
         var size = 0, hostCount = 0, hostName = "", verbose = false, kvsname = "", mapping = ""
+        var mapBy = MapBy.slot
+        var bindTo: BindTo?
         receiving: while true {
             let m: PMIMessage
             do { m = try up.receive() } catch { throw LaunchError("agent: swiftrun went away before the job arrived", exitCode: 1) }
@@ -370,6 +390,8 @@ public enum HostAgent {
                 verbose = m["verbose"] == "1"
                 kvsname = AgentWire.value(m, "kvsname") ?? ""
                 mapping = AgentWire.value(m, "mapping") ?? ""
+                mapBy = MapBy(rawValue: AgentWire.value(m, "map") ?? "") ?? .slot
+                bindTo = BindTo(rawValue: AgentWire.value(m, "bind") ?? "")
                 break receiving
             default:
                 continue
@@ -379,10 +401,10 @@ public enum HostAgent {
         guard appList.count == apps.count, size > 0 else { throw LaunchError("agent: the job description was incomplete", exitCode: 1) }
         var bindings = [Binding](repeating: .unbound, count: size)
         if let t = try? HostTopology.load() {
-            let plan = Binder.plan(localRanks: placements.count, mapBy: .slot, bindTo: nil, topology: t)
+            let plan = Binder.plan(localRanks: placements.count, mapBy: mapBy, bindTo: bindTo, topology: t)
             for p in placements { bindings[p.rank] = plan[p.localRank] }
         }
-        let hosts = (0..<max(hostCount, h + 1)).map { LocalJob.HostLaunch(name: $0 == h ? hostName : "", prefix: []) }
+        let hosts = (0..<max(hostCount, h + 1)).map { LocalJob.HostLaunch(name: $0 == h ? hostName : "") }
         let myrback = ChildProcess.currentExecutable().split(separator: "/").dropLast().joined(separator: "/")
         let plan = LocalJob.Plan(apps: appList, placements: placements, bindings: bindings, hosts: hosts,
                                  environment: environment, tagOutput: false, outputDirectory: nil, timeoutSeconds: nil,

@@ -5,29 +5,32 @@ import CMyriXen
 import MyriXen
 import PMI
 
-/// A job whose ranks are this process's children: on this host (fork), or inside the
-/// network namespaces of emulated VMs (started through `ip netns exec`). They run in one
-/// process group, bound, with PMI-1 served over a socketpair each (PMI_FD), their output
-/// forwarded line by line, stdin to rank 0, a backend per host, and the whole job ended
-/// within a second when anything fails.
+/// A job: the ranks of this host are this process's children (fork), in one process group,
+/// bound, with PMI-1 served over a socketpair each (PMI_FD) or TCP (PMI_PORT), their output
+/// forwarded line by line, stdin to rank 0, a backend per host, and the whole job ended within
+/// a second when anything fails. Every other host (emulated VM, real VM, Slurm node) gets an
+/// agent (`Agents.swift`), which runs its share with this same class in its agent role.
 public final class LocalJob {
-    /// One host of the job and how its processes are started.
+    /// One host of the job and how it is reached.
     public struct HostLaunch: Sendable {
         public var name: String
-        /// Prepended to every command started for this host: empty for this host,
-        /// `ip netns exec NS` for an emulated VM.
-        public var prefix: [String]
-        /// For a host reached through an agent: the command that reaches it (ssh ...); the
-        /// agent program and its arguments follow.
+        /// nil: this host (fork). Else the command that reaches the host (`ssh ... HOST`,
+        /// `ip netns exec VM`, srun); the agent program and its arguments follow.
         public var agent: [String]?
         /// The agent is started by one `srun` step for all such hosts (`agent` is the srun).
         public var slurm = false
+        /// The agent calls back over a Unix socket in the job's directory (an emulated VM
+        /// shares this machine's files but has no route to its network), else over TCP.
+        public var callsBackLocally = false
+        /// What its agent binds ranks to (nil: its default, core when they fit).
+        public var bindTo: BindTo?
 
-        public init(name: String, prefix: [String], agent: [String]? = nil, slurm: Bool = false) {
+        public init(name: String, agent: [String]? = nil, slurm: Bool = false, callsBackLocally: Bool = false, bindTo: BindTo? = nil) {
             self.name = name
-            self.prefix = prefix
             self.agent = agent
             self.slurm = slurm
+            self.callsBackLocally = callsBackLocally
+            self.bindTo = bindTo
         }
     }
 
@@ -46,6 +49,8 @@ public final class LocalJob {
         public var pmiPort = false
         /// The swiftrun program agents run on other hosts (same path by default).
         public var agentProgram: String?
+        /// How ranks take a host's cores (agents bind with it too).
+        public var mapBy: MapBy = .slot
         /// A myrback to run for the job (ranks get MYRIXEN_SOCKET), ended with it.
         public var backendExecutable: String?
 
@@ -103,6 +108,8 @@ public final class LocalJob {
     var indexOfRank: [Int: Int] = [:]
     var agents: [Int: AgentLink] = [:]
     var agentListener: Int32 = -1
+    var agentUnixListener: Int32 = -1
+    var agentSocketPath: String?
     /// Agent: its host's share of PMI (answers locally, one barrier message per host).
     var proxy: PMIProxy?
     var secret = ""
@@ -172,23 +179,20 @@ public final class LocalJob {
     /// enough emulated boards for its ranks (32 endpoints a board) and named after its host.
     func startBackends() throws(LaunchError) {
         guard let exe = plan.backendExecutable else { return }
-        var template = Array("/tmp/swiftrun-XXXXXX".utf8CString)
-        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw LaunchError("cannot create the job's directory in /tmp", exitCode: 1)
-        }
-        let directory = String(cString: dir)
+        let used = Set(plan.placements.map(\.host)).filter { plan.hosts[$0].agent == nil }
+        guard !used.isEmpty else { return }
+        let directory = try Self.makeJobDirectory()
         jobDirectory = directory
-        let used = Set(plan.placements.map(\.host)).sorted()
-        for h in used where plan.hosts[h].agent == nil {
+        for h in used.sorted() {
             let host = plan.hosts[h]
             let socket = "\(directory)/myrback-\(h).sock"
             let ranksHere = plan.placements.filter { $0.host == h }.count
             let boards = min(MXLimits.maxBoards, max(1, (ranksHere + MXLimits.endpointsPerBoard - 1) / MXLimits.endpointsPerBoard))
             var args = ["--socket", socket, "--foreground", "--boards", String(boards)]
-            // An emulated VM, or a host an agent serves, names its boards after the job's name for
-            // the host: distinct NIC ids even where hosts share a kernel hostname.
-            if !host.prefix.isEmpty || isAgent { args += ["--hostname", host.name] }
-            let command = host.prefix + [exe] + args
+            // A host an agent serves names its boards after the job's name for it: distinct NIC
+            // ids even where hosts share a kernel hostname (emulated VMs, Slurm nodes).
+            if isAgent { args += ["--hostname", host.name] }
+            let command = [exe] + args
             do {
                 backends[h] = (try ChildProcess.spawnTied(command[0], Array(command.dropFirst())), socket)
             } catch {
@@ -289,7 +293,7 @@ public final class LocalJob {
                     throw LaunchError("--output-dir \(dir): cannot create rank \(p.rank)'s files: \(String(cString: strerror(errno)))")
                 }
             }
-            let command = plan.hosts[p.host].prefix + [app.program] + app.arguments
+            let command = [app.program] + app.arguments
             var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) }
             argv.append(nil)
             var envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") }
@@ -358,6 +362,7 @@ public final class LocalJob {
             }
             if pmiListener >= 0 { fds.append(pollfd(fd: pmiListener, events: Int16(POLLIN), revents: 0)); what.append((-1, 6)) }
             if agentListener >= 0 { fds.append(pollfd(fd: agentListener, events: Int16(POLLIN), revents: 0)); what.append((-1, 8)) }
+            if agentUnixListener >= 0 { fds.append(pollfd(fd: agentUnixListener, events: Int16(POLLIN), revents: 0)); what.append((-2, 8)) }
             for (h, a) in agents where a.stderr >= 0 { fds.append(pollfd(fd: a.stderr, events: Int16(POLLIN), revents: 0)); what.append((h, 12)) }
             for (k, c) in unauthenticated.enumerated() { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((k, 9)) }
             for (h, a) in agents where !a.done && !a.lost {
@@ -391,7 +396,7 @@ public final class LocalJob {
                     case 5: flushStdin()
                     case 6: acceptPMI()
                     case 7: identify(unidentified[i])
-                    case 8: acceptAgent()
+                    case 8: acceptAgent(i == -2 ? agentUnixListener : agentListener)
                     case 9: authenticate(unauthenticated[i])
                     case 10: serveAgent(i)
                     case 11: serveUpstream()
@@ -713,6 +718,8 @@ public final class LocalJob {
         }
         for c in unauthenticated { c.close() }
         if agentListener >= 0 { close(agentListener) }
+        if agentUnixListener >= 0 { close(agentUnixListener) }
+        if let path = agentSocketPath { unlink(path) }
         if signalFD >= 0 { close(signalFD) }
         if pmiListener >= 0 { close(pmiListener) }
         for c in unidentified { c.close() }

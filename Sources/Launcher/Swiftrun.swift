@@ -55,9 +55,9 @@ public enum Swiftrun {
         let cores = topology.map { max(1, $0.cores.count) } ?? 1
         let placements = try Mapper.map(apps: options.apps, hosts: hosts, perNode: options.perNode, mapBy: options.mapBy,
                                         oversubscribe: options.oversubscribe, source: source, defaultCount: cores)
-        // How each host is reached: this host by fork, an emulated VM (a network namespace of
-        // that name) through `ip netns exec`; anything else needs an agent launcher (ssh,
-        // slurm), which this build does not have yet.
+        // How each host is reached: this host by fork; every other host through an agent,
+        // started by `ip netns exec` for an emulated VM (a network namespace of that name), by
+        // ssh, or by srun inside a Slurm allocation.
         var launches: [LocalJob.HostLaunch] = []
         for (i, h) in hosts.enumerated() {
             let used = placements.contains { $0.host == i }
@@ -67,25 +67,28 @@ public enum Swiftrun {
                 if used && !isLocal(h.name, here: here) {
                     throw LaunchError("--launcher fork starts ranks on this host only, not on \(h.name)")
                 }
-                launches.append(LocalJob.HostLaunch(name: isLocal(h.name, here: here) ? here : h.name, prefix: []))
+                launches.append(LocalJob.HostLaunch(name: isLocal(h.name, here: here) ? here : h.name))
             case .netns:
                 if used && !isNamespace(h.name) {
                     throw LaunchError("\(h.name) is not a network namespace of this machine (ip netns list); create it or use another launcher")
                 }
+                // Emulated VMs share this machine's processors: their ranks are bound only when
+                // asked (--bind-to), like oversubscribed ones.
                 let ip = options.launcherExec ?? findIP()
-                launches.append(LocalJob.HostLaunch(name: h.name, prefix: [ip, "netns", "exec", h.name]))
+                launches.append(LocalJob.HostLaunch(name: h.name, agent: [ip, "netns", "exec", h.name],
+                                                    callsBackLocally: true, bindTo: options.bindTo ?? BindTo.none))
             case .ssh:
                 // An agent on the host, reached by ssh (key-based, no prompts: BatchMode).
                 let ssh = options.launcherExec ?? "/usr/bin/ssh"
                 let target = h.user.map { "\($0)@\(h.name)" } ?? h.name
-                launches.append(LocalJob.HostLaunch(name: h.name, prefix: [],
-                                                    agent: [ssh, "-x", "-o", "BatchMode=yes", target]))
+                launches.append(LocalJob.HostLaunch(name: h.name, agent: [ssh, "-x", "-o", "BatchMode=yes", target],
+                                                    bindTo: options.bindTo))
             case .slurm:
                 // Agents started by one srun step over the allocation's nodes (see startAgents).
                 guard environment["SLURM_JOB_ID"] != nil else {
                     throw LaunchError("--launcher slurm works inside a Slurm allocation (salloc, sbatch); SLURM_JOB_ID is not set")
                 }
-                launches.append(LocalJob.HostLaunch(name: h.name, prefix: [], agent: [options.launcherExec ?? "srun"], slurm: true))
+                launches.append(LocalJob.HostLaunch(name: h.name, agent: [options.launcherExec ?? "srun"], slurm: true, bindTo: options.bindTo))
             }
         }
         let apps = try options.apps.map { (app) throws(LaunchError) -> AppSpec in
@@ -99,21 +102,19 @@ public enum Swiftrun {
             }
             return a
         }
-        // Each host binds its own ranks. Emulated VMs share this machine's processors, so their
-        // ranks are bound only when asked (--bind-to), like oversubscribed ones.
+        // This host binds its ranks here; an agent binds its host's with that host's topology.
         var bindings: [Binding] = Array(repeating: .unbound, count: placements.count)
         if let t = topology {
-            for h in Set(placements.map(\.host)) {
+            for h in Set(placements.map(\.host)) where launches[h].agent == nil {
                 let here = placements.filter { $0.host == h }
-                let policy = launches[h].prefix.isEmpty ? options.bindTo : (options.bindTo ?? BindTo.none)
-                let plan = Binder.plan(localRanks: here.count, mapBy: options.mapBy, bindTo: policy, topology: t)
+                let plan = Binder.plan(localRanks: here.count, mapBy: options.mapBy, bindTo: options.bindTo, topology: t)
                 for p in here { bindings[p.rank] = plan[p.localRank] }
             }
         }
         let backend = ChildProcess.currentExecutable().split(separator: "/").dropLast().joined(separator: "/")
         let myrback = "/" + backend + "/myrback"
-        if options.pmiPort && launches.contains(where: { !$0.prefix.isEmpty || $0.agent != nil }) {
-            throw LaunchError("--pmi-port serves ranks of this host only (127.0.0.1); emulated VMs use PMI_FD")
+        if options.pmiPort && launches.contains(where: { $0.agent != nil }) {
+            throw LaunchError("--pmi-port serves ranks of this host only (127.0.0.1); other hosts' agents use PMI_FD")
         }
         var plan = LocalJob.Plan(apps: apps, placements: placements, bindings: bindings, hosts: launches,
                              environment: options.environment, tagOutput: options.tagOutput,
@@ -121,6 +122,7 @@ public enum Swiftrun {
                              reportBindings: options.reportBindings, verbose: options.verbose,
                              backendExecutable: access(myrback, X_OK) == 0 ? myrback : nil)
         plan.pmiPort = options.pmiPort
+        plan.mapBy = options.mapBy
         return plan
     }
 

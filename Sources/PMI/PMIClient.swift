@@ -133,6 +133,34 @@ public final class PMIClient {
         exit(code)
     }
 
+    /// Connects to `host:port` over TCP, or to `unix:PATH`.
+    public static func connect(_ address: String) throws(PMIError) -> PMILineChannel {
+        guard address.hasPrefix("unix:") else { return try connectTCP(address) }
+        let path = String(address.dropFirst(5))
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw PMIError("socket: \(String(cString: strerror(errno)))") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            _ = Glibc.close(fd)
+            throw PMIError("socket path too long: \(path)")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+            raw[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else {
+            let e = errno
+            _ = Glibc.close(fd)
+            throw PMIError("cannot connect to \(path): \(String(cString: strerror(e)))")
+        }
+        return PMILineChannel(fd: fd)
+    }
+
     public static func connectTCP(_ port: String) throws(PMIError) -> PMILineChannel {
         guard let colon = port.lastIndex(of: ":") else { throw PMIError("PMI_PORT=\(port) is not host:port") }
         let host = String(port[..<colon])

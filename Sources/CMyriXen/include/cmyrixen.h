@@ -103,6 +103,8 @@ int cmx_stream_pair(int fds[2]);
 int cmx_listen_loopback(int *port);
 /// A TCP socket listening on every address with a port the kernel picks; *port gets it.
 int cmx_listen_any(int *port);
+/// A Unix SOCK_STREAM socket listening at `path` (mode 0600, close-on-exec).
+int cmx_unix_stream_listen(const char *path);
 /// A self-pipe for signals: the handler writes the signal number; returns the read end.
 int cmx_signal_pipe(void);
 /// Routes `sig` to the signal pipe (SA_RESTART).
