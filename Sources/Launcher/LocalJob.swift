@@ -704,6 +704,8 @@ public final class LocalJob {
             p.signal(SIGTERM)
             if p.wait(seconds: 2) == nil { p.signal(SIGKILL); _ = p.wait() }
         }
+        if agentUnixListener >= 0 { close(agentUnixListener) }
+        if let path = agentSocketPath { unlink(path) }
         if let dir = jobDirectory {
             for (_, b) in backends {
                 unlink(b.socket)
@@ -718,8 +720,7 @@ public final class LocalJob {
         }
         for c in unauthenticated { c.close() }
         if agentListener >= 0 { close(agentListener) }
-        if agentUnixListener >= 0 { close(agentUnixListener) }
-        if let path = agentSocketPath { unlink(path) }
+
         if signalFD >= 0 { close(signalFD) }
         if pmiListener >= 0 { close(pmiListener) }
         for c in unidentified { c.close() }

@@ -17,6 +17,10 @@ final class EmulatedClusterTests: XCTestCase {
     let subnet = "10.201.\(getpid() % 200 + 20)"
 
     override func setUpWithError() throws {
+        let jobDirectoriesBefore = swiftrunJobDirectories()
+        addTeardownBlock {
+            XCTAssertEqual(swiftrunJobDirectories().subtracting(jobDirectoriesBefore), [], "no job directory outlives its job")
+        }
         guard getuid() == 0, access("/usr/sbin/ip", X_OK) == 0 || access("/sbin/ip", X_OK) == 0 || access("/bin/ip", X_OK) == 0 else {
             throw XCTSkip("needs root and iproute2 to make network namespaces")
         }

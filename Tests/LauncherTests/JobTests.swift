@@ -55,16 +55,7 @@ final class JobTests: XCTestCase {
         return found
     }
 
-    func jobDirectories() -> Set<String> {
-        var out: Set<String> = []
-        guard let d = opendir("/tmp") else { return out }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-            if name.hasPrefix("swiftrun-") { out.insert(name) }
-        }
-        return out
-    }
+    func jobDirectories() -> Set<String> { swiftrunJobDirectories() }
 
     // MARK: running
 

@@ -19,6 +19,10 @@ final class SlurmTests: XCTestCase {
     func sh(_ command: String) -> (Int32, String) { runCapturing("/bin/sh", ["-c", command], environment: env) }
 
     override func setUpWithError() throws {
+        let jobDirectoriesBefore = swiftrunJobDirectories()
+        addTeardownBlock {
+            XCTAssertEqual(swiftrunJobDirectories().subtracting(jobDirectoriesBefore), [], "no job directory outlives its job")
+        }
         guard getuid() == 0, access("/usr/sbin/slurmctld", X_OK) == 0, access("/usr/sbin/slurmd", X_OK) == 0,
               access("/usr/sbin/munged", X_OK) == 0, access("/etc/munge/munge.key", R_OK) == 0 else {
             throw XCTSkip("needs root, slurm-wlm and munge (bin/install-deps --all)")

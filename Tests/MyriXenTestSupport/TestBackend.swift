@@ -137,3 +137,15 @@ public func terminate(pid: Int32, within seconds: Double = 5) -> Bool {
     kill(pid, SIGKILL)
     return !processExists(pid)
 }
+
+/// The job directories swiftrun keeps in /tmp while a job runs (none may outlive its job).
+public func swiftrunJobDirectories() -> Set<String> {
+    var out: Set<String> = []
+    guard let d = opendir("/tmp") else { return out }
+    defer { closedir(d) }
+    while let e = readdir(d) {
+        let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+        if name.hasPrefix("swiftrun-") { out.insert(name) }
+    }
+    return out
+}
