@@ -17,6 +17,9 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <sched.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <netinet/tcp.h>
 #include <linux/close_range.h>
 #include <sys/syscall.h>
 
@@ -327,4 +330,42 @@ int cmx_unix_stream_listen(const char *path) {
     umask(old);
     if (rc < 0) { int e = errno; close(fd); errno = e; return -1; }
     return fd;
+}
+
+int cmx_random(void *buf, size_t len) {
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = getrandom((char *)buf + got, len - got, 0);
+        if (n < 0) { if (errno == EINTR) continue; return -1; }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+int cmx_keepalive(int fd) {
+    int on = 1, idle = 30, intvl = 10, cnt = 3;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) < 0) return -1;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    return 0;
+}
+
+int cmx_wait_peek(pid_t pid, int *status) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int rc;
+    do { rc = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT); } while (rc < 0 && errno == EINTR);
+    if (rc < 0 || si.si_pid != pid) return 0;
+    if (si.si_code == CLD_EXITED) *status = (si.si_status & 0xff) << 8;
+    else *status = si.si_status & 0x7f;
+    return pid;
+}
+
+void cmx_raise_fd_limit(void) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &r);
+    }
 }

@@ -52,6 +52,16 @@ enum AgentWire {
 
     static func decode(_ s: String) -> String { String(decoding: decodeBytes(s), as: UTF8.self) }
 
+    /// A rank's output, in pieces of at most 64 KiB each.
+    static func sendOutput(_ bytes: [UInt8], rank: Int, fd: Int, over channel: PMILineChannel) {
+        var off = 0
+        while off < bytes.count {
+            let piece = Array(bytes[off..<min(off + 65536, bytes.count)])
+            try? channel.send(PMIMessage("out", [("rank", String(rank)), ("fd", String(fd)), ("data", encode(piece))]))
+            off += piece.count
+        }
+    }
+
     static func message(_ cmd: String, _ fields: [(String, String)]) -> PMIMessage {
         PMIMessage(cmd, fields.map { ($0.0, encode($0.1)) })
     }

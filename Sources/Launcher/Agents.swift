@@ -99,6 +99,18 @@ extension LocalJob {
         }
     }
 
+    /// Variables that describe this host or this login, not the job.
+    static func hostOnly(_ name: String) -> Bool {
+        name.hasPrefix("PMI_") || name.hasPrefix("SSH_") || name.hasPrefix("SLURM_") || name.hasPrefix("SWIFTRUN_")
+            || ["HOSTNAME", "PWD", "OLDPWD", "SHLVL", "_", "MYRIXEN_SOCKET", "MYRBACK_PATH", "DISPLAY", "XAUTHORITY", "TERM", "TMUX"].contains(name)
+    }
+
+    static func currentDirectory() -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        guard getcwd(&buf, buf.count) != nil else { return nil }
+        return String(cString: buf)
+    }
+
     static func makeJobDirectory() throws(LaunchError) -> String {
         var template = Array("/tmp/swiftrun-XXXXXX".utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
@@ -107,11 +119,17 @@ extension LocalJob {
         return String(cString: dir)
     }
 
+    /// 128 bits from the kernel's generator (getrandom), as hex.
     static func randomSecret() -> String {
         var bytes = [UInt8](repeating: 0, count: 16)
-        let fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
-        if fd >= 0 { _ = read(fd, &bytes, 16); close(fd) }
-        return bytes.map { String($0, radix: 16) }.joined()
+        precondition(cmx_random(&bytes, 16) == 0, "the kernel's random generator failed")
+        return bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+
+    static func randomUInt32() -> UInt32 {
+        var v: UInt32 = 0
+        precondition(withUnsafeMutableBytes(of: &v) { cmx_random($0.baseAddress, 4) } == 0, "the kernel's random generator failed")
+        return v
     }
 
     /// The local address the kernel would use to reach `host` (no packet is sent).
@@ -138,8 +156,48 @@ extension LocalJob {
 
     func acceptAgent(_ listener: Int32) {
         let fd = cmx_accept(listener)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else { dropOldestStranger(); return }
+        _ = cmx_keepalive(fd) // a partitioned network shows as a dead connection within a minute
+        connectedAt[fd] = monotonicNanoseconds()
         unauthenticated.append(PMILineChannel(fd: fd))
+        if unauthenticated.count > 64 { unauthenticated.removeFirst().close() }
+    }
+
+    /// Out of descriptors: the oldest connection that has not said who it is makes room.
+    func dropOldestStranger() {
+        if !unauthenticated.isEmpty { unauthenticated.removeFirst().close() }
+        else if !unidentified.isEmpty { unidentified.removeFirst().close() }
+    }
+
+    /// Queues a message for an agent and sends what its socket takes now.
+    func sendToAgent(_ h: Int, _ m: PMIMessage) {
+        guard agents[h]?.channel != nil, agents[h]?.lost != true else { return }
+        agents[h]?.outbox += Array(m.line.utf8)
+        flushAgent(h)
+    }
+
+    func flushAgent(_ h: Int) {
+        guard let c = agents[h]?.channel, let box = agents[h]?.outbox, !box.isEmpty else { return }
+        let n = c.sendSome(box[...])
+        if n < 0 { agents[h]?.outbox.removeAll(); return } // broken: its reader sees the end
+        agents[h]?.outbox.removeFirst(n)
+    }
+
+    /// At the end: what agents and launchers still had to say, for up to half a second.
+    func drainAgentStderr() {
+        let deadline = monotonicNanoseconds() + 500_000_000
+        while monotonicNanoseconds() < deadline {
+            let open = agents.filter { $0.value.stderr >= 0 }
+            if open.isEmpty { break }
+            var fds = open.map { pollfd(fd: $0.value.stderr, events: Int16(POLLIN), revents: 0) }
+            guard poll(&fds, nfds_t(fds.count), 100) > 0 else { continue }
+            for (k, h) in open.map(\.key).enumerated() where fds[k].revents != 0 { readAgentStderr(h) }
+        }
+        for h in agents.keys {
+            guard let text = agents[h]?.stderrText, !text.isEmpty else { continue }
+            LineForwarder.writeAll(LineForwarder.tag(text + (text.last == 10 ? [] : [10]), with: Array("swiftrun: agent on \(plan.hosts[h].name): ".utf8)), to: 2)
+            agents[h]?.stderrText.removeAll()
+        }
     }
 
     /// The first line must be `cmd=hello secret=S host=H` with this job's secret, for a host
@@ -151,34 +209,60 @@ extension LocalJob {
             return
         }
         guard let m = try? PMIMessage.parse(line), m.command == "hello", AgentWire.value(m, "secret") == secret,
-              let h = m["host"].flatMap(Int.init), agents[h] != nil, agents[h]?.channel == nil else {
+              let h = m["host"].flatMap(Int.init), agents[h] != nil, agents[h]?.channel == nil, agents[h]?.lost != true else {
             c.close()
             return
         }
+        if ending != nil {
+            // Too late: the job is ending. The agent hears nothing and exits; its host is done.
+            c.close()
+            agents[h]?.lost = true
+            return
+        }
         agents[h]?.channel = c
+        _ = fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) | O_NONBLOCK)
         passOnAgentStderr(h)
-        sendJob(to: h, over: c)
+        sendJob(to: h)
+        // Every agent called back: nobody else needs the door.
+        if agents.values.allSatisfy({ $0.channel != nil || $0.lost }) {
+            if agentListener >= 0 { close(agentListener); agentListener = -1 }
+            if agentUnixListener >= 0 { close(agentUnixListener); agentUnixListener = -1 }
+        }
         flushStdin() // input that arrived before this agent did
     }
 
     /// The host's share of the job: programs, environment, its ranks, then go.
-    func sendJob(to h: Int, over c: PMILineChannel) {
+    func sendJob(to h: Int) {
         for (i, app) in plan.apps.enumerated() {
             var fields: [(String, String)] = [("index", String(i)), ("program", app.program)]
-            if let w = app.workingDirectory { fields.append(("wdir", w)) }
+            // Ranks start where swiftrun was started, on every host (as mpiexec does).
+            if let w = app.workingDirectory ?? Self.currentDirectory() { fields.append(("wdir", w)) }
             for a in app.arguments { fields.append(("arg", a)) }
             for e in app.environment { fields.append(("env", "\(e.name)=\(e.value ?? "")")) }
-            try? c.send(AgentWire.message("app", fields))
+            sendToAgent(h, AgentWire.message("app", fields))
+        }
+        // The caller's environment passes through to every host (as mpiexec does), less what
+        // belongs to this host or this session, then -x / -genv.
+        var sent: Set<String> = []
+        var e = environ
+        while let entry = e.pointee {
+            let text = String(cString: entry)
+            e += 1
+            guard let eq = text.firstIndex(of: "=") else { continue }
+            let name = String(text[..<eq])
+            if Self.hostOnly(name) { continue }
+            sent.insert(name)
+            sendToAgent(h, AgentWire.message("env", [("name", name), ("value", String(text[text.index(after: eq)...]))]))
         }
         for e in plan.environment {
             let value = e.value ?? getenv(e.name).map { String(cString: $0) } ?? ""
-            try? c.send(AgentWire.message("env", [("name", e.name), ("value", value)]))
+            sendToAgent(h, AgentWire.message("env", [("name", e.name), ("value", value)]))
         }
         for p in plan.placements where p.host == h {
-            try? c.send(AgentWire.message("rank", [("rank", String(p.rank)), ("app", String(p.app)),
+            sendToAgent(h, AgentWire.message("rank", [("rank", String(p.rank)), ("app", String(p.app)),
                                                    ("local", String(p.localRank)), ("lsize", String(p.localSize))]))
         }
-        try? c.send(AgentWire.message("go", [("size", String(plan.placements.count)), ("host", plan.hosts[h].name),
+        sendToAgent(h, AgentWire.message("go", [("size", String(plan.placements.count)), ("host", plan.hosts[h].name),
                                              ("hosts", String(plan.hosts.count)), ("verbose", plan.verbose ? "1" : "0"),
                                              ("kvsname", server.kvsname), ("mapping", server.kvs["PMI_process_mapping"] ?? ""),
                                              ("map", plan.mapBy.rawValue), ("bind", plan.hosts[h].bindTo?.rawValue ?? "default")]))
@@ -191,8 +275,8 @@ extension LocalJob {
         for k in ranks.indices where ranks[k].outcome == nil && !ranks[k].remote {
             try? ranks[k].pmi?.send(PMIMessage("barrier_out", [("rc", "0")]))
         }
-        for (_, a) in agents where !a.done && !a.lost {
-            try? a.channel?.send(PMIMessage("barrier_out", delta.map { (AgentWire.encode($0.key), AgentWire.encode($0.value)) }))
+        for (h, a) in agents where !a.done && !a.lost {
+            sendToAgent(h, PMIMessage("barrier_out", delta.map { (AgentWire.encode($0.key), AgentWire.encode($0.value)) }))
         }
     }
 
@@ -357,6 +441,7 @@ public enum HostAgent {
         do { up = try PMIClient.connect(controller) } catch {
             throw LaunchError("agent: cannot reach swiftrun at \(controller): \(error.message)", exitCode: 1)
         }
+        _ = cmx_keepalive(up.fd)
         try? up.send(AgentWire.message("hello", [("secret", secret), ("host", String(h))]))
         var apps: [Int: AppSpec] = [:]
         var environment: [(name: String, value: String?)] = []

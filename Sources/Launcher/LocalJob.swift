@@ -93,6 +93,9 @@ public final class LocalJob {
         /// host that cannot be reached), passed on after.
         var stderr: Int32 = -1
         var stderrText: [UInt8] = []
+        /// What swiftrun has for the agent and its socket did not take yet: swiftrun never
+        /// blocks on an agent (which may itself be busy sending output).
+        var outbox: [UInt8] = []
     }
 
     enum Ending: Equatable {
@@ -114,14 +117,19 @@ public final class LocalJob {
     var proxy: PMIProxy?
     var secret = ""
     var unauthenticated: [PMILineChannel] = []
+    /// When each not-yet-identified connection came (by descriptor).
+    var connectedAt: [Int32: UInt64] = [:]
     var server: PMIServer
     var pgid: Int32 = 0
     var signalFD: Int32 = -1
     var ending: Ending?
     var killAt: UInt64?
+    var giveUpAt: UInt64?
     var stdinBuffer: [UInt8] = []
     /// PMI_PORT mode: the listening socket, and connections that have not said who they are.
     var pmiListener: Int32 = -1
+    /// PMI_ID = this + rank: an integer as MPICH wants, but not guessable from the rank alone.
+    lazy var pmiIDBase: Int = Int(LocalJob.randomUInt32() % 1_000_000_000) + 1_000
     var unidentified: [PMILineChannel] = []
     var stdinOpen = true
     var stdinEndSent = false
@@ -155,6 +163,7 @@ public final class LocalJob {
 
     /// Runs the job to its end; returns swiftrun's exit code.
     public func run() throws(LaunchError) -> Int32 {
+        cmx_raise_fd_limit() // a few descriptors per local rank and per agent
         signalFD = cmx_signal_pipe()
         guard signalFD >= 0 else { throw LaunchError("cannot create a signal pipe", exitCode: 1) }
         for sig in [SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM] { _ = cmx_catch_signal(sig) }
@@ -251,6 +260,9 @@ public final class LocalJob {
         for p in plan.placements {
             indexOfRank[p.rank] = ranks.count
             if plan.hosts[p.host].agent != nil {
+                if let dir = plan.outputDirectory {
+                    for ext in ["out", "err"] { close(open("\(dir)/rank.\(p.rank).\(ext)", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)) }
+                }
                 var remote = Rank(placement: p)
                 remote.remote = true
                 ranks.append(remote) // its agent starts it and reports
@@ -261,7 +273,7 @@ public final class LocalJob {
             for (name, value) in app.environment { env[name] = value ?? "" }
             env["PMI_RANK"] = String(p.rank)
             env["PMI_SIZE"] = String(size)
-            if plan.pmiPort { env["PMI_ID"] = String(p.rank) } else { env["PMI_FD"] = "3" }
+            if plan.pmiPort { env["PMI_ID"] = String(pmiIDBase + p.rank) } else { env["PMI_FD"] = "3" }
             env["PMI_APPNUM"] = String(p.app)
             env["MPI_LOCALRANKID"] = String(p.localRank)
             env["MPI_LOCALNRANKS"] = String(p.localSize)
@@ -328,8 +340,9 @@ public final class LocalJob {
             if case let .agent(up) = role {
                 // Output goes to swiftrun, which tags it; so do the start and the binding.
                 let r = p.rank
-                rank.out = LineForwarder(source: outPipe[0], prefix: "") { try? up.send(AgentWire.message("out", [("rank", String(r)), ("fd", "1"), ("data", String(decoding: $0, as: UTF8.self))])) }
-                rank.err = LineForwarder(source: errPipe[0], prefix: "") { try? up.send(AgentWire.message("out", [("rank", String(r)), ("fd", "2"), ("data", String(decoding: $0, as: UTF8.self))])) }
+                // Bytes as they are (not text): encoded byte by byte, in pieces of at most 64 KiB.
+                rank.out = LineForwarder(source: outPipe[0], prefix: "") { AgentWire.sendOutput($0, rank: r, fd: 1, over: up) }
+                rank.err = LineForwarder(source: errPipe[0], prefix: "") { AgentWire.sendOutput($0, rank: r, fd: 2, over: up) }
                 try? up.send(AgentWire.message("started", [("rank", String(r)), ("pid", String(pid)),
                                                            ("binding", (binding.isBound ? "bound to " : "") + binding.description)]))
             } else {
@@ -351,6 +364,7 @@ public final class LocalJob {
             if ranks.allSatisfy({ $0.outcome != nil && $0.out?.isOpen != true && $0.err?.isOpen != true })
                 && agents.values.allSatisfy({ $0.done || $0.lost }) {
                 if case let .agent(up) = role { try? up.send(PMIMessage("done")) }
+                drainAgentStderr()
                 break
             }
             var fds: [pollfd] = [pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
@@ -366,11 +380,15 @@ public final class LocalJob {
             for (h, a) in agents where a.stderr >= 0 { fds.append(pollfd(fd: a.stderr, events: Int16(POLLIN), revents: 0)); what.append((h, 12)) }
             for (k, c) in unauthenticated.enumerated() { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((k, 9)) }
             for (h, a) in agents where !a.done && !a.lost {
-                if let c = a.channel { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((h, 10)) }
+                if let c = a.channel {
+                    fds.append(pollfd(fd: c.fd, events: Int16(POLLIN) | (a.outbox.isEmpty ? 0 : Int16(POLLOUT)), revents: 0))
+                    what.append((h, 10))
+                }
             }
             if case let .agent(up) = role, !up.isClosed { fds.append(pollfd(fd: up.fd, events: Int16(POLLIN), revents: 0)); what.append((-1, 11)) }
             for (k, c) in unidentified.enumerated() { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((k, 7)) }
-            if !isAgent && stdinOpen && (rank0Stdin >= 0 || ranks.first?.remote == true) && stdinBuffer.count < 1 << 20 {
+            let rank0Outbox = ranks.first?.remote == true ? (agents[ranks[0].placement.host]?.outbox.count ?? 0) : 0
+            if !isAgent && stdinOpen && (rank0Stdin >= 0 || ranks.first?.remote == true) && stdinBuffer.count < 1 << 20 && rank0Outbox < 1 << 20 {
                 fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)); what.append((-1, 4))
             }
             if rank0Stdin >= 0 && !stdinBuffer.isEmpty {
@@ -379,9 +397,10 @@ public final class LocalJob {
             var timeout: Int32 = 1000
             let now = monotonicNanoseconds()
             if let k = killAt { timeout = min(timeout, Int32(k > now ? (k - now) / 1_000_000 + 1 : 0)) }
+            if let g = giveUpAt { timeout = min(timeout, Int32(g > now ? min((g - now) / 1_000_000 + 1, 1000) : 0)) }
             if ending == nil, let t = plan.timeoutSeconds {
                 let end = start + UInt64(t) * 1_000_000_000
-                timeout = min(timeout, Int32(end > now ? (end - now) / 1_000_000 + 1 : 0))
+                timeout = min(timeout, Int32(end > now ? min((end - now) / 1_000_000 + 1, 1000) : 0))
             }
             let rc = poll(&fds, nfds_t(fds.count), timeout)
             if rc > 0 {
@@ -398,7 +417,9 @@ public final class LocalJob {
                     case 7: identify(unidentified[i])
                     case 8: acceptAgent(i == -2 ? agentUnixListener : agentListener)
                     case 9: authenticate(unauthenticated[i])
-                    case 10: serveAgent(i)
+                    case 10:
+                        if f.revents & Int16(POLLOUT) != 0 { flushAgent(i) }
+                        if f.revents & ~Int16(POLLOUT) != 0 { serveAgent(i) }
                     case 11: serveUpstream()
                     case 12: readAgentStderr(i)
                     default: break
@@ -440,7 +461,11 @@ public final class LocalJob {
     func reap() {
         for i in ranks.indices where ranks[i].outcome == nil && ranks[i].pid > 0 && !ranks[i].remote {
             var status: Int32 = 0
-            guard cmx_wait(ranks[i].pid, &status, 1) == ranks[i].pid else { continue }
+            // The group's leader is only looked at, not reaped, until the end: while it is a
+            // zombie its process-group id cannot be reused, so signals to the group can reach
+            // only this job.
+            let ended = ranks[i].pid == pgid ? cmx_wait_peek(ranks[i].pid, &status) : cmx_wait(ranks[i].pid, &status, 1)
+            guard ended == ranks[i].pid else { continue }
             let outcome: ChildProcess.Outcome = cmx_exited(status) != 0 ? .exited(cmx_exit_code(status)) : .signalled(cmx_term_signal(status))
             ranks[i].outcome = outcome
             rankEnded(i, outcome)
@@ -448,16 +473,22 @@ public final class LocalJob {
         for (h, a) in agents {
             guard let p = a.process, let outcome = p.poll() else { continue }
             agents[h]?.process = nil
-            if a.channel == nil && ending == nil {
-                // It never connected back: the host cannot be reached (ssh refused, no route, ...).
-                readAgentStderr(h)
-                agents[h]?.lost = true
-                for k in ranks.indices where ranks[k].remote && ranks[k].placement.host == h && ranks[k].outcome == nil {
-                    ranks[k].outcome = .exited(255)
+            readAgentStderr(h)
+            // Its launcher is gone: every host it was to reach (one for ssh, all for srun) whose
+            // agent never called back cannot be reached now.
+            let unreached = agents.keys.filter { k in agents[k]!.channel == nil && !agents[k]!.lost && (k == h || (plan.hosts[k].slurm && plan.hosts[h].slurm)) }
+            for k in unreached {
+                agents[k]?.lost = true
+                for r in ranks.indices where ranks[r].remote && ranks[r].placement.host == k && ranks[r].outcome == nil {
+                    ranks[r].outcome = .exited(255)
                 }
+            }
+            if !unreached.isEmpty && ending == nil {
                 let said = String(decoding: agents[h]?.stderrText ?? [], as: UTF8.self)
                     .split(separator: "\n").last.map { ": " + $0 } ?? ""
-                say("cannot reach \(plan.hosts[h].name) (\((plan.hosts[h].agent!.first ?? "the launcher").split(separator: "/").last!) ended with \(outcome) before its agent called back)\(said)")
+                agents[h]?.stderrText.removeAll() // said once, in this line
+                let names = unreached.sorted().map { plan.hosts[$0].name }.joined(separator: ", ")
+                say("cannot reach \(names) (\((plan.hosts[h].agent!.first ?? "the launcher").split(separator: "/").last!) ended with \(outcome) before its agent called back)\(said)")
                 end(.failed(code: 2), with: SIGTERM)
             }
         }
@@ -524,8 +555,7 @@ public final class LocalJob {
     /// Sends a PMI message to a rank: directly, or through its host's agent.
     func sendPMI(_ i: Int, _ m: PMIMessage) {
         if ranks[i].remote {
-            try? agents[ranks[i].placement.host]?.channel?.send(
-                AgentWire.message("pmi", [("rank", String(ranks[i].placement.rank)), ("line", String(m.line.dropLast()))]))
+            sendToAgent(ranks[i].placement.host, AgentWire.message("pmi", [("rank", String(ranks[i].placement.rank)), ("line", String(m.line.dropLast()))]))
         } else {
             try? ranks[i].pmi?.send(m)
         }
@@ -566,8 +596,10 @@ public final class LocalJob {
     /// PMI_PORT: a rank (or a stranger) connects.
     func acceptPMI() {
         let fd = cmx_accept(pmiListener)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else { dropOldestStranger(); return }
+        connectedAt[fd] = monotonicNanoseconds()
         unidentified.append(PMILineChannel(fd: fd))
+        if unidentified.count > 64 { unidentified.removeFirst().close() }
     }
 
     /// PMI_PORT: the first line must be `cmd=initack pmiid=N` naming a rank not yet connected;
@@ -578,8 +610,8 @@ public final class LocalJob {
             if !open { c.close() }
             return
         }
-        guard let m = try? PMIMessage.parse(line), m.command == "initack", let id = m["pmiid"].flatMap(Int.init),
-              id >= 0, id < ranks.count, !ranks[id].remote, ranks[id].pmi == nil, ranks[id].outcome == nil else {
+        guard let m = try? PMIMessage.parse(line), m.command == "initack", let pmiid = m["pmiid"].flatMap(Int.init),
+              case let id = pmiid - pmiIDBase, id >= 0, id < ranks.count, !ranks[id].remote, ranks[id].pmi == nil, ranks[id].outcome == nil else {
             c.close()
             return
         }
@@ -607,13 +639,17 @@ public final class LocalJob {
     /// end once the input ended and everything went out.
     func flushStdin() {
         if !isAgent, ranks.first?.remote == true {
-            guard let c = agents[ranks[0].placement.host]?.channel else { return } // not connected yet: keep it
-            if !stdinBuffer.isEmpty {
-                try? c.send(AgentWire.message("stdin", [("data", String(decoding: stdinBuffer, as: UTF8.self))]))
-                stdinBuffer.removeAll()
+            let h = ranks[0].placement.host
+            guard agents[h]?.channel != nil else { return } // not connected yet: keep it
+            var off = 0
+            while off < stdinBuffer.count {
+                let piece = Array(stdinBuffer[off..<min(off + 65536, stdinBuffer.count)])
+                sendToAgent(h, PMIMessage("stdin", [("data", AgentWire.encode(piece))]))
+                off += piece.count
             }
+            stdinBuffer.removeAll()
             if !stdinOpen && !stdinEndSent {
-                try? c.send(PMIMessage("stdin_eof"))
+                sendToAgent(h, PMIMessage("stdin_eof"))
                 stdinEndSent = true
             }
             return
@@ -647,7 +683,9 @@ public final class LocalJob {
     func killAll(_ sig: Int32) {
         if pgid > 0 { kill(-pgid, sig) }
         for r in ranks where r.outcome == nil && r.pid > 0 && !r.remote { kill(r.pid, sig) }
-        for (_, a) in agents where !a.done && !a.lost { try? a.channel?.send(PMIMessage("kill", [("sig", String(sig))])) }
+        for (h, a) in agents where !a.done && !a.lost {
+            if a.channel != nil { sendToAgent(h, PMIMessage("kill", [("sig", String(sig))])) } else { a.process?.signal(sig) }
+        }
     }
 
     func checkDeadlines() {
@@ -655,11 +693,31 @@ public final class LocalJob {
         if let k = killAt, now >= k {
             killAll(SIGKILL)
             killAt = nil
+            giveUpAt = now + 5_000_000_000
+        }
+        // Agents that stay silent that long after the SIGKILL (a partitioned network, a stuck
+        // launcher) are given up: the job's end must not wait for them forever.
+        if let g = giveUpAt, now >= g {
+            for (h, a) in agents where !a.done && !a.lost {
+                agents[h]?.lost = true
+                a.process?.signal(SIGKILL)
+                for r in ranks.indices where ranks[r].remote && ranks[r].placement.host == h && ranks[r].outcome == nil {
+                    ranks[r].outcome = .signalled(SIGKILL)
+                }
+                say("gave up on the agent of \(plan.hosts[h].name): silent 5 s after the job ended")
+            }
+            giveUpAt = nil
         }
         if ending == nil, let t = plan.timeoutSeconds, now >= start + UInt64(t) * 1_000_000_000 {
             say("timeout: the job ran longer than \(t) s; ending it")
             end(.timedOut, with: SIGTERM)
         }
+        // Connections that never said who they are are dropped after 10 s (and at most 64 wait).
+        for c in unauthenticated + unidentified {
+            if let t = connectedAt[c.fd], now - t > 10_000_000_000 { c.close() }
+        }
+        unauthenticated.removeAll { $0.isClosed }
+        unidentified.removeAll { $0.isClosed }
         // Ranks that are gone but whose output pipes are held open by their own children
         // (a daemon they forked) do not keep the job alive after it ended.
         if ending != nil && killAt == nil && ranks.allSatisfy({ $0.outcome != nil }) {
@@ -669,7 +727,9 @@ public final class LocalJob {
 
     func exitCode() -> Int32 {
         switch ending {
-        case let .failed(code)?: return code == 0 ? 1 : code
+        case let .failed(code)?:
+            let c = code & 0xFF // what a process can exit with (abort(256) must not read as success)
+            return c == 0 ? 1 : c
         case let .interrupted(sig)?: return 128 + sig
         case .timedOut?: return Self.timeoutExitCode
         case nil:
@@ -687,8 +747,12 @@ public final class LocalJob {
 
     func cleanup() {
         // Nothing of the job outlives it: ranks (and what they left in their group), the backend.
-        if pgid > 0 { kill(-pgid, SIGKILL) }
-        for i in ranks.indices where ranks[i].outcome == nil && ranks[i].pid > 0 && !ranks[i].remote {
+        if pgid > 0 {
+            kill(-pgid, SIGKILL)
+            var status: Int32 = 0
+            _ = cmx_wait(pgid, &status, 0) // the leader, kept as a zombie until now
+        }
+        for i in ranks.indices where ranks[i].outcome == nil && ranks[i].pid > 0 && !ranks[i].remote && ranks[i].pid != pgid {
             kill(ranks[i].pid, SIGKILL)
             var status: Int32 = 0
             _ = cmx_wait(ranks[i].pid, &status, 0)

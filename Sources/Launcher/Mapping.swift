@@ -83,25 +83,30 @@ public enum Mapper {
         return placements
     }
 
-    /// MPICH's `PMI_process_mapping`: `(vector,(start,count,ranks),...)`, runs of hosts that get
-    /// the same number of consecutive ranks. Empty (no vector) when ranks are not in blocks.
+    /// MPICH's `PMI_process_mapping`: `(vector,(start,nodes,ranks),...)`. Each tuple gives
+    /// `ranks` consecutive ranks to each of `nodes` consecutive hosts from `start`; the tuples
+    /// describe the layout rank by rank (MPICH repeats the vector when ranks remain, so a
+    /// periodic layout such as round robin is written once). Never an empty vector: MPICH's
+    /// parser would loop forever on it.
     public static func processMapping(_ placements: [RankPlacement]) -> String {
-        var blocks: [(host: Int, count: Int)] = []
+        var runs: [(host: Int, count: Int)] = []
         for p in placements {
-            if let last = blocks.last, last.host == p.host { blocks[blocks.count - 1].count += 1 } else { blocks.append((p.host, 1)) }
+            if let last = runs.last, last.host == p.host { runs[runs.count - 1].count += 1 } else { runs.append((p.host, 1)) }
         }
-        // Each host must appear once, in increasing order, for the vector form.
-        let hostsInOrder = blocks.map(\.host)
-        guard hostsInOrder == Array(0..<blocks.count) else { return "(vector)" }
-        var runs: [(start: Int, nodes: Int, ppn: Int)] = []
-        for (i, b) in blocks.enumerated() {
-            if let last = runs.last, last.ppn == b.count, last.start + last.nodes == i {
-                runs[runs.count - 1].nodes += 1
+        var tuples: [(start: Int, nodes: Int, ppn: Int)] = []
+        for r in runs {
+            if let last = tuples.last, last.ppn == r.count, last.start + last.nodes == r.host {
+                tuples[tuples.count - 1].nodes += 1
             } else {
-                runs.append((i, 1, b.count))
+                tuples.append((r.host, 1, r.count))
             }
         }
-        return "(vector," + runs.map { "(\($0.start),\($0.nodes),\($0.ppn))" }.joined(separator: ",") + ")"
+        // The shortest prefix that, repeated, gives every tuple.
+        var period = tuples.count
+        for p in 1...max(1, tuples.count) where tuples.count % p == 0 {
+            if (0..<tuples.count).allSatisfy({ tuples[$0] == tuples[$0 % p] }) { period = p; break }
+        }
+        return "(vector," + tuples.prefix(period).map { "(\($0.start),\($0.nodes),\($0.ppn))" }.joined(separator: ",") + ")"
     }
 }
 

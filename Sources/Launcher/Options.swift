@@ -141,6 +141,7 @@ public struct LaunchOptions: Sendable {
                 o.outputDirectory = try value()
             case "timeout":
                 o.timeoutSeconds = try positive("timeout")
+                guard o.timeoutSeconds! <= 31_536_000 else { throw LaunchError("--timeout is at most a year (31536000 s)") }
             case "launcher", "bootstrap":
                 let v = try value()
                 guard let l = LauncherKind(rawValue: v) else {

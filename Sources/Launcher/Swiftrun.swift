@@ -14,7 +14,7 @@ public enum Swiftrun {
             if let v = getenv(name) { env[name] = String(cString: v) }
         }
         do {
-            if argv.contains("--agent") { exit(try HostAgent.run(argv)) }
+            if argv.first == "--agent" { exit(try HostAgent.run(argv)) } // how swiftrun starts its agents
             exit(try run(argv, environment: env))
         } catch {
             let line = "\(error.description)\n"

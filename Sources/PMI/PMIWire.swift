@@ -101,6 +101,14 @@ public final class PMILineChannel {
         }
     }
 
+    /// Writes what the socket takes now (non-blocking sockets); returns how many bytes went,
+    /// or -1 when the connection is broken.
+    public func sendSome(_ bytes: ArraySlice<UInt8>) -> Int {
+        let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        if n < 0 { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1 }
+        return n
+    }
+
     /// A complete line already buffered, if any.
     public func nextBufferedLine() -> Substring? {
         guard let nl = buffer.firstIndex(of: 10) else { return nil }
@@ -116,12 +124,15 @@ public final class PMILineChannel {
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 4096, 0) }
             if n < 0 {
                 if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { return true } // a non-blocking socket with nothing yet
                 if errno == ECONNRESET { return false }
                 throw PMIError("reading the PMI connection failed: \(String(cString: strerror(errno)))")
             }
             if n == 0 { return false }
             buffer.append(contentsOf: chunk[..<n])
-            if buffer.count > 1 << 20 { throw PMIError("a PMI line longer than 1 MiB") }
+            // Lines are bounded (a peer cannot make us hoard memory), generously: an agent's
+            // barrier_out carries every put of a round.
+            if buffer.count > 64 << 20 && !buffer.contains(10) { throw PMIError("a line longer than 64 MiB") }
             return true
         }
     }

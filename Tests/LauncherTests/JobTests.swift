@@ -219,7 +219,8 @@ final class JobTests: XCTestCase {
         fclose(f)
         chmod(fake, 0o755)
         let program = try buildMPICHProgram()
-        let r = run(["-v", "--launcher", "ssh", "--launcher-exec", fake, "--host", "hostA:2,hostB:2", program, marker])
+        // Round robin (--map-by node): MPICH must get a process mapping it can use.
+        let r = run(["-v", "--launcher", "ssh", "--launcher-exec", fake, "--host", "hostA:2,hostB:2", "--map-by", "node", program, marker])
         XCTAssertEqual(r.code, 0, r.output)
         XCTAssertEqual(r.output.split(separator: "\n").filter { $0.hasSuffix("sum 6 ok") }.count, 4, r.output)
         XCTAssertEqual(r.output.components(separatedBy: "stranger got nothing").count - 1, 2, r.output)

@@ -112,7 +112,9 @@ final class MappingTests: XCTestCase {
         let uneven = try Mapper.map(apps: apps(3), hosts: [HostEntry(name: "a", slots: 2), HostEntry(name: "b", slots: 1)], perNode: nil, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 1)
         XCTAssertEqual(Mapper.processMapping(uneven), "(vector,(0,1,2),(1,1,1))")
         let rr = try Mapper.map(apps: apps(4), hosts: two, perNode: nil, mapBy: .node, oversubscribe: false, source: "hf", defaultCount: 1)
-        XCTAssertEqual(Mapper.processMapping(rr), "(vector)", "round robin is not a block vector")
+        XCTAssertEqual(Mapper.processMapping(rr), "(vector,(0,2,1))", "round robin: one tuple, repeated by MPICH")
+        let odd = [0, 0, 1, 0].enumerated().map { RankPlacement(rank: $0.offset, host: $0.element, app: 0, localRank: 0, localSize: 0) }
+        XCTAssertEqual(Mapper.processMapping(odd), "(vector,(0,1,2),(1,1,1),(0,1,1))", "any layout, tuple by tuple")
     }
 
     func testBindingFromATopology() {

@@ -137,4 +137,22 @@ final class SSHClusterTests: XCTestCase {
         while hangers() > 0 && monotonicNanoseconds() - t0 < 3_000_000_000 { usleep(20_000) }
         XCTAssertEqual(hangers(), 0, "each agent saw swiftrun go and killed its ranks")
     }
+
+    func testTheCallersEnvironmentDirectoryAndExactBytesReachRemoteRanks() throws {
+        let out = "\(dir)/bytes.out"
+        let cwd = String(cString: getcwd(nil, 0))
+        let script = "\(dir)/show.sh"
+        let w = fopen(script, "w")!
+        fputs("#!/bin/sh\nprintf '%s|%s\\n' \"$SRTEST_VAR\" \"$(pwd)\"\nprintf '\\001\\377\\200\\n'\n", w)
+        fclose(w)
+        chmod(script, 0o755)
+        let (code, text) = runCapturing("/bin/sh", ["-c", "ip netns exec \(launchNS) \(swiftrun) --launcher-exec \(ssh) -f \(hostfile) -n 1 \(script) > \(out)"],
+                                        environment: ["SRTEST_VAR": "hello there"])
+        XCTAssertEqual(code, 0, text)
+        guard let f = fopen(out, "r") else { return XCTFail("no output") }
+        defer { fclose(f) }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = fread(&bytes, 1, bytes.count, f)
+        XCTAssertEqual(Array(bytes[..<n]), Array("hello there|\(cwd)\n".utf8) + [1, 255, 128, 10], "environment, working directory and bytes arrive intact")
+    }
 }

@@ -105,6 +105,15 @@ int cmx_listen_loopback(int *port);
 int cmx_listen_any(int *port);
 /// A Unix SOCK_STREAM socket listening at `path` (mode 0600, close-on-exec).
 int cmx_unix_stream_listen(const char *path);
+/// Fills `buf` from the kernel's random generator (getrandom); 0 or -1/errno.
+int cmx_random(void *buf, size_t len);
+/// TCP keepalive that notices a dead peer within about a minute.
+int cmx_keepalive(int fd);
+/// Whether `pid` has ended, without reaping it (waitid WNOWAIT): it stays a zombie, so its
+/// process-group id cannot be reused. Returns pid and the wait status when it has ended, else 0.
+int cmx_wait_peek(pid_t pid, int *status);
+/// Raises the soft limit on open descriptors to the hard limit.
+void cmx_raise_fd_limit(void);
 /// A self-pipe for signals: the handler writes the signal number; returns the read end.
 int cmx_signal_pipe(void);
 /// Routes `sig` to the signal pipe (SA_RESTART).
