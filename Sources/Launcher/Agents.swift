@@ -243,16 +243,8 @@ extension LocalJob {
         }
         // The caller's environment passes through to every host (as mpiexec does), less what
         // belongs to this host or this session, then -x / -genv.
-        var sent: Set<String> = []
-        var e = environ
-        while let entry = e.pointee {
-            let text = String(cString: entry)
-            e += 1
-            guard let eq = text.firstIndex(of: "=") else { continue }
-            let name = String(text[..<eq])
-            if Self.hostOnly(name) { continue }
-            sent.insert(name)
-            sendToAgent(h, AgentWire.message("env", [("name", name), ("value", String(text[text.index(after: eq)...]))]))
+        for (name, value) in ChildProcess.currentEnvironment().sorted(by: { $0.key < $1.key }) where !Self.hostOnly(name) {
+            sendToAgent(h, AgentWire.message("env", [("name", name), ("value", value)]))
         }
         for e in plan.environment {
             let value = e.value ?? getenv(e.name).map { String(cString: $0) } ?? ""

@@ -225,13 +225,7 @@ public final class LocalJob {
     }
 
     func baseEnvironment() -> [String: String] {
-        var env: [String: String] = [:]
-        var e = environ
-        while let entry = e.pointee {
-            let s = String(cString: entry)
-            if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
-            e += 1
-        }
+        var env = ChildProcess.currentEnvironment()
         // A launcher's own PMI variables must not leak into the job's ranks.
         for k in ["PMI_FD", "PMI_PORT", "PMI_ID", "PMI_RANK", "PMI_SIZE", "PMI_SPAWNED"] { env[k] = nil }
         for (name, value) in plan.environment {

@@ -29,13 +29,7 @@ public struct ChildProcess: Sendable {
         defer { argv.forEach { free($0) } }
         var envp: [UnsafeMutablePointer<CChar>?] = []
         if !environment.isEmpty {
-            var merged: [String: String] = [:]
-            var e = environ
-            while let entry = e.pointee {
-                let s = String(cString: entry)
-                if let eq = s.firstIndex(of: "=") { merged[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
-                e += 1
-            }
+            var merged = currentEnvironment()
             for (k, v) in environment { merged[k] = v }
             envp = merged.map { strdup("\($0.key)=\($0.value)") }
             envp.append(nil)
@@ -94,6 +88,18 @@ public struct ChildProcess: Sendable {
     /// if it is already gone, this process exits at once.
     public static func dieWithParent(_ parent: Int32) {
         if cmx_die_with_parent(SIGKILL, parent) != 0 { exit(3) }
+    }
+
+    /// This process's environment, as a dictionary.
+    public static func currentEnvironment() -> [String: String] {
+        var env: [String: String] = [:]
+        var e = environ
+        while let entry = e.pointee {
+            let s = String(cString: entry)
+            if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+            e += 1
+        }
+        return env
     }
 
     /// The path of the running executable.
