@@ -13,6 +13,9 @@ let package = Package(
         .executable(name: "swiftrun", targets: ["swiftrun"]),
         .library(name: "PMI", targets: ["PMI"]),
         .library(name: "Bootstrap", targets: ["Bootstrap"]),
+        .library(name: "MPI", targets: ["MPI"]),
+        .executable(name: "hello", targets: ["hello"]),
+        .executable(name: "ring", targets: ["ring"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -37,6 +40,11 @@ let package = Package(
         .executableTarget(name: "swiftrun", dependencies: ["Launcher"]),
         // A rank's start on the channel layer: PMI-1 plus endpoint addresses in the KVS.
         .target(name: "Bootstrap", dependencies: ["MyriXen", "PMI"]),
+        // The Swift MPI library.
+        .target(name: "MPI", dependencies: ["Bootstrap", "MyriXen"]),
+        // Example programs, runnable by name through bin/swiftrun.
+        .executableTarget(name: "hello", dependencies: ["MPI"], path: "Sources/Examples/hello"),
+        .executableTarget(name: "ring", dependencies: ["MPI"], path: "Sources/Examples/ring"),
         .executableTarget(
             name: "myrback",
             dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -69,6 +77,8 @@ let package = Package(
             dependencies: ["Bootstrap", "MyriXen", "PMI"],
             path: "Tests/LauncherTestRank"
         ),
+        .executableTarget(name: "MPITestRank", dependencies: ["MPI", "MyriXen"], path: "Tests/MPITestRank"),
+        .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXenTestSupport"]),
         .testTarget(
             name: "LauncherTests",
             dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport"],

@@ -1,0 +1,108 @@
+// A rank of the MPI tests: point-to-point semantics, checked by every rank. Prints
+// "rank R: ok <what>" for each check that passed; exits 3 on the first that did not.
+#if canImport(Glibc)
+import Glibc
+#endif
+import MPI
+import MyriXen
+
+struct Particle: BitwiseCopyable, Equatable {
+    var position: SIMD3<Double>
+    var id: Int32
+}
+
+func ok(_ rank: Int, _ what: String) {
+    let line = "rank \(rank): ok \(what)\n"
+    _ = line.withCString { write(1, $0, strlen($0)) }
+}
+
+func fail(_ what: String) -> Never {
+    let line = "FAILED: \(what)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    exit(3)
+}
+
+func expectError(_ cls: MPIError.ErrorClass, _ what: String, _ body: () throws -> Void) {
+    do {
+        try body()
+        fail("\(what): no error")
+    } catch let e as MPIError {
+        guard e.errorClass == cls else { fail("\(what): \(e), expected \(cls.rawValue)") }
+    } catch { fail("\(what): \(error)") }
+}
+
+let mpi = try MPI.initialize()
+let world = mpi.world
+let me = world.rank, n = world.size
+do {
+    // Every rank sends to rank 0 with its rank as tag; rank 0 takes them from any source.
+    if me != 0 {
+        try world.send([Double](repeating: Double(me), count: me), to: 0, tag: me)
+    } else {
+        var seen = Set<Int>()
+        for _ in 1..<n {
+            let (values, st) = try world.receive(Double.self, from: .any, tag: .any)
+            guard st.tag == st.source, values == [Double](repeating: Double(st.source), count: st.source) else {
+                fail("any-source message from \(st.source) tag \(st.tag): \(values)")
+            }
+            seen.insert(st.source)
+        }
+        guard seen == Set(1..<n) else { fail("sources \(seen)") }
+    }
+    ok(me, "any source, any tag, sizes known only by probe")
+
+    // User structs with SIMD members, both ways between pairs.
+    let partner = me ^ 1
+    if partner < n {
+        let mine = (0..<100).map { Particle(position: SIMD3(Double(me), Double($0), -1), id: Int32($0)) }
+        if me % 2 == 0 {
+            try world.send(mine, to: partner, tag: 5)
+            var theirs = [Particle](repeating: Particle(position: .zero, id: 0), count: 100)
+            try world.receive(into: &theirs, from: .rank(partner), tag: 5)
+            guard theirs == (0..<100).map({ Particle(position: SIMD3(Double(partner), Double($0), -1), id: Int32($0)) }) else { fail("particles") }
+        } else {
+            var theirs = [Particle](repeating: Particle(position: .zero, id: 0), count: 100)
+            try world.receive(into: &theirs, from: .rank(partner), tag: 5)
+            try world.send(mine, to: partner, tag: 5)
+            guard theirs.allSatisfy({ $0.position.x == Double(partner) }) else { fail("particles back") }
+        }
+    }
+    ok(me, "BitwiseCopyable structs")
+
+    // Truncation is an error of class truncate; the buffer is not overrun.
+    let selfComm = mpi.selfComm
+    try selfComm.send([1, 2, 3, 4], to: 0, tag: 1)
+    var two = [0, 0]
+    expectError(.truncate, "short buffer") { try selfComm.receive(into: &two, from: 0, tag: 1) }
+    ok(me, "truncation")
+
+    // Invalid ranks and tags are errors, not crashes.
+    expectError(.rank, "send to rank n") { try world.send(1, to: n, tag: 0) }
+    expectError(.rank, "receive from rank -1") { _ = try world.receive(Int.self, from: .rank(-1), tag: 0) }
+    expectError(.tag, "negative tag") { try world.send(1, to: 0, tag: -5) }
+    ok(me, "invalid rank and tag")
+
+    // Communicators are isolated: a message on self is not seen on world.
+    try selfComm.send(42, to: 0, tag: 9)
+    guard try world.iprobe(from: .rank(me), tag: 9) == nil else { fail("world saw a message sent on self") }
+    let (v, _) = try selfComm.receive(Int.self, from: 0, tag: 9)
+    guard v == [42] else { fail("self message \(v)") }
+    ok(me, "communicator isolation")
+
+    // Non-overtaking: many messages of mixed sizes from 1 to 0 arrive in order.
+    if n >= 2 && me < 2 {
+        if me == 1 {
+            for i in 0..<500 { try world.send([Int](repeating: i, count: i % 7 == 0 ? 3000 : 1), to: 0, tag: 3) }
+        } else {
+            for i in 0..<500 {
+                let (vals, _) = try world.receive(Int.self, from: 1, tag: 3)
+                guard vals.first == i else { fail("message \(i) arrived as \(vals.first ?? -1)") }
+            }
+        }
+    }
+    ok(me, "order")
+    try world.barrier()
+} catch {
+    fail("\(error)")
+}
+mpi.finalize()

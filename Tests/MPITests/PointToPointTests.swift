@@ -1,0 +1,39 @@
+import XCTest
+import MPI
+import MyriXenTestSupport
+
+/// The MPI library through swiftrun, with every rank checking what it saw.
+final class PointToPointTests: XCTestCase {
+    let checks = ["any source, any tag, sizes known only by probe", "BitwiseCopyable structs", "truncation",
+                  "invalid rank and tag", "communicator isolation", "order"]
+
+    func testPointToPointOnOneToEightRanksAndSixteenOversubscribed() {
+        for n in [1, 2, 3, 8, 16] {
+            let (code, out) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", String(n), BuiltProducts.path("MPITestRank")])
+            XCTAssertEqual(code, 0, out)
+            for r in 0..<n {
+                for c in checks { XCTAssertTrue(out.contains("rank \(r): ok \(c)\n"), "\(n) ranks, rank \(r): \(c)\n\(out)") }
+            }
+        }
+    }
+
+    func testTheExamplesRunByName() {
+        let (code, out) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "4", BuiltProducts.path("ring")])
+        XCTAssertEqual(code, 0, out)
+        XCTAssertTrue(out.contains("ring of 4: token 6 came back from rank 3 ok"), out)
+        let (code2, out2) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "2", BuiltProducts.path("hello")])
+        XCTAssertEqual(code2, 0, out2)
+        XCTAssertTrue(out2.contains("hello from rank 1 of 2 on "), out2)
+    }
+
+    func testMatchBits() {
+        let info = MatchBits.info(context: 3, source: 5, tag: 77)
+        XCTAssertEqual(MatchBits.source(info), 5)
+        XCTAssertEqual(MatchBits.tag(info), 77)
+        let any = MatchBits.receive(context: 3, source: nil, tag: nil)
+        XCTAssertEqual(info & any.mask, any.info, "any source, any tag on the same communicator")
+        XCTAssertNotEqual(MatchBits.info(context: 4, source: 5, tag: 77) & any.mask, any.info, "another communicator never matches")
+        let exact = MatchBits.receive(context: 3, source: 5, tag: 78)
+        XCTAssertNotEqual(info & exact.mask, exact.info)
+    }
+}
