@@ -91,6 +91,67 @@ public final class Communicator {
         try send([value], to: destination, tag: tag)
     }
 
+    /// A synchronous send (MPI_Ssend): returns only once the receiver has matched it.
+    public func ssend<T: BitwiseCopyable>(_ values: [T], to destination: Int, tag: Int = 0) throws(MPIError) {
+        _ = try issend(values, to: destination, tag: tag).wait()
+    }
+
+    // MARK: non-blocking
+
+    func startSend<T: BitwiseCopyable>(_ values: [T], to destination: Int, tag: Int, sync: Bool) throws(MPIError) -> Request<Void> {
+        try check(destination: destination)
+        try check(tag: tag)
+        let to = try address(destination)
+        let buffer = OwnedBuffer(copying: values) // the request owns what it sends
+        let raw = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count)
+        let info = MatchBits.info(context: context, source: rank, tag: tag)
+        let handle = try mx { () throws(MXError) in
+            sync ? try endpoint.issend(raw, to: to, matchInfo: info) : try endpoint.isend(raw, to: to, matchInfo: info)
+        }
+        return Request(comm: self, handle: handle, buffer: buffer, isReceive: false) { _, _ in () }
+    }
+
+    /// Starts a send (MPI_Isend); the request keeps a copy of `values` until it is over.
+    public func isend<T: BitwiseCopyable>(_ values: [T], to destination: Int, tag: Int = 0) throws(MPIError) -> Request<Void> {
+        try startSend(values, to: destination, tag: tag, sync: false)
+    }
+
+    /// Starts a synchronous send (MPI_Issend): it completes once the receiver matched it.
+    public func issend<T: BitwiseCopyable>(_ values: [T], to destination: Int, tag: Int = 0) throws(MPIError) -> Request<Void> {
+        try startSend(values, to: destination, tag: tag, sync: true)
+    }
+
+    /// Starts a receive of up to `count` elements (MPI_Irecv); `wait` gives them (as many as
+    /// came). A longer message fails with `truncate`.
+    public func ireceive<T: BitwiseCopyable>(_: T.Type, count: Int, from source: Source = .any, tag: Tag = .any) throws(MPIError) -> Request<[T]> {
+        guard count >= 0 else { throw MPIError(.count, "count \(count) is negative") }
+        let (info, mask) = try receiveBits(source, tag)
+        let buffer = OwnedBuffer(bytes: count * MemoryLayout<T>.stride)
+        let raw = UnsafeMutableRawBufferPointer(start: buffer.pointer, count: buffer.count)
+        let handle = try mx { () throws(MXError) in try endpoint.irecv(raw, matchInfo: info, mask: mask) }
+        return Request(comm: self, handle: handle, buffer: buffer, isReceive: true) { (st, b) throws(MPIError) -> [T] in
+            if st.isCancelled { return [] }
+            guard !st.isTruncated else {
+                throw MPIError(.truncate, "a message of \(st.messageLength) bytes does not fit \(count) \(T.self)")
+            }
+            guard st.transferredLength % max(1, MemoryLayout<T>.stride) == 0 else {
+                throw MPIError(.count, "a message of \(st.transferredLength) bytes is not a whole number of \(T.self)")
+            }
+            let n = st.transferredLength / max(1, MemoryLayout<T>.stride)
+            return Array(UnsafeBufferPointer(start: b!.pointer.assumingMemoryBound(to: T.self), count: n))
+        }
+    }
+
+    /// Sends and receives at once (MPI_Sendrecv): never deadlocks however large the messages.
+    public func sendReceive<T: BitwiseCopyable>(_ values: [T], to destination: Int, sendTag: Int = 0,
+                                                 receiveCount: Int, from source: Source, receiveTag: Tag = .any) throws(MPIError) -> ([T], Status) {
+        let incoming = try ireceive(T.self, count: receiveCount, from: source, tag: receiveTag)
+        let outgoing = try isend(values, to: destination, tag: sendTag)
+        let received = try incoming.wait()
+        _ = try outgoing.wait()
+        return (received, incoming.status!)
+    }
+
     // MARK: receiving
 
     func receiveBits(_ source: Source, _ tag: Tag) throws(MPIError) -> (info: UInt64, mask: UInt64) {

@@ -66,7 +66,8 @@ final class SSHClusterTests: XCTestCase {
 
             """, f)
             fclose(f)
-            sshds.append(try ChildProcess.spawn("/usr/sbin/ip", ["netns", "exec", vm, "/usr/sbin/sshd", "-D", "-e", "-f", config]))
+            // Its log goes to the test's folder (exec: the pid stays sshd's).
+            sshds.append(try ChildProcess.spawn("/bin/sh", ["-c", "exec /usr/sbin/ip netns exec \(vm) /usr/sbin/sshd -D -e -f \(config) > \(dir)/sshd_\(k).log 2>&1"]))
         }
         ssh = "\(dir)/ssh"
         let w = fopen(ssh, "w")!

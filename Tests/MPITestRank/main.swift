@@ -101,6 +101,51 @@ do {
         }
     }
     ok(me, "order")
+
+    // Non-blocking: 4 MiB each way between pairs, both sides isend first; never deadlocks.
+    if partner < n {
+        let big = [UInt32](repeating: UInt32(me), count: 1 << 20)
+        let incoming = try world.ireceive(UInt32.self, count: 1 << 20, from: .rank(partner), tag: 11)
+        let outgoing = try world.isend(big, to: partner, tag: 11)
+        let data = try incoming.wait()
+        _ = try outgoing.wait()
+        guard data.count == 1 << 20, data.allSatisfy({ $0 == UInt32(partner) }), incoming.status?.source == partner else { fail("4 MiB exchange") }
+        expectError(.request, "waiting twice") { _ = try incoming.wait() }
+    }
+    ok(me, "non-blocking exchange")
+
+    // A synchronous send completes only once matched.
+    if n >= 2 && me < 2 {
+        if me == 1 {
+            let r = try world.issend([7], to: 0, tag: 12)
+            let until = MPIEnvironment.wtime() + 0.1
+            while MPIEnvironment.wtime() < until { if try r.test() != nil { fail("issend completed before the receive") } }
+            try world.barrier()
+            _ = try r.wait()
+        } else {
+            try world.barrier()
+            let (v, _) = try world.receive(Int.self, from: 1, tag: 12)
+            guard v == [7] else { fail("issend payload \(v)") }
+        }
+    } else {
+        try world.barrier()
+    }
+    ok(me, "issend")
+
+    // Cancel, waitAny, sendReceive, and dropping an unfinished request.
+    let never = try world.ireceive(Int.self, count: 1, from: .any, tag: 13)
+    guard try never.cancel() else { fail("cancel of an unmatched receive") }
+    guard try never.wait() == [], never.status?.isCancelled == true else { fail("cancelled status") }
+    do { _ = try world.ireceive(Int.self, count: 8, from: .any, tag: 14) } // dropped: cancelled by its deinit
+    let shifted = try world.sendReceive([me], to: (me + 1) % n, sendTag: 15, receiveCount: 1, from: .rank((me + n - 1) % n), receiveTag: 15)
+    guard shifted.0 == [(me + n - 1) % n] else { fail("sendReceive \(shifted.0)") }
+    let a = try selfComm.ireceive(Int.self, count: 1, from: 0, tag: 16)
+    let b = try selfComm.ireceive(Int.self, count: 1, from: 0, tag: 17)
+    try selfComm.send(5, to: 0, tag: 17)
+    let (which, value) = try Request.waitAny([a, b])
+    guard which == 1, value == [5] else { fail("waitAny \(which) \(value)") }
+    _ = try a.cancel()
+    ok(me, "cancel, waitAny, sendReceive")
     try world.barrier()
 } catch {
     fail("\(error)")

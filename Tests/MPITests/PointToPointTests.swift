@@ -5,7 +5,8 @@ import MyriXenTestSupport
 /// The MPI library through swiftrun, with every rank checking what it saw.
 final class PointToPointTests: XCTestCase {
     let checks = ["any source, any tag, sizes known only by probe", "BitwiseCopyable structs", "truncation",
-                  "invalid rank and tag", "communicator isolation", "order"]
+                  "invalid rank and tag", "communicator isolation", "order", "non-blocking exchange", "issend",
+                  "cancel, waitAny, sendReceive"]
 
     func testPointToPointOnOneToEightRanksAndSixteenOversubscribed() {
         for n in [1, 2, 3, 8, 16] {

@@ -415,6 +415,14 @@ public final class MXEndpoint {
         return try core.pointee.finish(r)
     }
 
+    /// Whether `request` is done (after one round of progress), without completing it.
+    public func isComplete(_ request: MXRequest) throws(MXError) -> Bool {
+        try ensureOpen()
+        let r = try core.pointee.validate(request)
+        if !isDone(r) { progressOnce() }
+        return isDone(r)
+    }
+
     /// Completes the first of `requests` that is done; nil when none is.
     public func testAny(_ requests: [MXRequest]) throws(MXError) -> (index: Int, status: MXStatus)? {
         try ensureOpen()
