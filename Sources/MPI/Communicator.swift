@@ -191,7 +191,11 @@ public final class Communicator {
 
     /// Receives a message of any length: probes for it, then receives exactly its elements.
     public func receive<T: BitwiseCopyable>(_: T.Type, from source: Source = .any, tag: Tag = .any) throws(MPIError) -> ([T], Status) {
-        let probed = try probe(from: source, tag: tag)
+        try receiveProbed(T.self, try probe(from: source, tag: tag))
+    }
+
+    /// Receives exactly the message `probed` describes.
+    func receiveProbed<T: BitwiseCopyable>(_: T.Type, _ probed: Status) throws(MPIError) -> ([T], Status) {
         guard let n = probed.count(of: T.self) else {
             throw MPIError(.count, "a message of \(probed.byteCount) bytes is not a whole number of \(T.self) (\(MemoryLayout<T>.stride) bytes each)")
         }
@@ -199,6 +203,36 @@ public final class Communicator {
         // The probed message is the one received: same source and tag, and per-pair order.
         let st = try receive(into: &values, from: .rank(probed.source), tag: .value(probed.tag))
         return (values, st)
+    }
+
+    // MARK: objects
+
+    /// Sends any Encodable value (the object path: a compact binary encoding, not JSON).
+    /// Values that are also BitwiseCopyable take the typed path instead.
+    @_disfavoredOverload
+    public func send<T: Encodable>(_ value: T, to destination: Int, tag: Int = 0) throws(MPIError) {
+        let bytes: [UInt8]
+        do { bytes = try BinaryCoding.encode(value) } catch { throw MPIError(.other, "cannot encode \(T.self): \(error)") }
+        try send(bytes, to: destination, tag: tag)
+    }
+
+    /// Receives one Decodable value sent with the object path.
+    @_disfavoredOverload
+    public func receive<T: Decodable>(_: T.Type, from source: Source = .any, tag: Tag = .any) throws(MPIError) -> T {
+        let (bytes, _) = try receiveProbed(UInt8.self, try probe(from: source, tag: tag))
+        do { return try BinaryCoding.decode(T.self, from: bytes) } catch let e as MPIError { throw e } catch {
+            throw MPIError(.other, "the message is not a \(T.self): \(error)")
+        }
+    }
+
+    // MARK: async
+
+    /// Receives without blocking a thread: the task suspends between looks.
+    public func receive<T: BitwiseCopyable>(_: T.Type, from source: Source = .any, tag: Tag = .any) async throws -> ([T], Status) {
+        while true {
+            if let st = try iprobe(from: source, tag: tag) { return try receiveProbed(T.self, st) }
+            await Task.yield()
+        }
     }
 
     // MARK: probing

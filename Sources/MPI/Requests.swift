@@ -90,6 +90,14 @@ public final class Request<Value> {
 }
 
 extension Request {
+    /// The result, suspending the task (not blocking its thread) until the operation is over.
+    public func value() async throws -> Value {
+        while true {
+            if let v = try test() { return v }
+            await Task.yield()
+        }
+    }
+
     /// Waits for all of `requests` (MPI_Waitall), in order; the first failure is thrown after
     /// every request is over.
     public static func waitAll(_ requests: [Request<Value>]) throws(MPIError) -> [Value] {

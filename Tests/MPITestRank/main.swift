@@ -6,6 +6,28 @@ import Glibc
 import MPI
 import MyriXen
 
+struct Order: Codable, Equatable {
+    var customer: String
+    var items: [String: Int]
+    var note: String?
+}
+
+func asyncChecks(_ world: Communicator) async throws {
+    // An async receive suspends the task instead of blocking its thread.
+    let me = world.rank, n = world.size
+    if n >= 2 && me < 2 {
+        if me == 0 {
+            let (v, st) = try await world.receive(Int.self, from: .rank(1), tag: 21)
+            guard v == [99], st.source == 1 else { fail("async receive \(v)") }
+            let r = try world.ireceive(Int.self, count: 2, from: .rank(1), tag: 22)
+            guard try await r.value() == [1, 2] else { fail("async request value") }
+        } else {
+            try world.send(99, to: 0, tag: 21)
+            try world.send([1, 2], to: 0, tag: 22)
+        }
+    }
+}
+
 struct Particle: BitwiseCopyable, Equatable {
     var position: SIMD3<Double>
     var id: Int32
@@ -146,6 +168,25 @@ do {
     guard which == 1, value == [5] else { fail("waitAny \(which) \(value)") }
     _ = try a.cancel()
     ok(me, "cancel, waitAny, sendReceive")
+
+    // Objects (Codable): each rank sends an order to rank 0.
+    if me != 0 {
+        try world.send(Order(customer: "rank \(me)", items: ["bolts": me, "nuts": 2 * me], note: me % 2 == 0 ? nil : "odd"), to: 0, tag: 20)
+    } else {
+        for _ in 1..<n {
+            let order = try world.receive(Order.self, from: .any, tag: 20)
+            guard let r = Int(order.customer.dropFirst(5)), order.items == ["bolts": r, "nuts": 2 * r],
+                  order.note == (r % 2 == 0 ? nil : "odd") else { fail("order \(order)") }
+        }
+    }
+    ok(me, "Codable objects")
+    try world.barrier()
+} catch {
+    fail("\(error)")
+}
+do {
+    try await asyncChecks(world)
+    ok(me, "async receive")
     try world.barrier()
 } catch {
     fail("\(error)")

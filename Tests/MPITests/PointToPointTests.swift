@@ -6,7 +6,7 @@ import MyriXenTestSupport
 final class PointToPointTests: XCTestCase {
     let checks = ["any source, any tag, sizes known only by probe", "BitwiseCopyable structs", "truncation",
                   "invalid rank and tag", "communicator isolation", "order", "non-blocking exchange", "issend",
-                  "cancel, waitAny, sendReceive"]
+                  "cancel, waitAny, sendReceive", "Codable objects", "async receive"]
 
     func testPointToPointOnOneToEightRanksAndSixteenOversubscribed() {
         for n in [1, 2, 3, 8, 16] {
