@@ -40,16 +40,21 @@ public final class Communicator {
     public let rank: Int
     public var size: Int { members.count }
 
-    init(world: MXWorld, context: UInt16, ranks: [Int], myRank: Int) {
+    let contexts: ContextIDs
+    public internal(set) var isFreed = false
+
+    init(world: MXWorld, context: UInt16, ranks: [Int], myRank: Int, contexts: ContextIDs) {
         self.world = world
         self.context = context
         members = ranks
         rank = myRank
+        self.contexts = contexts
     }
 
     var endpoint: MXEndpoint { world.endpoint }
 
     func check(destination: Int) throws(MPIError) {
+        try ensureUsable()
         guard destination >= 0 && destination < size else {
             throw MPIError(.rank, "rank \(destination) is not in this communicator of \(size)")
         }
@@ -155,6 +160,7 @@ public final class Communicator {
     // MARK: receiving
 
     func receiveBits(_ source: Source, _ tag: Tag) throws(MPIError) -> (info: UInt64, mask: UInt64) {
+        try ensureUsable()
         var s: Int?
         if case let .rank(r) = source {
             guard r >= 0 && r < size else { throw MPIError(.rank, "source rank \(r) is not in this communicator of \(size)") }
@@ -249,11 +255,11 @@ public final class Communicator {
         return try mx { () throws(MXError) in try endpoint.iprobe(matchInfo: info, mask: mask) }.map(status)
     }
 
-    /// Waits for every rank (MPI_Barrier), through the process manager for now.
+    /// Waits for every rank of this communicator (MPI_Barrier): all report to rank 0, which
+    /// then releases them, on the communicator's collective context.
     public func barrier() throws(MPIError) {
-        guard context == 0 else {
-            throw MPIError(.comm, "barrier on a communicator other than the world is not available yet")
-        }
-        do { try world.pmi.barrier() } catch { throw MPIError(.other, "\(error)") }
+        try ensureUsable()
+        _ = try gatherToRoot([UInt8](), op: .barrier)
+        _ = try broadcastFromRoot([UInt8](), op: .barrier)
     }
 }

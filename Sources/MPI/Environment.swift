@@ -45,8 +45,9 @@ public final class MPIEnvironment {
 
     init(_ w: MXWorld) {
         bootstrap = w
-        world = Communicator(world: w, context: 0, ranks: Array(0..<w.size), myRank: w.rank)
-        selfComm = Communicator(world: w, context: 1, ranks: [w.rank], myRank: 0)
+        let contexts = ContextIDs()
+        world = Communicator(world: w, context: contexts.world, ranks: Array(0..<w.size), myRank: w.rank, contexts: contexts)
+        selfComm = Communicator(world: w, context: contexts.selfComm, ranks: [w.rank], myRank: 0, contexts: contexts)
     }
 
     /// Ends MPI (MPI_Finalize): a barrier with every rank, then PMI finalize. Idempotent.

@@ -180,6 +180,42 @@ do {
         }
     }
     ok(me, "Codable objects")
+
+    // Communicators: split by parity, dup, create from a group, split by host, free.
+    let parity = try world.split(color: me % 2, key: -me)!      // reversed order inside each half
+    let half = (n + (me % 2 == 0 ? 1 : 0)) / 2
+    guard parity.size == half, parity.rank == (half - 1 - me / 2) else { fail("split: rank \(parity.rank) of \(parity.size)") }
+    let total = try { () throws -> Int in
+        // Sum of world ranks within the half, by a token around the half.
+        let next = (parity.rank + 1) % parity.size, prev = (parity.rank + parity.size - 1) % parity.size
+        if parity.size == 1 { return me }
+        if parity.rank == 0 {
+            try parity.send(me, to: next, tag: 1)
+            return try parity.receive(Int.self, from: .rank(prev), tag: 1).0[0]
+        }
+        let (v, _) = try parity.receive(Int.self, from: .rank(prev), tag: 1)
+        try parity.send(v[0] + me, to: next, tag: 1)
+        return -1
+    }()
+    if parity.rank == 0 {
+        let expected = stride(from: me % 2, to: n, by: 2).reduce(0, +)
+        guard total == expected else { fail("split ring sum \(total), expected \(expected)") }
+    }
+    try parity.barrier()
+    let twin = try world.dup()
+    guard world.compare(twin) == .congruent, twin.size == n, twin.rank == me else { fail("dup") }
+    try twin.send(me, to: me, tag: 4)
+    guard try world.iprobe(from: .rank(me), tag: 4) == nil else { fail("world saw a dup's message") }
+    _ = try twin.receive(Int.self, from: .rank(me), tag: 4)
+    let evens = try world.group.including(Array(stride(from: 0, to: n, by: 2)))
+    let created = try world.create(from: evens)
+    guard (created != nil) == (me % 2 == 0), created?.size ?? half == (n + 1) / 2 || me % 2 == 1 else { fail("create from group") }
+    let host = try world.splitByHost()
+    guard host.size == n else { fail("split by host: \(host.size) of \(n) on one host") }
+    try twin.free()
+    expectError(.comm, "send on a freed communicator") { try twin.send(1, to: 0, tag: 0) }
+    expectError(.comm, "freeing the world") { try world.free() }
+    ok(me, "communicators")
     try world.barrier()
 } catch {
     fail("\(error)")

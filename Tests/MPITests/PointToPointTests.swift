@@ -6,7 +6,7 @@ import MyriXenTestSupport
 final class PointToPointTests: XCTestCase {
     let checks = ["any source, any tag, sizes known only by probe", "BitwiseCopyable structs", "truncation",
                   "invalid rank and tag", "communicator isolation", "order", "non-blocking exchange", "issend",
-                  "cancel, waitAny, sendReceive", "Codable objects", "async receive"]
+                  "cancel, waitAny, sendReceive", "Codable objects", "communicators", "async receive"]
 
     func testPointToPointOnOneToEightRanksAndSixteenOversubscribed() {
         for n in [1, 2, 3, 8, 16] {
@@ -36,5 +36,23 @@ final class PointToPointTests: XCTestCase {
         XCTAssertNotEqual(MatchBits.info(context: 4, source: 5, tag: 77) & any.mask, any.info, "another communicator never matches")
         let exact = MatchBits.receive(context: 3, source: 5, tag: 78)
         XCTAssertNotEqual(info & exact.mask, exact.info)
+    }
+
+    func testGroups() throws {
+        let g = Group(worldRanks: [10, 11, 12, 13, 14])
+        XCTAssertEqual(try g.including([4, 0]).members, [14, 10])
+        XCTAssertEqual(try g.excluding([1, 3]).members, [10, 12, 14])
+        XCTAssertEqual(try g.including(ranges: [(first: 0, last: 4, stride: 2)]).members, [10, 12, 14])
+        XCTAssertEqual(try g.excluding(ranges: [(first: 4, last: 1, stride: -3)]).members, [10, 12, 13])
+        let a = Group(worldRanks: [1, 2, 3]), b = Group(worldRanks: [3, 4])
+        XCTAssertEqual(a.union(b).members, [1, 2, 3, 4])
+        XCTAssertEqual(a.intersection(b).members, [3])
+        XCTAssertEqual(a.difference(b).members, [1, 2])
+        XCTAssertEqual(try a.translate([0, 2], to: b), [nil, 0])
+        XCTAssertEqual(a.compare(Group(worldRanks: [1, 2, 3])), .identical)
+        XCTAssertEqual(a.compare(Group(worldRanks: [3, 1, 2])), .similar)
+        XCTAssertEqual(a.compare(b), .unequal)
+        XCTAssertThrowsError(try g.including([5])) { XCTAssertEqual(($0 as? MPIError)?.errorClass, .rank) }
+        XCTAssertThrowsError(try g.including([1, 1]))
     }
 }
