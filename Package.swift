@@ -16,6 +16,9 @@ let package = Package(
         .library(name: "MPI", targets: ["MPI"]),
         .executable(name: "hello", targets: ["hello"]),
         .executable(name: "ring", targets: ["ring"]),
+        .executable(name: "pi", targets: ["pi"]),
+        .executable(name: "halo", targets: ["halo"]),
+        .executable(name: "objects", targets: ["objects"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -45,6 +48,9 @@ let package = Package(
         // Example programs, runnable by name through bin/swiftrun.
         .executableTarget(name: "hello", dependencies: ["MPI"], path: "Sources/Examples/hello"),
         .executableTarget(name: "ring", dependencies: ["MPI"], path: "Sources/Examples/ring"),
+        .executableTarget(name: "pi", dependencies: ["MPI"], path: "Sources/Examples/pi"),
+        .executableTarget(name: "halo", dependencies: ["MPI"], path: "Sources/Examples/halo"),
+        .executableTarget(name: "objects", dependencies: ["MPI"], path: "Sources/Examples/objects"),
         .executableTarget(
             name: "myrback",
             dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]

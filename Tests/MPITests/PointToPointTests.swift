@@ -25,6 +25,17 @@ final class PointToPointTests: XCTestCase {
         let (code2, out2) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "2", BuiltProducts.path("hello")])
         XCTAssertEqual(code2, 0, out2)
         XCTAssertTrue(out2.contains("hello from rank 1 of 2 on "), out2)
+        for n in [1, 3, 4] {
+            let (c, o) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", String(n), BuiltProducts.path("halo"), "40", "60"])
+            XCTAssertEqual(c, 0, o)
+            XCTAssertTrue(o.contains("on \(n) ranks;") && o.hasSuffix("ok\n"), "halo on \(n): \(o)")
+        }
+        let (c3, o3) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "3", BuiltProducts.path("pi"), "200000"])
+        XCTAssertEqual(c3, 0, o3)
+        XCTAssertTrue(o3.hasPrefix("pi is approximately 3.14159265"), "8 decimals at least: \(o3)")
+        let (c4, o4) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "4", BuiltProducts.path("objects")])
+        XCTAssertEqual(c4, 0, o4)
+        XCTAssertEqual(o4.split(separator: "\n").filter { $0.hasSuffix(" ok") }.count, 4, o4)
     }
 
     func testMatchBits() {
