@@ -41,7 +41,12 @@ public final class Communicator {
     public var size: Int { members.count }
 
     let contexts: ContextIDs
-    public internal(set) var isFreed = false
+    /// What every call reads, behind pointers: no exclusivity check, no reference counting.
+    let freed: UnsafeMutablePointer<Bool>
+    let addresses: UnsafeMutablePointer<MXEndpointAddress?>
+
+    /// Whether `free()` was called.
+    public var isFreed: Bool { freed.pointee }
 
     init(world: MXWorld, context: UInt16, ranks: [Int], myRank: Int, contexts: ContextIDs) {
         self.world = world
@@ -49,6 +54,16 @@ public final class Communicator {
         members = ranks
         rank = myRank
         self.contexts = contexts
+        freed = .allocate(capacity: 1)
+        freed.initialize(to: false)
+        addresses = .allocate(capacity: max(ranks.count, 1))
+        addresses.initialize(repeating: nil, count: max(ranks.count, 1))
+    }
+
+    deinit {
+        freed.deallocate()
+        addresses.deinitialize(count: max(members.count, 1))
+        addresses.deallocate()
     }
 
     var endpoint: MXEndpoint { world.endpoint }
@@ -66,8 +81,15 @@ public final class Communicator {
         }
     }
 
+    /// The endpoint address of rank `r`, connected on first use and kept.
+    @inline(__always)
     func address(_ r: Int) throws(MPIError) -> MXEndpointAddress {
-        do { return try world.address(of: members[r]) } catch let e as MXError { throw MPIError(e) } catch {
+        if let a = addresses[r] { return a }
+        do {
+            let a = try world.address(of: members[r])
+            addresses[r] = a
+            return a
+        } catch let e as MXError { throw MPIError(e) } catch {
             throw MPIError(.intern, "\(error)")
         }
     }
@@ -79,17 +101,24 @@ public final class Communicator {
     // MARK: sending
 
     /// Sends `buffer` to `destination` (MPI_Send, standard mode).
+    @inlinable
     public func send<T: BitwiseCopyable>(_ buffer: UnsafeBufferPointer<T>, to destination: Int, tag: Int = 0) throws(MPIError) {
+        try sendRaw(UnsafeRawBufferPointer(buffer), to: destination, tag: tag)
+    }
+
+    /// The send itself, not generic: the typed wrappers specialize in the caller and call this.
+    @usableFromInline
+    func sendRaw(_ raw: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws(MPIError) {
         try check(destination: destination)
         try check(tag: tag)
         let to = try address(destination)
         let info = MatchBits.info(context: context, source: rank, tag: tag)
-        let raw = UnsafeRawBufferPointer(buffer)
-        try mx { () throws(MXError) in _ = try endpoint.wait(try endpoint.isend(raw, to: to, matchInfo: info)) }
+        do { _ = try endpoint.wait(try endpoint.isend(raw, to: to, matchInfo: info)) } catch { throw MPIError(error) }
     }
 
+    @inlinable
     public func send<T: BitwiseCopyable>(_ values: [T], to destination: Int, tag: Int = 0) throws(MPIError) {
-        try values.withUnsafeBufferPointer { (b) throws(MPIError) in try send(b, to: destination, tag: tag) }
+        try values.withUnsafeBufferPointer { (b) throws(MPIError) in try sendRaw(UnsafeRawBufferPointer(b), to: destination, tag: tag) }
     }
 
     public func send<T: BitwiseCopyable>(_ value: T, to destination: Int, tag: Int = 0) throws(MPIError) {
@@ -114,6 +143,28 @@ public final class Communicator {
             sync ? try endpoint.issend(raw, to: to, matchInfo: info) : try endpoint.isend(raw, to: to, matchInfo: info)
         }
         return Request(comm: self, handle: handle, buffer: buffer, isReceive: false) { _, _ in () }
+    }
+
+    /// Starts a send from the caller's memory, without a copy (for experts): `buffer` must stay
+    /// valid and unchanged until the request is over.
+    public func isend<T: BitwiseCopyable>(unsafe buffer: UnsafeBufferPointer<T>, to destination: Int, tag: Int = 0) throws(MPIError) -> Request<Void> {
+        try check(destination: destination)
+        try check(tag: tag)
+        let to = try address(destination)
+        let info = MatchBits.info(context: context, source: rank, tag: tag)
+        let handle = try mx { () throws(MXError) in try endpoint.isend(UnsafeRawBufferPointer(buffer), to: to, matchInfo: info) }
+        return Request(comm: self, handle: handle, buffer: nil, isReceive: false) { _, _ in () }
+    }
+
+    /// Starts a receive straight into the caller's memory (for experts): `buffer` must stay
+    /// valid until the request is over. `wait` gives the number of elements received.
+    public func ireceive<T: BitwiseCopyable>(unsafe buffer: UnsafeMutableBufferPointer<T>, from source: Source = .any, tag: Tag = .any) throws(MPIError) -> Request<Int> {
+        let (info, mask) = try receiveBits(source, tag)
+        let handle = try mx { () throws(MXError) in try endpoint.irecv(UnsafeMutableRawBufferPointer(buffer), matchInfo: info, mask: mask) }
+        return Request(comm: self, handle: handle, buffer: nil, isReceive: true) { (st, _) throws(MPIError) -> Int in
+            guard !st.isTruncated else { throw MPIError(.truncate, "a message of \(st.messageLength) bytes does not fit \(buffer.count) \(T.self)") }
+            return st.transferredLength / max(1, MemoryLayout<T>.stride)
+        }
     }
 
     /// Starts a send (MPI_Isend); the request keeps a copy of `values` until it is over.
@@ -179,11 +230,18 @@ public final class Communicator {
     /// Receives into the caller's buffer (MPI_Recv). A longer message is an error of class
     /// `truncate` (nothing past the buffer is written).
     @discardableResult
+    @inlinable
     public func receive<T: BitwiseCopyable>(into buffer: UnsafeMutableBufferPointer<T>, from source: Source = .any,
                                             tag: Tag = .any) throws(MPIError) -> Status {
+        try receiveRaw(UnsafeMutableRawBufferPointer(buffer), from: source, tag: tag)
+    }
+
+    /// The receive itself, not generic.
+    @usableFromInline
+    func receiveRaw(_ raw: UnsafeMutableRawBufferPointer, from source: Source, tag: Tag) throws(MPIError) -> Status {
         let (info, mask) = try receiveBits(source, tag)
-        let raw = UnsafeMutableRawBufferPointer(buffer)
-        let st = try mx { () throws(MXError) in try endpoint.wait(try endpoint.irecv(raw, matchInfo: info, mask: mask)) }
+        let st: MXStatus
+        do { st = try endpoint.wait(try endpoint.irecv(raw, matchInfo: info, mask: mask)) } catch { throw MPIError(error) }
         guard !st.isTruncated else {
             throw MPIError(.truncate, "a message of \(st.messageLength) bytes from rank \(MatchBits.source(st.matchInfo)) does not fit a buffer of \(raw.count)")
         }
@@ -191,8 +249,9 @@ public final class Communicator {
     }
 
     @discardableResult
+    @inlinable
     public func receive<T: BitwiseCopyable>(into array: inout [T], from source: Source = .any, tag: Tag = .any) throws(MPIError) -> Status {
-        try array.withUnsafeMutableBufferPointer { (b) throws(MPIError) in try receive(into: b, from: source, tag: tag) }
+        try array.withUnsafeMutableBufferPointer { (b) throws(MPIError) in try receiveRaw(UnsafeMutableRawBufferPointer(b), from: source, tag: tag) }
     }
 
     /// Receives a message of any length: probes for it, then receives exactly its elements.

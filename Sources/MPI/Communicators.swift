@@ -101,8 +101,9 @@ extension Communicator {
 
     var collectiveContext: UInt16 { context + 1 }
 
+    @inline(__always)
     func ensureUsable() throws(MPIError) {
-        if isFreed { throw MPIError(.comm, "this communicator was freed") }
+        if freed.pointee { throw MPIError(.comm, "this communicator was freed") }
     }
 
     /// Every member's bytes, at rank 0 (others get []).
@@ -272,7 +273,7 @@ extension Communicator {
     public func free() throws(MPIError) {
         try ensureUsable()
         guard context > 3 else { throw MPIError(.comm, "the world and self communicators cannot be freed") }
-        isFreed = true
+        freed.pointee = true
         contexts.release(context)
     }
 }

@@ -1,0 +1,100 @@
+// mpi_pingpong: the OSU latency and bandwidth method through the Swift MPI library, so its
+// cost over the channel layer (mx_pingpong) can be measured. Run with two ranks:
+//   swiftrun -n 2 mpi_pingpong [-m MIN:MAX] [-i ITERS] [-x WARMUP]
+#if canImport(Glibc)
+import Glibc
+#endif
+import MPI
+
+func complain(_ s: String) {
+    let line = "mpi_pingpong: \(s)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+func option(_ name: String) -> String? {
+    let a = CommandLine.arguments
+    guard let i = a.firstIndex(of: name), i + 1 < a.count else { return nil }
+    return a[i + 1]
+}
+let range = (option("-m") ?? "1:4194304").split(separator: ":").compactMap { Int($0) }
+let iterOverride = option("-i").flatMap(Int.init)
+let warmOverride = option("-x").flatMap(Int.init)
+guard range.count == 2, range[0] >= 1, range[0] <= range[1] else {
+    complain("-m must be MIN:MAX with 1 <= MIN <= MAX")
+    exit(2)
+}
+let mpi = try MPI.initialize()
+defer { mpi.finalize() }
+let world = mpi.world
+guard world.size == 2 else {
+    if world.rank == 0 { complain("needs exactly 2 ranks (swiftrun -n 2 mpi_pingpong)") }
+    exit(2)
+}
+let me = world.rank, peer = 1 - world.rank
+let maxSize = range[1], window = 64
+let send = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: maxSize)
+let recv = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: maxSize)
+send.initialize(repeating: 1)
+recv.initialize(repeating: 0)
+
+func counts(_ size: Int, latency: Bool) -> (Int, Int) {
+    let big = size > 8192
+    let iters = iterOverride.map { big ? max(1, $0 / 10) : $0 } ?? (latency ? (big ? 1000 : 10000) : (big ? 20 : 100))
+    let warm = warmOverride.map { big ? $0 / 10 : $0 } ?? (latency ? (big ? 10 : 100) : (big ? 2 : 10))
+    return (iters, warm)
+}
+
+func fmt(_ v: Double) -> String {
+    let s = Int((v * 100).rounded())
+    return "\(s / 100).\(s % 100 < 10 ? "0" : "")\(s % 100)"
+}
+func pad(_ s: String, _ n: Int, left: Bool) -> String {
+    s.count >= n ? s : (left ? String(repeating: " ", count: n - s.count) + s : s + String(repeating: " ", count: n - s.count))
+}
+
+if me == 0 {
+    print("# Swift MPI mpi_pingpong (MyriXen MPI, \(mpi.processorName), same host)")
+    print(pad("# Size", 10, left: false) + pad("Latency (us)", 18, left: true) + pad("Bandwidth (MB/s)", 18, left: true))
+}
+var size = range[0]
+while size <= range[1] {
+    let s = UnsafeBufferPointer(rebasing: send[0..<size])
+    let r = UnsafeMutableBufferPointer(rebasing: recv[0..<size])
+    // Latency: blocking send and receive, half the round trip.
+    var (iters, warm) = counts(size, latency: true)
+    try world.barrier()
+    var t0 = 0.0
+    for i in 0..<(iters + warm) {
+        if i == warm { t0 = MPIEnvironment.wtime() }
+        if me == 0 {
+            try world.send(s, to: peer, tag: 1)
+            try world.receive(into: r, from: .rank(peer), tag: .value(1))
+        } else {
+            try world.receive(into: r, from: .rank(peer), tag: .value(1))
+            try world.send(s, to: peer, tag: 1)
+        }
+    }
+    let latency = (MPIEnvironment.wtime() - t0) * 1e6 / Double(2 * iters)
+    // Bandwidth: a window of non-blocking sends, then a 4-byte ack.
+    (iters, warm) = counts(size, latency: false)
+    try world.barrier()
+    for i in 0..<(iters + warm) {
+        if i == warm { t0 = MPIEnvironment.wtime() }
+        if me == 0 {
+            var reqs: [Request<Void>] = []
+            reqs.reserveCapacity(window)
+            for _ in 0..<window { reqs.append(try world.isend(unsafe: s, to: peer, tag: 2)) }
+            _ = try Request.waitAll(reqs)
+            try world.receive(into: UnsafeMutableBufferPointer(rebasing: recv[0..<4]), from: .rank(peer), tag: .value(3))
+        } else {
+            var reqs: [Request<Int>] = []
+            reqs.reserveCapacity(window)
+            for _ in 0..<window { reqs.append(try world.ireceive(unsafe: r, from: .rank(peer), tag: .value(2))) }
+            _ = try Request.waitAll(reqs)
+            try world.send(UnsafeBufferPointer(rebasing: send[0..<4]), to: peer, tag: 3)
+        }
+    }
+    let bandwidth = Double(size) * Double(iters) * Double(window) / (MPIEnvironment.wtime() - t0) / 1e6
+    if me == 0 { print(pad(String(size), 10, left: false) + pad(fmt(latency), 18, left: true) + pad(fmt(bandwidth), 18, left: true)) }
+    size *= 2
+}
