@@ -86,7 +86,7 @@ let package = Package(
             path: "Tests/LauncherTestRank"
         ),
         .executableTarget(name: "MPITestRank", dependencies: ["MPI", "MyriXen"], path: "Tests/MPITestRank"),
-        .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXenTestSupport"]),
+        .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXen", "MyriXenTestSupport"]),
         .testTarget(
             name: "LauncherTests",
             dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport"],

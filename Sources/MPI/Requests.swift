@@ -123,6 +123,14 @@ extension Request {
         return (pending[k], try r.finish(st, r.buffer))
     }
 
+    /// The first of `requests` that is over, with its result, else nil (MPI_Testany).
+    public static func testAny(_ requests: [Request<Value>]) throws(MPIError) -> (index: Int, value: Value)? {
+        for (i, r) in requests.enumerated() where !r.isComplete {
+            if let v = try r.test() { return (i, v) }
+        }
+        return nil
+    }
+
     /// Whether every request is over (MPI_Testall): their results, else nil (none consumed).
     public static func testAll(_ requests: [Request<Value>]) throws(MPIError) -> [Value]? {
         for r in requests where !r.isComplete {

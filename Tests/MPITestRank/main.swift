@@ -53,10 +53,18 @@ func expectError(_ cls: MPIError.ErrorClass, _ what: String, _ body: () throws -
     } catch { fail("\(what): \(error)") }
 }
 
+let mode = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "all"
 let mpi = try MPI.initialize()
 let world = mpi.world
 let me = world.rank, n = world.size
+if mode == "abort" {
+    if me == n - 1 { mpi.abort(code: 5, message: "rank \(me) aborts") }
+    try world.barrier()
+    fail("the job went on after MPI abort")
+}
 do {
+    expectError(.other, "initializing twice") { _ = try MPI.initialize() }
+    ok(me, "initialize once")
     // Every rank sends to rank 0 with its rank as tag; rank 0 takes them from any source.
     if me != 0 {
         try world.send([Double](repeating: Double(me), count: me), to: 0, tag: me)
@@ -111,12 +119,18 @@ do {
     guard v == [42] else { fail("self message \(v)") }
     ok(me, "communicator isolation")
 
-    // Non-overtaking: many messages of mixed sizes from 1 to 0 arrive in order.
+    // Non-overtaking: 10,000 messages of mixed sizes (zero-length ones among them) from 1 to 0
+    // arrive in order.
     if n >= 2 && me < 2 {
         if me == 1 {
-            for i in 0..<500 { try world.send([Int](repeating: i, count: i % 7 == 0 ? 3000 : 1), to: 0, tag: 3) }
+            for i in 0..<10_000 { try world.send([Int](repeating: i, count: i % 97 == 0 ? 3000 : (i % 5 == 0 ? 0 : 1)), to: 0, tag: 3) }
         } else {
-            for i in 0..<500 {
+            for i in 0..<10_000 {
+                if i % 5 == 0 && i % 97 != 0 {
+                    let (vals, st) = try world.receive(Int.self, from: 1, tag: 3)
+                    guard vals.isEmpty, st.byteCount == 0 else { fail("zero-length message \(i)") }
+                    continue
+                }
                 let (vals, _) = try world.receive(Int.self, from: 1, tag: 3)
                 guard vals.first == i else { fail("message \(i) arrived as \(vals.first ?? -1)") }
             }
@@ -180,6 +194,24 @@ do {
         }
     }
     ok(me, "Codable objects")
+
+    // Every datatype family, both ways around a ring.
+    let right = (me + 1) % n, left = (me + n - 1) % n
+    func roundTrip<T: BitwiseCopyable & Equatable>(_ values: [T], tag: Int) throws {
+        let r = try world.ireceive(T.self, count: values.count, from: .rank(left), tag: .value(tag))
+        try world.send(values, to: right, tag: tag)
+        guard try r.wait() == values else { fail("\(T.self) values") }
+    }
+    try roundTrip([Int8.min, 0, Int8.max], tag: 30)
+    try roundTrip([UInt16.max, 1], tag: 31)
+    try roundTrip([Int32.min, -1, 7], tag: 32)
+    try roundTrip([UInt64.max, 0], tag: 33)
+    try roundTrip([Float.pi, -0.0, .infinity], tag: 34)
+    try roundTrip([Double.leastNonzeroMagnitude, 1e300], tag: 35)
+    try roundTrip([SIMD4<Float>(1, 2, 3, 4)], tag: 36)
+    try roundTrip([true, false], tag: 37)
+    ok(me, "datatype families")
+
 
     // Communicators: split by parity, dup, create from a group, split by host, free.
     let parity = try world.split(color: me % 2, key: -me)!      // reversed order inside each half

@@ -1,10 +1,14 @@
 import XCTest
 import MPI
+import MyriXen
 import MyriXenTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The MPI library through swiftrun, with every rank checking what it saw.
 final class PointToPointTests: XCTestCase {
-    let checks = ["any source, any tag, sizes known only by probe", "BitwiseCopyable structs", "truncation",
+    let checks = ["initialize once", "datatype families", "any source, any tag, sizes known only by probe", "BitwiseCopyable structs", "truncation",
                   "invalid rank and tag", "communicator isolation", "order", "non-blocking exchange", "issend",
                   "cancel, waitAny, sendReceive", "Codable objects", "communicators", "async receive"]
 
@@ -36,6 +40,22 @@ final class PointToPointTests: XCTestCase {
         let (c4, o4) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "4", BuiltProducts.path("objects")])
         XCTAssertEqual(c4, 0, o4)
         XCTAssertEqual(o4.split(separator: "\n").filter { $0.hasSuffix(" ok") }.count, 4, o4)
+    }
+
+    func testMPIAbortEndsTheJobWithItsCode() {
+        let (code, out) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "3", BuiltProducts.path("MPITestRank"), "abort"])
+        XCTAssertEqual(code, 5, out)
+        XCTAssertTrue(out.contains("aborted the job with code 5: rank 2 aborts"), out)
+    }
+
+    func testASwiftMPIRankUnderMPICHsHydra() throws {
+        guard access("/usr/bin/mpiexec.hydra", X_OK) == 0 else { throw XCTSkip("mpiexec.hydra is not installed") }
+        let backend = try TestBackend()
+        defer { backend.stop() }
+        let (code, out) = runCapturing("/usr/bin/mpiexec.hydra", ["-n", "3", BuiltProducts.path("MPITestRank")],
+                                       environment: [MXDefaults.socketEnvironment: backend.socketPath])
+        XCTAssertEqual(code, 0, out)
+        for r in 0..<3 { for c in checks { XCTAssertTrue(out.contains("rank \(r): ok \(c)\n"), "rank \(r): \(c)\n\(out)") } }
     }
 
     func testMatchBits() {

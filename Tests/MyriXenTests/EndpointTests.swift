@@ -381,6 +381,30 @@ final class EndpointTests: XCTestCase {
         XCTAssertEqual(try mx.info().refusedGrantMaps, 3, "foreign, unknown, revoked")
     }
 
+    func testBusySendersAreServedInTurn() throws {
+        // Two senders fill their rings before the receiver looks; one round of progress takes a
+        // batch from each, so any-source receives see both senders early, not one sender's all.
+        let c = try mx.openEndpoint(key: 0xC)
+        defer { c.close() }
+        let cToB = try c.connect(nicID: b.nicID, endpointID: b.endpointID, key: 0xB)
+        try b.progress() // b attaches c (the backend told it) before anything is sent
+        var one: UInt64 = 1
+        var fromA: [MXRequest] = [], fromC: [MXRequest] = []
+        for _ in 0..<200 {
+            fromA.append(try withUnsafeBytes(of: &one) { try a.isend($0, to: toB, matchInfo: 1) })
+            fromC.append(try withUnsafeBytes(of: &one) { try c.isend($0, to: cToB, matchInfo: 2) })
+        }
+        var sources: [UInt64] = []
+        var out: UInt64 = 0
+        for _ in 0..<400 {
+            let st = try withUnsafeMutableBytes(of: &out) { try b.wait(try b.irecv($0, matchInfo: 0, mask: 0), timeout: .seconds(5)) }
+            sources.append(st.matchInfo)
+        }
+        for s in fromA { _ = try a.wait(s) }
+        for s in fromC { _ = try c.wait(s) }
+        XCTAssertEqual(Set(sources.prefix(2 * EndpointCore.recordsPerPeerPerRound)), [1, 2], "both senders within the first two batches")
+    }
+
     func testIconnectCompletesWithTheAddress() throws {
         let r = try a.iconnect(nicID: b.nicID, endpointID: b.endpointID, key: 0xB)
         let st = try a.wait(r, timeout: .seconds(5))

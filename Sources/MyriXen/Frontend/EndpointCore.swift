@@ -112,6 +112,8 @@ struct EndpointCore {
     var controlPending = false
     var errors: [Int32: MXError] = [:]
 
+    static let recordsPerPeerPerRound = 32
+
     init(protectedPage: UnsafeRawPointer, unprotected: UnsafeMutableRawPointer, threshold: Int) {
         self.protectedPage = protectedPage
         self.unprotected = unprotected
@@ -485,10 +487,14 @@ struct EndpointCore {
     mutating func progress() -> Bool {
         var progressed = false
         for p in 0..<Int(peerCount) where peers[p].alive {
-            while let cell = peers[p].inbound.peek() {
+            // At most a batch per peer per round: with several busy senders, messages from all of
+            // them reach the matching in turn (any-source receives are served fairly).
+            var batch = 0
+            while batch < EndpointCore.recordsPerPeerPerRound, let cell = peers[p].inbound.peek() {
                 handleRecord(Int32(p), cell, kind: peers[p].inbound.recordKind, length: peers[p].inbound.recordLength)
                 peers[p].inbound.release(cell)
                 progressed = true
+                batch += 1
             }
             if peers[p].inbound.isCorrupt {
                 count(.drops)
