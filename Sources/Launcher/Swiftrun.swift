@@ -8,6 +8,12 @@ public enum Swiftrun {
     public static let version = "swiftrun 0.1 (MyriXen; PMI-1)"
 
     public static func main() -> Never {
+        // Started with stdin, stdout or stderr closed (some CI systems do that), the next
+        // descriptors we open would take those numbers and be mistaken for them.
+        for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) < 0 {
+            let null = open("/dev/null", O_RDWR)
+            if null >= 0 && null != fd { dup2(null, fd); close(null) }
+        }
         let argv = Array(CommandLine.arguments.dropFirst())
         var env: [String: String] = [:]
         for name in ["MPIEXEC_TIMEOUT", "SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_TASKS_PER_NODE"] {

@@ -148,6 +148,13 @@ final class JobTests: XCTestCase {
         XCTAssertEqual(r.output.split(separator: "\n"), ["ALPHA", "BETA", "stdin closed"])
     }
 
+    func testStartedWithStdinClosed() {
+        // Some CI systems start jobs with no stdin at all: rank 0 sees an empty input.
+        let (code, out) = runCapturing("/bin/sh", ["-c", "'\(swiftrun)' -n 2 '\(rank)' stdin \(marker) <&-"])
+        XCTAssertEqual(code, 0, out)
+        XCTAssertEqual(out, "stdin closed\n")
+    }
+
     func testOutputDirEnvironmentAndWorkingDirectory() throws {
         let dir = "/tmp/srtest-out-\(getpid())"
         defer {
