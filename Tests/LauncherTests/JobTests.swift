@@ -239,6 +239,29 @@ final class JobTests: XCTestCase {
         XCTAssertFalse(r.output.contains("cmd=get_maxes"), "agents answer what needs no other host")
     }
 
+    func testAJobEndingDoesNotWaitForAnAgentStillOnItsWay() throws {
+        // The local rank fails at once while the other host's "ssh" takes 3 s to get there: the
+        // job ends without waiting for that agent, and its launcher is stopped.
+        let slow = "/tmp/srtest-slowssh-\(getpid())"
+        defer { unlink(slow) }
+        let f = fopen(slow, "w")!
+        fputs("""
+        #!/bin/bash
+        while [ $# -gt 0 ]; do case "$1" in -x) shift ;; -o) shift 2 ;; *) break ;; esac; done
+        shift
+        trap 'kill $pause 2>/dev/null; exit 143' TERM
+        sleep 3 & pause=$!
+        wait $pause
+        exec "$@"
+
+        """, f)
+        fclose(f)
+        chmod(slow, 0o755)
+        let r = run(["--launcher-exec", slow, "--host", "localhost:1,slowhost:1", "-n", "2", "/bin/sh", "-c", "exit 1 # \(marker)"])
+        XCTAssertEqual(r.code, 1, r.output)
+        XCTAssertLessThan(r.seconds, 2.5, "the job did not wait for the late agent: \(r.output)")
+    }
+
     // MARK: failures
 
     func testARankExitingNonZeroEndsTheJobWithItsCode() {
@@ -286,7 +309,6 @@ final class JobTests: XCTestCase {
             let deadline = monotonicNanoseconds() + 20_000_000_000
             while processesWithMarker().count < 4 && monotonicNanoseconds() < deadline { usleep(20_000) }
             XCTAssertEqual(processesWithMarker().count, 4, "swiftrun and three ranks")
-            usleep(300_000)
             let t0 = monotonicNanoseconds()
             job.signal(sig)
             let outcome = job.wait(seconds: 5)

@@ -221,8 +221,11 @@ final class ProcessTests: XCTestCase {
         let p = try spawnPeer("hold")
         let (peer, pid) = try hello()
         XCTAssertEqual(try status(), 1)
-        // The peer now waits for a message that does not come: after its spin it sleeps.
-        usleep(200_000)
+        // The peer now waits for a message that does not come: once past its spin it sleeps in
+        // poll (state S), and then a second of it must cost no CPU.
+        let deadline = monotonicNanoseconds() + 5_000_000_000
+        while try processState(pid) != "S" && monotonicNanoseconds() < deadline { usleep(1_000) }
+        XCTAssertEqual(try processState(pid), "S", "the idle waiter sleeps")
         let before = try cpuTicks(pid)
         usleep(1_000_000)
         let used = try cpuTicks(pid) - before
@@ -234,15 +237,25 @@ final class ProcessTests: XCTestCase {
         XCTAssertLessThan(monotonicNanoseconds() - start, 1_000_000_000)
     }
 
+    /// The scheduler state letter of a process (R running, S sleeping), from /proc.
+    func processState(_ pid: Int32) throws -> String {
+        String(try statFields(pid)[0])
+    }
+
     /// utime + stime of a process, in clock ticks, from /proc.
     func cpuTicks(_ pid: Int32) throws -> Int {
+        let fields = try statFields(pid)
+        return Int(fields[11])! + Int(fields[12])!
+    }
+
+    /// The fields of /proc/PID/stat after the command name.
+    func statFields(_ pid: Int32) throws -> [Substring] {
         guard let f = fopen("/proc/\(pid)/stat", "r") else { throw MXError(.system, "no /proc/\(pid)/stat") }
         defer { fclose(f) }
         var buf = [CChar](repeating: 0, count: 1024)
         guard fgets(&buf, 1024, f) != nil else { throw MXError(.system, "empty stat") }
         let line = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let fields = line[line.lastIndex(of: ")")!...].split(separator: " ")
-        return Int(fields[12])! + Int(fields[13])!
+        return Array(line[line.index(after: line.lastIndex(of: ")")!)...].split(separator: " "))
     }
 
     func testAProgramThatOnlyPollsNoticesADeadBackend() throws {
