@@ -16,7 +16,6 @@ public final class MXWorld {
     /// Every rank of a job opens its endpoint with this key, derived from the job's name:
     /// endpoints of other jobs cannot connect.
     public let key: UInt32
-    var cards: [(nic: UInt64, endpoint: Int)?]
     var addresses: [MXEndpointAddress?]
 
     public static let cardKeyPrefix = "mx-ep-"
@@ -39,7 +38,6 @@ public final class MXWorld {
         self.context = context
         self.endpoint = endpoint
         self.key = key
-        cards = Array(repeating: nil, count: pmi.size)
         addresses = Array(repeating: nil, count: pmi.size)
     }
 

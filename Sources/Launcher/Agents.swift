@@ -26,7 +26,7 @@ extension LocalJob {
             agentSocketPath = path
         }
         secret = Self.randomSecret()
-        let program = plan.agentProgram ?? ChildProcess.currentExecutable()
+        let program = ChildProcess.currentExecutable() // the same swiftrun path on every host
         // ssh: one command per host. Slurm: one srun step over all the allocation's hosts,
         // one agent a node, each finding its host by the node it runs on.
         let slurmHosts = hosts.filter { plan.hosts[$0].slurm }
@@ -482,11 +482,10 @@ public enum HostAgent {
             for p in placements { bindings[p.rank] = plan[p.localRank] }
         }
         let hosts = (0..<max(hostCount, h + 1)).map { LocalJob.HostLaunch(name: $0 == h ? hostName : "") }
-        let myrback = ChildProcess.currentExecutable().split(separator: "/").dropLast().joined(separator: "/")
         let plan = LocalJob.Plan(apps: appList, placements: placements, bindings: bindings, hosts: hosts,
                                  environment: environment, tagOutput: false, outputDirectory: nil, timeoutSeconds: nil,
                                  reportBindings: false, verbose: verbose,
-                                 backendExecutable: access("/\(myrback)/myrback", X_OK) == 0 ? "/\(myrback)/myrback" : nil)
+                                 backendExecutable: BackendLocation.besideThisProgram("myrback"))
         let job = LocalJob(plan, size: size)
         job.role = .agent(upstream: up)
         var appnum = [Int](repeating: 0, count: size)

@@ -47,8 +47,6 @@ public final class LocalJob {
         public var verbose: Bool
         /// PMI_PORT + PMI_ID (TCP on 127.0.0.1) instead of PMI_FD.
         public var pmiPort = false
-        /// The swiftrun program agents run on other hosts (same path by default).
-        public var agentProgram: String?
         /// How ranks take a host's cores (agents bind with it too).
         public var mapBy: MapBy = .slot
         /// A myrback to run for the job (ranks get MYRIXEN_SOCKET), ended with it.
@@ -141,6 +139,8 @@ public final class LocalJob {
     /// How long ranks get between SIGTERM and SIGKILL.
     static let graceNanoseconds: UInt64 = 500_000_000
     public static let timeoutExitCode: Int32 = 124
+    /// Signals swiftrun catches (children ended; what it forwards to the ranks).
+    static let handledSignals = [SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM]
 
     /// `size`: the whole job's ranks (an agent's plan holds only its host's share).
     public init(_ plan: Plan, size: Int? = nil) {
@@ -166,7 +166,7 @@ public final class LocalJob {
         cmx_raise_fd_limit() // a few descriptors per local rank and per agent
         signalFD = cmx_signal_pipe()
         guard signalFD >= 0 else { throw LaunchError("cannot create a signal pipe", exitCode: 1) }
-        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM] { _ = cmx_catch_signal(sig) }
+        for sig in Self.handledSignals { _ = cmx_catch_signal(sig) }
         signal(SIGPIPE, SIG_IGN)
         defer { cleanup() }
         try startBackends()
@@ -460,7 +460,7 @@ public final class LocalJob {
             // only this job.
             let ended = ranks[i].pid == pgid ? cmx_wait_peek(ranks[i].pid, &status) : cmx_wait(ranks[i].pid, &status, 1)
             guard ended == ranks[i].pid else { continue }
-            let outcome: ChildProcess.Outcome = cmx_exited(status) != 0 ? .exited(cmx_exit_code(status)) : .signalled(cmx_term_signal(status))
+            let outcome = ChildProcess.outcome(status)
             ranks[i].outcome = outcome
             rankEnded(i, outcome)
         }
@@ -782,7 +782,7 @@ public final class LocalJob {
         if signalFD >= 0 { close(signalFD) }
         if pmiListener >= 0 { close(pmiListener) }
         for c in unidentified { c.close() }
-        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM] { cmx_default_signal(sig) }
+        for sig in Self.handledSignals { cmx_default_signal(sig) }
     }
 }
 

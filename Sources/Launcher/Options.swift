@@ -90,20 +90,20 @@ public struct LaunchOptions: Sendable {
                 i += 1
                 return argv[i - 1]
             }
-            func positive(_ what: String) throws(LaunchError) -> Int {
+            func positive() throws(LaunchError) -> Int {
                 let v = try value()
                 guard let n = Int(v), n > 0 else { throw LaunchError("\(arg) must be a positive number, not '\(v)'") }
                 return n
             }
             switch name {
             case "n", "np", "c":
-                app.count = try positive("count")
+                app.count = try positive()
             case "f", "hostfile", "machinefile", "machine-file":
                 o.hostfile = try value()
             case "host", "hosts", "H":
                 o.hostList = try value()
             case "ppn", "npernode", "N":
-                o.perNode = try positive("ppn")
+                o.perNode = try positive()
             case "map-by", "mapby":
                 let v = try value()
                 guard let m = MapBy(rawValue: v.lowercased()) else {
@@ -140,7 +140,7 @@ public struct LaunchOptions: Sendable {
             case "output-dir", "outfile-dir", "output-filename":
                 o.outputDirectory = try value()
             case "timeout":
-                o.timeoutSeconds = try positive("timeout")
+                o.timeoutSeconds = try positive()
                 guard o.timeoutSeconds! <= 31_536_000 else { throw LaunchError("--timeout is at most a year (31536000 s)") }
             case "launcher", "bootstrap":
                 let v = try value()

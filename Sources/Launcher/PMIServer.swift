@@ -30,7 +30,6 @@ public struct PMIServer {
     public private(set) var sinceRelease: [(key: String, value: String)] = []
     var inBarrier: Set<Int> = []
     public private(set) var finalized: Set<Int> = []
-    public private(set) var initialized: Set<Int> = []
     /// Ranks that exited without finalizing: no barrier can complete any more.
     public private(set) var departed: Set<Int> = []
 
@@ -64,7 +63,6 @@ public struct PMIServer {
         func reply(_ cmd: String, _ fields: [(String, String)] = []) { out.replies.append(PMIMessage(cmd, fields)) }
         switch m.command {
         case "init":
-            initialized.insert(rank)
             let version = m["pmi_version"] ?? "1"
             if version == "1" {
                 reply("response_to_init", [("rc", "0"), ("pmi_version", "1"), ("pmi_subversion", "1")])

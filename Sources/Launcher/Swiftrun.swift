@@ -15,10 +15,7 @@ public enum Swiftrun {
             if null >= 0 && null != fd { dup2(null, fd); close(null) }
         }
         let argv = Array(CommandLine.arguments.dropFirst())
-        var env: [String: String] = [:]
-        for name in ["MPIEXEC_TIMEOUT", "SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_TASKS_PER_NODE"] {
-            if let v = getenv(name) { env[name] = String(cString: v) }
-        }
+        let env = ChildProcess.currentEnvironment()
         do {
             if argv.first == "--agent" { exit(try HostAgent.run(argv)) } // how swiftrun starts its agents
             exit(try run(argv, environment: env))
@@ -117,8 +114,6 @@ public enum Swiftrun {
                 for p in here { bindings[p.rank] = plan[p.localRank] }
             }
         }
-        let backend = ChildProcess.currentExecutable().split(separator: "/").dropLast().joined(separator: "/")
-        let myrback = "/" + backend + "/myrback"
         if options.pmiPort && launches.contains(where: { $0.agent != nil }) {
             throw LaunchError("--pmi-port serves ranks of this host only (127.0.0.1); other hosts' agents use PMI_FD")
         }
@@ -126,7 +121,7 @@ public enum Swiftrun {
                              environment: options.environment, tagOutput: options.tagOutput,
                              outputDirectory: options.outputDirectory, timeoutSeconds: options.timeoutSeconds,
                              reportBindings: options.reportBindings, verbose: options.verbose,
-                             backendExecutable: access(myrback, X_OK) == 0 ? myrback : nil)
+                             backendExecutable: BackendLocation.besideThisProgram("myrback"))
         plan.pmiPort = options.pmiPort
         plan.mapBy = options.mapBy
         return plan

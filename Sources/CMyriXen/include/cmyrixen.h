@@ -32,14 +32,6 @@ static inline void cmx_store_release_u32(void *p, uint32_t v) {
 }
 /// A full barrier: the store-then-load ordering the sleep/wake handshake needs.
 static inline void cmx_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-/// A spin-wait hint to the CPU.
-static inline void cmx_cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 // MARK: descriptors and shared memory
 /// memfd_create(2) with MFD_CLOEXEC | MFD_ALLOW_SEALING. Returns -1 and errno on failure.

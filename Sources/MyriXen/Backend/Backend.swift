@@ -183,11 +183,7 @@ public final class Backend {
             throw MXError(.system, "cannot listen on \(path): \(String(cString: strerror(err)))")
         }
         chmod(path, 0o600)
-        var limit = rlimit()
-        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max
-            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-        }
+        cmx_raise_fd_limit() // two ring objects per connected pair
     }
 
     /// Stops the loop at its next turn (safe from a signal handler's flag check).

@@ -44,11 +44,16 @@ public enum BackendLocation {
         if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw systemError("mkdir(\(dir))") }
     }
 
+    /// The executable `name` in the folder of the running program, if it is there.
+    public static func besideThisProgram(_ name: String) -> String? {
+        let path = directory(of: ChildProcess.currentExecutable()) + "/" + name
+        return access(path, X_OK) == 0 ? path : nil
+    }
+
     /// The myrback executable: `$MYRBACK_PATH`, else beside this program, else on PATH.
     public static func backendExecutable() -> String? {
         if let p = getenv(MXDefaults.backendPathEnvironment), p.pointee != 0 { return String(cString: p) }
-        let beside = directory(of: ChildProcess.currentExecutable()) + "/myrback"
-        if access(beside, X_OK) == 0 { return beside }
+        if let beside = besideThisProgram("myrback") { return beside }
         if let path = getenv("PATH") {
             for dir in String(cString: path).split(separator: ":") {
                 let candidate = "\(dir)/myrback"

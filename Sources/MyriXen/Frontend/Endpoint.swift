@@ -129,7 +129,6 @@ public final class MXEndpoint {
             w.put(nicID); w.put(UInt16(endpointID)); w.put(key)
         }
         let r = core.pointee.allocateRequest(kind: .connect)
-        core.pointee.requests[r].pointee.controlToken = token
         pendingConnects[r] = token
         return core.pointee.handle(r)
     }
@@ -603,11 +602,7 @@ public final class MXEndpoint {
             do {
                 try prepareRendezvous(r)
             } catch {
-                core.pointee.releaseResources(r)
-                let slot = core.pointee.requests[r]
-                slot.pointee.generation &+= 1
-                slot.pointee.state = RequestState.free
-                core.pointee.requests.free(r)
+                core.pointee.freeRequest(r)
                 throw error
             }
             s = core.pointee.requests[r]

@@ -64,7 +64,6 @@ struct RequestSlot {
     var next: Int32 = -1
     var prev: Int32 = -1
     var context: UInt64 = 0
-    var controlToken: UInt32 = 0
 }
 
 struct UnexpectedSlot {
@@ -212,12 +211,19 @@ struct EndpointCore {
         // Unlink from the completed list.
         if s.pointee.prev >= 0 { requests[s.pointee.prev].pointee.next = s.pointee.next } else { completedHead = s.pointee.next }
         if s.pointee.next >= 0 { requests[s.pointee.next].pointee.prev = s.pointee.prev } else { completedTail = s.pointee.prev }
+        freeRequest(r)
+        if failed, let e = errors.removeValue(forKey: r) { throw e }
+        return status
+    }
+
+    /// Returns a request's slot; its handle is stale from now on (the generation moves on).
+    @inline(__always)
+    mutating func freeRequest(_ r: Int32) {
         releaseResources(r)
+        let s = requests[r]
         s.pointee.generation &+= 1
         s.pointee.state = RequestState.free
         requests.free(r)
-        if failed, let e = errors.removeValue(forKey: r) { throw e }
-        return status
     }
 
     mutating func releaseResources(_ r: Int32) {

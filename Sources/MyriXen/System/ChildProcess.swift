@@ -21,21 +21,12 @@ public struct ChildProcess: Sendable {
         }
     }
 
-    /// Starts `path` with `arguments` (argv[1...]); stdio and environment are inherited,
-    /// with `environment` entries (NAME=value) added or replacing.
-    public static func spawn(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws(MXError) -> ChildProcess {
+    /// Starts `path` with `arguments` (argv[1...]); stdio and environment are inherited.
+    public static func spawn(_ path: String, _ arguments: [String]) throws(MXError) -> ChildProcess {
         var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) }
         argv.append(nil)
         defer { argv.forEach { free($0) } }
-        var envp: [UnsafeMutablePointer<CChar>?] = []
-        if !environment.isEmpty {
-            var merged = currentEnvironment()
-            for (k, v) in environment { merged[k] = v }
-            envp = merged.map { strdup("\($0.key)=\($0.value)") }
-            envp.append(nil)
-        }
-        defer { envp.forEach { free($0) } }
-        let pid = envp.isEmpty ? cmx_spawn(path, argv, nil) : cmx_spawn(path, argv, envp)
+        let pid = cmx_spawn(path, argv, nil)
         guard pid > 0 else { throw systemError("posix_spawn(\(path))") }
         return ChildProcess(pid: pid)
     }
@@ -79,7 +70,8 @@ public struct ChildProcess: Sendable {
 
     public func signal(_ sig: Int32) { _ = kill(pid, sig) }
 
-    static func outcome(_ status: Int32) -> Outcome {
+    /// A raw wait status as an outcome.
+    public static func outcome(_ status: Int32) -> Outcome {
         cmx_exited(status) != 0 ? .exited(cmx_exit_code(status)) : .signalled(cmx_term_signal(status))
     }
 

@@ -51,14 +51,6 @@ public enum SharedMemory {
         try check("fcntl(F_ADD_SEALS)") { cmx_seal_future_write(fd) }
     }
 
-    /// Resident size of a mapping in bytes (pages actually touched), via mincore(2).
-    public static func residentBytes(_ p: UnsafeMutableRawPointer, size: Int) -> Int {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let pages = (size + page - 1) / page
-        var vec = [UInt8](repeating: 0, count: pages)
-        guard mincore(p, size, &vec) == 0 else { return 0 }
-        return vec.reduce(0) { $0 + Int($1 & 1) } * page
-    }
 }
 
 /// An event channel: a one-bit doorbell between two parties ("look at the ring"), rebuilt as
