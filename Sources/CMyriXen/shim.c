@@ -22,6 +22,9 @@
 #include <netinet/tcp.h>
 #include <linux/close_range.h>
 #include <sys/syscall.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <sys/uio.h>
 
 extern char **environ;
 
@@ -368,4 +371,96 @@ void cmx_raise_fd_limit(void) {
         r.rlim_cur = r.rlim_max;
         setrlimit(RLIMIT_NOFILE, &r);
     }
+}
+
+int cmx_udp_socket(uint32_t ip, uint16_t port, int buffer_bytes) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    // Root may go past the system's limits (SO_*BUFFORCE); others get what the limits allow.
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buffer_bytes, sizeof buffer_bytes) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof buffer_bytes);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buffer_bytes, sizeof buffer_bytes) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(ip);
+    a.sin_port = htons(port);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int cmx_udp_port(int fd) {
+    struct sockaddr_in a;
+    socklen_t n = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &n) < 0) return -1;
+    return ntohs(a.sin_port);
+}
+
+ssize_t cmx_udp_send(int fd, uint32_t ip, uint16_t port, const void *head, size_t head_len,
+                     const void *body, size_t body_len) {
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(ip);
+    a.sin_port = htons(port);
+    struct iovec v[2] = {{(void *)head, head_len}, {(void *)body, body_len}};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_name = &a;
+    m.msg_namelen = sizeof a;
+    m.msg_iov = v;
+    m.msg_iovlen = (body && body_len) ? 2 : 1;
+    ssize_t n;
+    do { n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+ssize_t cmx_udp_recv(int fd, void *buf, size_t cap, uint32_t *ip, uint16_t *port) {
+    struct sockaddr_in a;
+    socklen_t n = sizeof a;
+    ssize_t r;
+    do { r = recvfrom(fd, buf, cap, MSG_DONTWAIT | MSG_TRUNC, (struct sockaddr *)&a, &n); } while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+        *ip = ntohl(a.sin_addr.s_addr);
+        *port = ntohs(a.sin_port);
+    }
+    return r;
+}
+
+uint32_t cmx_first_ipv4(void) {
+    struct ifaddrs *list, *i;
+    uint32_t found = 0;
+    if (getifaddrs(&list) < 0) return 0;
+    for (i = list; i && !found; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+        if (!(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) continue;
+        found = ntohl(((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr);
+    }
+    freeifaddrs(list);
+    return found;
+}
+
+uint32_t cmx_ipv4_netmask(uint32_t ip) {
+    struct ifaddrs *list, *i;
+    uint32_t mask = 0;
+    if (getifaddrs(&list) < 0) return 0;
+    for (i = list; i && !mask; i = i->ifa_next) {
+        if (!i->ifa_addr || !i->ifa_netmask || i->ifa_addr->sa_family != AF_INET) continue;
+        if (ntohl(((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr) != ip) continue;
+        mask = ntohl(((struct sockaddr_in *)i->ifa_netmask)->sin_addr.s_addr);
+    }
+    freeifaddrs(list);
+    return mask;
+}
+
+uint32_t cmx_parse_ipv4(const char *s) {
+    struct in_addr a;
+    if (inet_pton(AF_INET, s, &a) != 1) return 0;
+    return ntohl(a.s_addr);
 }

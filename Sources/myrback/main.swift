@@ -31,6 +31,9 @@ struct Myrback: ParsableCommand {
     @Option(name: .long, help: "Data size of each pair ring in KiB (power of two, 16-16384; default $MYRIXEN_RING_KB or 64).")
     var ringKb: Int?
 
+    @Option(name: .long, help: "This host's IPv4 address on the wire to other hosts, 'auto' (the first interface that is up and not loopback) or 'none' (default: $MYRIXEN_WIRE or none). Boards are then named after it; every host's backend uses UDP port \(MXWire.port) on it.")
+    var wire: String?
+
     @Option(name: .long, help: "Exit after this many seconds without frontends (default: never).")
     var idleExit: Int?
 
@@ -59,12 +62,8 @@ struct Myrback: ParsableCommand {
         }
         config.idleExitSeconds = idleExit
         config.verbose = verbose
-        let backend: Backend
-        do {
-            backend = try Backend(config)
-        } catch {
-            throw error
-        }
+        config.wire = try Backend.wireAddress(wire ?? getenv(MXWire.environment).map { String(cString: $0) } ?? "none")
+        let backend = try Backend(config)
         if daemonize {
             do { try BackendLocation.daemonize() } catch { throw error }
         }
@@ -72,7 +71,8 @@ struct Myrback: ParsableCommand {
         signal(SIGTERM) { _ in stopFlag = 1 }
         signal(SIGINT) { _ in stopFlag = 1 }
         if verbose {
-            print("myrback: serving \(config.boards) board(s) of \(config.hostname) at \(config.socketPath) (pid \(getpid()))")
+            let wired = config.wire.map { ", wire \(NICAddressing.formatIPv4($0)):\(MXWire.port)" } ?? ""
+            print("myrback: serving \(config.boards) board(s) of \(config.hostname) at \(config.socketPath)\(wired) (pid \(getpid()))")
         }
         backend.run { stopFlag != 0 }
     }

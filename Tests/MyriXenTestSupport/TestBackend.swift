@@ -19,7 +19,11 @@ public final class TestBackend {
     public let socketPath: String
     public private(set) var process: ChildProcess?
 
-    public init(boards: Int = 1, endpoints: Int? = nil, ringKB: Int? = nil, start: Bool = true) throws {
+    /// `wire`: the backend's address on the wire to other hosts (`--wire`), none by default.
+    public let wire: String?
+
+    public init(boards: Int = 1, endpoints: Int? = nil, ringKB: Int? = nil, wire: String? = nil, start: Bool = true) throws {
+        self.wire = wire
         var template = Array("/tmp/mxtest-XXXXXX".utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw MXError(.system, "mkdtemp failed")
@@ -35,6 +39,7 @@ public final class TestBackend {
         var args = ["--socket", socketPath, "--foreground", "--boards", String(boards)]
         if let e = endpoints { args += ["--endpoints", String(e)] }
         if let r = ringKB { args += ["--ring-kb", String(r)] }
+        if let w = wire { args += ["--wire", w] }
         let p = try ChildProcess.spawn(BuiltProducts.path("myrback"), args)
         process = p
         let deadline = monotonicNanoseconds() + 10_000_000_000

@@ -37,7 +37,7 @@ final class CoreProtocolTests: XCTestCase {
                   unprot: UnsafeMutableRawPointer, id: UInt16) -> Peer {
             Peer(nicID: 0x02_0000_0000_00, endpointID: id, session: 1, pid: getpid(), alive: true, isSelf: false,
                  out: RingProducer(base: out, cells: cells), inbound: RingConsumer(base: inbound, cells: cells),
-                 peerProtected: UnsafeRawPointer(prot), peerUnprotected: UnsafeRawPointer(unprot), eventFD: -1, mappings: [])
+                 peerProtected: UnsafeRawPointer(prot), peerUnprotected: UnsafeRawPointer(unprot), eventFD: -1, mappings: [], eagerMax: 4096)
         }
         a.pointee.peers.initialize(to: peer(out: ab, inbound: ba, prot: protectedB, unprot: unprotectedB, id: 1))
         a.pointee.peerCount = 1

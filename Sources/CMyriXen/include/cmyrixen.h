@@ -122,4 +122,23 @@ static inline int cmx_exited(int status) { return (status & 0x7f) == 0; }
 static inline int cmx_exit_code(int status) { return (status >> 8) & 0xff; }
 static inline int cmx_term_signal(int status) { return status & 0x7f; }
 
+// The emulated wire: UDP datagrams between hosts. Addresses are IPv4 in host byte order.
+/// A non-blocking UDP socket bound to ip:port (port 0: any), with big socket buffers.
+/// Returns the descriptor or -1/errno.
+int cmx_udp_socket(uint32_t ip, uint16_t port, int buffer_bytes);
+/// The port a UDP socket is bound to, or -1.
+int cmx_udp_port(int fd);
+/// Sends one datagram made of `head` then `body` (body may be NULL) without blocking.
+/// Returns bytes sent or -1/errno (EAGAIN when the socket buffer is full).
+ssize_t cmx_udp_send(int fd, uint32_t ip, uint16_t port, const void *head, size_t head_len,
+                     const void *body, size_t body_len);
+/// Receives one datagram without blocking; fills the sender's address. -1/errno when none.
+ssize_t cmx_udp_recv(int fd, void *buf, size_t cap, uint32_t *ip, uint16_t *port);
+/// The first IPv4 address of an interface that is up and not loopback, or 0 when none.
+uint32_t cmx_first_ipv4(void);
+/// The netmask of the interface that has `ip`, or 0 when no interface has it.
+uint32_t cmx_ipv4_netmask(uint32_t ip);
+/// Parses a dotted IPv4 address; 0 when it is not one.
+uint32_t cmx_parse_ipv4(const char *s);
+
 #endif

@@ -18,6 +18,9 @@ public final class Backend {
         /// Exit after this many seconds without any frontend (nil: run until signalled).
         public var idleExitSeconds: Int?
         public var verbose = false
+        /// The host's address on the wire to other hosts (nil: this host only). With a wire,
+        /// boards are named after it (`NICAddressing.nicID(ipv4:board:)`).
+        public var wire: UInt32?
 
         public init(socketPath: String, hostname: String) {
             self.socketPath = socketPath
@@ -93,6 +96,9 @@ public final class Backend {
         let unprotectedPage: UnsafeMutableRawPointer
         var regionUsed = [Bool](repeating: false, count: MXLimits.regionsPerEndpoint)
         var peers: Set<UInt64> = []
+        /// Its wire socket's port (0 without a wire) and its peers on other hosts.
+        var wirePort: UInt16 = 0
+        var remotePeers: Set<RemoteKey> = []
 
         init(serial: UInt64, board: Int, index: Int, key: UInt32, session: UInt32, owner: Connection,
              protectedFD: Int32, protectedPage: UnsafeMutableRawPointer, unprotectedFD: Int32,
@@ -137,6 +143,11 @@ public final class Backend {
     var sessionSeed: UInt32
     var stopRequested = false
     let myUID = getuid()
+    public let nicIDs: [UInt64]
+    var wireFD: Int32 = -1
+    var wireNetmask: UInt32 = 0
+    var remoteConnects: [UInt32: RemoteConnect] = [:]
+    var nextRemoteConnect: UInt32 = 1
 
     public init(_ config: Configuration) throws(MXError) {
         guard config.boards >= 1 && config.boards <= MXLimits.maxBoards else {
@@ -152,12 +163,19 @@ public final class Backend {
         self.config = config
         boards = Array(repeating: Array(repeating: nil, count: config.endpointsPerBoard), count: config.boards)
         sessionSeed = UInt32(truncatingIfNeeded: monotonicNanoseconds() ^ UInt64(getpid()) << 16)
-        try listen()
+        nicIDs = (0..<config.boards).map { b in
+            config.wire.map { NICAddressing.nicID(ipv4: $0, board: b) } ?? NICAddressing.nicID(hostname: config.hostname, board: b)
+        }
+        if let ip = config.wire { try openWire(ip) }
+        do { try listen() } catch {
+            closeDescriptor(wireFD)
+            wireFD = -1
+            throw error
+        }
     }
 
     deinit { shutdown() }
 
-    public var nicIDs: [UInt64] { (0..<config.boards).map { NICAddressing.nicID(hostname: config.hostname, board: $0) } }
 
     // MARK: socket
 
@@ -191,6 +209,10 @@ public final class Backend {
 
     func shutdown() {
         for conn in Array(connections.values) { drop(conn) }
+        if wireFD >= 0 {
+            closeDescriptor(wireFD)
+            wireFD = -1
+        }
         if listenFD >= 0 {
             closeDescriptor(listenFD)
             listenFD = -1
@@ -221,7 +243,8 @@ public final class Backend {
                 let events = Int16(POLLIN) | (c.outbox.isEmpty ? 0 : Int16(POLLOUT))
                 fds.append(pollfd(fd: c.socket.fd, events: events, revents: 0))
             }
-            let rc = poll(&fds, nfds_t(fds.count), 200)
+            if wireFD >= 0 { fds.append(pollfd(fd: wireFD, events: Int16(POLLIN), revents: 0)) }
+            let rc = poll(&fds, nfds_t(fds.count), remoteConnects.isEmpty ? 200 : 50)
             if rc < 0 && errno != EINTR { break }
             if rc > 0 {
                 if fds[0].revents & Int16(POLLIN) != 0 { accept() }
@@ -229,7 +252,9 @@ public final class Backend {
                     if fds[i + 1].revents & Int16(POLLOUT) != 0 { c.flush() }
                     if fds[i + 1].revents & ~Int16(POLLOUT) != 0 { serve(c) }
                 }
+                if wireFD >= 0 && fds[fds.count - 1].revents != 0 { serveWire() }
             }
+            if !remoteConnects.isEmpty { resendRemoteConnects() }
             for c in Array(connections.values) where c.broken {
                 log("frontend \(c.id) stopped reading its control socket or lost it; dropping it")
                 drop(c)
@@ -370,8 +395,9 @@ public final class Backend {
             let board = Int(try r.get(Int32.self))
             let index = Int(try r.get(Int32.self))
             let key = try r.get(UInt32.self)
-            let opened = try openEndpoint(board: board, index: index, key: key, conn: conn)
-            reply(conn, token) { opened.encode(to: &$0) }
+            let (opened, wireSocket) = try openEndpoint(board: board, index: index, key: key, conn: conn)
+            reply(conn, token, fds: wireSocket >= 0 ? [wireSocket] : []) { opened.encode(to: &$0) }
+            if wireSocket >= 0 { closeDescriptor(wireSocket) }
         case .closeEndpoint:
             if let ep = conn.endpoint { teardown(ep) }
             reply(conn, token)
@@ -400,7 +426,8 @@ public final class Backend {
             let nicID = try r.get(UInt64.self)
             let endpoint = Int(try r.get(UInt16.self))
             let key = try r.get(UInt32.self)
-            let (grant, fd) = try connect(conn: conn, nicID: nicID, endpoint: endpoint, key: key)
+            // Another host's NIC: the reply comes when that host's backend has answered.
+            guard let (grant, fd) = try connect(conn: conn, token: token, nicID: nicID, endpoint: endpoint, key: key) else { return }
             reply(conn, token, fds: [fd]) { grant.encode(to: &$0) }
         case .register:
             guard let ep = conn.endpoint else { throw MXError(.closedEndpoint, "register needs an open endpoint") }
@@ -434,7 +461,13 @@ public final class Backend {
         case .resolveNIC:
             let nic = try r.get(UInt64.self)
             guard let board = nicIDs.firstIndex(of: nic) else {
-                throw MXError(.unknownNICID, "no board with NIC id \(NICAddressing.format(nic)) on \(config.hostname)")
+                // A board of another host on the wire is named by its address.
+                let (ip, b) = NICAddressing.wireAddress(of: nic)
+                guard onWire(ip) else {
+                    throw MXError(.unknownNICID, "no board with NIC id \(NICAddressing.format(nic)) on \(config.hostname)")
+                }
+                reply(conn, token) { $0.put(NICAddressing.boardName(hostname: NICAddressing.formatIPv4(ip), board: b)) }
+                return
             }
             reply(conn, token) { $0.put(NICAddressing.boardName(hostname: config.hostname, board: board)) }
         default:
@@ -453,7 +486,10 @@ public final class Backend {
             board = b
         }
         guard host == config.hostname || host == "localhost" else {
-            throw MXError(.unknownHost, "\(host) is not this host (\(config.hostname)); only same-host peers are reachable")
+            // Other hosts on the wire are named by address (no name service is asked).
+            let ip = String(host).withCString { cmx_parse_ipv4($0) }
+            if onWire(ip) && ip != config.wire { return NICAddressing.nicID(ipv4: ip, board: board) }
+            throw MXError(.unknownHost, "\(host) is not this host (\(config.hostname)); other hosts are named by their wire address (a.b.c.d[:board]) and need a backend with --wire")
         }
         guard board >= 0 && board < config.boards else {
             throw MXError(.invalidBoard, "\(config.hostname) has boards 0...\(config.boards - 1), not \(board)")
@@ -463,7 +499,9 @@ public final class Backend {
 
     // MARK: endpoints
 
-    func openEndpoint(board requestedBoard: Int, index requestedIndex: Int, key: UInt32, conn: Connection) throws(MXError) -> OpenedEndpoint {
+    /// Opens an endpoint; returns it with its wire socket (-1 when the board has no wire),
+    /// which the caller hands over and closes.
+    func openEndpoint(board requestedBoard: Int, index requestedIndex: Int, key: UInt32, conn: Connection) throws(MXError) -> (OpenedEndpoint, Int32) {
         guard conn.endpoint == nil else {
             throw MXError(.badParameter, "this frontend connection already has an endpoint open")
         }
@@ -511,10 +549,19 @@ public final class Backend {
             closeDescriptor(pfd)
             throw error
         }
+        let wire: (fd: Int32, port: UInt16)
+        do { wire = try makeEndpointWireSocket() } catch {
+            SharedMemory.unmap(ppage, size: ProtectedPage.size)
+            SharedMemory.unmap(upage, size: UnprotectedPage.size)
+            closeDescriptor(pfd)
+            closeDescriptor(ufd)
+            throw error
+        }
         let serial = nextSerial
         nextSerial += 1
         let ep = EndpointRecord(serial: serial, board: board, index: index, key: key, session: session, owner: conn,
                                 protectedFD: pfd, protectedPage: ppage, unprotectedFD: ufd, unprotectedPage: upage)
+        ep.wirePort = wire.port
         boards[board][index] = ep
         endpointsBySerial[serial] = ep
         conn.endpoint = ep
@@ -523,8 +570,8 @@ public final class Backend {
         grants.retain(fd: pfd) // the backend's own share, released at teardown
         grants.retain(fd: ufd)
         log("endpoint \(board).\(index) opened by pid \(conn.pid)")
-        return OpenedEndpoint(board: UInt16(board), endpoint: UInt16(index), nicID: nic, session: session,
-                              protectedPage: pref, unprotectedPage: uref)
+        return (OpenedEndpoint(board: UInt16(board), endpoint: UInt16(index), nicID: nic, session: session,
+                               protectedPage: pref, unprotectedPage: uref, wirePort: wire.port), wire.fd)
     }
 
     /// Creates a shared-memory object, fills it through a temporary (or kept) mapping, and seals
@@ -565,6 +612,7 @@ public final class Backend {
         }
         pairs[PairKey(ep.serial, ep.serial)] = nil
         ep.peers.removeAll()
+        announceClosed(ep)
         grants.revoke(owner: ep.serial)
         SharedMemory.unmap(ep.protectedPage, size: ProtectedPage.size)
         SharedMemory.unmap(ep.unprotectedPage, size: UnprotectedPage.size)
@@ -578,10 +626,13 @@ public final class Backend {
 
     // MARK: connect
 
-    func connect(conn: Connection, nicID: UInt64, endpoint: Int, key: UInt32) throws(MXError) -> (PeerGrant, Int32) {
+    /// Connects `conn`'s endpoint to one of this host (the pair's grants and the target's event
+    /// channel), or starts a connect to another host over the wire (nil: answered later).
+    func connect(conn: Connection, token: UInt32, nicID: UInt64, endpoint: Int, key: UInt32) throws(MXError) -> (PeerGrant, Int32)? {
         guard let me = conn.endpoint else { throw MXError(.closedEndpoint, "connect needs an open endpoint") }
         guard let board = nicIDs.firstIndex(of: nicID) else {
-            throw MXError(.unknownNICID, "no board with NIC id \(NICAddressing.format(nicID)) is reachable from \(config.hostname)")
+            try startRemoteConnect(conn: conn, token: token, me: me, nicID: nicID, endpoint: endpoint, key: key)
+            return nil
         }
         guard endpoint >= 0 && endpoint < config.endpointsPerBoard, let target = boards[board][endpoint] else {
             throw MXError(.invalidEndpoint, "no endpoint \(endpoint) is open on \(NICAddressing.boardName(hostname: config.hostname, board: board))")

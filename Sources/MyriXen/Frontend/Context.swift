@@ -55,9 +55,17 @@ public final class MXContext {
             conn.close()
             throw error
         }
-        let opened = try OpenedEndpoint(from: &reply.payload)
+        let opened: OpenedEndpoint
+        do { opened = try OpenedEndpoint(from: &reply.payload) } catch {
+            reply.fds.forEach(closeDescriptor)
+            conn.close()
+            throw error
+        }
+        // The board's wire socket for this endpoint, when the host has a wire.
+        let wireSocket = opened.wirePort != 0 ? reply.fds.first ?? -1 : -1
+        for fd in reply.fds where fd != wireSocket { closeDescriptor(fd) }
         do {
-            return try MXEndpoint(connection: conn, opened: opened, key: key, hostname: hostname, options: options)
+            return try MXEndpoint(connection: conn, opened: opened, wireSocket: wireSocket, key: key, hostname: hostname, options: options)
         } catch {
             conn.close()
             throw error

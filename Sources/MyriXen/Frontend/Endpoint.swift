@@ -47,9 +47,12 @@ public final class MXEndpoint {
 
     func updateControlWork() { hot.pointee.controlWork = !pendingConnects.isEmpty || !abandonedConnects.isEmpty }
 
-    init(connection: BackendConnection, opened: OpenedEndpoint, key: UInt32, hostname: String,
+    /// `wireSocket`: the endpoint's own socket on the wire to other hosts (-1 without a wire);
+    /// the endpoint owns it from here on, even when the init fails.
+    init(connection: BackendConnection, opened: OpenedEndpoint, wireSocket: Int32, key: UInt32, hostname: String,
          options: MXEndpointOptions) throws(MXError) {
         guard options.rendezvousThreshold >= 0 else {
+            closeDescriptor(wireSocket)
             throw MXError(.badParameter, "the rendezvous threshold must be >= 0, not \(options.rendezvousThreshold)")
         }
         self.connection = connection
@@ -66,6 +69,7 @@ public final class MXEndpoint {
         let maps: [(pointer: UnsafeMutableRawPointer, size: Int)]
         do { maps = try connection.mapGrants([opened.protectedPage, opened.unprotectedPage]) } catch {
             hot.deallocate()
+            closeDescriptor(wireSocket)
             throw error
         }
         protectedMapping = maps[0]
@@ -73,6 +77,7 @@ public final class MXEndpoint {
         core = .allocate(capacity: 1)
         core.initialize(to: EndpointCore(protectedPage: maps[0].pointer, unprotected: maps[1].pointer,
                                          threshold: options.rendezvousThreshold))
+        core.pointee.wire.fd = wireSocket
         _ = cmx_allow_pull_from_any()
     }
 
@@ -148,6 +153,9 @@ public final class MXEndpoint {
     /// Attaches the peer a connect reply describes; nil while the reply has not arrived.
     func applyConnectReply(_ token: UInt32) throws(MXError) -> Int32? {
         guard var reply = try connection.takeReply(token) else { return nil }
+        if reply.header.flags & ControlFlags.remotePeer != 0 {
+            return try attachRemote(try RemotePeer(from: &reply.payload))
+        }
         let grant = try PeerGrant(from: &reply.payload)
         if grant.alreadyAttached {
             reply.fds.forEach(closeDescriptor)
@@ -195,13 +203,33 @@ public final class MXEndpoint {
             throw error
         }
         let p = core.pointee.peerCount
+        let out = RingProducer(base: outMap.pointer, cells: outCells)
         (core.pointee.peers + Int(p)).initialize(to: Peer(
             nicID: g.nicID, endpointID: g.endpoint, session: g.session, pid: g.pid, alive: true, isSelf: isSelf,
-            out: RingProducer(base: outMap.pointer, cells: outCells),
+            out: out,
             inbound: RingConsumer(base: inMap.pointer, cells: inCells),
             peerProtected: UnsafeRawPointer(prot.pointer), peerUnprotected: UnsafeRawPointer(unprot.pointer),
-            eventFD: eventFD, mappings: maps.map { ($0.pointer, $0.size) }))
+            eventFD: eventFD, mappings: maps.map { ($0.pointer, $0.size) },
+            eagerMax: min(core.pointee.threshold, out.maxPayload)))
         core.pointee.peerCount += 1
+        peerIndex[key] = p
+        return p
+    }
+
+    /// Adds a peer of another host, reached through this endpoint's wire socket.
+    func attachRemote(_ g: RemotePeer) throws(MXError) -> Int32 {
+        let key = PeerKey(nic: g.nicID, endpoint: g.endpoint)
+        if let existing = peerIndex[key], core.pointee.peers[Int(existing)].session == g.session,
+           core.pointee.peers[Int(existing)].alive {
+            return existing
+        }
+        guard core.pointee.wire.fd >= 0 else {
+            throw MXError(.protocolError, "the backend attached a peer of another host to an endpoint without a wire socket")
+        }
+        guard core.pointee.peerCount < core.pointee.peerCapacity else {
+            throw MXError(.badParameter, "endpoint \(endpointID) already has \(MXLimits.maxPeers) peers")
+        }
+        let p = core.pointee.attachRemote(g)
         peerIndex[key] = p
         return p
     }
@@ -233,6 +261,9 @@ public final class MXEndpoint {
                     continue
                 }
                 _ = try? attach(g, eventFD: fd)
+            case .remotePeerAttached:
+                e.fds.forEach(closeDescriptor)
+                if let g = try? RemotePeer(from: &e.payload) { _ = try? attachRemote(g) }
             case .peerDetached:
                 guard let nic = try? e.payload.get(UInt64.self), let ep = try? e.payload.get(UInt16.self),
                       let session = try? e.payload.get(UInt32.self) else { continue }
@@ -301,9 +332,16 @@ public final class MXEndpoint {
             let now = monotonicNanoseconds()
             ms = d <= now ? 0 : Int32(min(UInt64(1000), (d - now) / 1_000_000 + 1))
         }
+        // Peers of other hosts: they hear our acks before we sleep, their frames wake us, and
+        // we wake in time to resend what they have not acked.
+        if core.pointee.wire.linkCount > 0 {
+            core.pointee.flushWireAcks()
+            if core.pointee.wireAwaitsAcks { ms = min(ms, Int32(MXWire.firstResendNanoseconds / 1_000_000)) }
+        }
         var fds = [pollfd(fd: connection.eventChannel.fd, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: connection.socket.fd, events: Int16(POLLIN), revents: 0)]
-        _ = poll(&fds, 2, ms)
+                   pollfd(fd: connection.socket.fd, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: core.pointee.wire.fd, events: Int16(POLLIN), revents: 0)]
+        _ = poll(&fds, core.pointee.wire.fd >= 0 ? 3 : 2, ms)
         cmx_store_relaxed_u64(flag, 0)
         if fds[0].revents != 0 {
             connection.eventChannel.drain()
@@ -596,8 +634,7 @@ public final class MXEndpoint {
             s.pointee.length = length
         }
         s.pointee.messageLength = total
-        let eagerMax = min(core.pointee.threshold, core.pointee.peers[Int(p)].out.maxPayload)
-        if total > eagerMax {
+        if total > core.pointee.peers[Int(p)].eagerMax {
             s.pointee.flags |= RequestFlag.rendezvous
             do {
                 try prepareRendezvous(r)

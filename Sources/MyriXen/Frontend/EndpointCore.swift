@@ -21,6 +21,10 @@ struct Peer {
     var backlogHead: Int32 = -1
     var backlogTail: Int32 = -1
     var mappings: [(UnsafeMutableRawPointer, Int)]
+    /// Largest message sent eager to this peer (the rest goes by rendezvous).
+    var eagerMax: Int
+    /// The wire link to a peer on another host, or -1 for a peer of this host (rings).
+    var link: Int32 = -1
 }
 
 /// Request flags.
@@ -31,6 +35,8 @@ enum RequestFlag {
     static let posted: UInt8 = 8
     static let rendezvous: UInt8 = 16
     static let awaitingNotify: UInt8 = 32
+    /// A receive pulling a rendezvous message over the wire, piece by piece.
+    static let pulling: UInt8 = 64
 }
 
 enum RequestState {
@@ -64,6 +70,9 @@ struct RequestSlot {
     var next: Int32 = -1
     var prev: Int32 = -1
     var context: UInt64 = 0
+    /// A receive pulling over the wire: the sender's token and the bytes it asked for.
+    var pullToken: UInt64 = 0
+    var pullWant: Int = 0
 }
 
 struct UnexpectedSlot {
@@ -110,6 +119,8 @@ struct EndpointCore {
     var seenAttach: UInt64 = 0
     var controlPending = false
     var errors: [Int32: MXError] = [:]
+    /// The wire to other hosts (EndpointWire.swift).
+    var wire = WireState()
 
     static let recordsPerPeerPerRound = 32
 
@@ -136,6 +147,7 @@ struct EndpointCore {
         }
         peers.deinitialize(count: Int(peerCount))
         peers.deallocate()
+        wire.destroy()
         requests.destroy()
         unexpected.destroy()
         engine.destroy()
@@ -357,7 +369,7 @@ struct EndpointCore {
         let p = Int(s.pointee.peer)
         let rendezvous = s.pointee.flags & RequestFlag.rendezvous != 0
         let payload = rendezvous ? RecordLayout.rndvPayloadSize : s.pointee.length
-        guard let cell = peers[p].out.reserve(payload: payload) else { return false }
+        guard let cell = reserveRecord(p, payload: payload) else { return false }
         Shm.store(cell, RecordLayout.matchInfoOffset, s.pointee.matchInfo)
         Shm.store(cell, RecordLayout.lengthOffset, UInt32(truncatingIfNeeded: s.pointee.length))
         Shm.store(cell, RecordLayout.auxOffset, UInt64(s.pointee.generation) << 32 | UInt64(UInt32(bitPattern: r)))
@@ -372,8 +384,7 @@ struct EndpointCore {
             Shm.store(cell, RecordLayout.flagsOffset, s.pointee.flags & RequestFlag.sync != 0 ? RecordFlags.sync : 0)
             gather(s, into: cell + RecordLayout.headerSize)
         }
-        peers[p].out.publish(cell)
-        kick(Int32(p))
+        publishRecord(p, cell)
         count(.messagesSent)
         count(.bytesSent, s.pointee.length)
         if rendezvous || s.pointee.flags & RequestFlag.sync != 0 {
@@ -383,6 +394,26 @@ struct EndpointCore {
             complete(r)
         }
         return true
+    }
+
+    /// Room for a record toward peer `p`: in the pair's ring, or in a frame of its wire link.
+    @inline(__always)
+    mutating func reserveRecord(_ p: Int, payload: Int) -> UnsafeMutableRawPointer? {
+        let link = peers[p].link
+        return link < 0 ? peers[p].out.reserve(payload: payload) : wireReserve(link, payload: payload)
+    }
+
+    /// Hands a filled record to the peer: publishes it in the ring (waking the peer if it
+    /// sleeps), or sends its frame.
+    @inline(__always)
+    mutating func publishRecord(_ p: Int, _ cell: UnsafeMutableRawPointer) {
+        let link = peers[p].link
+        if link < 0 {
+            peers[p].out.publish(cell)
+            kick(Int32(p))
+        } else {
+            wireCommit(link)
+        }
     }
 
     /// Retries queued sends and notifies. Returns whether anything went out.
@@ -396,6 +427,7 @@ struct EndpointCore {
             }
             pendingNotifies = remaining
         }
+        if !wire.pendingPulls.isEmpty && flushPendingPulls() { progressed = true }
         if backlogged > 0 {
             for p in 0..<Int(peerCount) where peers[p].backlogHead >= 0 {
                 while peers[p].backlogHead >= 0 {
@@ -429,13 +461,12 @@ struct EndpointCore {
 
     @inline(__always)
     mutating func writeNotify(_ p: Int32, token: UInt64, flags: UInt8, transferred: Int) -> Bool {
-        guard let cell = peers[Int(p)].out.reserve(payload: 0) else { return false }
+        guard let cell = reserveRecord(Int(p), payload: 0) else { return false }
         Shm.store(cell, RecordLayout.kindOffset, RecordKind.notify.rawValue)
         Shm.store(cell, RecordLayout.flagsOffset, flags)
         Shm.store(cell, RecordLayout.lengthOffset, UInt32(truncatingIfNeeded: transferred))
         Shm.store(cell, RecordLayout.auxOffset, token)
-        peers[Int(p)].out.publish(cell)
-        kick(p)
+        publishRecord(Int(p), cell)
         return true
     }
 
@@ -491,8 +522,15 @@ struct EndpointCore {
     /// Polls every inbound ring once (and notes control events). Returns whether anything arrived.
     @inline(__always)
     mutating func progress() -> Bool {
+        // Attach events first: a peer of another host may send as soon as the backend told us
+        // of it, and its frames must find its link.
+        if cmx_load_relaxed_u64(protectedPage + ProtectedPage.attachGenerationOffset) != seenAttach {
+            seenAttach = cmx_load_acquire_u64(protectedPage + ProtectedPage.attachGenerationOffset)
+            controlPending = true
+            return true
+        }
         var progressed = false
-        for p in 0..<Int(peerCount) where peers[p].alive {
+        for p in 0..<Int(peerCount) where peers[p].alive && peers[p].link < 0 {
             // At most a batch per peer per round: with several busy senders, messages from all of
             // them reach the matching in turn (any-source receives are served fairly).
             var batch = 0
@@ -508,13 +546,9 @@ struct EndpointCore {
                 progressed = true
             }
         }
-        if backlogged > 0 || !pendingNotifies.isEmpty {
+        if wire.linkCount > 0 && wireProgress() { progressed = true }
+        if backlogged > 0 || !pendingNotifies.isEmpty || !wire.pendingPulls.isEmpty {
             if flushBacklog() { progressed = true }
-        }
-        if cmx_load_relaxed_u64(protectedPage + ProtectedPage.attachGenerationOffset) != seenAttach {
-            seenAttach = cmx_load_acquire_u64(protectedPage + ProtectedPage.attachGenerationOffset)
-            controlPending = true
-            progressed = true
         }
         return progressed
     }
@@ -597,6 +631,10 @@ struct EndpointCore {
                        length: Int, token: UInt64) {
         let s = requests[r]
         let peer = peers + Int(p)
+        if peer.pointee.link >= 0 {
+            requestPull(r, from: p, region: region, generation: generation, offset: offset, length: length, token: token)
+            return
+        }
         guard let remote = RegionTable.resolve(page: peer.pointee.peerProtected, id: region, generation: generation,
                                                offset: offset, length: UInt64(length)) else {
             count(.refusedPulls)
@@ -621,6 +659,12 @@ struct EndpointCore {
             return
         }
         s.pointee.transferred = done
+        pulled(r, from: p, token: token)
+    }
+
+    /// A pull is over (`transferred` bytes are in): tells the sender, completes the receive.
+    mutating func pulled(_ r: Int32, from p: Int32, token: UInt64) {
+        let done = requests[r].pointee.transferred
         notify(p, token: token, flags: 0, transferred: done)
         count(.rendezvousPulls)
         count(.pulledBytes, done)
@@ -667,10 +711,13 @@ struct EndpointCore {
         let err = MXError(.peerClosed, "peer \(address(ofPeer: p)!) \(reason)")
         for i in 0..<Int32(requests.count) where requests.isAllocated(i) {
             let s = requests[i]
-            if s.pointee.state == RequestState.pending && s.pointee.peer == p && s.pointee.kind == MXStatus.Kind.send.rawValue {
+            // Sends toward it, and receives still pulling from it over the wire.
+            if s.pointee.state == RequestState.pending && s.pointee.peer == p
+                && (s.pointee.kind == MXStatus.Kind.send.rawValue || s.pointee.flags & RequestFlag.pulling != 0) {
                 fail(i, err)
             }
         }
+        if peers[Int(p)].link >= 0 { wireDropPeer(p) }
         // Rendezvous descriptors from it can no longer be pulled.
         for u in engine.unexpectedIDs() where unexpected[u].pointee.peer == p && unexpected[u].pointee.kind == RecordKind.rendezvous.rawValue {
             engine.removeUnexpected(u)

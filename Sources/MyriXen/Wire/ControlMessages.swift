@@ -22,6 +22,13 @@ public enum ControlType: UInt16, Sendable {
     // Events (backend to frontend).
     case peerAttached = 30      // PeerGrant (+ the peer's event channel)
     case peerDetached = 31      // nicID u64, endpoint u16, session u32
+    case remotePeerAttached = 32 // RemotePeer: an endpoint of another host connected to this one
+}
+
+/// Header flags.
+public enum ControlFlags {
+    /// A connect reply describing a peer on another host (`RemotePeer`, no descriptors).
+    public static let remotePeer: UInt16 = 1
 }
 
 public struct ControlHeader: Sendable {
@@ -127,6 +134,28 @@ public struct PeerGrant: WireCodable, Sendable, Equatable {
     }
 }
 
+/// A peer endpoint on another host, reached over the wire: its identity and the address of
+/// its wire socket.
+public struct RemotePeer: WireCodable, Sendable, Equatable {
+    public var nicID: UInt64
+    public var endpoint: UInt16
+    public var session: UInt32
+    public var ipv4: UInt32
+    public var port: UInt16
+
+    public init(nicID: UInt64, endpoint: UInt16, session: UInt32, ipv4: UInt32, port: UInt16) {
+        self.nicID = nicID; self.endpoint = endpoint; self.session = session; self.ipv4 = ipv4; self.port = port
+    }
+
+    public func encode(to w: inout ByteWriter) {
+        w.put(nicID); w.put(endpoint); w.put(session); w.put(ipv4); w.put(port)
+    }
+
+    public init(from r: inout ByteReader) throws(MXError) {
+        nicID = try r.get(); endpoint = try r.get(); session = try r.get(); ipv4 = try r.get(); port = try r.get()
+    }
+}
+
 /// The reply to `openEndpoint`.
 public struct OpenedEndpoint: WireCodable, Sendable {
     public var board: UInt16
@@ -135,20 +164,24 @@ public struct OpenedEndpoint: WireCodable, Sendable {
     public var session: UInt32
     public var protectedPage: GrantRef
     public var unprotectedPage: GrantRef
+    /// The port of the endpoint's wire socket (the reply's descriptor), 0 when the board has no
+    /// wire.
+    public var wirePort: UInt16
 
-    public init(board: UInt16, endpoint: UInt16, nicID: UInt64, session: UInt32, protectedPage: GrantRef, unprotectedPage: GrantRef) {
+    public init(board: UInt16, endpoint: UInt16, nicID: UInt64, session: UInt32, protectedPage: GrantRef,
+                unprotectedPage: GrantRef, wirePort: UInt16 = 0) {
         self.board = board; self.endpoint = endpoint; self.nicID = nicID; self.session = session
-        self.protectedPage = protectedPage; self.unprotectedPage = unprotectedPage
+        self.protectedPage = protectedPage; self.unprotectedPage = unprotectedPage; self.wirePort = wirePort
     }
 
     public func encode(to w: inout ByteWriter) {
         w.put(board); w.put(endpoint); w.put(nicID); w.put(session)
-        w.put(protectedPage.raw); w.put(unprotectedPage.raw)
+        w.put(protectedPage.raw); w.put(unprotectedPage.raw); w.put(wirePort)
     }
 
     public init(from r: inout ByteReader) throws(MXError) {
         board = try r.get(); endpoint = try r.get(); nicID = try r.get(); session = try r.get()
-        protectedPage = GrantRef(try r.get()); unprotectedPage = GrantRef(try r.get())
+        protectedPage = GrantRef(try r.get()); unprotectedPage = GrantRef(try r.get()); wirePort = try r.get()
     }
 }
 

@@ -51,6 +51,13 @@ public enum RecordKind: UInt8, Sendable {
     case notify = 3
     /// Filler up to the ring's end; the next record starts at cell 0.
     case padding = 4
+    /// Wire only, receiver to sender: send me `length` bytes of your rendezvous message (aux =
+    /// the sender's token, match info = the receiver's request, then the rendezvous fields).
+    case pullRequest = 5
+    /// Wire only, sender to receiver: a piece of a pulled message (aux = the receiver's
+    /// request, match info = offset in the message, length = bytes here; `refused` flag when
+    /// the sender refused the pull).
+    case pullReply = 6
 }
 
 public enum RecordFlags {
@@ -99,6 +106,7 @@ public enum MXCounter: Int, CaseIterable, Sendable {
     case messagesSent, bytesSent, messagesReceived, bytesReceived
     case unexpectedMessages, rendezvousPulls, pulledBytes
     case refusedPulls, drops, wakeups
+    case framesSent, framesReceived, resentFrames
 
     public var name: String {
         switch self {
@@ -112,6 +120,9 @@ public enum MXCounter: Int, CaseIterable, Sendable {
         case .refusedPulls: "refused accesses"
         case .drops: "drops"
         case .wakeups: "event-channel wakeups"
+        case .framesSent: "wire frames sent"
+        case .framesReceived: "wire frames received"
+        case .resentFrames: "wire frames resent"
         }
     }
 

@@ -1,0 +1,513 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMyriXen
+
+/// One frame of a link's send window: its bytes (frame header, record, eager data), and for a
+/// piece of a pull, the sender's own memory it carries without a copy.
+struct WireFrame {
+    var buffer: UnsafeMutableRawPointer?
+    var capacity = 0
+    var length = 0
+    var external: UnsafeRawPointer?
+    var externalLength = 0
+}
+
+/// The reliable wire toward one peer endpoint of another host: a send window of sequenced
+/// frames kept until acked (go-back-N), and the receive side's next expected sequence number.
+struct WireLink {
+    let peer: Int32
+    let ipv4: UInt32
+    let port: UInt16
+    let peerSession: UInt32
+    var frames: UnsafeMutablePointer<WireFrame>
+    /// Sequence numbers: [base, transmitNext) in flight, [transmitNext, nextSeq) queued.
+    var nextSeq: UInt32 = 0
+    var base: UInt32 = 0
+    var transmitNext: UInt32 = 0
+    /// When the oldest unacked frame was last (re)sent, or acks last progressed.
+    var timerStart: UInt64 = 0
+    var resendInterval = MXWire.firstResendNanoseconds
+    var resends = 0
+    /// Receive side.
+    var expected: UInt32 = 0
+    var ackOwed = 0
+    var ackDue: UInt64 = 0
+    /// Inline bytes of the frame being filled (between reserve and commit).
+    var reserved = 0
+
+    var unacked: Bool { base != nextSeq }
+}
+
+/// A rendezvous send being served to a remote receiver, piece by piece.
+struct OutgoingPull {
+    var peer: Int32
+    var request: Int32
+    var source: UnsafeRawPointer
+    var length: Int
+    var sent: Int
+    var receiverHandle: UInt64
+}
+
+/// A pull request that waits for room in the link's window.
+struct PendingPull {
+    var request: Int32
+    var peer: Int32
+    var region: UInt32
+    var generation: UInt32
+    var offset: UInt64
+}
+
+/// An endpoint's wire: its own UDP socket (granted by the backend at open), its links, the
+/// pulls it serves and those it waits to ask for.
+struct WireState {
+    var fd: Int32 = -1
+    var session: UInt32 = 0
+    var links: UnsafeMutablePointer<WireLink>?
+    var linkCount: Int32 = 0
+    var linkByAddress: [UInt64: Int32] = [:]
+    var receiveBuffer: UnsafeMutableRawPointer?
+    /// Placeholder ring memory for peers of other hosts (never written: they have no rings).
+    var inert: UnsafeMutableRawPointer?
+    var outgoingPulls: [OutgoingPull] = []
+    var pendingPulls: [PendingPull] = []
+    /// Lost-frame testing: every Nth data frame is not sent (`MYRIXEN_WIRE_DROP`).
+    var dropEvery = 0
+    var dropCounter = 0
+
+    static let receiveCapacity = 65_536
+    static let inertCells = 64
+
+    static func addressKey(_ ip: UInt32, _ port: UInt16) -> UInt64 { UInt64(ip) << 16 | UInt64(port) }
+
+    mutating func destroy() {
+        if let l = links {
+            for i in 0..<Int(linkCount) {
+                for f in 0..<MXWire.window { free(l[i].frames[f].buffer) }
+                l[i].frames.deallocate()
+            }
+            l.deallocate()
+        }
+        free(receiveBuffer)
+        free(inert)
+        closeDescriptor(fd)
+        fd = -1
+    }
+}
+
+extension EndpointCore {
+    // MARK: links
+
+    /// Adds a peer of another host: its data path is the link, its rings are placeholders.
+    mutating func attachRemote(_ g: RemotePeer) -> Int32 {
+        if wire.links == nil {
+            wire.links = .allocate(capacity: MXLimits.maxPeers)
+            wire.receiveBuffer = malloc(WireState.receiveCapacity)
+            wire.inert = calloc(1, RingLayout.headerPage + WireState.inertCells * RingLayout.cellSize)
+            formatRing(wire.inert!, dataBytes: WireState.inertCells * RingLayout.cellSize)
+            wire.session = Shm.load(protectedPage, ProtectedPage.sessionOffset, as: UInt32.self)
+            wire.dropEvery = getenv(MXWire.dropEnvironment).flatMap { Int(String(cString: $0)) } ?? 0
+        }
+        let p = peerCount
+        let l = wire.linkCount
+        let frames = UnsafeMutablePointer<WireFrame>.allocate(capacity: MXWire.window)
+        frames.initialize(repeating: WireFrame(), count: MXWire.window)
+        (wire.links! + Int(l)).initialize(to: WireLink(peer: p, ipv4: g.ipv4, port: g.port, peerSession: g.session, frames: frames))
+        wire.linkCount += 1
+        wire.linkByAddress[WireState.addressKey(g.ipv4, g.port)] = l
+        let inert = wire.inert!
+        (peers + Int(p)).initialize(to: Peer(
+            nicID: g.nicID, endpointID: g.endpoint, session: g.session, pid: 0, alive: true, isSelf: false,
+            out: RingProducer(base: inert, cells: WireState.inertCells),
+            inbound: RingConsumer(base: inert, cells: WireState.inertCells),
+            peerProtected: UnsafeRawPointer(inert), peerUnprotected: UnsafeRawPointer(inert),
+            eventFD: -1, mappings: [],
+            eagerMax: min(MXLimits.rendezvousThresholdRemote, MXWire.maxFrameData), link: l))
+        peerCount += 1
+        return p
+    }
+
+    // MARK: sending frames
+
+    /// Room for a record in the next frame of link `l`; nil when the window is full.
+    @inline(__always)
+    mutating func wireReserve(_ l: Int32, payload: Int) -> UnsafeMutableRawPointer? {
+        let link = wire.links! + Int(l)
+        guard link.pointee.nextSeq &- link.pointee.base < UInt32(MXWire.window) else { return nil }
+        let f = link.pointee.frames + Int(link.pointee.nextSeq & UInt32(MXWire.window - 1))
+        let size = FrameLayout.headerSize + RecordLayout.headerSize + payload
+        if f.pointee.capacity < size {
+            let capacity = max(size, 256)
+            guard let b = realloc(f.pointee.buffer, capacity) else { return nil }
+            f.pointee.buffer = b
+            f.pointee.capacity = capacity
+        }
+        let b = f.pointee.buffer!
+        Shm.store(b, FrameLayout.magicOffset, FrameLayout.magic)
+        Shm.store(b, FrameLayout.typeOffset, FrameType.data.rawValue)
+        Shm.store(b, FrameLayout.versionOffset, FrameLayout.version)
+        Shm.store(b, FrameLayout.sourceSessionOffset, wire.session)
+        Shm.store(b, FrameLayout.targetSessionOffset, link.pointee.peerSession)
+        Shm.store(b, FrameLayout.sequenceOffset, link.pointee.nextSeq)
+        f.pointee.length = size
+        f.pointee.external = nil
+        f.pointee.externalLength = 0
+        return b + FrameLayout.headerSize
+    }
+
+    /// The reserved frame is filled: it joins the window and goes out if the window allows.
+    @inline(__always)
+    mutating func wireCommit(_ l: Int32) {
+        let link = wire.links! + Int(l)
+        if !link.pointee.unacked {
+            link.pointee.timerStart = monotonicNanoseconds()
+            link.pointee.resends = 0
+            link.pointee.resendInterval = MXWire.firstResendNanoseconds
+        }
+        link.pointee.nextSeq &+= 1
+        wirePump(l)
+    }
+
+    /// Sends queued frames while fewer than `maxInFlight` are unacked.
+    @inline(__always)
+    mutating func wirePump(_ l: Int32) {
+        let link = wire.links! + Int(l)
+        while link.pointee.transmitNext != link.pointee.nextSeq
+                && link.pointee.transmitNext &- link.pointee.base < MXWire.maxInFlight {
+            guard transmit(l, link.pointee.transmitNext) else { return }
+            link.pointee.transmitNext &+= 1
+        }
+    }
+
+    /// Sends one frame of the window, with the current ack. False when the socket would block
+    /// (or failed): the frame stays queued.
+    @inline(__always)
+    mutating func transmit(_ l: Int32, _ seq: UInt32) -> Bool {
+        let link = wire.links! + Int(l)
+        let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
+        Shm.store(f.pointee.buffer!, FrameLayout.ackOffset, link.pointee.expected)
+        link.pointee.ackOwed = 0
+        count(.framesSent)
+        if wire.dropEvery > 0 {
+            wire.dropCounter += 1
+            if wire.dropCounter % wire.dropEvery == 0 { return true }
+        }
+        return cmx_udp_send(wire.fd, link.pointee.ipv4, link.pointee.port, f.pointee.buffer, f.pointee.length,
+                            f.pointee.external, f.pointee.externalLength) >= 0
+    }
+
+    /// An ack-only frame (no sequence number).
+    mutating func sendAck(_ l: Int32) {
+        let link = wire.links! + Int(l)
+        var header = (UInt64(0), UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &header) { h in
+            let b = h.baseAddress!
+            Shm.store(b, FrameLayout.magicOffset, FrameLayout.magic)
+            Shm.store(b, FrameLayout.typeOffset, FrameType.ack.rawValue)
+            Shm.store(b, FrameLayout.versionOffset, FrameLayout.version)
+            Shm.store(b, FrameLayout.sourceSessionOffset, wire.session)
+            Shm.store(b, FrameLayout.targetSessionOffset, link.pointee.peerSession)
+            Shm.store(b, FrameLayout.ackOffset, link.pointee.expected)
+            if cmx_udp_send(wire.fd, link.pointee.ipv4, link.pointee.port, b, FrameLayout.headerSize, nil, 0) >= 0 {
+                link.pointee.ackOwed = 0
+            }
+        }
+    }
+
+    /// Frees the frames the peer acknowledged (all before `ack`).
+    @inline(__always)
+    mutating func applyAck(_ l: Int32, _ ack: UInt32, now: UInt64) {
+        let link = wire.links! + Int(l)
+        let newly = ack &- link.pointee.base
+        guard newly != 0, newly <= link.pointee.nextSeq &- link.pointee.base else { return }
+        var seq = link.pointee.base
+        while seq != ack {
+            let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
+            f.pointee.external = nil
+            f.pointee.externalLength = 0
+            seq &+= 1
+        }
+        link.pointee.base = ack
+        if Int32(bitPattern: link.pointee.transmitNext &- ack) < 0 { link.pointee.transmitNext = ack }
+        link.pointee.timerStart = now
+        link.pointee.resendInterval = MXWire.firstResendNanoseconds
+        link.pointee.resends = 0
+    }
+
+    /// Sends what every link owes (acks), e.g. before sleeping.
+    mutating func flushWireAcks() {
+        for l in 0..<wire.linkCount where wire.links![Int(l)].ackOwed > 0 && peers[Int(wire.links![Int(l)].peer)].alive {
+            sendAck(l)
+        }
+    }
+
+    /// Whether some link waits for acks (a sleeper must wake to resend).
+    var wireAwaitsAcks: Bool {
+        mutating get {
+            for l in 0..<Int(wire.linkCount) where wire.links![l].unacked && peers[Int(wire.links![l].peer)].alive { return true }
+            return false
+        }
+    }
+
+    // MARK: progress
+
+    /// Reads arrived frames, serves pulls, sends owed acks, resends what was not acked in time.
+    mutating func wireProgress() -> Bool {
+        var progressed = false
+        let now = monotonicNanoseconds()
+        let buffer = wire.receiveBuffer!
+        for _ in 0..<64 {
+            var ip: UInt32 = 0
+            var port: UInt16 = 0
+            let n = cmx_udp_recv(wire.fd, buffer, WireState.receiveCapacity, &ip, &port)
+            if n < 0 { break }
+            progressed = true
+            handleFrame(buffer, length: n, from: ip, port: port, now: now)
+        }
+        if !wire.outgoingPulls.isEmpty && pumpPulls() { progressed = true }
+        for l in 0..<wire.linkCount {
+            let link = wire.links! + Int(l)
+            guard peers[Int(link.pointee.peer)].alive else { continue }
+            if link.pointee.ackOwed >= MXWire.ackEvery || (link.pointee.ackOwed > 0 && now >= link.pointee.ackDue) {
+                sendAck(l)
+            }
+            guard link.pointee.unacked else { continue }
+            if now > link.pointee.timerStart && now - link.pointee.timerStart > link.pointee.resendInterval {
+                link.pointee.resends += 1
+                if link.pointee.resends > MXWire.maxResends {
+                    peerGone(link.pointee.peer, reason: "is unreachable: \(MXWire.maxResends) resends went unacknowledged")
+                    progressed = true
+                    continue
+                }
+                count(.resentFrames, Int(link.pointee.transmitNext &- link.pointee.base))
+                link.pointee.transmitNext = link.pointee.base
+                link.pointee.resendInterval = min(link.pointee.resendInterval * 2, MXWire.maxResendNanoseconds)
+                link.pointee.timerStart = now
+            }
+            if link.pointee.transmitNext != link.pointee.nextSeq { wirePump(l) }
+        }
+        return progressed
+    }
+
+    /// One datagram: checked (magic, link, sessions, sequence, record geometry), its ack
+    /// applied, its record handled in order. Anything else is dropped.
+    mutating func handleFrame(_ f: UnsafeMutableRawPointer, length n: Int, from ip: UInt32, port: UInt16, now: UInt64) {
+        guard n >= FrameLayout.headerSize, n <= WireState.receiveCapacity,
+              Shm.load(f, FrameLayout.magicOffset, as: UInt32.self) == FrameLayout.magic,
+              Shm.load(f, FrameLayout.versionOffset, as: UInt8.self) == FrameLayout.version,
+              let l = wire.linkByAddress[WireState.addressKey(ip, port)] else { count(.drops); return }
+        let link = wire.links! + Int(l)
+        let p = link.pointee.peer
+        guard peers[Int(p)].alive,
+              Shm.load(f, FrameLayout.sourceSessionOffset, as: UInt32.self) == link.pointee.peerSession,
+              Shm.load(f, FrameLayout.targetSessionOffset, as: UInt32.self) == wire.session else { count(.drops); return }
+        count(.framesReceived)
+        applyAck(l, Shm.load(f, FrameLayout.ackOffset, as: UInt32.self), now: now)
+        guard Shm.load(f, FrameLayout.typeOffset, as: UInt8.self) == FrameType.data.rawValue else { return }
+        guard Shm.load(f, FrameLayout.sequenceOffset, as: UInt32.self) == link.pointee.expected else {
+            // A duplicate (our ack was lost) or a frame after a lost one: say where we are.
+            count(.drops)
+            link.pointee.ackOwed = MXWire.ackEvery
+            return
+        }
+        let cell = f + FrameLayout.headerSize
+        let body = n - FrameLayout.headerSize - RecordLayout.headerSize
+        guard body >= 0 else { return peerGone(p, reason: "sent a malformed frame") }
+        let kind = Shm.load(cell, RecordLayout.kindOffset, as: UInt8.self)
+        let length = Int(Shm.load(cell, RecordLayout.lengthOffset, as: UInt32.self))
+        let wellFormed: Bool
+        switch kind {
+        case RecordKind.eager.rawValue, RecordKind.pullReply.rawValue: wellFormed = body == length
+        case RecordKind.rendezvous.rawValue, RecordKind.pullRequest.rawValue: wellFormed = body == RecordLayout.rndvPayloadSize
+        case RecordKind.notify.rawValue: wellFormed = body == 0
+        default: wellFormed = false
+        }
+        guard wellFormed else { return peerGone(p, reason: "sent a malformed frame") }
+        link.pointee.expected &+= 1
+        if link.pointee.ackOwed == 0 { link.pointee.ackDue = now + MXWire.ackDelayNanoseconds }
+        link.pointee.ackOwed += 1
+        switch kind {
+        case RecordKind.pullRequest.rawValue: servePull(p, cell, length: length)
+        case RecordKind.pullReply.rawValue: receivePiece(p, cell, length: length)
+        default: handleRecord(p, cell, kind: kind, length: length)
+        }
+    }
+
+    // MARK: rendezvous over the wire
+
+    /// Receiver: the message matched; ask the sender for what fits the buffer.
+    mutating func requestPull(_ r: Int32, from p: Int32, region: UInt32, generation: UInt32, offset: UInt64,
+                              length: Int, token: UInt64) {
+        let s = requests[r]
+        s.pointee.pullToken = token
+        s.pointee.pullWant = min(length, s.pointee.length)
+        s.pointee.transferred = 0
+        guard s.pointee.pullWant > 0 else { return pulled(r, from: p, token: token) }
+        s.pointee.flags |= RequestFlag.pulling
+        let pending = PendingPull(request: r, peer: p, region: region, generation: generation, offset: offset)
+        if !wire.pendingPulls.isEmpty || !writePullRequest(pending) { wire.pendingPulls.append(pending) }
+    }
+
+    mutating func writePullRequest(_ q: PendingPull) -> Bool {
+        guard let cell = reserveRecord(Int(q.peer), payload: RecordLayout.rndvPayloadSize) else { return false }
+        let s = requests[q.request]
+        Shm.store(cell, RecordLayout.kindOffset, RecordKind.pullRequest.rawValue)
+        Shm.store(cell, RecordLayout.flagsOffset, UInt8(0))
+        Shm.store(cell, RecordLayout.lengthOffset, UInt32(truncatingIfNeeded: s.pointee.pullWant))
+        Shm.store(cell, RecordLayout.auxOffset, s.pointee.pullToken)
+        Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(s.pointee.generation) << 32 | UInt64(UInt32(bitPattern: q.request)))
+        Shm.store(cell, RecordLayout.rndvRegionOffset, q.region)
+        Shm.store(cell, RecordLayout.rndvGenerationOffset, q.generation)
+        Shm.store(cell, RecordLayout.rndvOffsetOffset, q.offset)
+        publishRecord(Int(q.peer), cell)
+        return true
+    }
+
+    /// Pull requests that waited for window room, in order.
+    mutating func flushPendingPulls() -> Bool {
+        var progressed = false
+        while let q = wire.pendingPulls.first {
+            let s = requests[q.request]
+            if s.pointee.state == RequestState.pending && s.pointee.flags & RequestFlag.pulling != 0 {
+                guard writePullRequest(q) else { break }
+                progressed = true
+            }
+            wire.pendingPulls.removeFirst()
+        }
+        return progressed
+    }
+
+    /// Sender: the receiver asks for the data. The region is checked against our own table
+    /// (a pull serves only what lies inside the region), then the pieces go out as the window
+    /// allows, straight from the send buffer.
+    mutating func servePull(_ p: Int32, _ cell: UnsafeMutableRawPointer, length want: Int) {
+        let token = Shm.load(cell, RecordLayout.auxOffset, as: UInt64.self)
+        let receiver = Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self)
+        let r = Int32(bitPattern: UInt32(truncatingIfNeeded: token))
+        let s: UnsafeMutablePointer<RequestSlot>? = r >= 0 && Int(r) < requests.count ? requests[r] : nil
+        guard let s, s.pointee.generation == UInt32(truncatingIfNeeded: token >> 32),
+              s.pointee.state == RequestState.pending, s.pointee.peer == p,
+              s.pointee.flags & RequestFlag.awaitingNotify != 0 else {
+            count(.refusedPulls)
+            return refusePull(p, receiver)
+        }
+        guard want <= s.pointee.length, let address = RegionTable.resolve(
+                page: protectedPage, id: Shm.load(cell, RecordLayout.rndvRegionOffset, as: UInt32.self),
+                generation: Shm.load(cell, RecordLayout.rndvGenerationOffset, as: UInt32.self),
+                offset: Shm.load(cell, RecordLayout.rndvOffsetOffset, as: UInt64.self), length: UInt64(want)) else {
+            count(.refusedPulls)
+            refusePull(p, receiver)
+            s.pointee.flags &= ~RequestFlag.awaitingNotify
+            unpinRegion(r)
+            return fail(r, MXError(.pullRefused, "the receiver asked for \(want) bytes outside the message's region; pull refused"))
+        }
+        wire.outgoingPulls.append(OutgoingPull(peer: p, request: r, source: UnsafeRawPointer(bitPattern: UInt(address))!,
+                                               length: want, sent: 0, receiverHandle: receiver))
+        _ = pumpPulls()
+    }
+
+    mutating func refusePull(_ p: Int32, _ receiver: UInt64) {
+        // Best effort: with the window full the receiver learns of it when the peer is gone.
+        guard let cell = reserveRecord(Int(p), payload: 0) else { return }
+        Shm.store(cell, RecordLayout.kindOffset, RecordKind.pullReply.rawValue)
+        Shm.store(cell, RecordLayout.flagsOffset, RecordFlags.refused)
+        Shm.store(cell, RecordLayout.lengthOffset, UInt32(0))
+        Shm.store(cell, RecordLayout.auxOffset, receiver)
+        Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(0))
+        publishRecord(Int(p), cell)
+    }
+
+    /// Sends pieces of the pulls being served while their links have window room.
+    mutating func pumpPulls() -> Bool {
+        var progressed = false
+        var i = 0
+        while i < wire.outgoingPulls.count {
+            var op = wire.outgoingPulls[i]
+            let link = peers[Int(op.peer)].link
+            if peers[Int(op.peer)].alive && requests[op.request].pointee.state == RequestState.pending {
+                while op.sent < op.length {
+                    let piece = min(MXWire.maxFrameData, op.length - op.sent)
+                    guard let cell = wireReserve(link, payload: 0) else { break }
+                    Shm.store(cell, RecordLayout.kindOffset, RecordKind.pullReply.rawValue)
+                    Shm.store(cell, RecordLayout.flagsOffset, UInt8(0))
+                    Shm.store(cell, RecordLayout.lengthOffset, UInt32(piece))
+                    Shm.store(cell, RecordLayout.auxOffset, op.receiverHandle)
+                    Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(op.sent))
+                    let l = wire.links! + Int(link)
+                    let f = l.pointee.frames + Int(l.pointee.nextSeq & UInt32(MXWire.window - 1))
+                    f.pointee.external = op.source + op.sent
+                    f.pointee.externalLength = piece
+                    wireCommit(link)
+                    op.sent += piece
+                    progressed = true
+                }
+                if op.sent < op.length {
+                    wire.outgoingPulls[i] = op
+                    i += 1
+                    continue
+                }
+            }
+            wire.outgoingPulls.remove(at: i)
+        }
+        return progressed
+    }
+
+    /// Receiver: a piece of the message (in order: the link delivers in sequence).
+    mutating func receivePiece(_ p: Int32, _ cell: UnsafeMutableRawPointer, length: Int) {
+        let handle = Shm.load(cell, RecordLayout.auxOffset, as: UInt64.self)
+        let r = Int32(bitPattern: UInt32(truncatingIfNeeded: handle))
+        guard r >= 0 && Int(r) < requests.count else { count(.drops); return }
+        let s = requests[r]
+        guard s.pointee.generation == UInt32(truncatingIfNeeded: handle >> 32), s.pointee.state == RequestState.pending,
+              s.pointee.flags & RequestFlag.pulling != 0, s.pointee.peer == p else { count(.drops); return }
+        if Shm.load(cell, RecordLayout.flagsOffset, as: UInt8.self) & RecordFlags.refused != 0 {
+            s.pointee.flags &= ~RequestFlag.pulling
+            count(.refusedPulls)
+            return fail(r, MXError(.pullRefused, "the sender refused the pull of its \(s.pointee.messageLength)-byte message"))
+        }
+        let offset = Int(Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self))
+        guard offset == s.pointee.transferred, length > 0, length <= s.pointee.pullWant - offset else {
+            return peerGone(p, reason: "sent a piece of a pull that was not asked for")
+        }
+        scatter(s, from: cell + RecordLayout.headerSize, count: length, at: offset)
+        s.pointee.transferred += length
+        if s.pointee.transferred == s.pointee.pullWant {
+            s.pointee.flags &= ~RequestFlag.pulling
+            pulled(r, from: p, token: s.pointee.pullToken)
+        }
+    }
+
+    /// Copies `n` bytes to `offset` of a receive's buffer(s) (the caller checked they fit).
+    mutating func scatter(_ s: UnsafeMutablePointer<RequestSlot>, from src: UnsafeRawPointer, count n: Int, at offset: Int) {
+        guard let v = s.pointee.segments else {
+            (s.pointee.buffer! + offset).copyMemory(from: src, byteCount: n)
+            return
+        }
+        var skip = offset
+        var done = 0
+        for i in 0..<Int(s.pointee.segmentCount) where done < n {
+            let len = v[i].iov_len
+            if skip >= len { skip -= len; continue }
+            let k = min(len - skip, n - done)
+            (v[i].iov_base! + skip).copyMemory(from: src + done, byteCount: k)
+            done += k
+            skip = 0
+        }
+    }
+
+    // MARK: peers going away
+
+    /// The peer's link is dead: nothing of it is sent again, its pulls stop.
+    mutating func wireDropPeer(_ p: Int32) {
+        let link = wire.links! + Int(peers[Int(p)].link)
+        link.pointee.base = link.pointee.nextSeq
+        link.pointee.transmitNext = link.pointee.nextSeq
+        link.pointee.ackOwed = 0
+        for f in 0..<MXWire.window {
+            link.pointee.frames[f].external = nil
+            link.pointee.frames[f].externalLength = 0
+        }
+        wire.outgoingPulls.removeAll { $0.peer == p }
+        wire.pendingPulls.removeAll { $0.peer == p }
+    }
+}

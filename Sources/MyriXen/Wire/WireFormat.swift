@@ -1,0 +1,88 @@
+import CMyriXen
+
+/// The emulated wire between hosts: UDP datagrams, as Open-MX sends Ethernet frames. Each
+/// backend with a wire owns the board's port on its wire address (backend to backend: connect
+/// and close notices); each endpoint owns a socket of its own (its wire queue), through which
+/// its frames go straight to the peer endpoint's socket, without any backend. Reliability is
+/// the NIC's, done here in the endpoint: sequence numbers per pair, cumulative acks,
+/// go-back-N resends (docs/myrixen.md, "Between hosts").
+public enum MXWire {
+    /// The UDP port of every board on its wire address (all hosts of a cluster use the same).
+    public static let port: UInt16 = 2314
+    /// myrback's default for `--wire`: an IPv4 address, `auto`, or `none`.
+    public static let environment = "MYRIXEN_WIRE"
+    /// Socket buffer of each wire socket (root gets it even past the system limits).
+    static let socketBufferBytes: Int32 = 4 << 20
+    /// Data bytes one frame carries (eager payload or a piece of a pull).
+    public static let maxFrameData = 32 * 1024
+    /// Frames of one pair kept until acked (queued and in flight); a power of two.
+    static let window = 256
+    /// Frames of one pair in flight at once (what the receiver's socket buffer holds easily).
+    static let maxInFlight: UInt32 = 64
+    /// Acks: at once when this many frames are unacked, else after `ackDelayNanoseconds`.
+    static let ackEvery = 4
+    static let ackDelayNanoseconds: UInt64 = 1_000_000
+    /// Resend of unacked frames: first after 20 ms, doubling up to MX's 0.5 s; after 1,000
+    /// resends without progress the peer is unreachable (MX: 1,000 x 0.5 s).
+    static let firstResendNanoseconds: UInt64 = 20_000_000
+    static let maxResendNanoseconds: UInt64 = 500_000_000
+    static let maxResends = 1000
+    /// A backend's connect request to another host: resent every 250 ms, for up to 10 s.
+    static let connectResendNanoseconds: UInt64 = 250_000_000
+    static let connectGiveUpNanoseconds: UInt64 = 10_000_000_000
+    /// Testing knob read by endpoints: drop every Nth data frame on its way out (lost frames).
+    public static let dropEnvironment = "MYRIXEN_WIRE_DROP"
+}
+
+/// Layout of an endpoint-to-endpoint frame: this header, then a record laid out exactly as in a
+/// ring (`RecordLayout`, from its 32-byte header on; stamp and cell count unused), then data.
+enum FrameLayout {
+    static let magicOffset = 0          // u32 "MXWF"
+    static let typeOffset = 4           // u8 FrameType
+    static let versionOffset = 5        // u8
+    static let sourceSessionOffset = 8  // u32: the sending endpoint's session
+    static let targetSessionOffset = 12 // u32: the receiving endpoint's session
+    static let sequenceOffset = 16      // u32: data frames only
+    static let ackOffset = 20           // u32: the next sequence number the sender expects back
+    static let headerSize = 24
+    static let magic: UInt32 = 0x4657_584D // "MXWF"
+    static let version: UInt8 = 1
+    /// The largest frame: header, record header, data.
+    static let maxSize = headerSize + RecordLayout.headerSize + MXWire.maxFrameData
+}
+
+enum FrameType: UInt8 {
+    case data = 1
+    case ack = 2
+}
+
+/// Backend-to-backend messages on the boards' port: magic "MXWC", type, then fields.
+enum BoardMessage: UInt8 {
+    /// id u32, source NIC u64, source endpoint u16, source session u32, source port u16,
+    /// target NIC u64, target endpoint u16, key u32
+    case connectRequest = 1
+    /// id u32, error code u16 (0: accepted), message, target session u32, target port u16
+    case connectReply = 2
+    /// An endpoint closed or died: NIC u64, endpoint u16, session u32, then the peer it had on
+    /// the receiving host: NIC u64, endpoint u16, session u32
+    case endpointClosed = 3
+
+    static let magic: UInt32 = 0x4357_584D // "MXWC"
+}
+
+extension NICAddressing {
+    /// A board on a wire is named after its address: `02:a:b:c:d:board`, as a locally
+    /// administered MAC address.
+    public static func nicID(ipv4: UInt32, board: Int) -> UInt64 {
+        (0x02 << 40) | (UInt64(ipv4) << 8) | UInt64(board & 0xFF)
+    }
+
+    /// The wire address and board a NIC id names (meaningful for boards on a wire).
+    public static func wireAddress(of nicID: UInt64) -> (ipv4: UInt32, board: Int) {
+        (UInt32(truncatingIfNeeded: nicID >> 8), Int(nicID & 0xFF))
+    }
+
+    public static func formatIPv4(_ ip: UInt32) -> String {
+        "\(ip >> 24).\(ip >> 16 & 0xFF).\(ip >> 8 & 0xFF).\(ip & 0xFF)"
+    }
+}
