@@ -200,7 +200,12 @@ public final class LocalJob {
             var args = ["--socket", socket, "--foreground", "--boards", String(boards)]
             // A host an agent serves names its boards after the job's name for it: distinct NIC
             // ids even where hosts share a kernel hostname (emulated VMs, Slurm nodes).
-            if isAgent { args += ["--hostname", host.name] }
+            // Such a host reaches the job's other hosts over its network: its boards get a wire
+            // (unless MYRIXEN_WIRE says otherwise).
+            if isAgent {
+                args += ["--hostname", host.name]
+                if getenv(MXWire.environment) == nil { args += ["--wire", "auto"] }
+            }
             let command = [exe] + args
             do {
                 backends[h] = (try ChildProcess.spawnTied(command[0], Array(command.dropFirst())), socket)

@@ -31,7 +31,7 @@ struct Myrback: ParsableCommand {
     @Option(name: .long, help: "Data size of each pair ring in KiB (power of two, 16-16384; default $MYRIXEN_RING_KB or 64).")
     var ringKb: Int?
 
-    @Option(name: .long, help: "This host's IPv4 address on the wire to other hosts, 'auto' (the first interface that is up and not loopback) or 'none' (default: $MYRIXEN_WIRE or none). Boards are then named after it; every host's backend uses UDP port \(MXWire.port) on it.")
+    @Option(name: .long, help: "This host's IPv4 address on the wire to other hosts, 'auto' (the first interface that is up and not loopback, if any, and if its board port is free) or 'none' (default: $MYRIXEN_WIRE or none). Boards are then named after it; every host's backend uses UDP port \(MXWire.port) on it.")
     var wire: String?
 
     @Option(name: .long, help: "Exit after this many seconds without frontends (default: never).")
@@ -62,8 +62,17 @@ struct Myrback: ParsableCommand {
         }
         config.idleExitSeconds = idleExit
         config.verbose = verbose
-        config.wire = try Backend.wireAddress(wire ?? getenv(MXWire.environment).map { String(cString: $0) } ?? "none")
-        let backend = try Backend(config)
+        let wireSpec = wire ?? getenv(MXWire.environment).map { String(cString: $0) } ?? "none"
+        config.wire = try Backend.wireAddress(wireSpec)
+        var made: Result<Backend, MXError> = Result { () throws(MXError) in try Backend(config) }
+        if case let .failure(error) = made, wireSpec == "auto", config.wire != nil {
+            // `auto` is a wish: where the board port is taken (several emulated hosts sharing
+            // one network stack), this host serves its own endpoints only.
+            if verbose { print("myrback: no wire: \(error.message)") }
+            config.wire = nil
+            made = Result { () throws(MXError) in try Backend(config) }
+        }
+        let backend = try made.get()
         if daemonize {
             do { try BackendLocation.daemonize() } catch { throw error }
         }

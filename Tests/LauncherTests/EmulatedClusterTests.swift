@@ -12,38 +12,21 @@ import Glibc
 final class EmulatedClusterTests: XCTestCase {
     var vms: [String] = []
     var hostfile = ""
+    var subnet = ""
     let swiftrun = BuiltProducts.path("swiftrun")
     let rank = BuiltProducts.path("LauncherTestRank")
-    let subnet = "10.201.\(getpid() % 200 + 20)"
 
     override func setUpWithError() throws {
         let jobDirectoriesBefore = swiftrunJobDirectories()
         addTeardownBlock {
             XCTAssertEqual(swiftrunJobDirectories().subtracting(jobDirectoriesBefore), [], "no job directory outlives its job")
         }
-        guard getuid() == 0, access("/usr/sbin/ip", X_OK) == 0 || access("/sbin/ip", X_OK) == 0 || access("/bin/ip", X_OK) == 0 else {
-            throw XCTSkip("needs root and iproute2 to make network namespaces")
-        }
-        let tag = "\(getpid() % 100_000)"
-        vms = ["mxva\(tag)", "mxvb\(tag)"]
-        let links = ["mxla\(tag)", "mxlb\(tag)"]
-        addTeardownBlock { [vms] in for vm in vms { _ = runCapturing("/bin/sh", ["-c", "ip netns del \(vm)"]) } }
-        for vm in vms { try sh("ip netns add \(vm) && ip -n \(vm) link set lo up") }
-        try sh("ip link add \(links[0]) type veth peer name \(links[1])")
-        for k in 0..<2 {
-            try sh("ip link set \(links[k]) netns \(vms[k]) && ip -n \(vms[k]) addr add \(subnet).\(k + 1)/24 dev \(links[k]) && ip -n \(vms[k]) link set \(links[k]) up")
-        }
-        hostfile = "/tmp/srtest-cluster-\(getpid())"
-        let f = fopen(hostfile, "w")!
-        fputs("# two emulated VMs\n\(vms[0]) slots=2\n\(vms[1]) slots=2\n", f)
-        fclose(f)
-        addTeardownBlock { [hostfile] in unlink(hostfile) }
+        guard let cluster = try EmulatedVMs() else { throw XCTSkip("needs root and iproute2 to make network namespaces") }
+        addTeardownBlock { cluster.remove() }
+        (vms, hostfile, subnet) = (cluster.names, cluster.hostfile, cluster.subnet)
     }
 
-    func sh(_ command: String) throws {
-        let (code, out) = runCapturing("/bin/sh", ["-c", command])
-        guard code == 0 else { throw MXError(.system, "\(command): \(out)") }
-    }
+    func sh(_ command: String) throws { try EmulatedVMs.sh(command) }
 
     func testRanksRunInsideEachVMWithItsOwnBackend() throws {
         let (code, out) = runCapturing(swiftrun, ["-f", hostfile, rank, "where"])

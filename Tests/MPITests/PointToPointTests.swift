@@ -22,6 +22,28 @@ final class PointToPointTests: XCTestCase {
         }
     }
 
+    /// The same checks with ranks on two emulated VMs (network namespaces, each with its own
+    /// backend): pairs on different VMs talk over the wire, pairs on one VM over shared memory.
+    func testPointToPointAcrossTwoEmulatedVMs() throws {
+        guard let cluster = try EmulatedVMs() else { throw XCTSkip("needs root and iproute2 to make network namespaces") }
+        defer { cluster.remove() }
+        let swiftrun = BuiltProducts.path("swiftrun")
+        for (n, mapping) in [(2, "node"), (4, "slot"), (4, "node")] {
+            let (code, out) = runCapturing(swiftrun, ["--timeout", "120", "-f", cluster.hostfile, "--map-by", mapping, "-n", String(n),
+                                                      BuiltProducts.path("MPITestRank")])
+            XCTAssertEqual(code, 0, out)
+            for r in 0..<n {
+                for c in checks { XCTAssertTrue(out.contains("rank \(r): ok \(c)\n"), "\(n) ranks by \(mapping) on two VMs, rank \(r): \(c)\n\(out)") }
+            }
+        }
+        let (c1, o1) = runCapturing(swiftrun, ["--timeout", "60", "-f", cluster.hostfile, "--map-by", "node", "-n", "4", BuiltProducts.path("halo"), "40", "60"])
+        XCTAssertEqual(c1, 0, o1)
+        XCTAssertTrue(o1.contains("on 4 ranks;") && o1.hasSuffix("ok\n"), "halo across two VMs: \(o1)")
+        let (c2, o2) = runCapturing(swiftrun, ["--timeout", "60", "-f", cluster.hostfile, "--map-by", "node", "-n", "4", BuiltProducts.path("ring")])
+        XCTAssertEqual(c2, 0, o2)
+        XCTAssertTrue(o2.contains("ring of 4: token 6 came back from rank 3 ok"), o2)
+    }
+
     func testTheExamplesRunByName() {
         let (code, out) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "4", BuiltProducts.path("ring")])
         XCTAssertEqual(code, 0, out)

@@ -154,3 +154,48 @@ public func swiftrunJobDirectories() -> Set<String> {
     }
     return out
 }
+
+/// Two emulated VMs for a test: network namespaces joined by a veth pair on a subnet of their
+/// own, and a hostfile naming them (two slots each). Names carry the test's pid; `remove()`
+/// deletes what was made (the namespaces take their links with them).
+public final class EmulatedVMs {
+    public let names: [String]
+    public let subnet: String
+    public let hostfile: String
+    let links: [String]
+
+    /// nil when this machine cannot make namespaces (not root, no iproute2).
+    public init?() throws {
+        let tools: [String] = ["/usr/sbin/ip", "/sbin/ip", "/bin/ip"]
+        guard getuid() == 0, tools.contains(where: { access($0, X_OK) == 0 }) else { return nil }
+        let tag = "\(getpid() % 100_000)"
+        names = ["mxva\(tag)", "mxvb\(tag)"]
+        subnet = "10.201.\(getpid() % 200 + 20)"
+        hostfile = "/tmp/srtest-cluster-\(getpid())"
+        links = ["mxla\(tag)", "mxlb\(tag)"]
+        do {
+            for vm in names { try Self.sh("ip netns add \(vm) && ip -n \(vm) link set lo up") }
+            try Self.sh("ip link add \(links[0]) type veth peer name \(links[1])")
+            for k in 0..<2 {
+                try Self.sh("ip link set \(links[k]) netns \(names[k]) && ip -n \(names[k]) addr add \(subnet).\(k + 1)/24 dev \(links[k]) && ip -n \(names[k]) link set \(links[k]) up")
+            }
+        } catch {
+            remove()
+            throw error
+        }
+        let f = fopen(hostfile, "w")!
+        fputs("# two emulated VMs\n\(names[0]) slots=2\n\(names[1]) slots=2\n", f)
+        fclose(f)
+    }
+
+    public func remove() {
+        for vm in names { _ = runCapturing("/bin/sh", ["-c", "ip netns del \(vm)"]) }
+        _ = runCapturing("/bin/sh", ["-c", "ip link del \(links[0]) 2>/dev/null"])
+        unlink(hostfile)
+    }
+
+    public static func sh(_ command: String) throws {
+        let (code, out) = runCapturing("/bin/sh", ["-c", command])
+        guard code == 0 else { throw MXError(.system, "\(command): \(out)") }
+    }
+}

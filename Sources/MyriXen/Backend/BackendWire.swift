@@ -28,16 +28,13 @@ extension Backend {
     }
 
     /// Parses `--wire`: an IPv4 address of this host, `auto` (the first address of an interface
-    /// that is up and not loopback) or `none`.
+    /// that is up and not loopback, nil when there is none) or `none`.
     public static func wireAddress(_ spec: String) throws(MXError) -> UInt32? {
         switch spec {
         case "none", "": return nil
         case "auto":
             let ip = cmx_first_ipv4()
-            guard ip != 0 else {
-                throw MXError(.badParameter, "--wire auto: no network interface is up with an IPv4 address; name the address, or use --wire none")
-            }
-            return ip
+            return ip == 0 ? nil : ip
         default:
             let ip = cmx_parse_ipv4(spec)
             guard ip != 0 else {
