@@ -28,9 +28,11 @@ final class PointToPointTests: XCTestCase {
         guard let cluster = try EmulatedVMs() else { throw XCTSkip("needs root and iproute2 to make network namespaces") }
         defer { cluster.remove() }
         let swiftrun = BuiltProducts.path("swiftrun")
-        for (n, mapping) in [(2, "node"), (4, "slot"), (4, "node")] {
+        // The last run loses every 29th frame on the wire: resends make up for it.
+        for (n, mapping, drop) in [(2, "node", nil), (4, "slot", nil), (4, "node", nil), (2, "node", "29")] {
             let (code, out) = runCapturing(swiftrun, ["--timeout", "120", "-f", cluster.hostfile, "--map-by", mapping, "-n", String(n),
-                                                      BuiltProducts.path("MPITestRank")])
+                                                      BuiltProducts.path("MPITestRank")],
+                                           environment: drop.map { [MXWire.dropEnvironment: $0] } ?? [:])
             XCTAssertEqual(code, 0, out)
             for r in 0..<n {
                 for c in checks { XCTAssertTrue(out.contains("rank \(r): ok \(c)\n"), "\(n) ranks by \(mapping) on two VMs, rank \(r): \(c)\n\(out)") }

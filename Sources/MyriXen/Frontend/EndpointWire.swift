@@ -33,6 +33,10 @@ struct WireLink {
     var expected: UInt32 = 0
     var ackOwed = 0
     var ackDue: UInt64 = 0
+    /// A frame came after a lost one: the next frame toward the peer says so.
+    var gap = false
+    /// Resent at once on the peer's word of a gap, once per base.
+    var fastResent = false
     /// Inline bytes of the frame being filled (between reserve and commit).
     var reserved = 0
 
@@ -186,7 +190,9 @@ extension EndpointCore {
         let link = wire.links! + Int(l)
         let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
         Shm.store(f.pointee.buffer!, FrameLayout.ackOffset, link.pointee.expected)
+        Shm.store(f.pointee.buffer!, FrameLayout.flagsOffset, link.pointee.gap ? FrameFlags.gap : 0)
         link.pointee.ackOwed = 0
+        link.pointee.gap = false
         count(.framesSent)
         if wire.dropEvery > 0 {
             wire.dropCounter += 1
@@ -208,8 +214,10 @@ extension EndpointCore {
             Shm.store(b, FrameLayout.sourceSessionOffset, wire.session)
             Shm.store(b, FrameLayout.targetSessionOffset, link.pointee.peerSession)
             Shm.store(b, FrameLayout.ackOffset, link.pointee.expected)
+            Shm.store(b, FrameLayout.flagsOffset, link.pointee.gap ? FrameFlags.gap : 0)
             if cmx_udp_send(wire.fd, link.pointee.ipv4, link.pointee.port, b, FrameLayout.headerSize, nil, 0) >= 0 {
                 link.pointee.ackOwed = 0
+                link.pointee.gap = false
             }
         }
     }
@@ -232,6 +240,7 @@ extension EndpointCore {
         link.pointee.timerStart = now
         link.pointee.resendInterval = MXWire.firstResendNanoseconds
         link.pointee.resends = 0
+        link.pointee.fastResent = false
     }
 
     /// Sends what every link owes (acks), e.g. before sleeping.
@@ -302,11 +311,24 @@ extension EndpointCore {
               Shm.load(f, FrameLayout.sourceSessionOffset, as: UInt32.self) == link.pointee.peerSession,
               Shm.load(f, FrameLayout.targetSessionOffset, as: UInt32.self) == wire.session else { count(.drops); return }
         count(.framesReceived)
-        applyAck(l, Shm.load(f, FrameLayout.ackOffset, as: UInt32.self), now: now)
+        let ack = Shm.load(f, FrameLayout.ackOffset, as: UInt32.self)
+        applyAck(l, ack, now: now)
+        if Shm.load(f, FrameLayout.flagsOffset, as: UInt8.self) & FrameFlags.gap != 0 && ack == link.pointee.base
+            && link.pointee.transmitNext != link.pointee.base && !link.pointee.fastResent {
+            // The peer lost a frame: go back to it now (once for this base; the timer covers
+            // a lost resend).
+            count(.resentFrames, Int(link.pointee.transmitNext &- link.pointee.base))
+            link.pointee.transmitNext = link.pointee.base
+            link.pointee.fastResent = true
+            link.pointee.timerStart = now
+        }
         guard Shm.load(f, FrameLayout.typeOffset, as: UInt8.self) == FrameType.data.rawValue else { return }
         guard Shm.load(f, FrameLayout.sequenceOffset, as: UInt32.self) == link.pointee.expected else {
             // A duplicate (our ack was lost) or a frame after a lost one: say where we are.
             count(.drops)
+            if Int32(bitPattern: Shm.load(f, FrameLayout.sequenceOffset, as: UInt32.self) &- link.pointee.expected) > 0 {
+                link.pointee.gap = true
+            }
             link.pointee.ackOwed = MXWire.ackEvery
             return
         }

@@ -40,6 +40,7 @@ enum FrameLayout {
     static let magicOffset = 0          // u32 "MXWF"
     static let typeOffset = 4           // u8 FrameType
     static let versionOffset = 5        // u8
+    static let flagsOffset = 6          // u8 FrameFlags
     static let sourceSessionOffset = 8  // u32: the sending endpoint's session
     static let targetSessionOffset = 12 // u32: the receiving endpoint's session
     static let sequenceOffset = 16      // u32: data frames only
@@ -49,6 +50,12 @@ enum FrameLayout {
     static let version: UInt8 = 1
     /// The largest frame: header, record header, data.
     static let maxSize = headerSize + RecordLayout.headerSize + MXWire.maxFrameData
+}
+
+enum FrameFlags {
+    /// The sender of this frame saw a gap (a frame after a lost one): resend from its ack now,
+    /// without waiting for the timer.
+    static let gap: UInt8 = 1
 }
 
 enum FrameType: UInt8 {
