@@ -175,7 +175,7 @@ public final class EmulatedVMs {
         links = ["mxla\(tag)", "mxlb\(tag)"]
         do {
             for vm in names { try Self.sh("ip netns add \(vm) && ip -n \(vm) link set lo up") }
-            try Self.sh("ip link add \(links[0]) type veth peer name \(links[1])")
+            try Self.sh("ip link add \(links[0]) mtu 9000 type veth peer name \(links[1]) mtu 9000")
             for k in 0..<2 {
                 try Self.sh("ip link set \(links[k]) netns \(names[k]) && ip -n \(names[k]) addr add \(subnet).\(k + 1)/24 dev \(links[k]) && ip -n \(names[k]) link set \(links[k]) up")
             }

@@ -14,7 +14,7 @@ public enum MXWire {
     /// Socket buffer of each wire socket (root gets it even past the system limits).
     static let socketBufferBytes: Int32 = 4 << 20
     /// Data bytes one frame carries (eager payload or a piece of a pull).
-    public static let maxFrameData = 32 * 1024
+    public static let maxFrameData = 60 * 1024
     /// Frames of one pair kept until acked (queued and in flight); a power of two.
     static let window = 256
     /// Frames of one pair in flight at once (what the receiver's socket buffer holds easily).
