@@ -6,20 +6,16 @@ import Glibc
 #endif
 
 /// Multi-process tests: this process holds one endpoint, peer processes (MyriXenTestPeer)
-/// hold others, all on a private backend. Every peer checks what it receives and reports by
-/// exit code; this side checks what it receives.
-final class ProcessTests: XCTestCase {
+/// hold others, on a private backend (`peerBackend`: another host's). Every peer checks what
+/// it receives and reports by exit code; this side checks what it receives.
+class PeerProcessTestCase: XCTestCase {
     var backend: TestBackend!
+    /// Where the peers open their endpoints; nil: this test's own backend.
+    var peerBackend: TestBackend?
     var mx: MXContext!
     var ep: MXEndpoint!
     var peers: [ChildProcess] = []
     let key: UInt32 = 0x51DE
-
-    override func setUpWithError() throws {
-        backend = try TestBackend(boards: 1, endpoints: 32)
-        mx = try backend.context()
-        ep = try mx.openEndpoint(key: key)
-    }
 
     override func tearDown() {
         for p in peers where p.poll() == nil {
@@ -29,11 +25,12 @@ final class ProcessTests: XCTestCase {
         ep?.close()
         mx?.finalize()
         backend?.stop()
+        peerBackend?.stop()
     }
 
     func spawnPeer(_ role: String, _ extra: [String] = []) throws -> ChildProcess {
         let p = try ChildProcess.spawn(BuiltProducts.path("MyriXenTestPeer"),
-                                       [role, "--socket", backend.socketPath, "--nic", String(ep.nicID, radix: 16),
+                                       [role, "--socket", (peerBackend ?? backend).socketPath, "--nic", String(ep.nicID, radix: 16),
                                         "--ep", String(ep.endpointID), "--key", String(key),
                                         "--parent-pid", String(getpid())] + extra)
         peers.append(p)
@@ -61,6 +58,14 @@ final class ProcessTests: XCTestCase {
 
     func assertExit(_ p: ChildProcess, _ code: Int32 = 0, within seconds: Double = 60, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(p.wait(seconds: seconds), .exited(code), "peer \(p.pid)", file: file, line: line)
+    }
+}
+
+final class ProcessTests: PeerProcessTestCase {
+    override func setUpWithError() throws {
+        backend = try TestBackend(boards: 1, endpoints: 32)
+        mx = try backend.context()
+        ep = try mx.openEndpoint(key: key)
     }
 
     // MARK: data
