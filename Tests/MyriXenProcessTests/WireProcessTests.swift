@@ -68,6 +68,32 @@ final class WireProcessTests: PeerProcessTestCase {
         for p in procs { assertExit(p) }
     }
 
+    func testMessagesSentJustBeforeCloseArriveEvenWhenFramesAreLost() throws {
+        // The peer loses every third frame it sends, sends eager messages (complete at once),
+        // closes and exits: its close waits until they are acked.
+        setenv(MXWire.dropEnvironment, "3", 1)
+        let p = try spawnPeer("send-and-close", ["--count", "50", "--sizes", "8,1000,20000"])
+        unsetenv(MXWire.dropEnvironment)
+        _ = try hello()
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 20000, alignment: 64)
+        defer { buf.deallocate() }
+        for seq in 0..<50 {
+            let st = try ep.wait(try ep.irecv(buf, matchInfo: UInt64(seq)), timeout: .seconds(30))
+            XCTAssertEqual(st.messageLength, [8, 1000, 20000][seq % 3])
+            XCTAssertNil(Pattern.firstMismatch(UnsafeRawBufferPointer(rebasing: buf[0..<st.messageLength]), seed: seq), "message \(seq)")
+        }
+        // Acks go out while this side progresses (as in any MPI call); the peer's close ends as
+        // soon as its last frame is acked, long before its 5 s limit.
+        let start = monotonicNanoseconds()
+        var outcome = p.poll()
+        while outcome == nil && monotonicNanoseconds() - start < 10_000_000_000 {
+            try ep.progress()
+            outcome = p.poll()
+        }
+        XCTAssertEqual(outcome, .exited(0))
+        XCTAssertLessThan(monotonicNanoseconds() - start, 2_000_000_000, "the close lingered only until acked")
+    }
+
     func testAKilledPeerOnAnotherHostIsHeardOfWithinASecond() throws {
         let p = try spawnPeer("rendezvous-then-hang")
         let (peer, _) = try hello()

@@ -94,6 +94,19 @@ do {
         }
         for r in requests { _ = try ep.wait(r, timeout: .seconds(120)) }
         try waitDone()
+    case "send-and-close":
+        // Eager messages complete once queued; closing right after must still deliver them
+        // (over the wire the endpoint waits for their acks, resending what was lost).
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(sizes.max() ?? 8, 8), alignment: 64)
+        for seq in 0..<count {
+            let size = sizes.isEmpty ? 8 : sizes[seq % sizes.count]
+            let view = UnsafeMutableRawBufferPointer(rebasing: buf[0..<size])
+            Pattern.fill(view, seed: peerID * 100_000 + seq)
+            _ = try ep.wait(try ep.isend(UnsafeRawBufferPointer(view), to: test, matchInfo: UInt64(peerID) << 32 | UInt64(seq)), timeout: .seconds(30))
+        }
+        ep.close()
+        mx.finalize()
+        exit(0)
     case "issend":
         let payload = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
         payload.storeBytes(of: UInt64(0xC0FFEE), as: UInt64.self)

@@ -38,6 +38,14 @@ final class WireTests: XCTestCase {
     }
 
     override func tearDown() {
+        // One thread plays both hosts: let the last acks cross before closing (a closing
+        // endpoint waits for its frames to be acked, and here nobody else would progress).
+        let deadline = monotonicNanoseconds() + 2_000_000_000
+        while let a, let b, !a.isClosed, !b.isClosed, a.core.pointee.wireAwaitsAcks || b.core.pointee.wireAwaitsAcks,
+              monotonicNanoseconds() < deadline {
+            try? a.progress()
+            try? b.progress()
+        }
         a?.close()
         b?.close()
         mxA?.finalize()

@@ -90,6 +90,7 @@ public final class MXEndpoint {
     /// Pending requests are dropped.
     public func close() {
         guard !hot.pointee.closed else { return }
+        lingerOnWire()
         hot.pointee.closed = true
         if !hot.pointee.failed { _ = try? connection.call(.closeEndpoint) }
         connection.close()
@@ -98,6 +99,20 @@ public final class MXEndpoint {
         core.deallocate()
         SharedMemory.unmap(protectedMapping.0, size: protectedMapping.1)
         SharedMemory.unmap(unprotectedMapping.0, size: unprotectedMapping.1)
+    }
+
+    /// Frames toward peers of other hosts that are not acked yet are this endpoint's to
+    /// resend (an eager send completed when its frame was queued): close waits for their acks,
+    /// up to `MXWire.lingerNanoseconds`, as a NIC drains its queue before the port closes.
+    func lingerOnWire() {
+        guard !hot.pointee.failed, core.pointee.wire.linkCount > 0 else { return }
+        let deadline = monotonicNanoseconds() + MXWire.lingerNanoseconds
+        while core.pointee.wireAwaitsAcks && monotonicNanoseconds() < deadline {
+            progressOnce()
+            var p = pollfd(fd: core.pointee.wire.fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&p, 1, 1)
+        }
+        core.pointee.flushWireAcks()
     }
 
     @inline(__always)

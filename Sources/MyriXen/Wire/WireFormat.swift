@@ -27,6 +27,8 @@ public enum MXWire {
     static let firstResendNanoseconds: UInt64 = 20_000_000
     static let maxResendNanoseconds: UInt64 = 500_000_000
     static let maxResends = 1000
+    /// How long closing an endpoint waits for its last frames to be acked.
+    static let lingerNanoseconds: UInt64 = 5_000_000_000
     /// A backend's connect request to another host: resent every 250 ms, for up to 10 s.
     static let connectResendNanoseconds: UInt64 = 250_000_000
     static let connectGiveUpNanoseconds: UInt64 = 10_000_000_000
