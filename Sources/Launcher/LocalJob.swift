@@ -200,12 +200,9 @@ public final class LocalJob {
             var args = ["--socket", socket, "--foreground", "--boards", String(boards)]
             // A host an agent serves names its boards after the job's name for it: distinct NIC
             // ids even where hosts share a kernel hostname (emulated VMs, Slurm nodes).
-            // Such a host reaches the job's other hosts over its network: its boards get a wire
-            // (unless MYRIXEN_WIRE says otherwise).
-            if isAgent {
-                args += ["--hostname", host.name]
-                if getenv(MXWire.environment) == nil { args += ["--wire", "auto"] }
-            }
+            // Such a host reaches the job's other hosts over its network: its boards get a wire,
+            // `auto` unless the job's MYRIXEN_WIRE says otherwise.
+            if isAgent { args += ["--hostname", host.name, "--wire", wireSpecification() ?? "auto"] }
             let command = [exe] + args
             do {
                 backends[h] = (try ChildProcess.spawnTied(command[0], Array(command.dropFirst())), socket)
@@ -227,6 +224,14 @@ public final class LocalJob {
                 usleep(500)
             }
         }
+    }
+
+    /// MYRIXEN_WIRE as the job's environment gives it (it travels to agents with the job).
+    func wireSpecification() -> String? {
+        if let e = plan.environment.last(where: { $0.name == MXWire.environment }) {
+            return e.value ?? getenv(MXWire.environment).map { String(cString: $0) }
+        }
+        return getenv(MXWire.environment).map { String(cString: $0) }
     }
 
     func baseEnvironment() -> [String: String] {

@@ -99,6 +99,8 @@ final class WireTests: XCTestCase {
         XCTAssertThrowsError(try mxA.hostnameToNICID("10.99.0.1")) { XCTAssertEqual(($0 as? MXError)?.code, .unknownHost) }
         XCTAssertEqual(toB.nicID, b.nicID)
         XCTAssertEqual(toA.nicID, a.nicID)
+        XCTAssertEqual(try mxA.info().wire, "\(subnet).1:\(MXWire.port)")
+        XCTAssertTrue(MXInfoReport.render(try mxB.info()).contains("wire: UDP \(subnet).2:2314"))
     }
 
     func testEverySizeCrossesTheWireIntact() throws {

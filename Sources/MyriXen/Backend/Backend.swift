@@ -727,6 +727,7 @@ public final class Backend {
                              ringBytes: config.ringDataBytes, boards: boardInfos(), endpoints: eps,
                              grantsActive: grants.activeCount, grantsRevoked: grants.revokedCount,
                              refusedGrantMaps: grants.refusedMaps, refusedConnects: refusedConnects,
-                             sharedMemoryBytes: grants.objectBytes())
+                             sharedMemoryBytes: grants.objectBytes(),
+                             wire: config.wire.map { "\(NICAddressing.formatIPv4($0)):\(MXWire.port)" } ?? "")
     }
 }

@@ -4,6 +4,7 @@ public enum MXInfoReport {
         var out: [String] = []
         out.append("MyriXen version 1.0 (emulated Myri-10G, MX API 0x\(String(MXLimits.apiVersion, radix: 16)))")
         out.append("backend: myrback pid \(info.backendPID), socket \(info.socketPath), pair rings \(info.ringBytes / 1024) KiB")
+        out.append(info.wire.isEmpty ? "wire: none (this host's endpoints only)" : "wire: UDP \(info.wire) (emulated: datagrams between hosts)")
         out.append("\(info.boards.count) board(s) on \(info.hostname)")
         for b in info.boards {
             out.append("===================================================================")

@@ -264,10 +264,13 @@ public struct MXBackendInfo: WireCodable, Sendable {
     public var refusedGrantMaps: Int
     public var refusedConnects: Int
     public var sharedMemoryBytes: Int
+    /// `address:port` of the board port on the wire, empty without a wire.
+    public var wire: String
 
     public init(hostname: String, backendPID: Int32, socketPath: String, ringBytes: Int, boards: [MXBoardInfo],
                 endpoints: [MXEndpointInfo], grantsActive: Int, grantsRevoked: Int, refusedGrantMaps: Int,
-                refusedConnects: Int, sharedMemoryBytes: Int) {
+                refusedConnects: Int, sharedMemoryBytes: Int, wire: String = "") {
+        self.wire = wire
         self.hostname = hostname; self.backendPID = backendPID; self.socketPath = socketPath; self.ringBytes = ringBytes
         self.boards = boards; self.endpoints = endpoints; self.grantsActive = grantsActive
         self.grantsRevoked = grantsRevoked; self.refusedGrantMaps = refusedGrantMaps
@@ -279,7 +282,7 @@ public struct MXBackendInfo: WireCodable, Sendable {
         w.put(UInt32(boards.count)); for b in boards { b.encode(to: &w) }
         w.put(UInt32(endpoints.count)); for e in endpoints { e.encode(to: &w) }
         w.put(UInt64(grantsActive)); w.put(UInt64(grantsRevoked)); w.put(UInt64(refusedGrantMaps))
-        w.put(UInt64(refusedConnects)); w.put(UInt64(sharedMemoryBytes))
+        w.put(UInt64(refusedConnects)); w.put(UInt64(sharedMemoryBytes)); w.put(wire)
     }
 
     public init(from r: inout ByteReader) throws(MXError) {
@@ -298,6 +301,7 @@ public struct MXBackendInfo: WireCodable, Sendable {
         grantsActive = Int(try r.get(UInt64.self)); grantsRevoked = Int(try r.get(UInt64.self))
         refusedGrantMaps = Int(try r.get(UInt64.self)); refusedConnects = Int(try r.get(UInt64.self))
         sharedMemoryBytes = Int(try r.get(UInt64.self))
+        wire = try r.getString()
     }
 }
 
