@@ -17,7 +17,8 @@ extension Backend {
 
     /// A connect to another host waiting for that host's backend to answer.
     struct RemoteConnect {
-        unowned let conn: Connection
+        /// Gone when the frontend went away meanwhile: then nobody waits for the answer.
+        weak var conn: Connection?
         let token: UInt32
         let serial: UInt64
         let target: UInt64
@@ -115,10 +116,14 @@ extension Backend {
     func resendRemoteConnects() {
         let now = monotonicNanoseconds()
         for (id, c) in remoteConnects {
+            guard let conn = c.conn, connections[conn.socket.fd] === conn else {
+                remoteConnects[id] = nil
+                continue
+            }
             if now - c.started > MXWire.connectGiveUpNanoseconds {
                 remoteConnects[id] = nil
                 let (ip, board) = NICAddressing.wireAddress(of: c.target)
-                c.conn.post(ControlMessage.encodeError(MXError(.timeout, "no answer from the backend of \(NICAddressing.formatIPv4(ip)) (board \(board)) within \(MXWire.connectGiveUpNanoseconds / 1_000_000_000) s: is a myrback with --wire running there?"), token: c.token))
+                conn.post(ControlMessage.encodeError(MXError(.timeout, "no answer from the backend of \(NICAddressing.formatIPv4(ip)) (board \(board)) within \(MXWire.connectGiveUpNanoseconds / 1_000_000_000) s: is a myrback with --wire running there?"), token: c.token))
             } else if now - c.lastSent > MXWire.connectResendNanoseconds {
                 remoteConnects[id]?.lastSent = now
                 sendBoard(NICAddressing.wireAddress(of: c.target).ipv4, c.request)
@@ -195,15 +200,15 @@ extension Backend {
         guard let c = remoteConnects[id], NICAddressing.wireAddress(of: c.target).ipv4 == ip else { return }
         remoteConnects[id] = nil
         // The initiator may have closed meanwhile: then nobody waits for the answer.
-        guard connections[c.conn.socket.fd] === c.conn, let me = c.conn.endpoint, me.serial == c.serial else { return }
+        guard let conn = c.conn, connections[conn.socket.fd] === conn, let me = conn.endpoint, me.serial == c.serial else { return }
         if !code.isEmpty {
             let error = MXError(MXError.Code(rawValue: code) ?? .protocolError, message)
-            c.conn.post(ControlMessage.encodeError(error, token: c.token))
+            conn.post(ControlMessage.encodeError(error, token: c.token))
             return
         }
         me.remotePeers.insert(RemoteKey(nicID: c.target, endpoint: c.endpoint, session: session))
         let peer = RemotePeer(nicID: c.target, endpoint: c.endpoint, session: session, ipv4: ip, port: port)
-        c.conn.post(ControlMessage.encode(.reply, token: c.token, flags: ControlFlags.remotePeer) { peer.encode(to: &$0) })
+        conn.post(ControlMessage.encode(.reply, token: c.token, flags: ControlFlags.remotePeer) { peer.encode(to: &$0) })
     }
 
     /// An endpoint of another host closed: its peers here hear of it as of a local one.

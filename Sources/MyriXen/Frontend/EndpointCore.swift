@@ -427,7 +427,7 @@ struct EndpointCore {
             }
             pendingNotifies = remaining
         }
-        if !wire.pendingPulls.isEmpty && flushPendingPulls() { progressed = true }
+        if wire.hasPending && flushPendingPulls() { progressed = true }
         if backlogged > 0 {
             for p in 0..<Int(peerCount) where peers[p].backlogHead >= 0 {
                 while peers[p].backlogHead >= 0 {
@@ -547,7 +547,7 @@ struct EndpointCore {
             }
         }
         if wire.linkCount > 0 && wireProgress() { progressed = true }
-        if backlogged > 0 || !pendingNotifies.isEmpty || !wire.pendingPulls.isEmpty {
+        if backlogged > 0 || !pendingNotifies.isEmpty || wire.hasPending {
             if flushBacklog() { progressed = true }
         }
         return progressed

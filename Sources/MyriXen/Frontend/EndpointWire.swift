@@ -75,6 +75,8 @@ struct WireState {
     var inert: UnsafeMutableRawPointer?
     var outgoingPulls: [OutgoingPull] = []
     var pendingPulls: [PendingPull] = []
+    /// Refusals of pulls (peer, receiver's request) that wait for window room.
+    var pendingRefusals: [(peer: Int32, receiver: UInt64)] = []
     /// Lost-frame testing: every Nth data frame is not sent (`MYRIXEN_WIRE_DROP`).
     var dropEvery = 0
     var dropCounter = 0
@@ -83,6 +85,9 @@ struct WireState {
     static let inertCells = 64
 
     static func addressKey(_ ip: UInt32, _ port: UInt16) -> UInt64 { UInt64(ip) << 16 | UInt64(port) }
+
+    /// Pull requests or refusals waiting for window room.
+    var hasPending: Bool { !pendingPulls.isEmpty || !pendingRefusals.isEmpty }
 
     mutating func destroy() {
         if let l = links {
@@ -385,9 +390,16 @@ extension EndpointCore {
         return true
     }
 
-    /// Pull requests that waited for window room, in order.
+    /// Pull requests (and refusals) that waited for window room, in order.
     mutating func flushPendingPulls() -> Bool {
         var progressed = false
+        while let q = wire.pendingRefusals.first {
+            if peers[Int(q.peer)].alive {
+                guard writeRefusal(q.peer, q.receiver) else { break }
+                progressed = true
+            }
+            wire.pendingRefusals.removeFirst()
+        }
         while let q = wire.pendingPulls.first {
             let s = requests[q.request]
             if s.pointee.state == RequestState.pending && s.pointee.flags & RequestFlag.pulling != 0 {
@@ -429,14 +441,18 @@ extension EndpointCore {
     }
 
     mutating func refusePull(_ p: Int32, _ receiver: UInt64) {
-        // Best effort: with the window full the receiver learns of it when the peer is gone.
-        guard let cell = reserveRecord(Int(p), payload: 0) else { return }
+        if !wire.pendingRefusals.isEmpty || !writeRefusal(p, receiver) { wire.pendingRefusals.append((p, receiver)) }
+    }
+
+    mutating func writeRefusal(_ p: Int32, _ receiver: UInt64) -> Bool {
+        guard let cell = reserveRecord(Int(p), payload: 0) else { return false }
         Shm.store(cell, RecordLayout.kindOffset, RecordKind.pullReply.rawValue)
         Shm.store(cell, RecordLayout.flagsOffset, RecordFlags.refused)
         Shm.store(cell, RecordLayout.lengthOffset, UInt32(0))
         Shm.store(cell, RecordLayout.auxOffset, receiver)
         Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(0))
         publishRecord(Int(p), cell)
+        return true
     }
 
     /// Sends pieces of the pulls being served while their links have window room.
@@ -531,5 +547,6 @@ extension EndpointCore {
         }
         wire.outgoingPulls.removeAll { $0.peer == p }
         wire.pendingPulls.removeAll { $0.peer == p }
+        wire.pendingRefusals.removeAll { $0.peer == p }
     }
 }
