@@ -59,23 +59,13 @@ class PeerProcessTestCase: XCTestCase {
     func assertExit(_ p: ChildProcess, _ code: Int32 = 0, within seconds: Double = 60, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(p.wait(seconds: seconds), .exited(code), "peer \(p.pid)", file: file, line: line)
     }
-}
 
-final class ProcessTests: PeerProcessTestCase {
-    override func setUpWithError() throws {
-        backend = try TestBackend(boards: 1, endpoints: 32)
-        mx = try backend.context()
-        ep = try mx.openEndpoint(key: key)
-    }
-
-    // MARK: data
-
-    func testEverySizeClassRoundTripsBetweenProcesses() throws {
-        let sizes = [0, 1, 8, 32, 33, 128, 129, 1000, 4096, 4097, 32768, 65536, 1 << 20, 4 << 20]
+    /// A peer process echoes a message of each size; every echo is checked byte for byte.
+    func checkEcho(sizes: [Int]) throws {
         let p = try spawnPeer("echo", ["--sizes", sizes.map(String.init).joined(separator: ",")])
         let (peer, _) = try hello()
-        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
-        let back = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: sizes.max() ?? 1, alignment: 4096)
+        let back = UnsafeMutableRawBufferPointer.allocate(byteCount: sizes.max() ?? 1, alignment: 4096)
         defer { out.deallocate(); back.deallocate() }
         for size in sizes {
             let view = UnsafeMutableRawBufferPointer(rebasing: out[0..<size])
@@ -89,22 +79,21 @@ final class ProcessTests: PeerProcessTestCase {
         }
         try done(peer)
         assertExit(p)
-        XCTAssertGreaterThan(ep.counter(.rendezvousPulls), 0, "large echoes were pulled across processes")
     }
 
-    func testEightSendersToOneReceiver() throws {
-        let count = 300
-        let sizes = [8, 100, 3000, 20000]
+    /// `n` peer processes each send `count` messages; any-source receives see each sender's
+    /// messages in its order, from its address, intact.
+    func checkSenders(_ n: Int, count: Int, sizes: [Int]) throws {
         var procs: [ChildProcess] = []
-        for id in 0..<8 {
+        for id in 0..<n {
             procs.append(try spawnPeer("sender", ["--id", String(id), "--count", String(count), "--sizes", sizes.map(String.init).joined(separator: ",")]))
         }
         var addresses: [MXEndpointAddress] = []
-        for id in 0..<8 { addresses.append(try hello(id: id).0) }
-        var next = [Int](repeating: 0, count: 8)
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 20000, alignment: 64)
+        for id in 0..<n { addresses.append(try hello(id: id).0) }
+        var next = [Int](repeating: 0, count: n)
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: sizes.max() ?? 8, alignment: 64)
         defer { buf.deallocate() }
-        for _ in 0..<(8 * count) {
+        for _ in 0..<(n * count) {
             // Any sender, any sequence: only the tag space of the senders.
             let st = try ep.wait(try ep.irecv(buf, matchInfo: 0, mask: 0xFFFF_0000_0000_0000), timeout: .seconds(60))
             let id = Int(st.matchInfo >> 32)
@@ -115,9 +104,28 @@ final class ProcessTests: PeerProcessTestCase {
             XCTAssertNil(Pattern.firstMismatch(UnsafeRawBufferPointer(rebasing: buf[0..<st.messageLength]), seed: id * 100_000 + seq))
             next[id] = seq + 1
         }
-        XCTAssertEqual(next, [Int](repeating: count, count: 8))
+        XCTAssertEqual(next, [Int](repeating: count, count: n))
         for a in addresses { try done(a) }
         for p in procs { assertExit(p) }
+    }
+}
+
+final class ProcessTests: PeerProcessTestCase {
+    override func setUpWithError() throws {
+        backend = try TestBackend(boards: 1, endpoints: 32)
+        mx = try backend.context()
+        ep = try mx.openEndpoint(key: key)
+    }
+
+    // MARK: data
+
+    func testEverySizeClassRoundTripsBetweenProcesses() throws {
+        try checkEcho(sizes: [0, 1, 8, 32, 33, 128, 129, 1000, 4096, 4097, 32768, 65536, 1 << 20, 4 << 20])
+        XCTAssertGreaterThan(ep.counter(.rendezvousPulls), 0, "large echoes were pulled across processes")
+    }
+
+    func testEightSendersToOneReceiver() throws {
+        try checkSenders(8, count: 300, sizes: [8, 100, 3000, 20000])
     }
 
     func testTenThousandUnexpectedMessagesFromAnotherProcess() throws {

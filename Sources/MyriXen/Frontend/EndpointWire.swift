@@ -152,16 +152,42 @@ extension EndpointCore {
             f.pointee.capacity = capacity
         }
         let b = f.pointee.buffer!
-        Shm.store(b, FrameLayout.magicOffset, FrameLayout.magic)
-        Shm.store(b, FrameLayout.typeOffset, FrameType.data.rawValue)
-        Shm.store(b, FrameLayout.versionOffset, FrameLayout.version)
-        Shm.store(b, FrameLayout.sourceSessionOffset, wire.session)
-        Shm.store(b, FrameLayout.targetSessionOffset, link.pointee.peerSession)
+        stampHeader(b, .data, link)
         Shm.store(b, FrameLayout.sequenceOffset, link.pointee.nextSeq)
         f.pointee.length = size
         f.pointee.external = nil
         f.pointee.externalLength = 0
         return b + FrameLayout.headerSize
+    }
+
+    /// A frame header's fixed part: who to whom.
+    @inline(__always)
+    func stampHeader(_ b: UnsafeMutableRawPointer, _ type: FrameType, _ link: UnsafeMutablePointer<WireLink>) {
+        Shm.store(b, FrameLayout.magicOffset, FrameLayout.magic)
+        Shm.store(b, FrameLayout.typeOffset, type.rawValue)
+        Shm.store(b, FrameLayout.versionOffset, FrameLayout.version)
+        Shm.store(b, FrameLayout.sourceSessionOffset, wire.session)
+        Shm.store(b, FrameLayout.targetSessionOffset, link.pointee.peerSession)
+    }
+
+    /// Sends a frame with the link's current ack (and gap flag); on success the link owes no
+    /// ack any more. The testing knob may drop data frames here.
+    @inline(__always)
+    mutating func sendFrame(_ link: UnsafeMutablePointer<WireLink>, _ b: UnsafeMutableRawPointer, _ length: Int,
+                            _ external: UnsafeRawPointer?, _ externalLength: Int, droppable: Bool) -> Bool {
+        Shm.store(b, FrameLayout.ackOffset, link.pointee.expected)
+        Shm.store(b, FrameLayout.flagsOffset, link.pointee.gap ? FrameFlags.gap : 0)
+        var lost = false
+        if droppable && wire.dropEvery > 0 {
+            wire.dropCounter += 1
+            lost = wire.dropCounter % wire.dropEvery == 0
+        }
+        guard lost || cmx_udp_send(wire.fd, link.pointee.ipv4, link.pointee.port, b, length, external, externalLength) >= 0 else {
+            return false
+        }
+        link.pointee.ackOwed = 0
+        link.pointee.gap = false
+        return true
     }
 
     /// The reserved frame is filled: it joins the window and goes out if the window allows.
@@ -194,17 +220,10 @@ extension EndpointCore {
     mutating func transmit(_ l: Int32, _ seq: UInt32) -> Bool {
         let link = wire.links! + Int(l)
         let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
-        Shm.store(f.pointee.buffer!, FrameLayout.ackOffset, link.pointee.expected)
-        Shm.store(f.pointee.buffer!, FrameLayout.flagsOffset, link.pointee.gap ? FrameFlags.gap : 0)
-        link.pointee.ackOwed = 0
-        link.pointee.gap = false
+        guard sendFrame(link, f.pointee.buffer!, f.pointee.length, f.pointee.external, f.pointee.externalLength,
+                        droppable: true) else { return false }
         count(.framesSent)
-        if wire.dropEvery > 0 {
-            wire.dropCounter += 1
-            if wire.dropCounter % wire.dropEvery == 0 { return true }
-        }
-        return cmx_udp_send(wire.fd, link.pointee.ipv4, link.pointee.port, f.pointee.buffer, f.pointee.length,
-                            f.pointee.external, f.pointee.externalLength) >= 0
+        return true
     }
 
     /// An ack-only frame (no sequence number).
@@ -212,18 +231,8 @@ extension EndpointCore {
         let link = wire.links! + Int(l)
         var header = (UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &header) { h in
-            let b = h.baseAddress!
-            Shm.store(b, FrameLayout.magicOffset, FrameLayout.magic)
-            Shm.store(b, FrameLayout.typeOffset, FrameType.ack.rawValue)
-            Shm.store(b, FrameLayout.versionOffset, FrameLayout.version)
-            Shm.store(b, FrameLayout.sourceSessionOffset, wire.session)
-            Shm.store(b, FrameLayout.targetSessionOffset, link.pointee.peerSession)
-            Shm.store(b, FrameLayout.ackOffset, link.pointee.expected)
-            Shm.store(b, FrameLayout.flagsOffset, link.pointee.gap ? FrameFlags.gap : 0)
-            if cmx_udp_send(wire.fd, link.pointee.ipv4, link.pointee.port, b, FrameLayout.headerSize, nil, 0) >= 0 {
-                link.pointee.ackOwed = 0
-                link.pointee.gap = false
-            }
+            stampHeader(h.baseAddress!, .ack, link)
+            _ = sendFrame(link, h.baseAddress!, FrameLayout.headerSize, nil, 0, droppable: false)
         }
     }
 
