@@ -60,6 +60,22 @@ class PeerProcessTestCase: XCTestCase {
         XCTAssertEqual(p.wait(seconds: seconds), .exited(code), "peer \(p.pid)", file: file, line: line)
     }
 
+    /// Sends to `peer` until a send fails, for up to a second: the error, if one came.
+    func firstSendError(to peer: MXEndpointAddress) -> MXError? {
+        let start = monotonicNanoseconds()
+        while monotonicNanoseconds() - start < 1_000_000_000 {
+            do {
+                try ep.progress()
+                let s = try ep.isend(UnsafeRawBufferPointer(word), to: peer, matchInfo: 1)
+                _ = try ep.wait(s, timeout: .milliseconds(10))
+            } catch {
+                return error as? MXError
+            }
+            usleep(1000)
+        }
+        return nil
+    }
+
     /// A peer process echoes a message of each size; every echo is checked byte for byte.
     func checkEcho(sizes: [Int]) throws {
         let p = try spawnPeer("echo", ["--sizes", sizes.map(String.init).joined(separator: ",")])
@@ -177,21 +193,8 @@ final class ProcessTests: PeerProcessTestCase {
         XCTAssertEqual(before.endpoints.count, 2)
         p.signal(SIGKILL)
         XCTAssertEqual(p.wait(), .signalled(SIGKILL))
-        let killed = monotonicNanoseconds()
         // Within a second, sends to it fail with a clear error.
-        var sawError: MXError?
-        while monotonicNanoseconds() - killed < 1_000_000_000 {
-            try ep.progress()
-            do {
-                let s = try ep.isend(UnsafeRawBufferPointer(word), to: peer, matchInfo: 1)
-                _ = try ep.wait(s, timeout: .milliseconds(10))
-            } catch {
-                sawError = error
-                break
-            }
-            usleep(1000)
-        }
-        XCTAssertEqual(sawError?.code, .peerClosed)
+        XCTAssertEqual(firstSendError(to: peer)?.code, .peerClosed)
         XCTAssertEqual(ep.unexpectedCount, 0, "its rendezvous can no longer be pulled and was dropped")
         XCTAssertGreaterThanOrEqual(ep.counter(.drops), 1)
         let after = try mx.info()
