@@ -446,6 +446,13 @@ uint32_t cmx_first_ipv4(void) {
     return found;
 }
 
+int cmx_socket_receive_buffer(int fd) {
+    int n = 0;
+    socklen_t len = sizeof n;
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &n, &len) < 0) return -1;
+    return n;
+}
+
 uint32_t cmx_ipv4_netmask(uint32_t ip) {
     struct ifaddrs *list, *i;
     uint32_t mask = 0;

@@ -29,7 +29,7 @@ final class WireProcessTests: PeerProcessTestCase {
     }
 
     func testMessagesSentJustBeforeCloseArriveEvenWhenFramesAreLost() throws {
-        // The peer loses every third frame it sends, sends eager messages (complete at once),
+        // The peer loses one frame in three it sends, sends eager messages (complete at once),
         // closes and exits: its close waits until they are acked.
         setenv(MXWire.dropEnvironment, "3", 1)
         let p = try spawnPeer("send-and-close", ["--count", "50", "--sizes", "8,1000,20000"])

@@ -174,7 +174,7 @@ final class WireTests: XCTestCase {
 
     func testLostFramesAreResent() throws {
         tearDown()
-        // Every fifth data frame each endpoint sends is lost on the way.
+        // One data frame in five that each endpoint sends is lost on the way.
         try open(drop: 5)
         for round in 0..<40 {
             for size in [16, 3000, 70_000] { _ = try exchange(size: size + round) }

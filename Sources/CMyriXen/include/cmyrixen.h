@@ -128,6 +128,8 @@ static inline int cmx_term_signal(int status) { return status & 0x7f; }
 int cmx_udp_socket(uint32_t ip, uint16_t port, int buffer_bytes);
 /// The port a UDP socket is bound to, or -1.
 int cmx_udp_port(int fd);
+/// The receive buffer the kernel gives a socket (SO_RCVBUF as read back), or -1.
+int cmx_socket_receive_buffer(int fd);
 /// Sends one datagram made of `head` then `body` (body may be NULL) without blocking.
 /// Returns bytes sent or -1/errno (EAGAIN when the socket buffer is full).
 ssize_t cmx_udp_send(int fd, uint32_t ip, uint16_t port, const void *head, size_t head_len,

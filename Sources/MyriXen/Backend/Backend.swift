@@ -96,8 +96,10 @@ public final class Backend {
         let unprotectedPage: UnsafeMutableRawPointer
         var regionUsed = [Bool](repeating: false, count: MXLimits.regionsPerEndpoint)
         var peers: Set<UInt64> = []
-        /// Its wire socket's port (0 without a wire) and its peers on other hosts.
+        /// Its wire socket's port (0 without a wire) and receive buffer, and its peers on other
+        /// hosts.
         var wirePort: UInt16 = 0
+        var wireBuffer: UInt32 = 0
         var remotePeers: Set<RemoteKey> = []
 
         init(serial: UInt64, board: Int, index: Int, key: UInt32, session: UInt32, owner: Connection,
@@ -488,7 +490,12 @@ public final class Backend {
         guard host == config.hostname || host == "localhost" else {
             // Other hosts on the wire are named by address (no name service is asked).
             let ip = String(host).withCString { cmx_parse_ipv4($0) }
-            if onWire(ip) && ip != config.wire { return NICAddressing.nicID(ipv4: ip, board: board) }
+            if onWire(ip) && ip != config.wire {
+                guard board >= 0 && board < MXLimits.maxBoards else {
+                    throw MXError(.invalidBoard, "\(name): a host has boards 0...\(MXLimits.maxBoards - 1), not \(board)")
+                }
+                return NICAddressing.nicID(ipv4: ip, board: board)
+            }
             throw MXError(.unknownHost, "\(host) is not this host (\(config.hostname)); other hosts are named by their wire address (a.b.c.d[:board]) and need a backend with --wire")
         }
         guard board >= 0 && board < config.boards else {
@@ -562,6 +569,7 @@ public final class Backend {
         let ep = EndpointRecord(serial: serial, board: board, index: index, key: key, session: session, owner: conn,
                                 protectedFD: pfd, protectedPage: ppage, unprotectedFD: ufd, unprotectedPage: upage)
         ep.wirePort = wire.port
+        ep.wireBuffer = wire.fd >= 0 ? UInt32(max(0, cmx_socket_receive_buffer(wire.fd))) : 0
         boards[board][index] = ep
         endpointsBySerial[serial] = ep
         conn.endpoint = ep

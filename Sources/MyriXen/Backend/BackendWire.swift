@@ -102,7 +102,7 @@ extension Backend {
         let id = nextRemoteConnect
         nextRemoteConnect &+= 1
         let request = boardMessage(.connectRequest) { w in
-            w.put(id); w.put(nicIDs[me.board]); w.put(UInt16(me.index)); w.put(me.session); w.put(me.wirePort)
+            w.put(id); w.put(nicIDs[me.board]); w.put(UInt16(me.index)); w.put(me.session); w.put(me.wirePort); w.put(me.wireBuffer)
             w.put(nicID); w.put(UInt16(endpoint)); w.put(key)
         }
         let now = monotonicNanoseconds()
@@ -160,13 +160,14 @@ extension Backend {
         let id = try r.get(UInt32.self)
         let source = RemoteKey(nicID: try r.get(), endpoint: try r.get(), session: try r.get())
         let sourcePort = try r.get(UInt16.self)
+        let sourceBuffer = try r.get(UInt32.self)
         let nicID = try r.get(UInt64.self)
         let index = Int(try r.get(UInt16.self))
         let key = try r.get(UInt32.self)
-        func answer(_ error: MXError?, session: UInt32 = 0, wirePort: UInt16 = 0) {
+        func answer(_ error: MXError?, session: UInt32 = 0, wirePort: UInt16 = 0, wireBuffer: UInt32 = 0) {
             sendBoard(ip, port: port, boardMessage(.connectReply) { w in
                 w.put(id); w.put(error?.code.rawValue ?? ""); w.put(error?.message ?? "")
-                w.put(session); w.put(wirePort)
+                w.put(session); w.put(wirePort); w.put(wireBuffer)
             })
         }
         // A source that is not on the wire it claims cannot be answered honestly.
@@ -183,12 +184,13 @@ extension Backend {
             return answer(MXError(.badConnectionKey, "endpoint \(index) on \(name) refused the key 0x\(String(key, radix: 16))"))
         }
         if target.remotePeers.insert(source).inserted {
-            let peer = RemotePeer(nicID: source.nicID, endpoint: source.endpoint, session: source.session, ipv4: ip, port: sourcePort)
+            let peer = RemotePeer(nicID: source.nicID, endpoint: source.endpoint, session: source.session, ipv4: ip,
+                                  port: sourcePort, receiveBuffer: sourceBuffer)
             target.owner.post(ControlMessage.encode(.remotePeerAttached, token: 0) { peer.encode(to: &$0) })
             target.bumpAttachGeneration()
             log("endpoint \(board).\(index) accepted \(NICAddressing.format(source.nicID)) endpoint \(source.endpoint)")
         }
-        answer(nil, session: target.session, wirePort: target.wirePort)
+        answer(nil, session: target.session, wirePort: target.wirePort, wireBuffer: target.wireBuffer)
     }
 
     func finishRemoteConnect(_ r: inout ByteReader, from ip: UInt32) throws(MXError) {
@@ -197,6 +199,7 @@ extension Backend {
         let message = try r.getString()
         let session = try r.get(UInt32.self)
         let port = try r.get(UInt16.self)
+        let buffer = try r.get(UInt32.self)
         guard let c = remoteConnects[id], NICAddressing.wireAddress(of: c.target).ipv4 == ip else { return }
         remoteConnects[id] = nil
         // The initiator may have closed meanwhile: then nobody waits for the answer.
@@ -207,7 +210,8 @@ extension Backend {
             return
         }
         me.remotePeers.insert(RemoteKey(nicID: c.target, endpoint: c.endpoint, session: session))
-        let peer = RemotePeer(nicID: c.target, endpoint: c.endpoint, session: session, ipv4: ip, port: port)
+        let peer = RemotePeer(nicID: c.target, endpoint: c.endpoint, session: session, ipv4: ip, port: port,
+                              receiveBuffer: buffer)
         conn.post(ControlMessage.encode(.reply, token: c.token, flags: ControlFlags.remotePeer) { peer.encode(to: &$0) })
     }
 

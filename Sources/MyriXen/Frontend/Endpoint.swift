@@ -322,8 +322,9 @@ public final class MXEndpoint {
 
     @inline(__always)
     func progressOnce() {
-        if core.pointee.progress() && core.pointee.controlPending { processEvents() }
+        // Connects in flight first: their replies attach peers whose frames may be waiting.
         if hot.pointee.controlWork { processEvents() }
+        if core.pointee.progress() && core.pointee.controlPending { processEvents() }
         // Even a program that only ever tests learns of a dead backend within ~100 ms.
         hot.pointee.progressCalls &+= 1
         if hot.pointee.progressCalls & 0xFFF == 0 {

@@ -205,6 +205,7 @@ struct EndpointCore {
             s.pointee.flags &= ~RequestFlag.posted
         }
         if s.pointee.flags & RequestFlag.backlogged != 0 { unlinkBacklog(r) }
+        releaseWireReferences(r)
         unpinRegion(r)
         s.pointee.failed = true
         errors[r] = error
@@ -616,6 +617,7 @@ struct EndpointCore {
         guard s.pointee.generation == generation, s.pointee.state == RequestState.pending,
               s.pointee.flags & RequestFlag.awaitingNotify != 0 else { count(.drops); return }
         s.pointee.flags &= ~RequestFlag.awaitingNotify
+        releaseWireReferences(r)
         unpinRegion(r)
         if flags & RecordFlags.refused != 0 {
             fail(r, MXError(.pullRefused, "the receiver could not pull the message (region gone or access out of bounds)"))

@@ -11,6 +11,8 @@ struct WireFrame {
     var length = 0
     var external: UnsafeRawPointer?
     var externalLength = 0
+    /// The send request whose memory `external` points into.
+    var owner: Int32 = -1
 }
 
 /// The reliable wire toward one peer endpoint of another host: a send window of sequenced
@@ -20,11 +22,15 @@ struct WireLink {
     let ipv4: UInt32
     let port: UInt16
     let peerSession: UInt32
+    /// Bytes that may be in flight toward the peer (its receive buffer's share).
+    let maxInFlightBytes: Int
     var frames: UnsafeMutablePointer<WireFrame>
     /// Sequence numbers: [base, transmitNext) in flight, [transmitNext, nextSeq) queued.
     var nextSeq: UInt32 = 0
     var base: UInt32 = 0
     var transmitNext: UInt32 = 0
+    /// Bytes of the frames in [base, transmitNext).
+    var inFlightBytes = 0
     /// When the oldest unacked frame was last (re)sent, or acks last progressed.
     var timerStart: UInt64 = 0
     var resendInterval = MXWire.firstResendNanoseconds
@@ -56,9 +62,11 @@ struct OutgoingPull {
 /// A pull request that waits for room in the link's window.
 struct PendingPull {
     var request: Int32
+    /// The request's generation: a slot freed and reused meanwhile is not this pull.
+    var generation: UInt32
     var peer: Int32
     var region: UInt32
-    var generation: UInt32
+    var regionGeneration: UInt32
     var offset: UInt64
 }
 
@@ -77,9 +85,11 @@ struct WireState {
     var pendingPulls: [PendingPull] = []
     /// Refusals of pulls (peer, receiver's request) that wait for window room.
     var pendingRefusals: [(peer: Int32, receiver: UInt64)] = []
-    /// Lost-frame testing: every Nth data frame is not sent (`MYRIXEN_WIRE_DROP`).
-    var dropEvery = 0
-    var dropCounter = 0
+    /// Lost-frame testing: one data frame in N, at random, is not sent (`MYRIXEN_WIRE_DROP`).
+    /// Random, as real losses are: a fixed period could line up with the resend cycle and
+    /// lose the same frame every time.
+    var dropEvery: UInt64 = 0
+    var dropState: UInt64 = 0
 
     static let receiveCapacity = 65_536
     static let inertCells = 64
@@ -115,13 +125,16 @@ extension EndpointCore {
             wire.inert = calloc(1, RingLayout.headerPage + WireState.inertCells * RingLayout.cellSize)
             formatRing(wire.inert!, dataBytes: WireState.inertCells * RingLayout.cellSize)
             wire.session = Shm.load(protectedPage, ProtectedPage.sessionOffset, as: UInt32.self)
-            wire.dropEvery = getenv(MXWire.dropEnvironment).flatMap { Int(String(cString: $0)) } ?? 0
+            wire.dropEvery = getenv(MXWire.dropEnvironment).flatMap { UInt64(String(cString: $0)) } ?? 0
+            wire.dropState = UInt64(UInt32(bitPattern: getpid())) | 1
         }
         let p = peerCount
         let l = wire.linkCount
         let frames = UnsafeMutablePointer<WireFrame>.allocate(capacity: MXWire.window)
         frames.initialize(repeating: WireFrame(), count: MXWire.window)
-        (wire.links! + Int(l)).initialize(to: WireLink(peer: p, ipv4: g.ipv4, port: g.port, peerSession: g.session, frames: frames))
+        (wire.links! + Int(l)).initialize(to: WireLink(
+            peer: p, ipv4: g.ipv4, port: g.port, peerSession: g.session,
+            maxInFlightBytes: Int(g.receiveBuffer) / MXWire.inFlightShareOfReceiveBuffer, frames: frames))
         wire.linkCount += 1
         wire.linkByAddress[WireState.addressKey(g.ipv4, g.port)] = l
         let inert = wire.inert!
@@ -157,6 +170,7 @@ extension EndpointCore {
         f.pointee.length = size
         f.pointee.external = nil
         f.pointee.externalLength = 0
+        f.pointee.owner = -1
         return b + FrameLayout.headerSize
     }
 
@@ -179,8 +193,11 @@ extension EndpointCore {
         Shm.store(b, FrameLayout.flagsOffset, link.pointee.gap ? FrameFlags.gap : 0)
         var lost = false
         if droppable && wire.dropEvery > 0 {
-            wire.dropCounter += 1
-            lost = wire.dropCounter % wire.dropEvery == 0
+            // xorshift64
+            wire.dropState ^= wire.dropState << 13
+            wire.dropState ^= wire.dropState >> 7
+            wire.dropState ^= wire.dropState << 17
+            lost = wire.dropState % wire.dropEvery == 0
         }
         guard lost || cmx_udp_send(wire.fd, link.pointee.ipv4, link.pointee.port, b, length, external, externalLength) >= 0 else {
             return false
@@ -203,15 +220,25 @@ extension EndpointCore {
         wirePump(l)
     }
 
-    /// Sends queued frames while fewer than `maxInFlight` are unacked.
+    /// Sends queued frames while fewer than `maxInFlight` frames, and no more bytes than the
+    /// peer's share, are unacked (always at least one).
     @inline(__always)
     mutating func wirePump(_ l: Int32) {
         let link = wire.links! + Int(l)
         while link.pointee.transmitNext != link.pointee.nextSeq
                 && link.pointee.transmitNext &- link.pointee.base < MXWire.maxInFlight {
-            guard transmit(l, link.pointee.transmitNext) else { return }
+            let size = frameSize(link, link.pointee.transmitNext)
+            guard link.pointee.inFlightBytes == 0 || link.pointee.inFlightBytes + size <= link.pointee.maxInFlightBytes,
+                  transmit(l, link.pointee.transmitNext) else { return }
+            link.pointee.inFlightBytes += size
             link.pointee.transmitNext &+= 1
         }
+    }
+
+    @inline(__always)
+    func frameSize(_ link: UnsafeMutablePointer<WireLink>, _ seq: UInt32) -> Int {
+        let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
+        return f.pointee.length + f.pointee.externalLength
     }
 
     /// Sends one frame of the window, with the current ack. False when the socket would block
@@ -245,8 +272,12 @@ extension EndpointCore {
         var seq = link.pointee.base
         while seq != ack {
             let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
+            if Int32(bitPattern: seq &- link.pointee.transmitNext) < 0 {
+                link.pointee.inFlightBytes -= f.pointee.length + f.pointee.externalLength
+            }
             f.pointee.external = nil
             f.pointee.externalLength = 0
+            f.pointee.owner = -1
             seq &+= 1
         }
         link.pointee.base = ack
@@ -264,11 +295,16 @@ extension EndpointCore {
         }
     }
 
-    /// Whether some link waits for acks (a sleeper must wake to resend).
+    /// Whether something toward a live peer of another host is not through yet: frames not
+    /// acked, pull pieces, pull requests, refusals or notifies still waiting for room. A sleeper
+    /// must wake to resend; a closing endpoint lingers.
     var wireAwaitsAcks: Bool {
         mutating get {
             for l in 0..<Int(wire.linkCount) where wire.links![l].unacked && peers[Int(wire.links![l].peer)].alive { return true }
-            return false
+            if wire.outgoingPulls.contains(where: { peers[Int($0.peer)].alive }) { return true }
+            if wire.pendingPulls.contains(where: { peers[Int($0.peer)].alive }) { return true }
+            if wire.pendingRefusals.contains(where: { peers[Int($0.peer)].alive }) { return true }
+            return pendingNotifies.contains { peers[Int($0.peer)].alive && peers[Int($0.peer)].link >= 0 }
         }
     }
 
@@ -304,6 +340,7 @@ extension EndpointCore {
                 }
                 count(.resentFrames, Int(link.pointee.transmitNext &- link.pointee.base))
                 link.pointee.transmitNext = link.pointee.base
+                link.pointee.inFlightBytes = 0
                 link.pointee.resendInterval = min(link.pointee.resendInterval * 2, MXWire.maxResendNanoseconds)
                 link.pointee.timerStart = now
             }
@@ -318,7 +355,13 @@ extension EndpointCore {
         guard n >= FrameLayout.headerSize, n <= WireState.receiveCapacity,
               Shm.load(f, FrameLayout.magicOffset, as: UInt32.self) == FrameLayout.magic,
               Shm.load(f, FrameLayout.versionOffset, as: UInt8.self) == FrameLayout.version,
-              let l = wire.linkByAddress[WireState.addressKey(ip, port)] else { count(.drops); return }
+              let l = wire.linkByAddress[WireState.addressKey(ip, port)] else {
+            // Perhaps a peer whose attach event or connect reply is still to be read: read
+            // control events next (its frame comes again).
+            controlPending = true
+            count(.drops)
+            return
+        }
         let link = wire.links! + Int(l)
         let p = link.pointee.peer
         guard peers[Int(p)].alive,
@@ -333,6 +376,7 @@ extension EndpointCore {
             // a lost resend).
             count(.resentFrames, Int(link.pointee.transmitNext &- link.pointee.base))
             link.pointee.transmitNext = link.pointee.base
+            link.pointee.inFlightBytes = 0
             link.pointee.fastResent = true
             link.pointee.timerStart = now
         }
@@ -380,8 +424,9 @@ extension EndpointCore {
         s.pointee.transferred = 0
         guard s.pointee.pullWant > 0 else { return pulled(r, from: p, token: token) }
         s.pointee.flags |= RequestFlag.pulling
-        let pending = PendingPull(request: r, peer: p, region: region, generation: generation, offset: offset)
-        if !wire.pendingPulls.isEmpty || !writePullRequest(pending) { wire.pendingPulls.append(pending) }
+        let pending = PendingPull(request: r, generation: s.pointee.generation, peer: p, region: region,
+                                  regionGeneration: generation, offset: offset)
+        if !writePullRequest(pending) { wire.pendingPulls.append(pending) }
     }
 
     mutating func writePullRequest(_ q: PendingPull) -> Bool {
@@ -393,31 +438,28 @@ extension EndpointCore {
         Shm.store(cell, RecordLayout.auxOffset, s.pointee.pullToken)
         Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(s.pointee.generation) << 32 | UInt64(UInt32(bitPattern: q.request)))
         Shm.store(cell, RecordLayout.rndvRegionOffset, q.region)
-        Shm.store(cell, RecordLayout.rndvGenerationOffset, q.generation)
+        Shm.store(cell, RecordLayout.rndvGenerationOffset, q.regionGeneration)
         Shm.store(cell, RecordLayout.rndvOffsetOffset, q.offset)
         publishRecord(Int(q.peer), cell)
         return true
     }
 
-    /// Pull requests (and refusals) that waited for window room, in order.
+    /// Pull requests (and refusals) that waited for window room: each goes once its own
+    /// peer's window has room (a full window toward one peer holds up no other).
     mutating func flushPendingPulls() -> Bool {
-        var progressed = false
-        while let q = wire.pendingRefusals.first {
-            if peers[Int(q.peer)].alive {
-                guard writeRefusal(q.peer, q.receiver) else { break }
-                progressed = true
-            }
-            wire.pendingRefusals.removeFirst()
-        }
-        while let q = wire.pendingPulls.first {
+        let before = wire.pendingRefusals.count + wire.pendingPulls.count
+        var refusals = wire.pendingRefusals
+        refusals.removeAll { q in !peers[Int(q.peer)].alive || writeRefusal(q.peer, q.receiver) }
+        wire.pendingRefusals = refusals
+        var pulls = wire.pendingPulls
+        pulls.removeAll { q in
             let s = requests[q.request]
-            if s.pointee.state == RequestState.pending && s.pointee.flags & RequestFlag.pulling != 0 {
-                guard writePullRequest(q) else { break }
-                progressed = true
-            }
-            wire.pendingPulls.removeFirst()
+            guard s.pointee.state == RequestState.pending, s.pointee.generation == q.generation,
+                  s.pointee.flags & RequestFlag.pulling != 0 else { return true }
+            return writePullRequest(q)
         }
-        return progressed
+        wire.pendingPulls = pulls
+        return wire.pendingRefusals.count + wire.pendingPulls.count < before
     }
 
     /// Sender: the receiver asks for the data. The region is checked against our own table
@@ -430,14 +472,20 @@ extension EndpointCore {
         let s: UnsafeMutablePointer<RequestSlot>? = r >= 0 && Int(r) < requests.count ? requests[r] : nil
         guard let s, s.pointee.generation == UInt32(truncatingIfNeeded: token >> 32),
               s.pointee.state == RequestState.pending, s.pointee.peer == p,
-              s.pointee.flags & RequestFlag.awaitingNotify != 0 else {
+              s.pointee.flags & (RequestFlag.awaitingNotify | RequestFlag.rendezvous) == RequestFlag.awaitingNotify | RequestFlag.rendezvous,
+              !wire.outgoingPulls.contains(where: { $0.request == r }) else {
             count(.refusedPulls)
             return refusePull(p, receiver)
         }
-        guard want <= s.pointee.length, let address = RegionTable.resolve(
-                page: protectedPage, id: Shm.load(cell, RecordLayout.rndvRegionOffset, as: UInt32.self),
-                generation: Shm.load(cell, RecordLayout.rndvGenerationOffset, as: UInt32.self),
-                offset: Shm.load(cell, RecordLayout.rndvOffsetOffset, as: UInt64.self), length: UInt64(want)) else {
+        // The send's own region, as its rendezvous named it: the peer chooses nothing but the
+        // length, and only what lies inside the region is served.
+        guard want <= s.pointee.length, s.pointee.regionID >= 0,
+              Shm.load(cell, RecordLayout.rndvRegionOffset, as: UInt32.self) == UInt32(s.pointee.regionID),
+              Shm.load(cell, RecordLayout.rndvGenerationOffset, as: UInt32.self) == s.pointee.regionGeneration,
+              Shm.load(cell, RecordLayout.rndvOffsetOffset, as: UInt64.self) == s.pointee.regionOffset,
+              let address = RegionTable.resolve(page: protectedPage, id: UInt32(s.pointee.regionID),
+                                                generation: s.pointee.regionGeneration,
+                                                offset: s.pointee.regionOffset, length: UInt64(want)) else {
             count(.refusedPulls)
             refusePull(p, receiver)
             s.pointee.flags &= ~RequestFlag.awaitingNotify
@@ -450,7 +498,7 @@ extension EndpointCore {
     }
 
     mutating func refusePull(_ p: Int32, _ receiver: UInt64) {
-        if !wire.pendingRefusals.isEmpty || !writeRefusal(p, receiver) { wire.pendingRefusals.append((p, receiver)) }
+        if !writeRefusal(p, receiver) { wire.pendingRefusals.append((p, receiver)) }
     }
 
     mutating func writeRefusal(_ p: Int32, _ receiver: UInt64) -> Bool {
@@ -484,6 +532,7 @@ extension EndpointCore {
                     let f = l.pointee.frames + Int(l.pointee.nextSeq & UInt32(MXWire.window - 1))
                     f.pointee.external = op.source + op.sent
                     f.pointee.externalLength = piece
+                    f.pointee.owner = op.request
                     wireCommit(link)
                     op.sent += piece
                     progressed = true
@@ -512,8 +561,9 @@ extension EndpointCore {
             count(.refusedPulls)
             return fail(r, MXError(.pullRefused, "the sender refused the pull of its \(s.pointee.messageLength)-byte message"))
         }
-        let offset = Int(Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self))
-        guard offset == s.pointee.transferred, length > 0, length <= s.pointee.pullWant - offset else {
+        let offset = s.pointee.transferred
+        guard Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self) == UInt64(offset), length > 0,
+              length <= s.pointee.pullWant - offset else {
             return peerGone(p, reason: "sent a piece of a pull that was not asked for")
         }
         scatter(s, from: cell + RecordLayout.headerSize, count: length, at: offset)
@@ -542,6 +592,38 @@ extension EndpointCore {
         }
     }
 
+    /// A rendezvous send toward another host ended (completed or failed): no frame may point
+    /// into its buffer any more. Pieces still unacked get a copy of their bytes (the buffer is
+    /// still valid now; its owner may free it once the request is done); its pull stops.
+    mutating func releaseWireReferences(_ r: Int32) {
+        let s = requests[r]
+        guard s.pointee.kind == MXStatus.Kind.send.rawValue, s.pointee.flags & RequestFlag.rendezvous != 0,
+              s.pointee.peer >= 0, s.pointee.peer < peerCount else { return }
+        let l = peers[Int(s.pointee.peer)].link
+        guard l >= 0 else { return }
+        wire.outgoingPulls.removeAll { $0.request == r }
+        let link = wire.links! + Int(l)
+        var seq = link.pointee.base
+        while seq != link.pointee.nextSeq {
+            let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
+            if f.pointee.owner == r, let data = f.pointee.external {
+                let size = f.pointee.length + f.pointee.externalLength
+                if f.pointee.capacity < size, let b = realloc(f.pointee.buffer, size) {
+                    f.pointee.buffer = b
+                    f.pointee.capacity = size
+                }
+                if f.pointee.capacity >= size {
+                    (f.pointee.buffer! + f.pointee.length).copyMemory(from: data, byteCount: f.pointee.externalLength)
+                    f.pointee.length = size
+                }
+                f.pointee.external = nil
+                f.pointee.externalLength = 0
+            }
+            f.pointee.owner = -1
+            seq &+= 1
+        }
+    }
+
     // MARK: peers going away
 
     /// The peer's link is dead: nothing of it is sent again, its pulls stop.
@@ -549,10 +631,12 @@ extension EndpointCore {
         let link = wire.links! + Int(peers[Int(p)].link)
         link.pointee.base = link.pointee.nextSeq
         link.pointee.transmitNext = link.pointee.nextSeq
+        link.pointee.inFlightBytes = 0
         link.pointee.ackOwed = 0
         for f in 0..<MXWire.window {
             link.pointee.frames[f].external = nil
             link.pointee.frames[f].externalLength = 0
+            link.pointee.frames[f].owner = -1
         }
         wire.outgoingPulls.removeAll { $0.peer == p }
         wire.pendingPulls.removeAll { $0.peer == p }

@@ -134,25 +134,28 @@ public struct PeerGrant: WireCodable, Sendable, Equatable {
     }
 }
 
-/// A peer endpoint on another host, reached over the wire: its identity and the address of
-/// its wire socket.
+/// A peer endpoint on another host, reached over the wire: its identity, the address of its
+/// wire socket and how much that socket's receive buffer holds (what may be in flight to it).
 public struct RemotePeer: WireCodable, Sendable, Equatable {
     public var nicID: UInt64
     public var endpoint: UInt16
     public var session: UInt32
     public var ipv4: UInt32
     public var port: UInt16
+    public var receiveBuffer: UInt32
 
-    public init(nicID: UInt64, endpoint: UInt16, session: UInt32, ipv4: UInt32, port: UInt16) {
+    public init(nicID: UInt64, endpoint: UInt16, session: UInt32, ipv4: UInt32, port: UInt16, receiveBuffer: UInt32) {
         self.nicID = nicID; self.endpoint = endpoint; self.session = session; self.ipv4 = ipv4; self.port = port
+        self.receiveBuffer = receiveBuffer
     }
 
     public func encode(to w: inout ByteWriter) {
-        w.put(nicID); w.put(endpoint); w.put(session); w.put(ipv4); w.put(port)
+        w.put(nicID); w.put(endpoint); w.put(session); w.put(ipv4); w.put(port); w.put(receiveBuffer)
     }
 
     public init(from r: inout ByteReader) throws(MXError) {
         nicID = try r.get(); endpoint = try r.get(); session = try r.get(); ipv4 = try r.get(); port = try r.get()
+        receiveBuffer = try r.get()
     }
 }
 

@@ -17,8 +17,11 @@ public enum MXWire {
     public static let maxFrameData = 60 * 1024
     /// Frames of one pair kept until acked (queued and in flight); a power of two.
     static let window = 256
-    /// Frames of one pair in flight at once (what the receiver's socket buffer holds easily).
+    /// Frames of one pair in flight at once, and at most a quarter of the bytes the peer's
+    /// socket says it can hold (the kernel reports twice what it stores of payload, and
+    /// several peers may send at once).
     static let maxInFlight: UInt32 = 64
+    static let inFlightShareOfReceiveBuffer = 4
     /// Acks: at once when this many frames are unacked, else after `ackDelayNanoseconds`.
     static let ackEvery = 4
     static let ackDelayNanoseconds: UInt64 = 1_000_000
@@ -32,7 +35,7 @@ public enum MXWire {
     /// A backend's connect request to another host: resent every 250 ms, for up to 10 s.
     static let connectResendNanoseconds: UInt64 = 250_000_000
     static let connectGiveUpNanoseconds: UInt64 = 10_000_000_000
-    /// Testing knob read by endpoints: drop every Nth data frame on its way out (lost frames).
+    /// Testing knob read by endpoints: drop one data frame in N, at random, on its way out.
     public static let dropEnvironment = "MYRIXEN_WIRE_DROP"
 }
 
@@ -68,9 +71,10 @@ enum FrameType: UInt8 {
 /// Backend-to-backend messages on the boards' port: magic "MXWC", type, then fields.
 enum BoardMessage: UInt8 {
     /// id u32, source NIC u64, source endpoint u16, source session u32, source port u16,
-    /// target NIC u64, target endpoint u16, key u32
+    /// source receive buffer u32, target NIC u64, target endpoint u16, key u32
     case connectRequest = 1
-    /// id u32, error code u16 (0: accepted), message, target session u32, target port u16
+    /// id u32, error code string (empty: accepted), message string, target session u32,
+    /// target port u16, target receive buffer u32
     case connectReply = 2
     /// An endpoint closed or died: NIC u64, endpoint u16, session u32, then the peer it had on
     /// the receiving host: NIC u64, endpoint u16, session u32
