@@ -34,6 +34,9 @@ struct Myrback: ParsableCommand {
     @Option(name: .long, help: "This host's IPv4 address on the wire to other hosts, 'auto' (the first interface that is up and not loopback, if any, and if its board port is free) or 'none' (default: $MYRIXEN_WIRE or none). Boards are then named after it; every host's backend uses UDP port \(MXWire.port) on it.")
     var wire: String?
 
+    @Option(name: .long, help: "Seconds another host on the wire may stay silent before the pairs with it end (default \(MXWire.defaultHostTimeoutSeconds)).")
+    var hostTimeout: Int = MXWire.defaultHostTimeoutSeconds
+
     @Option(name: .long, help: "Exit after this many seconds without frontends (default: never).")
     var idleExit: Int?
 
@@ -49,6 +52,7 @@ struct Myrback: ParsableCommand {
     func validate() throws {
         if foreground && daemonize { throw ValidationError("--foreground and --daemonize exclude each other") }
         if let i = idleExit, i < 1 { throw ValidationError("--idle-exit must be at least 1 second, not \(i)") }
+        if hostTimeout < 1 { throw ValidationError("--host-timeout must be at least 1 second, not \(hostTimeout)") }
     }
 
     func run() throws {
@@ -61,6 +65,7 @@ struct Myrback: ParsableCommand {
             config.ringDataBytes = kb * 1024
         }
         config.idleExitSeconds = idleExit
+        config.hostTimeoutSeconds = hostTimeout
         config.verbose = verbose
         let wireSpec = wire ?? getenv(MXWire.environment).map { String(cString: $0) } ?? "none"
         config.wire = try Backend.wireAddress(wireSpec)

@@ -11,7 +11,7 @@ import Glibc
 final class WireProcessTests: PeerProcessTestCase {
     override func setUpWithError() throws {
         let subnet = "127.\(getpid() % 200 + 20).\(Int.random(in: 1...250))"
-        backend = try TestBackend(wire: "\(subnet).1")
+        backend = try TestBackend(wire: "\(subnet).1", hostTimeout: 1)
         peerBackend = try TestBackend(endpoints: 32, wire: "\(subnet).2")
         mx = try backend.context()
         ep = try mx.openEndpoint(key: key)
@@ -52,6 +52,47 @@ final class WireProcessTests: PeerProcessTestCase {
         }
         XCTAssertEqual(outcome, .exited(0))
         XCTAssertLessThan(monotonicNanoseconds() - start, 2_000_000_000, "the close lingered only until acked")
+    }
+
+    func testAHostThatVanishesEndsItsPairsAfterTheHostTimeout() throws {
+        // The peer leaves a rendezvous here; then its whole host goes: its backend is killed
+        // first (nobody announces the peer's end), and the peer dies with it.
+        let p = try spawnPeer("rendezvous-then-hang")
+        _ = try hello()
+        XCTAssertEqual(try status(), 1)
+        peerBackend!.kill()
+        p.signal(SIGKILL)
+        _ = p.wait()
+        // Our receive matches the rendezvous and asks for the data, which never comes; our
+        // backend stops hearing the other host and ends the pair (host timeout 1 s here).
+        let big = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { big.deallocate() }
+        let start = monotonicNanoseconds()
+        XCTAssertThrowsError(try ep.wait(try ep.irecv(big, matchInfo: 9), timeout: .seconds(20))) {
+            XCTAssertEqual(($0 as? MXError)?.code, .peerClosed, "\($0)")
+            XCTAssertTrue("\($0)".contains("stopped answering"), "\($0)")
+        }
+        let seconds = Double(monotonicNanoseconds() - start) / 1e9
+        XCTAssertLessThan(seconds, 5, "the host timeout (1 s) plus a heartbeat, not the resend cycle")
+    }
+
+    func testABusyPeerIsNotTakenForDead() throws {
+        // The peer computes (does not call in) for longer than the host timeout while our
+        // frames to it wait for acks: its backend keeps answering for its host, so the pair
+        // stays, and the messages arrive when it calls in again.
+        let p = try spawnPeer("echo", ["--sizes", "100000", "--pause-ms", "3000"])
+        let (peer, _) = try hello()
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 100_000, alignment: 64)
+        let back = UnsafeMutableRawBufferPointer.allocate(byteCount: 100_000, alignment: 64)
+        defer { out.deallocate(); back.deallocate() }
+        Pattern.fill(out, seed: 100_000)
+        let s = try ep.isend(UnsafeRawBufferPointer(out), to: peer, matchInfo: 100_000)
+        let st = try ep.wait(try ep.irecv(back, matchInfo: PeerTag.echo | 100_000), timeout: .seconds(30))
+        _ = try ep.wait(s, timeout: .seconds(30))
+        XCTAssertEqual(st.messageLength, 100_000)
+        XCTAssertNil(Pattern.firstMismatch(UnsafeRawBufferPointer(back), seed: 100_000))
+        try done(peer)
+        assertExit(p)
     }
 
     func testAKilledPeerOnAnotherHostIsHeardOfWithinASecond() throws {

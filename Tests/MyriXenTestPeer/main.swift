@@ -69,7 +69,9 @@ do {
 
     switch role {
     case "echo":
-        // Receive each size, check it byte for byte, send it back.
+        // Receive each size, check it byte for byte, send it back. With --pause-ms, first
+        // compute (call nothing) that long.
+        if let ms = option(args, "--pause-ms").flatMap({ UInt32($0) }) { usleep(ms * 1000) }
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(sizes.max() ?? 1, 1), alignment: 64)
         for size in sizes {
             let view = UnsafeMutableRawBufferPointer(rebasing: buf[0..<size])

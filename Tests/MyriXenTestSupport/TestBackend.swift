@@ -19,11 +19,15 @@ public final class TestBackend {
     public let socketPath: String
     public private(set) var process: ChildProcess?
 
-    /// `wire`: the backend's address on the wire to other hosts (`--wire`), none by default.
+    /// `wire`: the backend's address on the wire to other hosts (`--wire`), none by default;
+    /// `hostTimeout`: its `--host-timeout`.
     public let wire: String?
+    public let hostTimeout: Int?
 
-    public init(boards: Int = 1, endpoints: Int? = nil, ringKB: Int? = nil, wire: String? = nil, start: Bool = true) throws {
+    public init(boards: Int = 1, endpoints: Int? = nil, ringKB: Int? = nil, wire: String? = nil, hostTimeout: Int? = nil,
+                start: Bool = true) throws {
         self.wire = wire
+        self.hostTimeout = hostTimeout
         var template = Array("/tmp/mxtest-XXXXXX".utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw MXError(.system, "mkdtemp failed")
@@ -40,6 +44,7 @@ public final class TestBackend {
         if let e = endpoints { args += ["--endpoints", String(e)] }
         if let r = ringKB { args += ["--ring-kb", String(r)] }
         if let w = wire { args += ["--wire", w] }
+        if let t = hostTimeout { args += ["--host-timeout", String(t)] }
         let p = try ChildProcess.spawn(BuiltProducts.path("myrback"), args)
         process = p
         let deadline = monotonicNanoseconds() + 10_000_000_000

@@ -21,6 +21,8 @@ public final class Backend {
         /// The host's address on the wire to other hosts (nil: this host only). With a wire,
         /// boards are named after it (`NICAddressing.nicID(ipv4:board:)`).
         public var wire: UInt32?
+        /// Seconds another host may stay silent before its pairs with this one end.
+        public var hostTimeoutSeconds = MXWire.defaultHostTimeoutSeconds
 
         public init(socketPath: String, hostname: String) {
             self.socketPath = socketPath
@@ -150,6 +152,8 @@ public final class Backend {
     var wireNetmask: UInt32 = 0
     var remoteConnects: [UInt32: RemoteConnect] = [:]
     var nextRemoteConnect: UInt32 = 1
+    /// Hosts this one has pairs with: when each was last heard from, and last told we live.
+    var remoteHosts: [UInt32: (heard: UInt64, told: UInt64)] = [:]
 
     public init(_ config: Configuration) throws(MXError) {
         guard config.boards >= 1 && config.boards <= MXLimits.maxBoards else {
@@ -246,7 +250,7 @@ public final class Backend {
                 fds.append(pollfd(fd: c.socket.fd, events: events, revents: 0))
             }
             if wireFD >= 0 { fds.append(pollfd(fd: wireFD, events: Int16(POLLIN), revents: 0)) }
-            let rc = poll(&fds, nfds_t(fds.count), remoteConnects.isEmpty ? 200 : 50)
+            let rc = poll(&fds, nfds_t(fds.count), remoteConnects.isEmpty && remoteHosts.isEmpty ? 200 : 50)
             if rc < 0 && errno != EINTR { break }
             if rc > 0 {
                 if fds[0].revents & Int16(POLLIN) != 0 { accept() }
@@ -257,6 +261,7 @@ public final class Backend {
                 if wireFD >= 0 && fds[fds.count - 1].revents != 0 { serveWire() }
             }
             if !remoteConnects.isEmpty { resendRemoteConnects() }
+            if !remoteHosts.isEmpty { checkRemoteHosts() }
             for c in Array(connections.values) where c.broken {
                 log("frontend \(c.id) stopped reading its control socket or lost it; dropping it")
                 drop(c)

@@ -143,7 +143,9 @@ extension Backend {
             var r = ByteReader(Array(buffer[0..<n]))
             do throws(MXError) {
                 guard try r.get(UInt32.self) == BoardMessage.magic, let type = BoardMessage(rawValue: try r.get(UInt8.self)) else { continue }
+                if remoteHosts[ip] != nil { remoteHosts[ip]!.heard = monotonicNanoseconds() }
                 switch type {
+                case .heartbeat: break
                 case .connectRequest: try answerConnect(&r, from: ip, port: port)
                 case .connectReply: try finishRemoteConnect(&r, from: ip)
                 case .endpointClosed: try remoteEndpointClosed(&r, from: ip)
@@ -183,6 +185,7 @@ extension Backend {
             refusedConnects += 1
             return answer(MXError(.badConnectionKey, "endpoint \(index) on \(name) refused the key 0x\(String(key, radix: 16))"))
         }
+        track(host: ip)
         if target.remotePeers.insert(source).inserted {
             let peer = RemotePeer(nicID: source.nicID, endpoint: source.endpoint, session: source.session, ipv4: ip,
                                   port: sourcePort, receiveBuffer: sourceBuffer)
@@ -210,6 +213,7 @@ extension Backend {
             return
         }
         me.remotePeers.insert(RemoteKey(nicID: c.target, endpoint: c.endpoint, session: session))
+        track(host: ip)
         let peer = RemotePeer(nicID: c.target, endpoint: c.endpoint, session: session, ipv4: ip, port: port,
                               receiveBuffer: buffer)
         conn.post(ControlMessage.encode(.reply, token: c.token, flags: ControlFlags.remotePeer) { peer.encode(to: &$0) })
@@ -228,6 +232,42 @@ extension Backend {
             w.put(gone.nicID); w.put(gone.endpoint); w.put(gone.session)
         })
         ep.bumpAttachGeneration()
+    }
+
+    /// Starts (or keeps) watching a host this one now has a pair with.
+    func track(host ip: UInt32) {
+        if remoteHosts[ip] == nil { remoteHosts[ip] = (monotonicNanoseconds(), 0) }
+    }
+
+    /// Says "alive" to every host with pairs here, once a second; ends the pairs with a host
+    /// silent for longer than the host timeout (its endpoints hear `peerDetached`, as for a
+    /// close); stops watching hosts no pair needs any more.
+    func checkRemoteHosts() {
+        let now = monotonicNanoseconds()
+        let timeout = UInt64(config.hostTimeoutSeconds) * 1_000_000_000
+        var needed = Set<UInt32>()
+        for ep in endpointsBySerial.values { for peer in ep.remotePeers { needed.insert(NICAddressing.wireAddress(of: peer.nicID).ipv4) } }
+        for (ip, state) in remoteHosts {
+            guard needed.contains(ip) else { remoteHosts[ip] = nil; continue }
+            if now > state.heard && now - state.heard > timeout {
+                remoteHosts[ip] = nil
+                log("host \(NICAddressing.formatIPv4(ip)) silent for \(config.hostTimeoutSeconds) s: its pairs end")
+                for ep in endpointsBySerial.values {
+                    let gone = ep.remotePeers.filter { NICAddressing.wireAddress(of: $0.nicID).ipv4 == ip }
+                    guard !gone.isEmpty else { continue }
+                    for peer in gone {
+                        ep.remotePeers.remove(peer)
+                        ep.owner.post(ControlMessage.encode(.peerDetached, token: 0, flags: ControlFlags.hostLost) { w in
+                            w.put(peer.nicID); w.put(peer.endpoint); w.put(peer.session)
+                        })
+                    }
+                    ep.bumpAttachGeneration()
+                }
+            } else if now - state.told >= MXWire.heartbeatNanoseconds {
+                remoteHosts[ip]!.told = now
+                sendBoard(ip, boardMessage(.heartbeat) { _ in })
+            }
+        }
     }
 
     /// Tells the backends of an endpoint's remote peers that it is gone (twice: a notice is

@@ -282,10 +282,13 @@ public final class MXEndpoint {
             case .peerDetached:
                 guard let nic = try? e.payload.get(UInt64.self), let ep = try? e.payload.get(UInt16.self),
                       let session = try? e.payload.get(UInt32.self) else { continue }
+                let reason = e.header.flags & ControlFlags.hostLost != 0
+                    ? "is on a host that stopped answering (its backend was silent for the host timeout)"
+                    : "closed its endpoint or its process died"
                 for p in 0..<core.pointee.peerCount {
                     let peer = core.pointee.peers[Int(p)]
                     if peer.nicID == nic && peer.endpointID == ep && peer.session == session && peer.alive {
-                        core.pointee.peerGone(p)
+                        core.pointee.peerGone(p, reason: reason)
                     }
                 }
             default:

@@ -333,11 +333,6 @@ extension EndpointCore {
             guard link.pointee.unacked else { continue }
             if now > link.pointee.timerStart && now - link.pointee.timerStart > link.pointee.resendInterval {
                 link.pointee.resends += 1
-                if link.pointee.resends > MXWire.maxResends {
-                    peerGone(link.pointee.peer, reason: "is unreachable: \(MXWire.maxResends) resends went unacknowledged")
-                    progressed = true
-                    continue
-                }
                 count(.resentFrames, Int(link.pointee.transmitNext &- link.pointee.base))
                 link.pointee.transmitNext = link.pointee.base
                 link.pointee.inFlightBytes = 0

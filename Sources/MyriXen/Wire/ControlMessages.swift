@@ -29,6 +29,8 @@ public enum ControlType: UInt16, Sendable {
 public enum ControlFlags {
     /// A connect reply describing a peer on another host (`RemotePeer`, no descriptors).
     public static let remotePeer: UInt16 = 1
+    /// peerDetached: the peer's host stopped answering (not a close).
+    public static let hostLost: UInt16 = 2
 }
 
 public struct ControlHeader: Sendable {

@@ -25,11 +25,17 @@ public enum MXWire {
     /// Acks: at once when this many frames are unacked, else after `ackDelayNanoseconds`.
     static let ackEvery = 4
     static let ackDelayNanoseconds: UInt64 = 1_000_000
-    /// Resend of unacked frames: first after 20 ms, doubling up to MX's 0.5 s; after 1,000
-    /// resends without progress the peer is unreachable (MX: 1,000 x 0.5 s).
+    /// Resend of unacked frames: first after 20 ms, doubling up to MX's 0.5 s, for as long as
+    /// the peer's host is alive (a busy peer acks only when it calls in; its backend answers
+    /// for it meanwhile, below).
     static let firstResendNanoseconds: UInt64 = 20_000_000
     static let maxResendNanoseconds: UInt64 = 500_000_000
-    static let maxResends = 1000
+    /// Host liveness: backends with endpoints paired across hosts say "alive" to each other's
+    /// board port every 250 ms (well inside the shortest host timeout any of them may use, 1 s);
+    /// a host silent for its timeout (`myrback --host-timeout`, default 10 s) is gone, and every
+    /// pair with it ends.
+    static let heartbeatNanoseconds: UInt64 = 250_000_000
+    public static let defaultHostTimeoutSeconds = 10
     /// How long closing an endpoint waits for its last frames to be acked.
     static let lingerNanoseconds: UInt64 = 5_000_000_000
     /// A backend's connect request to another host: resent every 250 ms, for up to 10 s.
@@ -79,6 +85,8 @@ enum BoardMessage: UInt8 {
     /// An endpoint closed or died: NIC u64, endpoint u16, session u32, then the peer it had on
     /// the receiving host: NIC u64, endpoint u16, session u32
     case endpointClosed = 3
+    /// "This host's backend is alive" (no fields), to every host it has pairs with.
+    case heartbeat = 4
 
     static let magic: UInt32 = 0x4357_584D // "MXWC"
 }
