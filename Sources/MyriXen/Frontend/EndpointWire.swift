@@ -88,10 +88,15 @@ struct WireState {
     /// Lost-frame testing: one data frame in N, at random, is not sent (`MYRIXEN_WIRE_DROP`).
     /// Random, as real losses are: a fixed period could line up with the resend cycle and
     /// lose the same frame every time.
+    var quietPasses = 0
+    var lastScan: UInt64 = 0
     var dropEvery: UInt64 = 0
     var dropState: UInt64 = 0
 
     static let receiveCapacity = 65_536
+    /// Passes that skip the socket after it was found empty.
+    static let quietSkip = 7
+    static let scanNanoseconds: UInt64 = 100_000
     static let inertCells = 64
 
     static func addressKey(_ ip: UInt32, _ port: UInt16) -> UInt64 { UInt64(ip) << 16 | UInt64(port) }
@@ -314,16 +319,26 @@ extension EndpointCore {
     mutating func wireProgress() -> Bool {
         var progressed = false
         let now = monotonicNanoseconds()
-        let buffer = wire.receiveBuffer!
-        for _ in 0..<64 {
-            var ip: UInt32 = 0
-            var port: UInt16 = 0
-            let n = cmx_udp_recv(wire.fd, buffer, WireState.receiveCapacity, &ip, &port)
-            if n < 0 { break }
-            progressed = true
-            handleFrame(buffer, length: n, from: ip, port: port, now: now)
+        // The socket costs a system call to look at: after finding it empty, the next few
+        // passes (each a few tens of ns when only rings are polled) skip it.
+        if wire.quietPasses > 0 {
+            wire.quietPasses -= 1
+        } else {
+            let buffer = wire.receiveBuffer!
+            for _ in 0..<64 {
+                var ip: UInt32 = 0
+                var port: UInt16 = 0
+                let n = cmx_udp_recv(wire.fd, buffer, WireState.receiveCapacity, &ip, &port)
+                if n < 0 { break }
+                progressed = true
+                handleFrame(buffer, length: n, from: ip, port: port, now: now)
+            }
+            if !progressed { wire.quietPasses = WireState.quietSkip }
         }
         if !wire.outgoingPulls.isEmpty && pumpPulls() { progressed = true }
+        // Acks and resend timers: after frames came in, else every 100 µs.
+        guard progressed || now &- wire.lastScan >= WireState.scanNanoseconds else { return progressed }
+        wire.lastScan = now
         for l in 0..<wire.linkCount {
             let link = wire.links! + Int(l)
             guard peers[Int(link.pointee.peer)].alive else { continue }
