@@ -94,6 +94,10 @@ struct WireState {
     var dropState: UInt64 = 0
 
     static let receiveCapacity = 65_536
+    /// Frame buffers above `smallFrame` bytes are kept by the first `largeSlots` window slots
+    /// only (others free theirs once acked): at most 32 x 60 KiB per link.
+    static let smallFrame = 4096
+    static let largeSlots = 32
     /// Passes that skip the socket after it was found empty.
     static let quietSkip = 7
     static let scanNanoseconds: UInt64 = 100_000
@@ -279,6 +283,13 @@ extension EndpointCore {
             let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
             if Int32(bitPattern: seq &- link.pointee.transmitNext) < 0 {
                 link.pointee.inFlightBytes -= f.pointee.length + f.pointee.externalLength
+            }
+            // Large eager buffers stay in the first slots only: a link keeps at most
+            // `largeSlots` of them however many large messages went by.
+            if f.pointee.capacity > WireState.smallFrame && Int(seq & UInt32(MXWire.window - 1)) >= WireState.largeSlots {
+                free(f.pointee.buffer)
+                f.pointee.buffer = nil
+                f.pointee.capacity = 0
             }
             f.pointee.external = nil
             f.pointee.externalLength = 0
