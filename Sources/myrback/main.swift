@@ -52,7 +52,9 @@ struct Myrback: ParsableCommand {
     func validate() throws {
         if foreground && daemonize { throw ValidationError("--foreground and --daemonize exclude each other") }
         if let i = idleExit, i < 1 { throw ValidationError("--idle-exit must be at least 1 second, not \(i)") }
-        if hostTimeout < 1 { throw ValidationError("--host-timeout must be at least 1 second, not \(hostTimeout)") }
+        if hostTimeout < 1 || hostTimeout > 86_400 {
+            throw ValidationError("--host-timeout must be 1 to 86400 seconds, not \(hostTimeout)")
+        }
     }
 
     func run() throws {

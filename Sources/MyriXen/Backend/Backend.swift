@@ -154,6 +154,9 @@ public final class Backend {
     var nextRemoteConnect: UInt32 = 1
     /// Hosts this one has pairs with: when each was last heard from, and last told we live.
     var remoteHosts: [UInt32: (heard: UInt64, told: UInt64)] = [:]
+    var lastHostCheck: UInt64 = 0
+    /// endpointClosed notices not receipted yet: the message, where to, since when.
+    var closeNotices: [[UInt8]: (ip: UInt32, first: UInt64, last: UInt64)] = [:]
 
     public init(_ config: Configuration) throws(MXError) {
         guard config.boards >= 1 && config.boards <= MXLimits.maxBoards else {
@@ -161,6 +164,9 @@ public final class Backend {
         }
         guard config.endpointsPerBoard >= 1 && config.endpointsPerBoard <= MXLimits.maxEndpointsPerBoard else {
             throw MXError(.badParameter, "--endpoints must be 1...\(MXLimits.maxEndpointsPerBoard), not \(config.endpointsPerBoard)")
+        }
+        guard config.hostTimeoutSeconds >= 1 && config.hostTimeoutSeconds <= 86_400 else {
+            throw MXError(.badParameter, "the host timeout must be 1 to 86400 seconds, not \(config.hostTimeoutSeconds)")
         }
         guard config.ringDataBytes >= RingLayout.minDataBytes, config.ringDataBytes <= RingLayout.maxDataBytes,
               config.ringDataBytes & (config.ringDataBytes - 1) == 0 else {
@@ -250,7 +256,7 @@ public final class Backend {
                 fds.append(pollfd(fd: c.socket.fd, events: events, revents: 0))
             }
             if wireFD >= 0 { fds.append(pollfd(fd: wireFD, events: Int16(POLLIN), revents: 0)) }
-            let rc = poll(&fds, nfds_t(fds.count), remoteConnects.isEmpty && remoteHosts.isEmpty ? 200 : 50)
+            let rc = poll(&fds, nfds_t(fds.count), remoteConnects.isEmpty && remoteHosts.isEmpty && closeNotices.isEmpty ? 200 : 50)
             if rc < 0 && errno != EINTR { break }
             if rc > 0 {
                 if fds[0].revents & Int16(POLLIN) != 0 { accept() }
@@ -261,7 +267,7 @@ public final class Backend {
                 if wireFD >= 0 && fds[fds.count - 1].revents != 0 { serveWire() }
             }
             if !remoteConnects.isEmpty { resendRemoteConnects() }
-            if !remoteHosts.isEmpty { checkRemoteHosts() }
+            if !remoteHosts.isEmpty || !closeNotices.isEmpty { checkRemoteHosts() }
             for c in Array(connections.values) where c.broken {
                 log("frontend \(c.id) stopped reading its control socket or lost it; dropping it")
                 drop(c)

@@ -146,9 +146,12 @@ extension Backend {
                 if remoteHosts[ip] != nil { remoteHosts[ip]!.heard = monotonicNanoseconds() }
                 switch type {
                 case .heartbeat: break
+                case .closedReceipt:
+                    // The receipt repeats the notice's fields: the notice is that message.
+                    closeNotices[boardMessage(.endpointClosed) { $0.putBytes(Array(buffer[5..<n])) }] = nil
                 case .connectRequest: try answerConnect(&r, from: ip, port: port)
                 case .connectReply: try finishRemoteConnect(&r, from: ip)
-                case .endpointClosed: try remoteEndpointClosed(&r, from: ip)
+                case .endpointClosed: try remoteEndpointClosed(&r, from: ip, fields: buffer[5..<n])
                 }
             } catch {
                 log("ignored a malformed board message from \(NICAddressing.formatIPv4(ip)): \(error.message)")
@@ -220,12 +223,15 @@ extension Backend {
     }
 
     /// An endpoint of another host closed: its peers here hear of it as of a local one.
-    func remoteEndpointClosed(_ r: inout ByteReader, from ip: UInt32) throws(MXError) {
+    func remoteEndpointClosed(_ r: inout ByteReader, from ip: UInt32, fields: ArraySlice<UInt8>) throws(MXError) {
         let gone = RemoteKey(nicID: try r.get(), endpoint: try r.get(), session: try r.get())
         let nicID = try r.get(UInt64.self)
         let index = Int(try r.get(UInt16.self))
         let session = try r.get(UInt32.self)
-        guard NICAddressing.wireAddress(of: gone.nicID).ipv4 == ip, let board = nicIDs.firstIndex(of: nicID),
+        guard NICAddressing.wireAddress(of: gone.nicID).ipv4 == ip else { return }
+        // Receipted whatever came of it (a repeat, an endpoint long gone): the sender stops.
+        sendBoard(ip, boardMessage(.closedReceipt) { $0.putBytes(Array(fields)) })
+        guard let board = nicIDs.firstIndex(of: nicID),
               index < config.endpointsPerBoard, let ep = boards[board][index], ep.session == session,
               ep.remotePeers.remove(gone) != nil else { return }
         ep.owner.post(ControlMessage.encode(.peerDetached, token: 0) { w in
@@ -239,12 +245,18 @@ extension Backend {
         if remoteHosts[ip] == nil { remoteHosts[ip] = (monotonicNanoseconds(), 0) }
     }
 
-    /// Says "alive" to every host with pairs here, once a second; ends the pairs with a host
+    /// Every 250 ms: says "alive" to every host with pairs here; ends the pairs with a host
     /// silent for longer than the host timeout (its endpoints hear `peerDetached`, as for a
-    /// close); stops watching hosts no pair needs any more.
+    /// close, and that host is told, should it come back); stops watching hosts no pair needs
+    /// any more; resends close notices not receipted yet.
     func checkRemoteHosts() {
         let now = monotonicNanoseconds()
+        guard now - lastHostCheck >= MXWire.heartbeatNanoseconds else { return }
+        lastHostCheck = now
         let timeout = UInt64(config.hostTimeoutSeconds) * 1_000_000_000
+        for (notice, state) in closeNotices {
+            if now - state.first > timeout { closeNotices[notice] = nil } else { sendBoard(state.ip, notice) }
+        }
         var needed = Set<UInt32>()
         for ep in endpointsBySerial.values { for peer in ep.remotePeers { needed.insert(NICAddressing.wireAddress(of: peer.nicID).ipv4) } }
         for (ip, state) in remoteHosts {
@@ -260,6 +272,8 @@ extension Backend {
                         ep.owner.post(ControlMessage.encode(.peerDetached, token: 0, flags: ControlFlags.hostLost) { w in
                             w.put(peer.nicID); w.put(peer.endpoint); w.put(peer.session)
                         })
+                        // Should that host only have been cut off, its side of the pair ends too.
+                        noticeClosed(ep, to: peer, now: now)
                     }
                     ep.bumpAttachGeneration()
                 }
@@ -270,18 +284,22 @@ extension Backend {
         }
     }
 
-    /// Tells the backends of an endpoint's remote peers that it is gone (twice: a notice is
-    /// small, and a lost one still ends in the peers' resend limit).
+    /// Tells the backends of an endpoint's remote peers that it is gone.
     func announceClosed(_ ep: EndpointRecord) {
-        for peer in ep.remotePeers {
-            let notice = boardMessage(.endpointClosed) { w in
-                w.put(nicIDs[ep.board]); w.put(UInt16(ep.index)); w.put(ep.session)
-                w.put(peer.nicID); w.put(peer.endpoint); w.put(peer.session)
-            }
-            let ip = NICAddressing.wireAddress(of: peer.nicID).ipv4
-            sendBoard(ip, notice)
-            sendBoard(ip, notice)
-        }
+        let now = monotonicNanoseconds()
+        for peer in ep.remotePeers { noticeClosed(ep, to: peer, now: now) }
         ep.remotePeers.removeAll()
+    }
+
+    /// Sends an endpointClosed notice about `ep` to `peer`'s host, and again every 250 ms until
+    /// receipted (for up to the host timeout).
+    func noticeClosed(_ ep: EndpointRecord, to peer: RemoteKey, now: UInt64) {
+        let notice = boardMessage(.endpointClosed) { w in
+            w.put(nicIDs[ep.board]); w.put(UInt16(ep.index)); w.put(ep.session)
+            w.put(peer.nicID); w.put(peer.endpoint); w.put(peer.session)
+        }
+        let ip = NICAddressing.wireAddress(of: peer.nicID).ipv4
+        closeNotices[notice] = (ip, now, now)
+        sendBoard(ip, notice)
     }
 }

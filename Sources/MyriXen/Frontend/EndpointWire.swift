@@ -34,7 +34,8 @@ struct WireLink {
     /// When the oldest unacked frame was last (re)sent, or acks last progressed.
     var timerStart: UInt64 = 0
     var resendInterval = MXWire.firstResendNanoseconds
-    var resends = 0
+    /// Set when a frame's bytes could not be kept (out of memory): the pair ends.
+    var broken = false
     /// Receive side.
     var expected: UInt32 = 0
     var ackOwed = 0
@@ -43,8 +44,6 @@ struct WireLink {
     var gap = false
     /// Resent at once on the peer's word of a gap, once per base.
     var fastResent = false
-    /// Inline bytes of the frame being filled (between reserve and commit).
-    var reserved = 0
 
     var unacked: Bool { base != nextSeq }
 }
@@ -143,7 +142,8 @@ extension EndpointCore {
         frames.initialize(repeating: WireFrame(), count: MXWire.window)
         (wire.links! + Int(l)).initialize(to: WireLink(
             peer: p, ipv4: g.ipv4, port: g.port, peerSession: g.session,
-            maxInFlightBytes: Int(g.receiveBuffer) / MXWire.inFlightShareOfReceiveBuffer, frames: frames))
+            maxInFlightBytes: max(Int(g.receiveBuffer) / MXWire.inFlightShareOfReceiveBuffer, 2 * FrameLayout.maxSize),
+            frames: frames))
         wire.linkCount += 1
         wire.linkByAddress[WireState.addressKey(g.ipv4, g.port)] = l
         let inert = wire.inert!
@@ -193,13 +193,14 @@ extension EndpointCore {
         Shm.store(b, FrameLayout.targetSessionOffset, link.pointee.peerSession)
     }
 
-    /// Sends a frame with the link's current ack (and gap flag); on success the link owes no
-    /// ack any more. The testing knob may drop data frames here.
+    /// Sends a frame with the link's current ack (and gap flag, and `extraFlags`); on success
+    /// the link owes no ack any more. The testing knob may drop data frames here.
     @inline(__always)
     mutating func sendFrame(_ link: UnsafeMutablePointer<WireLink>, _ b: UnsafeMutableRawPointer, _ length: Int,
-                            _ external: UnsafeRawPointer?, _ externalLength: Int, droppable: Bool) -> Bool {
+                            _ external: UnsafeRawPointer?, _ externalLength: Int, droppable: Bool,
+                            extraFlags: UInt8 = 0) -> Bool {
         Shm.store(b, FrameLayout.ackOffset, link.pointee.expected)
-        Shm.store(b, FrameLayout.flagsOffset, link.pointee.gap ? FrameFlags.gap : 0)
+        Shm.store(b, FrameLayout.flagsOffset, (link.pointee.gap ? FrameFlags.gap : 0) | extraFlags)
         var lost = false
         if droppable && wire.dropEvery > 0 {
             // xorshift64
@@ -222,7 +223,6 @@ extension EndpointCore {
         let link = wire.links! + Int(l)
         if !link.pointee.unacked {
             link.pointee.timerStart = monotonicNanoseconds()
-            link.pointee.resends = 0
             link.pointee.resendInterval = MXWire.firstResendNanoseconds
         }
         link.pointee.nextSeq &+= 1
@@ -236,9 +236,16 @@ extension EndpointCore {
         let link = wire.links! + Int(l)
         while link.pointee.transmitNext != link.pointee.nextSeq
                 && link.pointee.transmitNext &- link.pointee.base < MXWire.maxInFlight {
-            let size = frameSize(link, link.pointee.transmitNext)
-            guard link.pointee.inFlightBytes == 0 || link.pointee.inFlightBytes + size <= link.pointee.maxInFlightBytes,
-                  transmit(l, link.pointee.transmitNext) else { return }
+            let seq = link.pointee.transmitNext
+            let size = frameSize(link, seq)
+            guard link.pointee.inFlightBytes == 0 || link.pointee.inFlightBytes + size <= link.pointee.maxInFlightBytes else { return }
+            // The last frame the limits let out while more wait asks for an ack at once (the
+            // receiver would otherwise wait for four frames or 1 ms).
+            let next = seq &+ 1
+            let blocks = next != link.pointee.nextSeq
+                && (next &- link.pointee.base >= MXWire.maxInFlight
+                    || link.pointee.inFlightBytes + size + frameSize(link, next) > link.pointee.maxInFlightBytes)
+            guard transmit(l, seq, ackNow: blocks) else { return }
             link.pointee.inFlightBytes += size
             link.pointee.transmitNext &+= 1
         }
@@ -253,11 +260,11 @@ extension EndpointCore {
     /// Sends one frame of the window, with the current ack. False when the socket would block
     /// (or failed): the frame stays queued.
     @inline(__always)
-    mutating func transmit(_ l: Int32, _ seq: UInt32) -> Bool {
+    mutating func transmit(_ l: Int32, _ seq: UInt32, ackNow: Bool) -> Bool {
         let link = wire.links! + Int(l)
         let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
         guard sendFrame(link, f.pointee.buffer!, f.pointee.length, f.pointee.external, f.pointee.externalLength,
-                        droppable: true) else { return false }
+                        droppable: true, extraFlags: ackNow ? FrameFlags.ackNow : 0) else { return false }
         count(.framesSent)
         return true
     }
@@ -300,7 +307,6 @@ extension EndpointCore {
         if Int32(bitPattern: link.pointee.transmitNext &- ack) < 0 { link.pointee.transmitNext = ack }
         link.pointee.timerStart = now
         link.pointee.resendInterval = MXWire.firstResendNanoseconds
-        link.pointee.resends = 0
         link.pointee.fastResent = false
     }
 
@@ -353,12 +359,16 @@ extension EndpointCore {
         for l in 0..<wire.linkCount {
             let link = wire.links! + Int(l)
             guard peers[Int(link.pointee.peer)].alive else { continue }
+            if link.pointee.broken {
+                peerGone(link.pointee.peer, reason: "could not be served: out of memory keeping a frame for resending")
+                progressed = true
+                continue
+            }
             if link.pointee.ackOwed >= MXWire.ackEvery || (link.pointee.ackOwed > 0 && now >= link.pointee.ackDue) {
                 sendAck(l)
             }
             guard link.pointee.unacked else { continue }
             if now > link.pointee.timerStart && now - link.pointee.timerStart > link.pointee.resendInterval {
-                link.pointee.resends += 1
                 count(.resentFrames, Int(link.pointee.transmitNext &- link.pointee.base))
                 link.pointee.transmitNext = link.pointee.base
                 link.pointee.inFlightBytes = 0
@@ -427,6 +437,9 @@ extension EndpointCore {
         link.pointee.expected &+= 1
         if link.pointee.ackOwed == 0 { link.pointee.ackDue = now + MXWire.ackDelayNanoseconds }
         link.pointee.ackOwed += 1
+        if Shm.load(f, FrameLayout.flagsOffset, as: UInt8.self) & FrameFlags.ackNow != 0 {
+            link.pointee.ackOwed = max(link.pointee.ackOwed, MXWire.ackEvery)
+        }
         switch kind {
         case RecordKind.pullRequest.rawValue: servePull(p, cell, length: length)
         case RecordKind.pullReply.rawValue: receivePiece(p, cell, length: length)
@@ -623,6 +636,8 @@ extension EndpointCore {
         let l = peers[Int(s.pointee.peer)].link
         guard l >= 0 else { return }
         wire.outgoingPulls.removeAll { $0.request == r }
+        // A peer that is gone sends nothing again (wireDropPeer empties its window).
+        guard peers[Int(s.pointee.peer)].alive else { return }
         let link = wire.links! + Int(l)
         var seq = link.pointee.base
         while seq != link.pointee.nextSeq {
@@ -636,11 +651,14 @@ extension EndpointCore {
                 if f.pointee.capacity >= size {
                     (f.pointee.buffer! + f.pointee.length).copyMemory(from: data, byteCount: f.pointee.externalLength)
                     f.pointee.length = size
+                    f.pointee.externalLength = 0
+                } else {
+                    // No memory for the copy: this frame can never go again; the pair ends.
+                    link.pointee.broken = true
                 }
                 f.pointee.external = nil
-                f.pointee.externalLength = 0
+                f.pointee.owner = -1
             }
-            f.pointee.owner = -1
             seq &+= 1
         }
     }

@@ -14,6 +14,8 @@ public struct ByteWriter {
         bytes.append(contentsOf: u)
     }
     public mutating func put(_ b: Bool) { put(UInt8(b ? 1 : 0)) }
+    /// Raw bytes, as they are (already encoded fields).
+    public mutating func putBytes(_ raw: [UInt8]) { bytes.append(contentsOf: raw) }
 }
 
 public struct ByteReader {

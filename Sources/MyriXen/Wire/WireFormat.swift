@@ -67,6 +67,8 @@ enum FrameFlags {
     /// The sender of this frame saw a gap (a frame after a lost one): resend from its ack now,
     /// without waiting for the timer.
     static let gap: UInt8 = 1
+    /// The sender can send no more until acked: ack at once.
+    static let ackNow: UInt8 = 2
 }
 
 enum FrameType: UInt8 {
@@ -87,6 +89,9 @@ enum BoardMessage: UInt8 {
     case endpointClosed = 3
     /// "This host's backend is alive" (no fields), to every host it has pairs with.
     case heartbeat = 4
+    /// The receipt of an endpointClosed: the same six fields. Notices are resent every 250 ms
+    /// until receipted, for up to the host timeout.
+    case closedReceipt = 5
 
     static let magic: UInt32 = 0x4357_584D // "MXWC"
 }
