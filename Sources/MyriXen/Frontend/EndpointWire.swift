@@ -80,6 +80,7 @@ struct WireState {
     var receiveBuffer: UnsafeMutableRawPointer?
     /// Placeholder ring memory for peers of other hosts (never written: they have no rings).
     var inert: UnsafeMutableRawPointer?
+    var largePool: [UnsafeMutableRawPointer] = []
     var outgoingPulls: [OutgoingPull] = []
     var pendingPulls: [PendingPull] = []
     /// Refusals of pulls (peer, receiver's request) that wait for window room.
@@ -93,10 +94,13 @@ struct WireState {
     var dropState: UInt64 = 0
 
     static let receiveCapacity = 65_536
-    /// Frame buffers above `smallFrame` bytes are kept by the first `largeSlots` window slots
-    /// only (others free theirs once acked): at most 32 x 60 KiB per link.
+    /// Frames of up to `smallFrame` bytes keep their buffer in their window slot; larger ones
+    /// take a block of `largeBlock` bytes from the endpoint's pool and give it back once
+    /// acked (no allocation per message, and no link keeps 256 large buffers). The pool keeps
+    /// at most `poolBlocks` idle blocks.
     static let smallFrame = 4096
-    static let largeSlots = 32
+    static let largeBlock = FrameLayout.maxSize
+    static let poolBlocks = 128
     /// Passes that skip the socket after it was found empty.
     static let quietSkip = 7
     static let scanNanoseconds: UInt64 = 100_000
@@ -115,6 +119,8 @@ struct WireState {
             }
             l.deallocate()
         }
+        for b in largePool { free(b) }
+        largePool.removeAll()
         free(receiveBuffer)
         free(inert)
         closeDescriptor(fd)
@@ -133,6 +139,7 @@ extension EndpointCore {
             wire.inert = calloc(1, RingLayout.headerPage + WireState.inertCells * RingLayout.cellSize)
             formatRing(wire.inert!, dataBytes: WireState.inertCells * RingLayout.cellSize)
             wire.session = Shm.load(protectedPage, ProtectedPage.sessionOffset, as: UInt32.self)
+            wire.largePool.reserveCapacity(WireState.poolBlocks)
             wire.dropEvery = getenv(MXWire.dropEnvironment).flatMap { UInt64(String(cString: $0)) } ?? 0
             wire.dropState = UInt64(UInt32(bitPattern: getpid())) | 1
         }
@@ -168,10 +175,16 @@ extension EndpointCore {
         let f = link.pointee.frames + Int(link.pointee.nextSeq & UInt32(MXWire.window - 1))
         let size = FrameLayout.headerSize + RecordLayout.headerSize + payload
         if f.pointee.capacity < size {
-            let capacity = max(size, 256)
-            guard let b = realloc(f.pointee.buffer, capacity) else { return nil }
-            f.pointee.buffer = b
-            f.pointee.capacity = capacity
+            if size > WireState.smallFrame {
+                guard let block = wire.largePool.popLast() ?? malloc(WireState.largeBlock) else { return nil }
+                free(f.pointee.buffer)
+                f.pointee.buffer = block
+                f.pointee.capacity = WireState.largeBlock
+            } else {
+                guard let b = realloc(f.pointee.buffer, WireState.smallFrame) else { return nil }
+                f.pointee.buffer = b
+                f.pointee.capacity = WireState.smallFrame
+            }
         }
         let b = f.pointee.buffer!
         stampHeader(b, .data, link)
@@ -291,10 +304,13 @@ extension EndpointCore {
             if Int32(bitPattern: seq &- link.pointee.transmitNext) < 0 {
                 link.pointee.inFlightBytes -= f.pointee.length + f.pointee.externalLength
             }
-            // Large eager buffers stay in the first slots only: a link keeps at most
-            // `largeSlots` of them however many large messages went by.
-            if f.pointee.capacity > WireState.smallFrame && Int(seq & UInt32(MXWire.window - 1)) >= WireState.largeSlots {
-                free(f.pointee.buffer)
+            // A large buffer goes back to the pool (or away, when the pool is full).
+            if f.pointee.capacity > WireState.smallFrame {
+                if f.pointee.capacity == WireState.largeBlock && wire.largePool.count < WireState.poolBlocks {
+                    wire.largePool.append(f.pointee.buffer!)
+                } else {
+                    free(f.pointee.buffer)
+                }
                 f.pointee.buffer = nil
                 f.pointee.capacity = 0
             }
@@ -644,9 +660,12 @@ extension EndpointCore {
             let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
             if f.pointee.owner == r, let data = f.pointee.external {
                 let size = f.pointee.length + f.pointee.externalLength
-                if f.pointee.capacity < size, let b = realloc(f.pointee.buffer, size) {
-                    f.pointee.buffer = b
-                    f.pointee.capacity = size
+                // A piece is at most a frame: a pool block holds it with its header.
+                if f.pointee.capacity < size, let block = wire.largePool.popLast() ?? malloc(WireState.largeBlock) {
+                    block.copyMemory(from: f.pointee.buffer!, byteCount: f.pointee.length)
+                    free(f.pointee.buffer)
+                    f.pointee.buffer = block
+                    f.pointee.capacity = WireState.largeBlock
                 }
                 if f.pointee.capacity >= size {
                     (f.pointee.buffer! + f.pointee.length).copyMemory(from: data, byteCount: f.pointee.externalLength)
