@@ -45,7 +45,8 @@ public final class TestBackend {
         if let r = ringKB { args += ["--ring-kb", String(r)] }
         if let w = wire { args += ["--wire", w] }
         if let t = hostTimeout { args += ["--host-timeout", String(t)] }
-        let p = try ChildProcess.spawn(BuiltProducts.path("myrback"), args)
+        // Tied to this process: a test that crashes leaves no backend behind.
+        let p = try ChildProcess.spawnTied(BuiltProducts.path("myrback"), args)
         process = p
         let deadline = monotonicNanoseconds() + 10_000_000_000
         while monotonicNanoseconds() < deadline {
