@@ -67,8 +67,10 @@ public final class MPIEnvironment {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    /// This host's name (MPI_Get_processor_name).
-    public var processorName: String { BackendLocation.localHostName() }
+    /// This host's name (MPI_Get_processor_name), as its backend is named: the kernel's host
+    /// name, or for a host swiftrun reached through an agent (an emulated VM, an ssh host, a
+    /// Slurm node) its name in the hostfile, so ranks of different VMs tell them apart.
+    public var processorName: String { bootstrap.context.hostname }
 
     /// Ends the whole job with `code` (MPI_Abort). Does not return.
     public func abort(code: Int32, message: String = "") -> Never {

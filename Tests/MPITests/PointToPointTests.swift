@@ -44,6 +44,10 @@ final class PointToPointTests: XCTestCase {
         let (c2, o2) = runCapturing(swiftrun, ["--timeout", "60", "-f", cluster.hostfile, "--map-by", "node", "-n", "4", BuiltProducts.path("ring")])
         XCTAssertEqual(c2, 0, o2)
         XCTAssertTrue(o2.contains("ring of 4: token 6 came back from rank 3 ok"), o2)
+        // The processor name tells the VMs apart (the kernel's host name does not).
+        let (c3, o3) = runCapturing(swiftrun, ["--timeout", "60", "-f", cluster.hostfile, "--map-by", "node", "-n", "4", BuiltProducts.path("hello")])
+        XCTAssertEqual(c3, 0, o3)
+        for r in 0..<4 { XCTAssertTrue(o3.contains("hello from rank \(r) of 4 on \(cluster.names[r % 2])\n"), o3) }
     }
 
     func testTheExamplesRunByName() {
