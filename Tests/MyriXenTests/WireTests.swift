@@ -115,6 +115,8 @@ final class WireTests: XCTestCase {
         XCTAssertGreaterThan(a.counter(.framesSent), 0)
         XCTAssertGreaterThan(b.counter(.rendezvousPulls), 0, "above 32 KiB the receiver pulls")
         XCTAssertEqual(b.counter(.drops), 0)
+        let report = MXInfoReport.render(try mxA.info())
+        XCTAssertTrue(report.contains("wire: \(a.counter(.framesSent)) frames sent, \(a.counter(.framesReceived)) received"), report)
     }
 
     func testSegmentsAndSynchronousSends() throws {

@@ -738,7 +738,7 @@ public final class Backend {
                     cmx_load_relaxed_u64(ep.unprotectedPage + c.offset)
                 }
                 eps.append(MXEndpointInfo(board: b, endpoint: ep.index, ownerPID: ep.owner.pid, session: ep.session,
-                                          peers: ep.peers.count, regions: regions.map { (id: $0.0, base: $0.1, length: $0.2) },
+                                          peers: ep.peers.count + ep.remotePeers.count, regions: regions.map { (id: $0.0, base: $0.1, length: $0.2) },
                                           counters: counters))
             }
         }

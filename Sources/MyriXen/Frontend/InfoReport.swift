@@ -23,6 +23,9 @@ public enum MXInfoReport {
                         pad(String(e.counter(.bytesReceived)), 14), pad(String(e.counter(.unexpectedMessages)), 7),
                         pad(String(e.counter(.drops)), 7), String(e.counter(.refusedPulls)),
                     ].joined())
+                    if e.counter(.framesSent) + e.counter(.framesReceived) > 0 {
+                        out.append("        wire: \(e.counter(.framesSent)) frames sent, \(e.counter(.framesReceived)) received, \(e.counter(.resentFrames)) resent")
+                    }
                     if listRegions {
                         for r in e.regions {
                             out.append("        region \(r.id): 0x\(String(r.base, radix: 16)) +\(r.length)")
