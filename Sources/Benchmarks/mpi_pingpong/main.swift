@@ -1,5 +1,6 @@
 // mpi_pingpong: the OSU latency and bandwidth method through the Swift MPI library, so its
-// cost over the channel layer (mx_pingpong) can be measured. Run with two ranks:
+// cost over the channel layer (mx_pingpong) can be measured. Ranks 0 and 1 measure; more ranks
+// only add peers to them:
 //   swiftrun -n 2 mpi_pingpong [-m MIN:MAX] [-i ITERS] [-x WARMUP]
 #if canImport(Glibc)
 import Glibc
@@ -26,11 +27,20 @@ guard range.count == 2, range[0] >= 1, range[0] <= range[1] else {
 let mpi = try MPI.initialize()
 defer { mpi.finalize() }
 let world = mpi.world
-guard world.size == 2 else {
-    if world.rank == 0 { complain("needs exactly 2 ranks (swiftrun -n 2 mpi_pingpong)") }
+guard world.size >= 2 else {
+    complain("needs 2 ranks (swiftrun -n 2 mpi_pingpong)")
     exit(2)
 }
-let me = world.rank, peer = 1 - world.rank
+// Ranks 0 and 1 measure. Any others are bystanders: every rank first exchanges a message with
+// every other, so 0 and 1 carry links to all of them while they measure (the cost of having
+// peers, on this host or others, to a pair's own path).
+let me = world.rank, peer = me < 2 ? 1 - me : -1
+if world.size > 2 {
+    var token = [Int32(me)]
+    let outgoing = try (0..<world.size).filter { $0 != me }.map { try world.isend(token, to: $0, tag: 9) }
+    for q in 0..<world.size where q != me { token = try world.receive(Int32.self, from: .rank(q), tag: .value(9)).0 }
+    _ = try Request.waitAll(outgoing)
+}
 let maxSize = range[1], window = 64
 let send = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: maxSize)
 let recv = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: maxSize)
@@ -53,7 +63,7 @@ func pad(_ s: String, _ n: Int, left: Bool) -> String {
 }
 
 if me == 0 {
-    print("# Swift MPI mpi_pingpong (MyriXen MPI, \(mpi.processorName), same host)")
+    print("# Swift MPI mpi_pingpong (MyriXen MPI, rank 0 on \(mpi.processorName), \(world.size) ranks)")
     print(pad("# Size", 10, left: false) + pad("Latency (us)", 18, left: true) + pad("Bandwidth (MB/s)", 18, left: true))
 }
 var size = range[0]
@@ -64,7 +74,7 @@ while size <= range[1] {
     var (iters, warm) = counts(size, latency: true)
     try world.barrier()
     var t0 = 0.0
-    for i in 0..<(iters + warm) {
+    for i in 0..<(iters + warm) where peer >= 0 {
         if i == warm { t0 = MPIEnvironment.wtime() }
         if me == 0 {
             try world.send(s, to: peer, tag: 1)
@@ -78,7 +88,7 @@ while size <= range[1] {
     // Bandwidth: a window of non-blocking sends, then a 4-byte ack.
     (iters, warm) = counts(size, latency: false)
     try world.barrier()
-    for i in 0..<(iters + warm) {
+    for i in 0..<(iters + warm) where peer >= 0 {
         if i == warm { t0 = MPIEnvironment.wtime() }
         if me == 0 {
             var reqs: [Request<Void>] = []
