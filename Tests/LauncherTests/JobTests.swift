@@ -194,9 +194,7 @@ final class JobTests: XCTestCase {
     func testAHostfileOfThisHost() throws {
         let path = "/tmp/srtest-hostfile-\(getpid())"
         defer { unlink(path) }
-        let f = fopen(path, "w")!
-        fputs("# this machine\nlocalhost:2\n", f)
-        fclose(f)
+        writeFile(path, "# this machine\nlocalhost:2\n")
         let r = run(["-f", path, rank, "ring", marker])
         XCTAssertEqual(r.code, 0, r.output)
         XCTAssertTrue(r.output.contains("rank 1 of 2: ring ok"), "no -n: the hostfile's slots")
@@ -211,8 +209,7 @@ final class JobTests: XCTestCase {
         // wrong secret.
         let fake = "/tmp/srtest-fakessh-\(getpid())"
         defer { unlink(fake) }
-        let f = fopen(fake, "w")!
-        fputs("""
+        writeFile(fake, """
         #!/bin/bash
         while [ $# -gt 0 ]; do case "$1" in -x) shift ;; -o) shift 2 ;; *) break ;; esac; done
         shift
@@ -222,9 +219,7 @@ final class JobTests: XCTestCase {
         exec 5<&-
         exec "$@"
 
-        """, f)
-        fclose(f)
-        chmod(fake, 0o755)
+        """, executable: true)
         let program = try buildMPICHProgram()
         // Round robin (--map-by node): MPICH must get a process mapping it can use.
         let r = run(["-v", "--launcher", "ssh", "--launcher-exec", fake, "--host", "hostA:2,hostB:2", "--map-by", "node", program, marker])
@@ -244,8 +239,7 @@ final class JobTests: XCTestCase {
         // job ends without waiting for that agent, and its launcher is stopped.
         let slow = "/tmp/srtest-slowssh-\(getpid())"
         defer { unlink(slow) }
-        let f = fopen(slow, "w")!
-        fputs("""
+        writeFile(slow, """
         #!/bin/bash
         while [ $# -gt 0 ]; do case "$1" in -x) shift ;; -o) shift 2 ;; *) break ;; esac; done
         shift
@@ -254,9 +248,7 @@ final class JobTests: XCTestCase {
         wait $pause
         exec "$@"
 
-        """, f)
-        fclose(f)
-        chmod(slow, 0o755)
+        """, executable: true)
         let r = run(["--launcher-exec", slow, "--host", "localhost:1,slowhost:1", "-n", "2", "/bin/sh", "-c", "exit 1 # \(marker)"])
         XCTAssertEqual(r.code, 1, r.output)
         XCTAssertLessThan(r.seconds, 2.5, "the job did not wait for the late agent: \(r.output)")
@@ -323,13 +315,9 @@ final class JobTests: XCTestCase {
 
     func testBadInputIsOneClearLineAndExitCodeTwo() throws {
         let notExecutable = "/tmp/srtest-noexec-\(getpid())"
-        let f = fopen(notExecutable, "w")!
-        fputs("#!/bin/sh\n", f)
-        fclose(f)
+        writeFile(notExecutable, "#!/bin/sh\n")
         let badHostfile = "/tmp/srtest-badhosts-\(getpid())"
-        let h = fopen(badHostfile, "w")!
-        fputs("localhost\nnode2:zero\n", h)
-        fclose(h)
+        writeFile(badHostfile, "localhost\nnode2:zero\n")
         defer { unlink(notExecutable); unlink(badHostfile) }
         for (args, words) in [(["--frobnicate", "x"], "unknown option --frobnicate"),
                               (["-n", "0", "/bin/true"], "-n must be a positive number"),

@@ -52,8 +52,7 @@ final class SSHClusterTests: XCTestCase {
         if access("/run/sshd", F_OK) != 0 { try sh("mkdir -p /run/sshd"); createdRunSSHD = true }
         for (k, vm) in namespaces.dropFirst().enumerated() {
             let config = "\(dir)/sshd_config_\(k)"
-            let f = fopen(config, "w")!
-            fputs("""
+            writeFile(config, """
             ListenAddress \(subnet).\(k + 1)
             HostKey \(dir)/hostkey
             PidFile \(dir)/sshd_\(k).pid
@@ -64,20 +63,14 @@ final class SSHClusterTests: XCTestCase {
             UsePAM no
             StrictModes no
 
-            """, f)
-            fclose(f)
+            """)
             // Its log goes to the test's folder (exec: the pid stays sshd's).
             sshds.append(try ChildProcess.spawn("/bin/sh", ["-c", "exec /usr/sbin/ip netns exec \(vm) /usr/sbin/sshd -D -e -f \(config) > \(dir)/sshd_\(k).log 2>&1"]))
         }
         ssh = "\(dir)/ssh"
-        let w = fopen(ssh, "w")!
-        fputs("#!/bin/sh\nexec /usr/bin/ssh -i \(dir)/client -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5 \"$@\"\n", w)
-        fclose(w)
-        chmod(ssh, 0o755)
+        writeFile(ssh, "#!/bin/sh\nexec /usr/bin/ssh -i \(dir)/client -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=5 \"$@\"\n", executable: true)
         hostfile = "\(dir)/hosts"
-        let h = fopen(hostfile, "w")!
-        fputs("\(subnet).1 slots=2\n\(subnet).2 slots=2\n", h)
-        fclose(h)
+        writeFile(hostfile, "\(subnet).1 slots=2\n\(subnet).2 slots=2\n")
         // Wait until both servers answer.
         let deadline = monotonicNanoseconds() + 10_000_000_000
         for k in 1...2 {
@@ -143,10 +136,7 @@ final class SSHClusterTests: XCTestCase {
         let out = "\(dir)/bytes.out"
         let cwd = String(cString: getcwd(nil, 0))
         let script = "\(dir)/show.sh"
-        let w = fopen(script, "w")!
-        fputs("#!/bin/sh\nprintf '%s|%s\\n' \"$SRTEST_VAR\" \"$(pwd)\"\nprintf '\\001\\377\\200\\n'\n", w)
-        fclose(w)
-        chmod(script, 0o755)
+        writeFile(script, "#!/bin/sh\nprintf '%s|%s\\n' \"$SRTEST_VAR\" \"$(pwd)\"\nprintf '\\001\\377\\200\\n'\n", executable: true)
         let (code, text) = runCapturing("/bin/sh", ["-c", "ip netns exec \(launchNS) \(swiftrun) --launcher-exec \(ssh) -f \(hostfile) -n 1 \(script) > \(out)"],
                                         environment: ["SRTEST_VAR": "hello there"])
         XCTAssertEqual(code, 0, text)

@@ -60,9 +60,7 @@ final class SlurmTests: XCTestCase {
         PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE
 
         """
-        let f = fopen("\(dir)/slurm.conf", "w")!
-        fputs(conf, f)
-        fclose(f)
+        writeFile("\(dir)/slurm.conf", conf)
         env = ["SLURM_CONF": "\(dir)/slurm.conf", MXDefaults.socketEnvironment: "\(dir)/mx/myrback.sock",
                MXDefaults.backendPathEnvironment: BuiltProducts.path("myrback")]
         for (k, v) in env { setenv(k, v, 1) }

@@ -14,12 +14,7 @@ final class ExternalPackageTests: XCTestCase {
         defer { _ = runCapturing("/bin/rm", ["-rf", dir]) }
         mkdir("\(dir)/Sources", 0o755)
         mkdir("\(dir)/Sources/greeter", 0o755)
-        func write(_ path: String, _ text: String) {
-            let f = fopen(path, "w")!
-            fputs(text, f)
-            fclose(f)
-        }
-        write("\(dir)/Package.swift", """
+        writeFile("\(dir)/Package.swift", """
         // swift-tools-version:6.0
         import PackageDescription
 
@@ -32,7 +27,7 @@ final class ExternalPackageTests: XCTestCase {
         )
 
         """)
-        write("\(dir)/Sources/greeter/main.swift", """
+        writeFile("\(dir)/Sources/greeter/main.swift", """
         import MPI
 
         let mpi = try MPI.initialize()

@@ -119,6 +119,14 @@ public enum Pattern {
     }
 }
 
+/// Writes `text` to a file (replacing it), executable when asked (a script).
+public func writeFile(_ path: String, _ text: String, executable: Bool = false) {
+    let f = fopen(path, "w")!
+    fputs(text, f)
+    fclose(f)
+    if executable { chmod(path, 0o755) }
+}
+
 /// Runs a command to completion and returns its exit status and its output (stdout and stderr).
 public func runCapturing(_ path: String, _ arguments: [String], environment: [String: String] = [:]) -> (status: Int32, output: String) {
     func quote(_ s: String) -> String { "'" + s.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'" }
@@ -189,9 +197,7 @@ public final class EmulatedVMs {
             remove()
             throw error
         }
-        let f = fopen(hostfile, "w")!
-        fputs("# two emulated VMs\n\(names[0]) slots=2\n\(names[1]) slots=2\n", f)
-        fclose(f)
+        writeFile(hostfile, "# two emulated VMs\n\(names[0]) slots=2\n\(names[1]) slots=2\n")
     }
 
     public func remove() {

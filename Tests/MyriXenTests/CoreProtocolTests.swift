@@ -81,14 +81,7 @@ final class CoreProtocolTests: XCTestCase {
     }
 
     func receive(_ buffer: UnsafeMutableRawBufferPointer, tag: UInt64, mask: UInt64 = .max) -> Int32 {
-        let r = b.pointee.allocateRequest(kind: .receive)
-        let s = b.pointee.requests[r]
-        s.pointee.buffer = buffer.baseAddress
-        s.pointee.length = buffer.count
-        s.pointee.matchInfo = tag
-        s.pointee.mask = mask
-        b.pointee.post(r)
-        return r
+        b.pointee.postReceive(buffer.baseAddress, length: buffer.count, matchInfo: tag, mask: mask, context: 0)
     }
 
     func done(_ core: UnsafeMutablePointer<EndpointCore>, _ r: Int32) -> Bool {

@@ -623,10 +623,7 @@ public final class Backend {
             guard let peer = endpointsBySerial[peerSerial] else { continue }
             peer.peers.remove(ep.serial)
             pairs[PairKey(ep.serial, peerSerial)] = nil
-            let nic = nicIDs[ep.board]
-            peer.owner.post(ControlMessage.encode(.peerDetached, token: 0) { w in
-                w.put(nic); w.put(UInt16(ep.index)); w.put(ep.session)
-            })
+            tellDetached(peer, nicID: nicIDs[ep.board], endpoint: UInt16(ep.index), session: ep.session)
             peer.bumpAttachGeneration()
         }
         pairs[PairKey(ep.serial, ep.serial)] = nil
@@ -641,6 +638,14 @@ public final class Backend {
         endpointsBySerial[ep.serial] = nil
         ep.owner.endpoint = nil
         log("endpoint \(ep.board).\(ep.index) closed")
+    }
+
+    /// Tells `ep`'s owner that a peer (of this host or another) is gone; the caller bumps the
+    /// attach generation once it has said all.
+    func tellDetached(_ ep: EndpointRecord, nicID: UInt64, endpoint: UInt16, session: UInt32, flags: UInt16 = 0) {
+        ep.owner.post(ControlMessage.encode(.peerDetached, token: 0, flags: flags) { w in
+            w.put(nicID); w.put(endpoint); w.put(session)
+        })
     }
 
     // MARK: connect

@@ -234,9 +234,7 @@ extension Backend {
         guard let board = nicIDs.firstIndex(of: nicID),
               index < config.endpointsPerBoard, let ep = boards[board][index], ep.session == session,
               ep.remotePeers.remove(gone) != nil else { return }
-        ep.owner.post(ControlMessage.encode(.peerDetached, token: 0) { w in
-            w.put(gone.nicID); w.put(gone.endpoint); w.put(gone.session)
-        })
+        tellDetached(ep, nicID: gone.nicID, endpoint: gone.endpoint, session: gone.session)
         ep.bumpAttachGeneration()
     }
 
@@ -269,9 +267,8 @@ extension Backend {
                     guard !gone.isEmpty else { continue }
                     for peer in gone {
                         ep.remotePeers.remove(peer)
-                        ep.owner.post(ControlMessage.encode(.peerDetached, token: 0, flags: ControlFlags.hostLost) { w in
-                            w.put(peer.nicID); w.put(peer.endpoint); w.put(peer.session)
-                        })
+                        tellDetached(ep, nicID: peer.nicID, endpoint: peer.endpoint, session: peer.session,
+                                     flags: ControlFlags.hostLost)
                         // Should that host only have been cut off, its side of the pair ends too.
                         noticeClosed(ep, to: peer, now: now)
                     }

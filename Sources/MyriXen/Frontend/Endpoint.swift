@@ -187,14 +187,13 @@ public final class MXEndpoint {
     /// Maps a peer's grants and adds it to the data path.
     func attach(_ g: PeerGrant, eventFD: Int32) throws(MXError) -> Int32 {
         let key = PeerKey(nic: g.nicID, endpoint: g.endpoint)
-        if let existing = peerIndex[key], core.pointee.peers[Int(existing)].session == g.session,
-           core.pointee.peers[Int(existing)].alive {
+        if let existing = livePeer(key, session: g.session) {
             closeDescriptor(eventFD)
             return existing
         }
-        guard core.pointee.peerCount < core.pointee.peerCapacity else {
+        do { try ensurePeerRoom() } catch {
             closeDescriptor(eventFD)
-            throw MXError(.badParameter, "endpoint \(endpointID) already has \(MXLimits.maxPeers) peers")
+            throw error
         }
         let isSelf = g.ringOut == g.ringIn
         let refs = isSelf ? [g.ringOut, g.peerProtected, g.peerUnprotected]
@@ -231,19 +230,26 @@ public final class MXEndpoint {
         return p
     }
 
-    /// Adds a peer of another host, reached through this endpoint's wire socket.
-    func attachRemote(_ g: RemotePeer) throws(MXError) -> Int32 {
-        let key = PeerKey(nic: g.nicID, endpoint: g.endpoint)
-        if let existing = peerIndex[key], core.pointee.peers[Int(existing)].session == g.session,
-           core.pointee.peers[Int(existing)].alive {
-            return existing
-        }
-        guard core.pointee.wire.fd >= 0 else {
-            throw MXError(.protocolError, "the backend attached a peer of another host to an endpoint without a wire socket")
-        }
+    /// The peer already attached under `key` in this session, if it is still there.
+    func livePeer(_ key: PeerKey, session: UInt32) -> Int32? {
+        guard let p = peerIndex[key], core.pointee.peers[Int(p)].session == session, core.pointee.peers[Int(p)].alive else { return nil }
+        return p
+    }
+
+    func ensurePeerRoom() throws(MXError) {
         guard core.pointee.peerCount < core.pointee.peerCapacity else {
             throw MXError(.badParameter, "endpoint \(endpointID) already has \(MXLimits.maxPeers) peers")
         }
+    }
+
+    /// Adds a peer of another host, reached through this endpoint's wire socket.
+    func attachRemote(_ g: RemotePeer) throws(MXError) -> Int32 {
+        let key = PeerKey(nic: g.nicID, endpoint: g.endpoint)
+        if let existing = livePeer(key, session: g.session) { return existing }
+        guard core.pointee.wire.fd >= 0 else {
+            throw MXError(.protocolError, "the backend attached a peer of another host to an endpoint without a wire socket")
+        }
+        try ensurePeerRoom()
         let p = core.pointee.attachRemote(g)
         peerIndex[key] = p
         return p
@@ -739,14 +745,8 @@ public final class MXEndpoint {
                       context: UInt64 = 0) throws(MXError) -> MXRequest {
         try ensureUsable()
         guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
-        let r = core.pointee.allocateRequest(kind: .receive)
-        let s = core.pointee.requests[r]
-        s.pointee.buffer = buffer.baseAddress
-        s.pointee.length = buffer.count
-        s.pointee.matchInfo = matchInfo
-        s.pointee.mask = mask
-        s.pointee.context = context
-        core.pointee.post(r)
+        let r = core.pointee.postReceive(buffer.baseAddress, length: buffer.count, matchInfo: matchInfo, mask: mask,
+                                         context: context)
         return core.pointee.handle(r)
     }
 

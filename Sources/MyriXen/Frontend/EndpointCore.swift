@@ -473,6 +473,21 @@ struct EndpointCore {
 
     // MARK: receiving
 
+    /// A receive into one buffer, posted (the caller checked the mask): its request.
+    @inline(__always)
+    mutating func postReceive(_ buffer: UnsafeMutableRawPointer?, length: Int, matchInfo: UInt64, mask: UInt64,
+                              context: UInt64) -> Int32 {
+        let r = allocateRequest(kind: .receive)
+        let s = requests[r]
+        s.pointee.buffer = buffer
+        s.pointee.length = length
+        s.pointee.matchInfo = matchInfo
+        s.pointee.mask = mask
+        s.pointee.context = context
+        post(r)
+        return r
+    }
+
     /// Posts receive `r` (fields set); delivers a matching unexpected message at once.
     @inline(__always)
     mutating func post(_ r: Int32) {

@@ -297,6 +297,15 @@ extension EndpointCore {
         }
     }
 
+    /// Go-back-N: everything from the oldest unacked frame goes again (the pump sends it).
+    @inline(__always)
+    mutating func goBack(_ link: UnsafeMutablePointer<WireLink>, now: UInt64) {
+        count(.resentFrames, Int(link.pointee.transmitNext &- link.pointee.base))
+        link.pointee.transmitNext = link.pointee.base
+        link.pointee.inFlightBytes = 0
+        link.pointee.timerStart = now
+    }
+
     /// Frees the frames the peer acknowledged (all before `ack`).
     @inline(__always)
     mutating func applyAck(_ l: Int32, _ ack: UInt32, now: UInt64) {
@@ -399,11 +408,8 @@ extension EndpointCore {
             }
             guard link.pointee.unacked else { continue }
             if now > link.pointee.timerStart && now - link.pointee.timerStart > link.pointee.resendInterval {
-                count(.resentFrames, Int(link.pointee.transmitNext &- link.pointee.base))
-                link.pointee.transmitNext = link.pointee.base
-                link.pointee.inFlightBytes = 0
+                goBack(link, now: now)
                 link.pointee.resendInterval = min(link.pointee.resendInterval * 2, MXWire.maxResendNanoseconds)
-                link.pointee.timerStart = now
             }
             if link.pointee.transmitNext != link.pointee.nextSeq { wirePump(l) }
         }
@@ -435,11 +441,8 @@ extension EndpointCore {
             && link.pointee.transmitNext != link.pointee.base && !link.pointee.fastResent {
             // The peer lost a frame: go back to it now (once for this base; the timer covers
             // a lost resend).
-            count(.resentFrames, Int(link.pointee.transmitNext &- link.pointee.base))
-            link.pointee.transmitNext = link.pointee.base
-            link.pointee.inFlightBytes = 0
+            goBack(link, now: now)
             link.pointee.fastResent = true
-            link.pointee.timerStart = now
         }
         guard Shm.load(f, FrameLayout.typeOffset, as: UInt8.self) == FrameType.data.rawValue else { return }
         guard Shm.load(f, FrameLayout.sequenceOffset, as: UInt32.self) == link.pointee.expected else {
