@@ -204,22 +204,30 @@ final class JobTests: XCTestCase {
         XCTAssertEqual(run(["-f", path, "-n", "3", "--oversubscribe", rank, "ring", marker]).code, 0)
     }
 
+    /// An "ssh" for the ssh launcher's tests: skips ssh's options and the host, runs `body`,
+    /// then the command it was given, right here.
+    func writeFakeSSH(_ path: String, _ body: String) {
+        writeFile(path, """
+        #!/bin/bash
+        while [ $# -gt 0 ]; do case "$1" in -x) shift ;; -o) shift 2 ;; *) break ;; esac; done
+        shift
+        \(body)
+        exec "$@"
+
+        """, executable: true)
+    }
+
     func testAgentsCombineBarriersPerHostAndStrangersGetNothing() throws {
         // An "ssh" that runs the agent right here, after a stranger tried the job's port with a
         // wrong secret.
         let fake = "/tmp/srtest-fakessh-\(getpid())"
         defer { unlink(fake) }
-        writeFile(fake, """
-        #!/bin/bash
-        while [ $# -gt 0 ]; do case "$1" in -x) shift ;; -o) shift 2 ;; *) break ;; esac; done
-        shift
+        writeFakeSSH(fake, """
         addr=$3
         exec 5<>/dev/tcp/${addr%:*}/${addr#*:}; echo "cmd=hello secret=guess host=$5" >&5
         if read -t 2 line <&5; then echo "stranger got: $line" >&2; else echo "stranger got nothing" >&2; fi
         exec 5<&-
-        exec "$@"
-
-        """, executable: true)
+        """)
         let program = try buildMPICHProgram()
         // Round robin (--map-by node): MPICH must get a process mapping it can use.
         let r = run(["-v", "--launcher", "ssh", "--launcher-exec", fake, "--host", "hostA:2,hostB:2", "--map-by", "node", program, marker])
@@ -239,16 +247,11 @@ final class JobTests: XCTestCase {
         // job ends without waiting for that agent, and its launcher is stopped.
         let slow = "/tmp/srtest-slowssh-\(getpid())"
         defer { unlink(slow) }
-        writeFile(slow, """
-        #!/bin/bash
-        while [ $# -gt 0 ]; do case "$1" in -x) shift ;; -o) shift 2 ;; *) break ;; esac; done
-        shift
+        writeFakeSSH(slow, """
         trap 'kill $pause 2>/dev/null; exit 143' TERM
         sleep 3 & pause=$!
         wait $pause
-        exec "$@"
-
-        """, executable: true)
+        """)
         let r = run(["--launcher-exec", slow, "--host", "localhost:1,slowhost:1", "-n", "2", "/bin/sh", "-c", "exit 1 # \(marker)"])
         XCTAssertEqual(r.code, 1, r.output)
         XCTAssertLessThan(r.seconds, 2.5, "the job did not wait for the late agent: \(r.output)")
