@@ -28,7 +28,11 @@ public final class MXWorld {
         let context = try MXContext()
         let endpoint = try context.openEndpoint(key: h)
         let world = MXWorld(pmi: pmi, context: context, endpoint: endpoint, key: h)
-        try pmi.put(cardKeyPrefix + String(pmi.rank), NICAddressing.format(endpoint.nicID) + "/" + String(endpoint.endpointID))
+        // While the rank waits in any PMI call, its endpoint goes on acking and resending.
+        pmi.whileWaiting = { fd in endpoint.progress(untilReadable: fd) }
+        // The card: NIC id, endpoint, and the host's name (for messages about that rank).
+        try pmi.put(cardKeyPrefix + String(pmi.rank),
+                    NICAddressing.format(endpoint.nicID) + "/" + String(endpoint.endpointID) + "/" + context.hostname)
         try pmi.barrier()
         return world
     }
@@ -39,6 +43,15 @@ public final class MXWorld {
         self.endpoint = endpoint
         self.key = key
         addresses = Array(repeating: nil, count: pmi.size)
+        hostNames = Array(repeating: nil, count: pmi.size)
+    }
+
+    var hostNames: [String?]
+
+    /// The name of the host `rank` runs on, as its backend is named, once its address was
+    /// looked up (nil before).
+    public func hostName(of rank: Int) -> String? {
+        rank >= 0 && rank < size ? hostNames[rank] : nil
     }
 
     /// The address of `rank`'s endpoint, connecting on first use.
@@ -48,18 +61,23 @@ public final class MXWorld {
         guard let card = try pmi.get(MXWorld.cardKeyPrefix + String(rank)) else {
             throw PMIError("rank \(rank) published no endpoint")
         }
-        let parts = card.split(separator: "/")
+        let parts = card.split(separator: "/", maxSplits: 2)
         let hex = parts.first?.split(separator: ":").joined() ?? ""
-        guard parts.count == 2, let nic = UInt64(hex, radix: 16), let ep = Int(parts[1]) else {
+        guard parts.count == 3, let nic = UInt64(hex, radix: 16), let ep = Int(parts[1]) else {
             throw PMIError("rank \(rank)'s endpoint card '\(card)' is malformed")
         }
+        hostNames[rank] = String(parts[2])
         let a = try endpoint.connect(nicID: nic, endpointID: ep, key: key)
         addresses[rank] = a
         return a
     }
 
-    /// Barrier, then PMI finalize, endpoint close and library finalize.
+    /// Drain, barrier, then PMI finalize, endpoint close and library finalize. The drain
+    /// comes first: eager sends complete once queued, so frames toward other hosts may still
+    /// need resending, and they are resent while the rank waits (in the drain, and in the PMI
+    /// calls, which keep the endpoint progressing) until acked or their peer is declared lost.
     public func finalize() throws {
+        if !endpoint.isClosed { try? endpoint.drain() }
         try pmi.barrier()
         try pmi.finalize()
         endpoint.close()

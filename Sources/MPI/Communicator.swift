@@ -6,6 +6,8 @@ public enum Source: ExpressibleByIntegerLiteral, Equatable, Sendable {
     case rank(Int)
     case any
     public init(integerLiteral value: Int) { self = .rank(value) }
+
+    var rank: Int? { if case let .rank(r) = self { return r } else { return nil } }
 }
 
 /// Which tags a receive takes.
@@ -48,8 +50,14 @@ public final class Communicator {
     /// Whether `free()` was called.
     public var isFreed: Bool { freed.pointee }
 
-    init(world: MXWorld, context: UInt16, ranks: [Int], myRank: Int, contexts: ContextIDs) {
+    /// What an operation's failure does: `.fatal` (the default, as in MPI) ends the job on a
+    /// failure of the job itself; `.throwing` throws every error.
+    public var errorHandler: ErrorHandler
+
+    init(world: MXWorld, context: UInt16, ranks: [Int], myRank: Int, contexts: ContextIDs,
+         errorHandler: ErrorHandler = .fatal) {
         self.world = world
+        self.errorHandler = errorHandler
         self.context = context
         members = ranks
         rank = myRank
@@ -89,13 +97,45 @@ public final class Communicator {
             let a = try world.address(of: members[r])
             addresses[r] = a
             return a
-        } catch let e as MXError { throw MPIError(e) } catch {
-            throw MPIError(.intern, "\(error)")
+        } catch let e as MXError { throw failure(e, peer: r) } catch {
+            throw failure(MPIError(.intern, "cannot reach \(describe(r)): \(error)"))
         }
     }
 
-    func mx<R>(_ body: () throws(MXError) -> R) throws(MPIError) -> R {
-        do { return try body() } catch { throw MPIError(error) }
+    /// Who a receive from `source` waits for: one rank's endpoint (connected first, so that the
+    /// receive fails should that rank go away), or any peer.
+    @inline(__always)
+    func sender(_ source: Source) throws(MPIError) -> MXSender {
+        if case let .rank(r) = source { return .peer(try address(r)) }
+        return .anyPeer
+    }
+
+    func mx<R>(peer: Int? = nil, _ body: () throws(MXError) -> R) throws(MPIError) -> R {
+        do { return try body() } catch { throw failure(error, peer: peer) }
+    }
+
+    /// "rank 3 (on vm2)": a member as errors name it.
+    func describe(_ r: Int) -> String {
+        let w = members[r]
+        let host = world.hostName(of: w).map { " on \($0)" } ?? ""
+        return w == r ? "rank \(r)\(host)" : "rank \(r) (world rank \(w))\(host)"
+    }
+
+    /// A channel failure in MPI's terms, naming the rank it concerns; see `failure(_:)`.
+    func failure(_ e: MXError, peer r: Int?) -> MPIError {
+        var err = MPIError(e)
+        if let r, err.errorClass == .procFailed {
+            err = MPIError(.procFailed, "\(describe(r)) is gone: \(e.message)")
+        }
+        return failure(err)
+    }
+
+    /// The error to throw, after the error handler had its say: under `.fatal` a failure of
+    /// the job ends it here, with the rank's report as the abort message.
+    func failure(_ e: MPIError) -> MPIError {
+        guard errorHandler == .fatal && e.isFailureOfTheJob else { return e }
+        world.pmi.abort(code: ErrorHandler.fatalExitCode,
+                        message: "rank \(world.rank) on \(world.context.hostname): \(e) (errors are fatal; set errorHandler = .throwing to handle them)")
     }
 
     // MARK: sending
@@ -113,7 +153,7 @@ public final class Communicator {
         try check(tag: tag)
         let to = try address(destination)
         let info = MatchBits.info(context: context, source: rank, tag: tag)
-        do { _ = try endpoint.wait(try endpoint.isend(raw, to: to, matchInfo: info)) } catch { throw MPIError(error) }
+        do { _ = try endpoint.wait(try endpoint.isend(raw, to: to, matchInfo: info)) } catch { throw failure(error, peer: destination) }
     }
 
     @inlinable
@@ -139,10 +179,10 @@ public final class Communicator {
         let buffer = OwnedBuffer(copying: values) // the request owns what it sends
         let raw = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count)
         let info = MatchBits.info(context: context, source: rank, tag: tag)
-        let handle = try mx { () throws(MXError) in
+        let handle = try mx(peer: destination) { () throws(MXError) in
             sync ? try endpoint.issend(raw, to: to, matchInfo: info) : try endpoint.isend(raw, to: to, matchInfo: info)
         }
-        return Request(comm: self, handle: handle, buffer: buffer, isReceive: false) { _, _ in () }
+        return Request(comm: self, handle: handle, buffer: buffer, isReceive: false, peer: destination) { _, _ in () }
     }
 
     /// Starts a send from the caller's memory, without a copy (for experts): `buffer` must stay
@@ -152,16 +192,19 @@ public final class Communicator {
         try check(tag: tag)
         let to = try address(destination)
         let info = MatchBits.info(context: context, source: rank, tag: tag)
-        let handle = try mx { () throws(MXError) in try endpoint.isend(UnsafeRawBufferPointer(buffer), to: to, matchInfo: info) }
-        return Request(comm: self, handle: handle, buffer: nil, isReceive: false) { _, _ in () }
+        let handle = try mx(peer: destination) { () throws(MXError) in try endpoint.isend(UnsafeRawBufferPointer(buffer), to: to, matchInfo: info) }
+        return Request(comm: self, handle: handle, buffer: nil, isReceive: false, peer: destination) { _, _ in () }
     }
 
     /// Starts a receive straight into the caller's memory (for experts): `buffer` must stay
     /// valid until the request is over. `wait` gives the number of elements received.
     public func ireceive<T: BitwiseCopyable>(unsafe buffer: UnsafeMutableBufferPointer<T>, from source: Source = .any, tag: Tag = .any) throws(MPIError) -> Request<Int> {
         let (info, mask) = try receiveBits(source, tag)
-        let handle = try mx { () throws(MXError) in try endpoint.irecv(UnsafeMutableRawBufferPointer(buffer), matchInfo: info, mask: mask) }
-        return Request(comm: self, handle: handle, buffer: nil, isReceive: true) { (st, _) throws(MPIError) -> Int in
+        let from = try sender(source)
+        let handle = try mx(peer: source.rank) { () throws(MXError) in
+            try endpoint.irecv(UnsafeMutableRawBufferPointer(buffer), matchInfo: info, mask: mask, from: from)
+        }
+        return Request(comm: self, handle: handle, buffer: nil, isReceive: true, peer: source.rank) { (st, _) throws(MPIError) -> Int in
             guard !st.isTruncated else { throw MPIError(.truncate, "a message of \(st.messageLength) bytes does not fit \(buffer.count) \(T.self)") }
             return st.transferredLength / max(1, MemoryLayout<T>.stride)
         }
@@ -184,8 +227,9 @@ public final class Communicator {
         let (info, mask) = try receiveBits(source, tag)
         let buffer = OwnedBuffer(bytes: count * MemoryLayout<T>.stride)
         let raw = UnsafeMutableRawBufferPointer(start: buffer.pointer, count: buffer.count)
-        let handle = try mx { () throws(MXError) in try endpoint.irecv(raw, matchInfo: info, mask: mask) }
-        return Request(comm: self, handle: handle, buffer: buffer, isReceive: true) { (st, b) throws(MPIError) -> [T] in
+        let from = try sender(source)
+        let handle = try mx(peer: source.rank) { () throws(MXError) in try endpoint.irecv(raw, matchInfo: info, mask: mask, from: from) }
+        return Request(comm: self, handle: handle, buffer: buffer, isReceive: true, peer: source.rank) { (st, b) throws(MPIError) -> [T] in
             if st.isCancelled { return [] }
             guard !st.isTruncated else {
                 throw MPIError(.truncate, "a message of \(st.messageLength) bytes does not fit \(count) \(T.self)")
@@ -240,8 +284,11 @@ public final class Communicator {
     @usableFromInline
     func receiveRaw(_ raw: UnsafeMutableRawBufferPointer, from source: Source, tag: Tag) throws(MPIError) -> Status {
         let (info, mask) = try receiveBits(source, tag)
+        let from = try sender(source)
         let st: MXStatus
-        do { st = try endpoint.wait(try endpoint.irecv(raw, matchInfo: info, mask: mask)) } catch { throw MPIError(error) }
+        do { st = try endpoint.wait(try endpoint.irecv(raw, matchInfo: info, mask: mask, from: from)) } catch {
+            throw failure(error, peer: source.rank)
+        }
         guard !st.isTruncated else {
             throw MPIError(.truncate, "a message of \(st.messageLength) bytes from rank \(MatchBits.source(st.matchInfo)) does not fit a buffer of \(raw.count)")
         }
@@ -305,7 +352,8 @@ public final class Communicator {
     /// Waits for a matching message and describes it without receiving it (MPI_Probe).
     public func probe(from source: Source = .any, tag: Tag = .any) throws(MPIError) -> Status {
         let (info, mask) = try receiveBits(source, tag)
-        return status(try mx { () throws(MXError) in try endpoint.probe(matchInfo: info, mask: mask) })
+        let from = try sender(source)
+        return status(try mx(peer: source.rank) { () throws(MXError) in try endpoint.probe(matchInfo: info, mask: mask, from: from) })
     }
 
     /// A matching message's description if one has arrived (MPI_Iprobe).

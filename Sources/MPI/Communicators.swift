@@ -137,7 +137,7 @@ extension Communicator {
         let info = MatchBits.info(context: collectiveContext, source: rank, tag: tag)
         let sent: Result<Void, MPIError> = bytes.withUnsafeBytes { raw in
             Result { () throws(MPIError) in
-                try mx { () throws(MXError) in _ = try endpoint.wait(try endpoint.isend(raw, to: to, matchInfo: info)) }
+                try mx(peer: r) { () throws(MXError) in _ = try endpoint.wait(try endpoint.isend(raw, to: to, matchInfo: info)) }
             }
         }
         try sent.get()
@@ -145,7 +145,8 @@ extension Communicator {
 
     func receiveInternal(tag: Int, from: Int?) throws(MPIError) -> ([UInt8], Int) {
         let (info, mask) = MatchBits.receive(context: collectiveContext, source: from, tag: tag)
-        let st = try mx { () throws(MXError) in try endpoint.probe(matchInfo: info, mask: mask) }
+        let sender = try self.sender(from.map { .rank($0) } ?? .any)
+        let st = try mx(peer: from) { () throws(MXError) in try endpoint.probe(matchInfo: info, mask: mask, from: sender) }
         var data = [UInt8](repeating: 0, count: st.messageLength)
         let exact = MatchBits.info(context: collectiveContext, source: MatchBits.source(st.matchInfo), tag: tag)
         let received: Result<MXStatus, MPIError> = data.withUnsafeMutableBytes { raw in
@@ -218,7 +219,7 @@ extension Communicator {
             contexts.release(ctx)
             return nil
         }
-        return Communicator(world: world, context: ctx, ranks: myGroup, myRank: me, contexts: contexts)
+        return Communicator(world: world, context: ctx, ranks: myGroup, myRank: me, contexts: contexts, errorHandler: errorHandler)
     }
 
     /// The same group with a context of its own (MPI_Comm_dup). Collective.

@@ -30,16 +30,19 @@ public final class Request<Value> {
     let buffer: OwnedBuffer?
     let finish: (MXStatus, OwnedBuffer?) throws(MPIError) -> Value
     let isReceive: Bool
+    /// The rank (in `comm`) the operation sends to or receives from, if one.
+    let peer: Int?
     public private(set) var isComplete = false
     /// The completed operation's status (source, tag, size, cancelled).
     public private(set) var status: Status?
 
-    init(comm: Communicator, handle: MXRequest, buffer: OwnedBuffer?, isReceive: Bool,
+    init(comm: Communicator, handle: MXRequest, buffer: OwnedBuffer?, isReceive: Bool, peer: Int?,
          finish: @escaping (MXStatus, OwnedBuffer?) throws(MPIError) -> Value) {
         self.comm = comm
         self.handle = handle
         self.buffer = buffer
         self.isReceive = isReceive
+        self.peer = peer
         self.finish = finish
     }
 
@@ -59,7 +62,7 @@ public final class Request<Value> {
         let st: MXStatus
         do { st = try comm.endpoint.wait(handle) } catch {
             isComplete = true
-            throw MPIError(error)
+            throw comm.failure(error, peer: peer)
         }
         isComplete = true
         status = comm.status(st)
@@ -72,7 +75,7 @@ public final class Request<Value> {
         let st: MXStatus?
         do { st = try comm.endpoint.test(handle) } catch {
             isComplete = true
-            throw MPIError(error)
+            throw comm.failure(error, peer: peer)
         }
         guard let s = st else { return nil }
         isComplete = true
@@ -85,7 +88,7 @@ public final class Request<Value> {
     @discardableResult
     public func cancel() throws(MPIError) -> Bool {
         guard !isComplete else { return false }
-        do { return try comm.endpoint.cancel(handle) } catch { throw MPIError(error) }
+        do { return try comm.endpoint.cancel(handle) } catch { throw comm.failure(error, peer: peer) }
     }
 }
 
@@ -116,7 +119,13 @@ extension Request {
         guard let first = pending.first else { throw MPIError(.request, "waitAny needs at least one request still pending") }
         let endpoint = requests[first].comm.endpoint
         let (k, st): (Int, MXStatus)
-        do { (k, st) = try endpoint.waitAny(pending.map { requests[$0].handle }) } catch { throw MPIError(error) }
+        do { (k, st) = try endpoint.waitAny(pending.map { requests[$0].handle }) } catch {
+            // The request that failed is the one whose handle no longer resolves.
+            let failed = pending.first { (try? endpoint.isComplete(requests[$0].handle)) == nil }
+            if let i = failed { requests[i].isComplete = true }
+            let r = requests[failed ?? first]
+            throw r.comm.failure(error, peer: failed.flatMap { requests[$0].peer })
+        }
         let r = requests[pending[k]]
         r.isComplete = true
         r.status = r.comm.status(st)

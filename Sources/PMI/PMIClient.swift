@@ -17,6 +17,10 @@ public final class PMIClient {
     let channel: PMILineChannel?
     var singletonKVS: [String: String] = [:]
     public private(set) var isFinalized = false
+    /// Work that must go on while this rank waits for the process manager's answer: called
+    /// with the PMI descriptor, it returns once that is readable. A rank with an endpoint sets
+    /// it so that its peers on other hosts get acks and resends while it sits in a barrier.
+    public var whileWaiting: ((Int32) -> Void)?
 
     /// Connects using the environment the process manager set.
     public static func fromEnvironment() throws(PMIError) -> PMIClient {
@@ -83,7 +87,7 @@ public final class PMIClient {
         guard let channel else { throw PMIError("no process manager") }
         guard !isFinalized else { throw PMIError("PMI was finalized") }
         try channel.send(m)
-        let r = try channel.receive()
+        let r = try channel.receive(waiting: whileWaiting)
         guard r.command == expect else { throw PMIError("sent \(m.command), got \(r)") }
         return r
     }
@@ -124,6 +128,8 @@ public final class PMIClient {
 
     /// Asks the process manager to end the whole job with `code`. Does not return.
     public func abort(code: Int32, message: String) -> Never {
+        // Alone, nobody else reports it.
+        if channel == nil { _ = "\(message)\n".withCString { write(2, $0, strlen($0)) } }
         if let channel, !isFinalized {
             try? channel.send(PMIMessage("abort", [("exitcode", String(code)), ("message", message)]))
             // The process manager tears the job down; give it a moment to do so.

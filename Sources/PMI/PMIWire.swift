@@ -137,10 +137,13 @@ public final class PMILineChannel {
         }
     }
 
-    /// Blocks until a whole message arrives.
-    public func receive() throws(PMIError) -> PMIMessage {
+    /// Blocks until a whole message arrives. `waiting`, if given, is called with the
+    /// descriptor before each read that would block, and returns once it is readable: work
+    /// that must go on while the caller waits (a rank's endpoint acking and resending).
+    public func receive(waiting: ((Int32) -> Void)? = nil) throws(PMIError) -> PMIMessage {
         while true {
             if let line = nextBufferedLine() { return try PMIMessage.parse(line) }
+            waiting?(fd)
             guard try fill() else { throw PMIError("the process manager closed the PMI connection") }
         }
     }

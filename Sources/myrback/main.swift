@@ -34,8 +34,18 @@ struct Myrback: ParsableCommand {
     @Option(name: .long, help: "This host's IPv4 address on the wire to other hosts, 'auto' (the first interface that is up and not loopback, if any, and if its board port is free) or 'none' (default: $MYRIXEN_WIRE or none). Boards are then named after it; every host's backend uses UDP port \(MXWire.port) on it.")
     var wire: String?
 
-    @Option(name: .long, help: "Seconds another host on the wire may stay silent before the pairs with it end (default \(MXWire.defaultHostTimeoutSeconds)).")
-    var hostTimeout: Int = MXWire.defaultHostTimeoutSeconds
+    @Option(name: .long, help: "Seconds another host on the wire may stay silent before the pairs with it end (default: $MYRIXEN_HOST_TIMEOUT or \(MXWire.defaultHostTimeoutSeconds)).")
+    var hostTimeout: Int?
+
+    /// The host timeout: the option, else the environment's, else the default.
+    func hostTimeoutSeconds() throws -> Int {
+        if let t = hostTimeout { return t }
+        guard let p = getenv(MXWire.hostTimeoutEnvironment) else { return MXWire.defaultHostTimeoutSeconds }
+        guard let t = Int(String(cString: p)) else {
+            throw ValidationError("\(MXWire.hostTimeoutEnvironment)='\(String(cString: p))' is not a number of seconds")
+        }
+        return t
+    }
 
     @Option(name: .long, help: "Exit after this many seconds without frontends (default: never).")
     var idleExit: Int?
@@ -52,8 +62,9 @@ struct Myrback: ParsableCommand {
     func validate() throws {
         if foreground && daemonize { throw ValidationError("--foreground and --daemonize exclude each other") }
         if let i = idleExit, i < 1 { throw ValidationError("--idle-exit must be at least 1 second, not \(i)") }
-        if hostTimeout < 1 || hostTimeout > 86_400 {
-            throw ValidationError("--host-timeout must be 1 to 86400 seconds, not \(hostTimeout)")
+        let t = try hostTimeoutSeconds()
+        if t < 1 || t > 86_400 {
+            throw ValidationError("--host-timeout (or \(MXWire.hostTimeoutEnvironment)) must be 1 to 86400 seconds, not \(t)")
         }
     }
 
@@ -67,7 +78,7 @@ struct Myrback: ParsableCommand {
             config.ringDataBytes = kb * 1024
         }
         config.idleExitSeconds = idleExit
-        config.hostTimeoutSeconds = hostTimeout
+        config.hostTimeoutSeconds = try hostTimeoutSeconds()
         config.verbose = verbose
         let wireSpec = wire ?? getenv(MXWire.environment).map { String(cString: $0) } ?? "none"
         config.wire = try Backend.wireAddress(wireSpec)

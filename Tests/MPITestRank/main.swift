@@ -62,6 +62,73 @@ if mode == "abort" {
     try world.barrier()
     fail("the job went on after MPI abort")
 }
+if mode == "drain" {
+    // Every rank sends to every other at sizes up to a rendezvous, then finalizes at once:
+    // frames the wire lost must still be resent while the senders sit in finalize.
+    let sizes = [1, 250, 3_000, 4_000, 12_500]
+    var sends: [Request<Void>] = []
+    for peer in 0..<n where peer != me {
+        for (k, count) in sizes.enumerated() {
+            sends.append(try world.isend([Int](repeating: me * 1_000 + peer * 10 + k, count: count), to: peer, tag: k))
+        }
+    }
+    for peer in 0..<n where peer != me {
+        for (k, count) in sizes.enumerated() {
+            let (values, _) = try world.receive(Int.self, from: .rank(peer), tag: .value(k))
+            guard values.count == count, values.allSatisfy({ $0 == peer * 1_000 + me * 10 + k }) else {
+                fail("rank \(me): message \(k) from rank \(peer) is wrong")
+            }
+        }
+    }
+    _ = try Request.waitAll(sends)
+    ok(me, "drained")
+    mpi.finalize()
+    exit(0)
+}
+if mode == "exchange" {
+    // Pairs (0,1), (2,3), ... exchange for `seconds`, checking every value; rank 0 creates
+    // `marker` once the exchange runs (the test then cuts a link). With "throwing", a failure
+    // is caught and reported, and later operations toward the lost rank are checked too.
+    let seconds = Double(CommandLine.arguments[2])!, marker = CommandLine.arguments[3]
+    let throwing = CommandLine.arguments.count > 4 && CommandLine.arguments[4] == "throwing"
+    if throwing { world.errorHandler = .throwing }
+    let partner = me ^ 1
+    guard partner < n else { fail("exchange needs an even number of ranks") }
+    let start = MPIEnvironment.wtime()
+    var rounds = 0
+    do {
+        // The even rank keeps the time and says, in each message, whether it is the last.
+        var last = false
+        while !last {
+            if me & 1 == 0 {
+                last = MPIEnvironment.wtime() - start >= seconds
+                try world.send([rounds, me, last ? 1 : 0], to: partner, tag: 1)
+                let (back, _) = try world.receive(Int.self, from: .rank(partner), tag: 2)
+                guard back == [rounds * 2 + partner, partner] else { fail("round \(rounds): \(back)") }
+            } else {
+                let (got, _) = try world.receive(Int.self, from: .rank(partner), tag: 1)
+                guard got.count == 3, got[0] == rounds, got[1] == partner else { fail("round \(rounds): \(got)") }
+                last = got[2] == 1
+                try world.send([rounds * 2 + me, me], to: partner, tag: 2)
+            }
+            rounds += 1
+            if rounds == 200 && me == 0 { close(open(marker, O_CREAT | O_WRONLY, 0o600)) }
+        }
+    } catch {
+        print("rank \(me): caught \(error)")
+        do { try world.send(1, to: partner, tag: 3); fail("a send to the lost rank succeeded") } catch {
+            print("rank \(me): later send: \(error)")
+        }
+        do { _ = try world.ireceive(Int.self, count: 1, from: .rank(partner), tag: 3).wait(); fail("a receive from the lost rank succeeded") } catch {
+            print("rank \(me): later receive: \(error)")
+        }
+        mpi.finalize()
+        exit(0)
+    }
+    ok(me, "exchanged \(rounds) rounds")
+    mpi.finalize()
+    exit(0)
+}
 do {
     expectError(.other, "initializing twice") { _ = try MPI.initialize() }
     ok(me, "initialize once")

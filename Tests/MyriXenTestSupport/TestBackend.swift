@@ -200,6 +200,12 @@ public final class EmulatedVMs {
         writeFile(hostfile, "# two emulated VMs\n\(names[0]) slots=2\n\(names[1]) slots=2\n")
     }
 
+    /// Cuts (`up: false`) or restores VM `k`'s link to the other, as a pulled cable would:
+    /// frames in either direction are lost until it is back.
+    public func setLink(of k: Int, up: Bool) throws {
+        try Self.sh("ip -n \(names[k]) link set \(links[k]) \(up ? "up" : "down")")
+    }
+
     public func remove() {
         for vm in names { _ = runCapturing("/bin/sh", ["-c", "ip netns del \(vm)"]) }
         _ = runCapturing("/bin/sh", ["-c", "ip link del \(links[0]) 2>/dev/null"])

@@ -102,17 +102,48 @@ public final class MXEndpoint {
     }
 
     /// Frames toward peers of other hosts that are not acked yet are this endpoint's to
-    /// resend (an eager send completed when its frame was queued): close waits for their acks,
+    /// resend (an eager send completed when its frame was queued): close drains them first,
     /// up to `MXWire.lingerNanoseconds`, as a NIC drains its queue before the port closes.
     func lingerOnWire() {
         guard !hot.pointee.failed, core.pointee.wire.linkCount > 0 else { return }
-        let deadline = monotonicNanoseconds() + MXWire.lingerNanoseconds
-        while core.pointee.wireAwaitsAcks && monotonicNanoseconds() < deadline {
-            progressOnce()
-            var p = pollfd(fd: core.pointee.wire.fd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&p, 1, 1)
+        try? block(deadline: monotonicNanoseconds() + MXWire.lingerNanoseconds, until: WireDrained())
+        core.pointee.flushWireAcks()
+    }
+
+    /// Waits until everything this endpoint sent toward peers of other hosts is through:
+    /// every frame acked, every pull piece, pull request and notify sent, or the peer gone
+    /// (closed, died, or its host declared lost by the backend after the host timeout).
+    /// Eager sends complete once queued, so a program that is about to stop talking (MPI's
+    /// finalize) drains first: frames the wire lost are still resent meanwhile. Returns at once
+    /// without peers on other hosts. On timeout throws `timeout`; the frames stay queued.
+    public func drain(timeout: Duration? = nil) throws(MXError) {
+        try ensureUsable()
+        guard core.pointee.wire.linkCount > 0 else { return }
+        do {
+            try block(deadline: deadline(timeout), until: WireDrained())
+        } catch where error.code == .timeout {
+            throw MXError(.timeout, "frames toward peers of other hosts were still unacknowledged after \(timeout!)")
         }
         core.pointee.flushWireAcks()
+    }
+
+    /// Keeps the endpoint working until `fd` is readable: acks and resends on the wire,
+    /// backend events, peers attaching or going away. For a program that waits on something
+    /// outside the channel layer (a rank waiting for its process manager's answer), so its
+    /// peers on other hosts are never left without acks and resends meanwhile. Sleeps on the
+    /// event channel, the wire and `fd` together: an idle wait costs no CPU. On a closed or
+    /// failed endpoint it simply waits for `fd`.
+    public func progress(untilReadable fd: Int32) {
+        while true {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if hot.pointee.closed || hot.pointee.failed {
+                if poll(&p, 1, -1) >= 0 || errno != EINTR { return }
+                continue
+            }
+            progressOnce()
+            if poll(&p, 1, 0) > 0 { return }
+            if sleep(until: nil, watching: fd) { return }
+        }
     }
 
     @inline(__always)
@@ -288,13 +319,14 @@ public final class MXEndpoint {
             case .peerDetached:
                 guard let nic = try? e.payload.get(UInt64.self), let ep = try? e.payload.get(UInt16.self),
                       let session = try? e.payload.get(UInt32.self) else { continue }
-                let reason = e.header.flags & ControlFlags.hostLost != 0
-                    ? "is on a host that stopped answering (its backend was silent for the host timeout)"
+                let hostLost = e.header.flags & ControlFlags.hostLost != 0
+                let reason = hostLost
+                    ? "is on a host at \(NICAddressing.formatIPv4(NICAddressing.wireAddress(of: nic).ipv4)) that stopped answering: its backend was silent for the host timeout"
                     : "closed its endpoint or its process died"
                 for p in 0..<core.pointee.peerCount {
                     let peer = core.pointee.peers[Int(p)]
                     if peer.nicID == nic && peer.endpointID == ep && peer.session == session && peer.alive {
-                        core.pointee.peerGone(p, reason: reason)
+                        core.pointee.peerGone(p, reason: reason, hostLost: hostLost)
                     }
                 }
             default:
@@ -342,15 +374,17 @@ public final class MXEndpoint {
         }
     }
 
-    /// Sleeps on the event channel until a peer or the backend rings it, or `deadline`.
-    func sleep(until deadline: UInt64?) {
+    /// Sleeps on the event channel until a peer or the backend rings it, or `deadline`; with
+    /// `extra`, also until that descriptor is readable (then returns true).
+    @discardableResult
+    func sleep(until deadline: UInt64?, watching extra: Int32 = -1) -> Bool {
         let flag = core.pointee.unprotected + UnprotectedPage.sleepingOffset
         cmx_store_relaxed_u64(flag, 1)
         cmx_fence_seq_cst()
         if core.pointee.progress() {
             cmx_store_relaxed_u64(flag, 0)
             if core.pointee.controlPending { processEvents() }
-            return
+            return false
         }
         var ms: Int32 = 1000
         if let d = deadline {
@@ -363,16 +397,19 @@ public final class MXEndpoint {
             core.pointee.flushWireAcks()
             if core.pointee.wireAwaitsAcks { ms = min(ms, Int32(MXWire.firstResendNanoseconds / 1_000_000)) }
         }
-        var fds = [pollfd(fd: connection.eventChannel.fd, events: Int16(POLLIN), revents: 0),
+        // A descriptor of -1 is ignored by poll: the wire's and the extra one when absent.
+        var fds = (pollfd(fd: connection.eventChannel.fd, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: connection.socket.fd, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: core.pointee.wire.fd, events: Int16(POLLIN), revents: 0)]
-        _ = poll(&fds, core.pointee.wire.fd >= 0 ? 3 : 2, ms)
+                   pollfd(fd: core.pointee.wire.fd, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: extra, events: Int16(POLLIN), revents: 0))
+        _ = withUnsafeMutableBytes(of: &fds) { poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 4, ms) }
         cmx_store_relaxed_u64(flag, 0)
-        if fds[0].revents != 0 {
+        if fds.0.revents != 0 {
             connection.eventChannel.drain()
             core.pointee.count(.wakeups)
         }
-        if fds[1].revents != 0 { processEvents() }
+        if fds.1.revents != 0 { processEvents() }
+        return extra >= 0 && fds.3.revents != 0
     }
 
     /// What a blocking call waits for. Generic, so the common wait on one request is
@@ -395,11 +432,17 @@ public final class MXEndpoint {
         func holds(_ endpoint: MXEndpoint) -> Bool { endpoint.core.pointee.completedHead >= 0 }
     }
 
+    struct WireDrained: WaitCondition {
+        func holds(_ endpoint: MXEndpoint) -> Bool { !endpoint.core.pointee.wireAwaitsAcks }
+    }
+
     struct UnexpectedMatch: WaitCondition {
         let matchInfo: UInt64
         let mask: UInt64
+        let sender: MXSender
         func holds(_ endpoint: MXEndpoint) -> Bool {
             endpoint.core.pointee.engine.peekUnexpected(matchInfo: matchInfo, mask: mask) != nil
+                || endpoint.core.pointee.senderGone(sender) != nil
         }
     }
 
@@ -539,16 +582,19 @@ public final class MXEndpoint {
                         messageLength: m.length, transferredLength: m.length, context: 0, isCancelled: false)
     }
 
-    /// Waits for a matching unexpected message and describes it, without receiving it.
-    public func probe(matchInfo: UInt64, mask: UInt64 = .max, timeout: Duration? = nil) throws(MXError) -> MXStatus {
+    /// Waits for a matching unexpected message and describes it, without receiving it. With a
+    /// `sender`, fails with `peerClosed` once that sender cannot come any more (see `MXSender`).
+    public func probe(matchInfo: UInt64, mask: UInt64 = .max, from sender: MXSender = .unknown,
+                      timeout: Duration? = nil) throws(MXError) -> MXStatus {
         try ensureUsable()
         guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
         do {
-            try block(deadline: deadline(timeout), until: UnexpectedMatch(matchInfo: matchInfo, mask: mask))
+            try block(deadline: deadline(timeout), until: UnexpectedMatch(matchInfo: matchInfo, mask: mask, sender: sender))
         } catch where error.code == .timeout {
             throw MXError(.timeout, "no matching message arrived within \(timeout!)")
         }
-        return try iprobe(matchInfo: matchInfo, mask: mask)!
+        if let found = try iprobe(matchInfo: matchInfo, mask: mask) { return found }
+        throw core.pointee.senderGone(sender)!
     }
 
     /// Cancels a receive that has not matched yet (true), or reports that it cannot (false:
@@ -582,6 +628,15 @@ public final class MXEndpoint {
 
     @inline(__always)
     func checkPeer(_ dest: MXEndpointAddress) throws(MXError) -> Int32 {
+        let p = try checkAddress(dest)
+        guard core.pointee.peers[Int(p)].alive else {
+            throw MXError(.peerClosed, "peer \(dest) \(core.pointee.departures[p] ?? "closed its endpoint or its process died")")
+        }
+        return p
+    }
+
+    /// The peer slot of an address this endpoint produced, alive or not.
+    func checkAddress(_ dest: MXEndpointAddress) throws(MXError) -> Int32 {
         let p = dest.peerIndex
         guard p >= 0 && p < core.pointee.peerCount else {
             throw MXError(.badParameter, "\(dest) was not connected from this endpoint")
@@ -590,9 +645,6 @@ public final class MXEndpoint {
         guard peer.pointee.nicID == dest.nicID && Int(peer.pointee.endpointID) == dest.endpointID
                 && peer.pointee.session == dest.session else {
             throw MXError(.badParameter, "\(dest) was not connected from this endpoint")
-        }
-        guard peer.pointee.alive else {
-            throw MXError(.peerClosed, "\(dest) closed its endpoint or its process died")
         }
         return p
     }
@@ -742,17 +794,18 @@ public final class MXEndpoint {
     /// A longer message is truncated to the buffer (reported in the status, never overrun).
     @inline(__always)
     public func irecv(_ buffer: UnsafeMutableRawBufferPointer, matchInfo: UInt64, mask: UInt64 = .max,
-                      context: UInt64 = 0) throws(MXError) -> MXRequest {
+                      from sender: MXSender = .unknown, context: UInt64 = 0) throws(MXError) -> MXRequest {
         try ensureUsable()
         guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
+        if case let .peer(a) = sender { _ = try checkAddress(a) }
         let r = core.pointee.postReceive(buffer.baseAddress, length: buffer.count, matchInfo: matchInfo, mask: mask,
-                                         context: context)
+                                         context: context, sender: sender)
         return core.pointee.handle(r)
     }
 
     /// Receives into up to 256 segments (scatter).
     public func irecv(segments: UnsafeBufferPointer<MXSegment>, matchInfo: UInt64, mask: UInt64 = .max,
-                      context: UInt64 = 0) throws(MXError) -> MXRequest {
+                      from sender: MXSender = .unknown, context: UInt64 = 0) throws(MXError) -> MXRequest {
         try ensureUsable()
         guard segments.count <= MXLimits.maxSegments else {
             throw MXError(.tooManySegments, "\(segments.count) segments; at most \(MXLimits.maxSegments) per operation")
@@ -767,7 +820,8 @@ public final class MXEndpoint {
         s.pointee.matchInfo = matchInfo
         s.pointee.mask = mask
         s.pointee.context = context
-        core.pointee.post(r)
+        if case let .peer(a) = sender { _ = try checkAddress(a) }
+        core.pointee.post(r, sender: sender)
         return core.pointee.handle(r)
     }
 

@@ -37,6 +37,10 @@ enum RequestFlag {
     static let awaitingNotify: UInt8 = 32
     /// A receive pulling a rendezvous message over the wire, piece by piece.
     static let pulling: UInt8 = 64
+    /// A posted receive from any sender that fails once a peer's host is declared lost
+    /// (`MXSender.anyPeer`); a receive bound to one peer (`MXSender.peer`) has its `peer`
+    /// set while still posted instead.
+    static let failsOnHostLoss: UInt8 = 128
 }
 
 enum RequestState {
@@ -110,6 +114,10 @@ struct EndpointCore {
     var engine = MatchEngine(capacity: 1024)
     var cache = RegistrationCache()
     var peers: UnsafeMutablePointer<Peer>
+    /// Why each peer that went away did (for receives posted for it afterwards).
+    var departures: [Int32: String] = [:]
+    /// The first peer lost with its host, if any: receives from any peer fail from then on.
+    var lostHost: String?
     let peerCapacity: Int32
     var peerCount: Int32 = 0
     var completedHead: Int32 = -1
@@ -476,7 +484,7 @@ struct EndpointCore {
     /// A receive into one buffer, posted (the caller checked the mask): its request.
     @inline(__always)
     mutating func postReceive(_ buffer: UnsafeMutableRawPointer?, length: Int, matchInfo: UInt64, mask: UInt64,
-                              context: UInt64) -> Int32 {
+                              context: UInt64, sender: MXSender = .unknown) -> Int32 {
         let r = allocateRequest(kind: .receive)
         let s = requests[r]
         s.pointee.buffer = buffer
@@ -484,20 +492,41 @@ struct EndpointCore {
         s.pointee.matchInfo = matchInfo
         s.pointee.mask = mask
         s.pointee.context = context
-        post(r)
+        post(r, sender: sender)
         return r
     }
 
-    /// Posts receive `r` (fields set); delivers a matching unexpected message at once.
+    /// Posts receive `r` (fields set); delivers a matching unexpected message at once. A
+    /// receive whose only possible sender is already gone fails at once.
     @inline(__always)
-    mutating func post(_ r: Int32) {
+    mutating func post(_ r: Int32, sender: MXSender = .unknown) {
         let s = requests[r]
+        switch sender {
+        case .unknown: break
+        case let .peer(a): s.pointee.peer = a.peerIndex
+        case .anyPeer: s.pointee.flags |= RequestFlag.failsOnHostLoss
+        }
         switch engine.post(receive: r, matchInfo: s.pointee.matchInfo, mask: s.pointee.mask) {
         case let .posted(ticket):
             s.pointee.ticket = ticket
             s.pointee.flags |= RequestFlag.posted
+            if let e = senderGone(sender) { fail(r, e) }
         case let .matchedUnexpected(u):
             deliverUnexpected(u, to: r)
+        }
+    }
+
+    /// Why a receive or probe from `sender` can never be satisfied any more, if it cannot: its
+    /// one peer went away, or (any peer) some peer's host was declared lost.
+    mutating func senderGone(_ sender: MXSender) -> MXError? {
+        switch sender {
+        case .unknown: return nil
+        case let .peer(a):
+            let p = a.peerIndex
+            guard p >= 0 && p < peerCount && !peers[Int(p)].alive else { return nil }
+            return MXError(.peerClosed, "peer \(a) \(departures[p] ?? "went away")")
+        case .anyPeer:
+            return lostHost.map { MXError(.peerClosed, "a receive from any peer cannot complete for sure: \($0)") }
         }
     }
 
@@ -718,19 +747,26 @@ struct EndpointCore {
 
     /// The peer closed or died: what it still had in flight toward us is delivered (records
     /// already in the ring), what we had toward it fails.
-    mutating func peerGone(_ p: Int32, reason: String = "closed its endpoint or its process died") {
+    mutating func peerGone(_ p: Int32, reason: String = "closed its endpoint or its process died", hostLost: Bool = false) {
         // Deliver what already arrived.
         while let cell = peers[Int(p)].inbound.peek() {
             handleRecord(p, cell, kind: peers[Int(p)].inbound.recordKind, length: peers[Int(p)].inbound.recordLength)
             peers[Int(p)].inbound.release(cell)
         }
         peers[Int(p)].alive = false
+        departures[p] = reason
         let err = MXError(.peerClosed, "peer \(address(ofPeer: p)!) \(reason)")
+        if hostLost && lostHost == nil { lostHost = err.message }
         for i in 0..<Int32(requests.count) where requests.isAllocated(i) {
             let s = requests[i]
-            // Sends toward it, and receives still pulling from it over the wire.
-            if s.pointee.state == RequestState.pending && s.pointee.peer == p
-                && (s.pointee.kind == MXStatus.Kind.send.rawValue || s.pointee.flags & RequestFlag.pulling != 0) {
+            guard s.pointee.state == RequestState.pending else { continue }
+            // Sends toward it, receives still pulling from it over the wire, receives posted for
+            // it alone (MXSender.peer), and, when its host is lost, those from any peer that
+            // asked to fail then (MXSender.anyPeer).
+            let posted = s.pointee.flags & RequestFlag.posted != 0
+            if (s.pointee.peer == p && (s.pointee.kind == MXStatus.Kind.send.rawValue || posted
+                                        || s.pointee.flags & RequestFlag.pulling != 0))
+                || (hostLost && posted && s.pointee.flags & RequestFlag.failsOnHostLoss != 0) {
                 fail(i, err)
             }
         }

@@ -10,6 +10,20 @@ public struct MXEndpointAddress: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(NICAddressing.format(nicID))/ep\(endpointID)" }
 }
 
+/// Who can send the message a receive or probe waits for. MX itself matches on match info
+/// alone, so a receive waits whatever happens to peers; a caller that knows more says so, and
+/// the receive fails with `peerClosed` instead of waiting forever once that sender cannot come.
+public enum MXSender: Sendable {
+    /// Anyone; nothing that happens to peers ends the wait (MX's own semantics).
+    case unknown
+    /// Only this peer: fails once it went away (closed, died, or its host declared lost)
+    /// without having sent a matching message.
+    case peer(MXEndpointAddress)
+    /// Any peer: fails once the host of any peer of this endpoint is declared lost (the
+    /// message might have been coming from there), and from then on.
+    case anyPeer
+}
+
 /// A pending operation. Completing it (test or wait returning its status) frees it; using it
 /// again then fails with `requestCompleted`.
 public struct MXRequest: Hashable, Sendable {

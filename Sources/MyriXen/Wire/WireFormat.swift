@@ -36,8 +36,11 @@ public enum MXWire {
     /// pair with it ends.
     static let heartbeatNanoseconds: UInt64 = 250_000_000
     public static let defaultHostTimeoutSeconds = 10
-    /// How long closing an endpoint waits for its last frames to be acked.
-    static let lingerNanoseconds: UInt64 = 5_000_000_000
+    /// myrback's default for `--host-timeout`, where set (it reaches the backends swiftrun starts).
+    public static let hostTimeoutEnvironment = "MYRIXEN_HOST_TIMEOUT"
+    /// How long closing an endpoint waits for its last frames to be acked: as long as a peer's
+    /// host may stay silent by default before it is declared lost.
+    static let lingerNanoseconds = UInt64(defaultHostTimeoutSeconds) * 1_000_000_000
     /// A backend's connect request to another host: resent every 250 ms, for up to 10 s.
     static let connectResendNanoseconds: UInt64 = 250_000_000
     static let connectGiveUpNanoseconds: UInt64 = 10_000_000_000
