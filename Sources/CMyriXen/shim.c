@@ -175,6 +175,12 @@ int cmx_daemonize(void) {
     return 0;
 }
 
+void cmx_close_inherited(void) {
+    if (syscall(SYS_close_range, 3, ~0U, 0) == 0) return;
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = 3; fd < (max > 0 ? max : 65536); fd++) close((int)fd);
+}
+
 pid_t cmx_spawn_detached(const char *path, char *const argv[]) {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -182,6 +188,9 @@ pid_t cmx_spawn_detached(const char *path, char *const argv[]) {
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    /* Nothing else the caller holds may reach the daemon: a launcher (mpiexec, srun) waits for
+       end-of-file on the pipes its ranks inherited. */
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     posix_spawnattr_init(&attr);
     sigset_t none;
     sigemptyset(&none);

@@ -69,6 +69,8 @@ struct Myrback: ParsableCommand {
     }
 
     func run() throws {
+        // A daemon keeps nothing of its spawner but stdio (which it moves to /dev/null).
+        if daemonize { BackendLocation.closeInheritedDescriptors() }
         var config = Backend.Configuration(
             socketPath: socket ?? BackendLocation.defaultSocketPath(),
             hostname: hostname ?? BackendLocation.localHostName())

@@ -30,6 +30,60 @@ final class ToolTests: XCTestCase {
         XCTAssertNotEqual(access(dir.socketPath, F_OK), 0, "and removes its socket")
     }
 
+    /// Under mpiexec.hydra the first rank starts the backend on demand. The daemon keeps no
+    /// descriptor of that rank (hydra waits for end-of-file on the rank's pipes), so the job
+    /// ends as soon as its ranks do, not when the backend idles out 10 s later.
+    func testABackendStartedOnDemandUnderHydraKeepsNothingOfTheRank() throws {
+        guard access("/usr/bin/mpiexec.hydra", X_OK) == 0 else { throw XCTSkip("mpiexec.hydra is not installed") }
+        let dir = try TestBackend(start: false) // a fresh private socket: no backend runs there yet
+        defer { dir.stop() }
+        let env = [MXDefaults.socketEnvironment: dir.socketPath, MXDefaults.backendPathEnvironment: BuiltProducts.path("myrback")]
+        let start = monotonicNanoseconds()
+        let (code, out) = runCapturing("/usr/bin/timeout", ["60", "/usr/bin/mpiexec.hydra", "-n", "2", BuiltProducts.path("hello")],
+                                       environment: env)
+        let seconds = Double(monotonicNanoseconds() - start) / 1e9
+        XCTAssertEqual(code, 0, out)
+        for r in 0..<2 { XCTAssertTrue(out.contains("hello from rank \(r) of 2"), out) }
+        XCTAssertLessThan(seconds, Double(MXDefaults.onDemandIdleSeconds) / 2,
+                          "the job waited for the on-demand backend (idle exit after \(MXDefaults.onDemandIdleSeconds) s)")
+        guard let mx = try? MXContext(socketPath: dir.socketPath, startBackend: false) else {
+            return XCTFail("the backend the ranks started is gone already")
+        }
+        let pid = try mx.info().backendPID
+        defer { XCTAssertTrue(terminate(pid: pid)) }
+        // What the daemon holds: stdio on /dev/null, its lock, its listening socket and this
+        // test's connection (a socket and its eventfd). A pipe or a third socket is something
+        // it kept from the rank.
+        var sockets = 0
+        for (fd, target) in descriptors(of: pid) {
+            if fd <= 2 {
+                XCTAssertEqual(target, "/dev/null", "fd \(fd)")
+            } else if target.hasPrefix("socket:") {
+                sockets += 1
+            } else {
+                XCTAssertTrue([dir.socketPath + ".lock", "anon_inode:[eventfd]"].contains(target),
+                              "fd \(fd) -> \(target) is not the backend's own")
+            }
+        }
+        XCTAssertEqual(sockets, 2, "the listener and this test's connection only")
+        mx.finalize()
+    }
+
+    /// A process's descriptors and what each refers to (/proc/PID/fd).
+    func descriptors(of pid: Int32) -> [(Int32, String)] {
+        var out: [(Int32, String)] = []
+        guard let d = opendir("/proc/\(pid)/fd") else { return out }
+        defer { closedir(d) }
+        while let e = readdir(d) {
+            let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+            guard let fd = Int32(name) else { continue }
+            var buf = [CChar](repeating: 0, count: 4096)
+            let n = readlink("/proc/\(pid)/fd/\(name)", &buf, buf.count - 1)
+            out.append((fd, n > 0 ? String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"))
+        }
+        return out.sorted { $0.0 < $1.0 }
+    }
+
     func testPingpongPrintsOSUStyleRows() throws {
         let dir = try TestBackend(start: false)
         defer { dir.stop() }

@@ -73,8 +73,11 @@ int cmx_allow_pull_from_any(void);
 /// Detaches into the background: fork, setsid, fork again. Returns 0 in the daemon, exits the
 /// intermediate processes; -1/errno on failure. stdin/stdout/stderr go to /dev/null.
 int cmx_daemonize(void);
-/// Spawns `argv[0]`-named executable `path` with stdio on /dev/null, in its own session.
-/// Returns the pid or -1/errno.
+/// Closes every descriptor above 2 (close_range): what a daemon does first, so that it keeps
+/// nothing of the process that started it.
+void cmx_close_inherited(void);
+/// Spawns `argv[0]`-named executable `path` with stdio on /dev/null and no other descriptor of
+/// the caller, in its own session. Returns the pid or -1/errno.
 pid_t cmx_spawn_detached(const char *path, char *const argv[]);
 /// posix_spawn of `path` with `argv`, inheriting stdio and environment (plus `envp` if non-null).
 pid_t cmx_spawn(const char *path, char *const argv[], char *const envp[]);

@@ -88,6 +88,13 @@ extension BackendLocation {
         return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Closes every descriptor above stdio that this process inherited. A daemon does this
+    /// before it opens anything: a pipe it kept from whoever started it (an MPI rank under
+    /// mpiexec or srun) would hold that launcher waiting for end-of-file until it exits.
+    public static func closeInheritedDescriptors() {
+        cmx_close_inherited()
+    }
+
     /// Detaches the calling process into the background (fork, setsid, fork; stdio to
     /// /dev/null). Returns in the daemon only.
     public static func daemonize() throws(MXError) {
