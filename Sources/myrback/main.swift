@@ -13,7 +13,9 @@ struct Myrback: ParsableCommand {
         abstract: "The MyriXen backend: owns this host's emulated Myri-10G board(s) and serves frontends.",
         discussion: """
         Frontends start a backend on demand; run one by hand with --foreground to watch it or to \
-        serve as a service. The socket's directory is created private to the user (mode 0700).
+        serve as a service. A missing socket directory is created private to the user (mode \
+        0700) and removed at exit; an existing one must be a real directory of the user's that \
+        nobody else can write to, and is left as it is.
         """)
 
     @Option(name: .long, help: "Unix socket to listen on (default: $MYRIXEN_SOCKET or /tmp/myrixen-<uid>/myrback.sock).")

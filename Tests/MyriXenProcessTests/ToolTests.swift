@@ -30,6 +30,99 @@ final class ToolTests: XCTestCase {
         XCTAssertNotEqual(access(dir.socketPath, F_OK), 0, "and removes its socket")
     }
 
+    /// The socket's directory: myrback makes its own (mode 0700) and removes only that; it uses
+    /// an existing directory only if it is a real one of this user's that nobody else can write
+    /// to, and then changes nothing in its mode. Anything else is refused with its reason, by
+    /// myrback and, before starting one, by a frontend.
+    func testMyrbackUsesOnlyASocketDirectoryOfItsOwnAndChangesNoOther() throws {
+        let scratch = try TestBackend(start: false) // a private directory (0700) for the cases
+        let base = scratch.directory
+        defer { _ = runCapturing("/bin/rm", ["-rf", base]); scratch.stop() }
+        func mode(_ path: String) -> mode_t? {
+            var st = stat()
+            return lstat(path, &st) == 0 ? st.st_mode & 0o7777 : nil
+        }
+        func entries(_ dir: String) -> [String] {
+            runCapturing("/bin/ls", ["-A", dir]).output.split(separator: "\n").map(String.init)
+        }
+        func refused(_ socket: String, _ reason: String, file: StaticString = #filePath, line: UInt = #line) {
+            // A myrback that wrongly accepts serves until the timeout ends it (exit code 124).
+            let (code, out) = runCapturing("/usr/bin/timeout", ["10", BuiltProducts.path("myrback"), "--foreground", "--socket", socket])
+            XCTAssertEqual(code, 1, "myrback must refuse \(socket): \(out)", file: file, line: line)
+            XCTAssertTrue(out.contains(reason), "\(socket): \(out)", file: file, line: line)
+        }
+        /// Serves at `socket` until told to stop; returns after SIGTERM, with the exit status.
+        func serve(_ socket: String, whileRunning check: () throws -> Void) throws {
+            let p = try ChildProcess.spawnTied(BuiltProducts.path("myrback"), ["--foreground", "--socket", socket])
+            defer { if p.poll() == nil { p.signal(SIGKILL); _ = p.wait() } }
+            let deadline = monotonicNanoseconds() + 10_000_000_000
+            while (try? MXContext(socketPath: socket, startBackend: false))?.finalize() == nil {
+                XCTAssertNil(p.poll(), "myrback ended at start")
+                guard p.poll() == nil, monotonicNanoseconds() < deadline else { return XCTFail("no backend at \(socket)") }
+                usleep(5_000)
+            }
+            try check()
+            p.signal(SIGTERM)
+            XCTAssertEqual(p.wait(seconds: 5), .exited(0))
+        }
+        let real = base + "/real", link = base + "/link", shared = base + "/shared", own = base + "/own"
+        for d in [real, shared, own] { XCTAssertEqual(mkdir(d, 0o755), 0) }
+        chmod(shared, 0o1777) // as /tmp is
+        XCTAssertEqual(symlink(real, link), 0)
+        writeFile(own + "/data.txt", "keep me\n")
+
+        // A symbolic link (a planted /tmp/myrixen-<uid> -> /etc, a link in --socket's path).
+        refused(link + "/x.sock", "\(link), the directory of the backend's socket, is a symbolic link")
+        refused(link + "//x.sock", "\(link), the directory of the backend's socket, is a symbolic link")
+        XCTAssertEqual(mode(real), 0o755, "the link's target keeps its mode")
+        XCTAssertEqual(entries(real), [], "and nothing is made in it")
+        // A directory others can write to (MYRIXEN_SOCKET=/tmp/x.sock), even one of this user's.
+        refused(shared + "/x.sock", "\(shared), the directory of the backend's socket, is writable by other users (mode 1777)")
+        XCTAssertEqual(mode(shared), 0o1777)
+        XCTAssertEqual(entries(shared), [])
+        // Another user's directory.
+        if getuid() == 0 {
+            let theirs = base + "/theirs"
+            XCTAssertEqual(mkdir(theirs, 0o700), 0)
+            XCTAssertEqual(chown(theirs, 65534, 65534), 0)
+            refused(theirs + "/x.sock", "\(theirs), the directory of the backend's socket, belongs to uid 65534, not to this user")
+            XCTAssertEqual(mode(theirs), 0o700)
+            XCTAssertEqual(entries(theirs), [])
+        }
+        // Not a directory; a missing parent; a file where the socket would go.
+        refused(own + "/data.txt/x.sock", "\(own)/data.txt, the directory of the backend's socket, is not a directory")
+        refused(base + "/no/such/x.sock", "cannot create \(base)/no/such, the directory of the backend's socket: \(base)/no does not exist")
+        XCTAssertNil(mode(base + "/no"), "no parent is made")
+        refused(own + "/data.txt", "\(own)/data.txt exists and is not a socket; the backend does not remove it")
+        XCTAssertEqual(runCapturing("/bin/cat", [own + "/data.txt"]).output, "keep me\n")
+
+        // A directory of this user's that only it can write to: used as it is, and kept.
+        try serve(own + "/x.sock") { XCTAssertEqual(mode(own), 0o755) }
+        XCTAssertEqual(mode(own), 0o755)
+        XCTAssertEqual(entries(own), ["data.txt"], "only the socket and its lock went")
+        // A missing directory: made private, then removed with the backend.
+        let made = base + "/made"
+        try serve(made + "/x.sock") {
+            XCTAssertEqual(mode(made), 0o700)
+            XCTAssertEqual(Set(entries(made)), ["x.sock", "x.sock.lock"])
+        }
+        XCTAssertNil(mode(made), "the directory the backend made goes with it")
+
+        // A frontend refuses the same directories at once instead of starting a backend there.
+        let start = monotonicNanoseconds()
+        XCTAssertThrowsError(try MXContext(socketPath: link + "/x.sock", startBackend: true)) { e in
+            XCTAssertEqual((e as? MXError)?.code, .accessDenied)
+            XCTAssertTrue("\(e)".contains("is a symbolic link"), "\(e)")
+        }
+        XCTAssertThrowsError(try MXContext(socketPath: shared + "/x.sock", startBackend: true)) { e in
+            XCTAssertTrue("\(e)".contains("is writable by other users"), "\(e)")
+        }
+        XCTAssertLessThan(monotonicNanoseconds() - start, 2_000_000_000, "refused, not a backend waited for")
+        XCTAssertEqual(mode(real), 0o755)
+        XCTAssertEqual(mode(shared), 0o1777)
+        XCTAssertEqual(entries(real) + entries(shared), [], "no backend started in them")
+    }
+
     /// Under mpiexec.hydra the first rank starts the backend on demand. The daemon keeps no
     /// descriptor of that rank (hydra waits for end-of-file on the rank's pipes), so the job
     /// ends as soon as its ranks do, not when the backend idles out 10 s later.

@@ -136,6 +136,8 @@ public final class Backend {
     public let config: Configuration
     var listenFD: Int32 = -1
     var lockFD: Int32 = -1
+    /// Whether this backend created its socket's directory (only then does it remove it).
+    var createdDirectory = false
     var connections: [Int32: Connection] = [:]
     var boards: [[EndpointRecord?]]
     var endpointsBySerial: [UInt64: EndpointRecord] = [:]
@@ -180,8 +182,7 @@ public final class Backend {
         }
         if let ip = config.wire { try openWire(ip) }
         do { try listen() } catch {
-            closeDescriptor(wireFD)
-            wireFD = -1
+            shutdown() // the wire, and the lock and directory if this backend made them
             throw error
         }
     }
@@ -194,24 +195,33 @@ public final class Backend {
     func listen() throws(MXError) {
         let path = config.socketPath
         let dir = BackendLocation.directory(of: path)
-        try BackendLocation.makePrivateDirectory(dir)
+        createdDirectory = try BackendLocation.preparePrivateDirectory(dir)
         // One backend per socket: an exclusive lock on a file beside it.
-        lockFD = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        lockFD = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard lockFD >= 0 else { throw systemError("open(\(path).lock)") }
         if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
             closeDescriptor(lockFD)
             lockFD = -1
             throw MXError(.badParameter, "another myrback already serves \(path)")
         }
-        unlink(path)
-        listenFD = try check("socket") { cmx_seqpacket_socket() }
+        // What stands at the path is removed only if it is a socket (one a dead backend left).
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard st.st_mode & S_IFMT == S_IFSOCK else {
+                throw MXError(.badParameter, "\(path) exists and is not a socket; the backend does not remove it: choose another socket path \(BackendLocation.socketOption)")
+            }
+            unlink(path)
+        }
+        let fd = try check("socket") { cmx_seqpacket_socket() }
         let oldMask = umask(0o077)
-        let rc = cmx_unix_listen(listenFD, path, 128)
+        let rc = cmx_unix_listen(fd, path, 128)
         let err = errno
         umask(oldMask)
         if rc < 0 {
+            closeDescriptor(fd)
             throw MXError(.system, "cannot listen on \(path): \(String(cString: strerror(err)))")
         }
+        listenFD = fd
         chmod(path, 0o600)
         cmx_raise_fd_limit() // two ring objects per connected pair
     }
@@ -234,8 +244,11 @@ public final class Backend {
             unlink(config.socketPath + ".lock")
             closeDescriptor(lockFD)
             lockFD = -1
-            // The socket's private directory goes too when nothing else is in it.
+        }
+        // The socket's directory goes too if this backend made it and nothing else is in it.
+        if createdDirectory {
             rmdir(BackendLocation.directory(of: config.socketPath))
+            createdDirectory = false
         }
     }
 

@@ -5,43 +5,76 @@ import CMyriXen
 
 /// Where a host's backend listens, and how a frontend starts one when none runs.
 public enum BackendLocation {
-    /// `$MYRIXEN_SOCKET`, else `/tmp/myrixen-<uid>/myrback.sock` (directory mode 0700).
+    /// `$MYRIXEN_SOCKET`, else `/tmp/myrixen-<uid>/myrback.sock` (the backend creates that
+    /// directory, mode 0700).
     public static func defaultSocketPath() -> String {
         if let p = getenv(MXDefaults.socketEnvironment), p.pointee != 0 { return String(cString: p) }
         return "/tmp/myrixen-\(getuid())/myrback.sock"
     }
 
+    /// The directory part of `path` ("." for a bare name), without trailing slashes (a
+    /// trailing slash would make `lstat` follow a symbolic link).
     public static func directory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
+        var dir = path[..<slash]
+        while dir.count > 1 && dir.hasSuffix("/") { dir = dir.dropLast() }
+        return dir.isEmpty ? "/" : String(dir)
     }
 
-    /// Creates `dir` (and missing parents) private to this user (mode 0700), and refuses a
-    /// directory owned by someone else: nobody else may reach the backend's socket.
-    public static func makePrivateDirectory(_ dir: String) throws(MXError) {
+    static let socketOption = "(--socket or \(MXDefaults.socketEnvironment))"
+
+    /// Checks, without changing anything, that `dir` may hold a backend's socket: a real
+    /// directory (`lstat`: not a symbolic link), owned by this user, that no other user can
+    /// write to (else they could replace the socket or its lock). Returns false when it does
+    /// not exist; throws, naming the directory, the problem and the fix, when it may not be used.
+    public static func checkSocketDirectory(_ dir: String) throws(MXError) -> Bool {
         var st = stat()
-        if stat(dir, &st) != 0 {
-            let parent = directory(of: dir)
-            if parent != dir && parent != "/" && parent != "." {
-                var pst = stat()
-                if stat(parent, &pst) != 0 { try makeParents(parent) }
-            }
-            if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw systemError("mkdir(\(dir))") }
-            guard stat(dir, &st) == 0 else { throw systemError("stat(\(dir))") }
+        guard lstat(dir, &st) == 0 else {
+            if errno == ENOENT { return false }
+            throw systemError("lstat(\(dir))")
         }
-        guard st.st_mode & S_IFMT == S_IFDIR else { throw MXError(.badParameter, "\(dir) is not a directory") }
+        switch st.st_mode & S_IFMT {
+        case S_IFDIR: break
+        case S_IFLNK:
+            throw MXError(.accessDenied, "\(dir), the directory of the backend's socket, is a symbolic link; the backend uses only a real directory of its own (it creates one, mode 0700, where none is): remove the link or choose another socket path \(socketOption)")
+        default:
+            throw MXError(.badParameter, "\(dir), the directory of the backend's socket, is not a directory; remove it or choose another socket path \(socketOption)")
+        }
         guard st.st_uid == getuid() else {
-            throw MXError(.accessDenied, "\(dir) belongs to uid \(st.st_uid), not to this user; choose another socket path (\(MXDefaults.socketEnvironment))")
+            throw MXError(.accessDenied, "\(dir), the directory of the backend's socket, belongs to uid \(st.st_uid), not to this user (uid \(getuid())); choose a socket path in a directory of your own \(socketOption)")
         }
-        if st.st_mode & 0o077 != 0 { chmod(dir, 0o700) }
+        guard st.st_mode & 0o022 == 0 else {
+            throw MXError(.accessDenied, "\(dir), the directory of the backend's socket, is writable by other users (mode \(String(st.st_mode & 0o7777, radix: 8))), who could replace the socket; the backend does not change a directory it did not create: use one only you can write to (the default /tmp/myrixen-<uid> is made so), or chmod go-w \(dir)")
+        }
+        return true
     }
 
-    static func makeParents(_ dir: String) throws(MXError) {
-        var st = stat()
-        if stat(dir, &st) == 0 { return }
+    /// Makes the socket directory `dir` ready: an existing one must pass `checkSocketDirectory`
+    /// and is used as it is; a missing one is created, mode 0700 (its parent must exist), and
+    /// checked again. Returns whether it was created here (only then may it be removed).
+    public static func preparePrivateDirectory(_ dir: String) throws(MXError) -> Bool {
+        if try checkSocketDirectory(dir) { return false }
+        try checkParentExists(of: dir)
+        if mkdir(dir, 0o700) != 0 {
+            let err = errno
+            guard err == EEXIST else { throw MXError(.system, "cannot create \(dir), the directory of the backend's socket: \(String(cString: strerror(err)))") }
+            // Made meanwhile by someone else: usable only if it passes as any existing one.
+            if try checkSocketDirectory(dir) { return false }
+            throw MXError(.system, "\(dir), the directory of the backend's socket, vanished while it was being created")
+        }
+        guard try checkSocketDirectory(dir) else {
+            throw MXError(.system, "\(dir), the directory of the backend's socket, vanished after it was created")
+        }
+        return true
+    }
+
+    /// The socket directory's parent must exist: the backend creates one directory, not a path.
+    static func checkParentExists(of dir: String) throws(MXError) {
         let parent = directory(of: dir)
-        if parent != dir && parent != "/" && parent != "." { try makeParents(parent) }
-        if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw systemError("mkdir(\(dir))") }
+        var st = stat()
+        guard parent == dir || stat(parent, &st) == 0 else {
+            throw MXError(.badParameter, "cannot create \(dir), the directory of the backend's socket: \(parent) does not exist; create it or choose another socket path \(socketOption)")
+        }
     }
 
     /// The executable `name` in the folder of the running program, if it is there.
@@ -68,6 +101,10 @@ public enum BackendLocation {
         guard let exe = backendExecutable() else {
             throw MXError(.backendUnavailable, "no backend at \(socketPath) and no myrback executable found; build the package (swift build) or set \(MXDefaults.backendPathEnvironment)")
         }
+        // A directory the backend would refuse is refused here, with its reason: the daemon
+        // has no terminal to say it on.
+        let dir = directory(of: socketPath)
+        if try !checkSocketDirectory(dir) { try checkParentExists(of: dir) }
         let args = [exe, "--socket", socketPath, "--daemonize", "--idle-exit", String(MXDefaults.onDemandIdleSeconds)]
         var cargs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
         cargs.append(nil)
