@@ -25,6 +25,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <sys/uio.h>
+#include <sys/epoll.h>
 
 extern char **environ;
 
@@ -224,6 +225,36 @@ int cmx_wait(pid_t pid, int *status, int nohang) {
 }
 
 int cmx_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+
+int cmx_set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+int cmx_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int cmx_epoll_watch(int ep, int fd, int op, int writable) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | (writable ? EPOLLOUT : 0);
+    ev.data.fd = fd;
+    int how = op == CMX_WATCH_ADD ? EPOLL_CTL_ADD : op == CMX_WATCH_MODIFY ? EPOLL_CTL_MOD : EPOLL_CTL_DEL;
+    return epoll_ctl(ep, how, fd, &ev);
+}
+
+#define CMX_EPOLL_BATCH 256
+
+int cmx_epoll_wait(int ep, int *fds, int *ready, int max, int timeout_ms) {
+    struct epoll_event evs[CMX_EPOLL_BATCH];
+    if (max > CMX_EPOLL_BATCH) max = CMX_EPOLL_BATCH;
+    int n = epoll_wait(ep, evs, max, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        fds[i] = evs[i].data.fd;
+        ready[i] = ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) ? CMX_READY_IN : 0) |
+                   ((evs[i].events & EPOLLOUT) ? CMX_READY_OUT : 0);
+    }
+    return n;
+}
 
 int cmx_die_with_parent(int sig, pid_t expected_parent) {
     if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0) return -1;

@@ -25,6 +25,7 @@ public struct MXError: Error, Equatable, CustomStringConvertible, Sendable {
         case revokedGrant = "revoked grant"
         case protocolError = "protocol error"
         case system = "system error"
+        case tooManyConnections = "too many connections"
     }
 
     public let code: Code

@@ -49,6 +49,9 @@ struct Myrback: ParsableCommand {
         return t
     }
 
+    @Option(name: .long, help: "Control connections served at once (1-\(MXLimits.maxConnections), default \(MXLimits.maxConnections)); one process may hold \(MXLimits.maxConnectionsPerProcess). More are refused with an error that says so.")
+    var maxConnections: Int = MXLimits.maxConnections
+
     @Option(name: .long, help: "Exit after this many seconds without frontends (default: never).")
     var idleExit: Int?
 
@@ -63,6 +66,9 @@ struct Myrback: ParsableCommand {
 
     func validate() throws {
         if foreground && daemonize { throw ValidationError("--foreground and --daemonize exclude each other") }
+        if maxConnections < 1 || maxConnections > MXLimits.maxConnections {
+            throw ValidationError("--max-connections must be 1 to \(MXLimits.maxConnections), not \(maxConnections)")
+        }
         if let i = idleExit, i < 1 { throw ValidationError("--idle-exit must be at least 1 second, not \(i)") }
         let t = try hostTimeoutSeconds()
         if t < 1 || t > 86_400 {
@@ -82,6 +88,7 @@ struct Myrback: ParsableCommand {
             config.ringDataBytes = kb * 1024
         }
         config.idleExitSeconds = idleExit
+        config.maxConnections = maxConnections
         config.hostTimeoutSeconds = try hostTimeoutSeconds()
         config.verbose = verbose
         let wireSpec = wire ?? getenv(MXWire.environment).map { String(cString: $0) } ?? "none"

@@ -312,6 +312,132 @@ final class ProcessTests: PeerProcessTestCase {
         XCTAssertEqual(try mx.info().endpoints.count, 1, "no endpoint was opened for the stranger")
     }
 
+    // MARK: exhaustion
+
+    /// Waits (up to 5 s) until the backend's epoll set watches `count` descriptors: its listener
+    /// and the connections it holds. Returns what it watches then.
+    @discardableResult
+    func waitForWatched(_ pid: Int32, _ count: Int) -> Int? {
+        let deadline = monotonicNanoseconds() + 5_000_000_000
+        while epollWatchCount(of: pid) != count && monotonicNanoseconds() < deadline { usleep(2_000) }
+        return epollWatchCount(of: pid)
+    }
+
+    /// Idle control connections (no handshake) to `socket`, and which of them the backend
+    /// refused: it sent an error and closed them. Call `refusals` once the backend has
+    /// answered someone who connected after all of them.
+    func openIdle(_ n: Int, to socket: String) throws -> [ControlSocket] {
+        try (0..<n).map { _ in try ControlSocket.connect(path: socket) }
+    }
+
+    func refusals(_ idle: [ControlSocket]) throws -> [(index: Int, error: MXError)] {
+        var out: [(Int, MXError)] = []
+        for (i, c) in idle.enumerated() where c.waitReadable(timeoutMs: 0) {
+            guard case let .message(bytes, _) = try c.receive(wait: false) else { XCTFail("closed without a word"); continue }
+            var msg = try ControlMessage.decode(bytes, fds: [])
+            XCTAssertEqual(msg.header.type, .error)
+            out.append((i, ControlMessage.decodeError(&msg.payload)))
+        }
+        return out
+    }
+
+    func mxInfo(_ socket: String) -> (code: Int32, output: String, seconds: Double) {
+        let start = monotonicNanoseconds()
+        let (code, out) = runCapturing(BuiltProducts.path("mx_info"), ["--socket", socket, "--no-start"])
+        return (code, out, Double(monotonicNanoseconds() - start) / 1e9)
+    }
+
+    func testOneProcessGetsAtMostItsShareOfConnectionsAndOthersAreStillServed() throws {
+        let b = try TestBackend()
+        defer { b.stop() }
+        let pid = b.process!.pid
+        let cap = MXLimits.maxConnectionsPerProcess
+        XCTAssertEqual(waitForWatched(pid, 1), 1, "at rest the backend watches its listener only")
+        let cpuBefore = try cpuTicks(pid)
+        var idle = try openIdle(cap + 8, to: b.socketPath)
+        // Another process, queued behind the whole flood, is served at once.
+        let info = mxInfo(b.socketPath)
+        XCTAssertEqual(info.code, 0, info.output)
+        XCTAssertTrue(info.output.contains("Board #0"), info.output)
+        XCTAssertLessThan(info.seconds, 5, "mx_info waited behind idle connections")
+        // Of this process's connections the backend holds `cap`; the rest heard why not.
+        let refused = try refusals(idle)
+        XCTAssertEqual(refused.map(\.index), Array(cap..<(cap + 8)))
+        for r in refused {
+            XCTAssertEqual(r.error.code, .tooManyConnections)
+            XCTAssertTrue(r.error.message.contains("process \(getpid()) already holds \(cap) connections to the backend at \(b.socketPath), the limit for one process (\(cap)"), r.error.message)
+        }
+        // Every held connection is in the kernel's epoll set: a turn of the loop costs what is
+        // ready, not what is open (rebuilding a poll array per turn made accepting quadratic).
+        XCTAssertEqual(waitForWatched(pid, 1 + cap), 1 + cap)
+        // A context of this process hears the reason too.
+        XCTAssertThrowsError(try MXContext(socketPath: b.socketPath, startBackend: false)) { e in
+            XCTAssertEqual((e as? MXError)?.code, .tooManyConnections)
+            XCTAssertTrue("\(e)".contains("the limit for one process (\(cap)"), "\(e)")
+        }
+        // The flood cost the backend little, and holding it costs nothing.
+        XCTAssertLessThanOrEqual(try cpuTicks(pid) - cpuBefore, 100, "accepting \(cap + 8) connections")
+        let before = try cpuTicks(pid)
+        usleep(1_000_000)
+        XCTAssertLessThanOrEqual(try cpuTicks(pid) - before, 5, "a second with \(cap) idle connections")
+        // Closed connections give their slots back.
+        idle.removeAll()
+        XCTAssertEqual(waitForWatched(pid, 1), 1)
+        let mx = try MXContext(socketPath: b.socketPath, startBackend: false)
+        mx.finalize()
+    }
+
+    func testTheBackendServesAtMostItsConnectionLimitInAll() throws {
+        let b = try TestBackend(arguments: ["--max-connections", "8"])
+        defer { b.stop() }
+        let pid = b.process!.pid
+        XCTAssertEqual(waitForWatched(pid, 1), 1)
+        var idle = try openIdle(10, to: b.socketPath)
+        let info = mxInfo(b.socketPath)
+        let reason = "the backend at \(b.socketPath) already serves 8 connections, its limit in all (--max-connections 8)"
+        XCTAssertEqual(info.code, 1, "refused: \(info.output)")
+        XCTAssertTrue(info.output.contains("too many connections: " + reason), info.output)
+        XCTAssertLessThan(info.seconds, 5, "refused at once, not left waiting")
+        let refused = try refusals(idle)
+        XCTAssertEqual(refused.map(\.index), [8, 9])
+        for r in refused { XCTAssertTrue(r.error.message.contains(reason), r.error.message) }
+        idle.removeLast(3) // two refused, one held
+        XCTAssertEqual(waitForWatched(pid, 8), 8)
+        XCTAssertEqual(mxInfo(b.socketPath).code, 0, "a slot came free")
+    }
+
+    func testOutOfDescriptorsTheBackendRefusesClearlyAndDoesNotSpin() throws {
+        let b = try TestBackend(descriptorLimit: 40)
+        defer { b.stop() }
+        let pid = b.process!.pid
+        let held = try b.context() // a frontend that was there before the flood
+        defer { held.finalize() }
+        XCTAssertEqual(waitForWatched(pid, 2), 2)
+        var idle = try openIdle(60, to: b.socketPath)
+        // The backend does not spin on its listener (accept failing with EMFILE while frontends
+        // wait), and serves what it holds.
+        let before = try cpuTicks(pid)
+        usleep(1_000_000)
+        XCTAssertLessThanOrEqual(try cpuTicks(pid) - before, 5, "a second at the descriptor limit")
+        let start = monotonicNanoseconds()
+        XCTAssertEqual(try held.info().backendPID, pid)
+        XCTAssertLessThan(monotonicNanoseconds() - start, 1_000_000_000)
+        // Others get a clear answer at once: no descriptor is left for them.
+        let info = mxInfo(b.socketPath)
+        XCTAssertEqual(info.code, 1, "refused: \(info.output)")
+        XCTAssertTrue(info.output.contains("too many connections: the backend at \(b.socketPath) is out of file descriptors (its limit is 40)"), info.output)
+        XCTAssertLessThan(info.seconds, 5, "refused at once, not left waiting")
+        // The flood: held until the descriptors ran out, the rest refused with the reason.
+        let refused = try refusals(idle)
+        let first = refused.first?.index ?? idle.count
+        XCTAssertGreaterThan(first, 10, "connections are held until the limit")
+        XCTAssertEqual(refused.map(\.index), Array(first..<60), "and every later one is refused")
+        for r in refused { XCTAssertTrue(r.error.message.contains("out of file descriptors (its limit is 40)"), r.error.message) }
+        idle.removeAll()
+        XCTAssertEqual(waitForWatched(pid, 2), 2)
+        XCTAssertEqual(mxInfo(b.socketPath).code, 0, "descriptors came free")
+    }
+
     // MARK: scale
 
     func testSixtyFourEndpointsAllPairsStayUnderOneGiB() throws {

@@ -145,8 +145,8 @@ final class ToolTests: XCTestCase {
         let pid = try mx.info().backendPID
         defer { XCTAssertTrue(terminate(pid: pid)) }
         // What the daemon holds: stdio on /dev/null, its lock, its listening socket and this
-        // test's connection (a socket and its eventfd). A pipe or a third socket is something
-        // it kept from the rank.
+        // test's connection (a socket and its eventfd), its epoll set and spare descriptor. A
+        // pipe or a third socket is something it kept from the rank.
         var sockets = 0
         for (fd, target) in descriptors(of: pid) {
             if fd <= 2 {
@@ -154,27 +154,13 @@ final class ToolTests: XCTestCase {
             } else if target.hasPrefix("socket:") {
                 sockets += 1
             } else {
-                XCTAssertTrue([dir.socketPath + ".lock", "anon_inode:[eventfd]"].contains(target),
+                XCTAssertTrue([dir.socketPath + ".lock", "anon_inode:[eventfd]", "anon_inode:[eventpoll]",
+                               "/memfd:myrback-spare-descriptor (deleted)"].contains(target),
                               "fd \(fd) -> \(target) is not the backend's own")
             }
         }
         XCTAssertEqual(sockets, 2, "the listener and this test's connection only")
         mx.finalize()
-    }
-
-    /// A process's descriptors and what each refers to (/proc/PID/fd).
-    func descriptors(of pid: Int32) -> [(Int32, String)] {
-        var out: [(Int32, String)] = []
-        guard let d = opendir("/proc/\(pid)/fd") else { return out }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-            guard let fd = Int32(name) else { continue }
-            var buf = [CChar](repeating: 0, count: 4096)
-            let n = readlink("/proc/\(pid)/fd/\(name)", &buf, buf.count - 1)
-            out.append((fd, n > 0 ? String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"))
-        }
-        return out.sorted { $0.0 < $1.0 }
     }
 
     func testPingpongPrintsOSUStyleRows() throws {
@@ -233,6 +219,9 @@ final class ToolTests: XCTestCase {
         let (code, out) = runCapturing(BuiltProducts.path("myrback"), ["--boards", "0", "--socket", "/tmp/unused-\(getpid())/s.sock"])
         XCTAssertNotEqual(code, 0)
         XCTAssertTrue(out.contains("--boards must be 1...32, not 0"), out)
+        let (code1, out1) = runCapturing(BuiltProducts.path("myrback"), ["--max-connections", "0", "--socket", "/tmp/unused-\(getpid())/s.sock"])
+        XCTAssertNotEqual(code1, 0)
+        XCTAssertTrue(out1.contains("--max-connections must be 1 to \(MXLimits.maxConnections), not 0"), out1)
         let (code2, _) = runCapturing(BuiltProducts.path("mx_pingpong"), ["-m", "5:1"])
         XCTAssertEqual(code2, 64, "usage errors exit 64 (EX_USAGE) from the argument parser")
     }

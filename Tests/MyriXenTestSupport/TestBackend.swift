@@ -23,11 +23,16 @@ public final class TestBackend {
     /// `hostTimeout`: its `--host-timeout`.
     public let wire: String?
     public let hostTimeout: Int?
+    /// More myrback options; and its descriptor limit (soft and hard, `ulimit -n`), if one is given.
+    public let arguments: [String]
+    public let descriptorLimit: Int?
 
     public init(boards: Int = 1, endpoints: Int? = nil, ringKB: Int? = nil, wire: String? = nil, hostTimeout: Int? = nil,
-                start: Bool = true) throws {
+                arguments: [String] = [], descriptorLimit: Int? = nil, start: Bool = true) throws {
         self.wire = wire
         self.hostTimeout = hostTimeout
+        self.arguments = arguments
+        self.descriptorLimit = descriptorLimit
         var template = Array("/tmp/mxtest-XXXXXX".utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw MXError(.system, "mkdtemp failed")
@@ -45,8 +50,12 @@ public final class TestBackend {
         if let r = ringKB { args += ["--ring-kb", String(r)] }
         if let w = wire { args += ["--wire", w] }
         if let t = hostTimeout { args += ["--host-timeout", String(t)] }
-        // Tied to this process: a test that crashes leaves no backend behind.
-        let p = try ChildProcess.spawnTied(BuiltProducts.path("myrback"), args)
+        args += arguments
+        // Tied to this process: a test that crashes leaves no backend behind. With a limit, the
+        // shell sets it and becomes myrback (exec: the pid stays the one started).
+        let p = try descriptorLimit.map { n in
+            try ChildProcess.spawnTied("/bin/sh", ["-c", "ulimit -n \(n) && exec \"$0\" \"$@\"", BuiltProducts.path("myrback")] + args)
+        } ?? ChildProcess.spawnTied(BuiltProducts.path("myrback"), args)
         process = p
         let deadline = monotonicNanoseconds() + 10_000_000_000
         while monotonicNanoseconds() < deadline {
@@ -155,6 +164,36 @@ public func terminate(pid: Int32, within seconds: Double = 5) -> Bool {
     }
     kill(pid, SIGKILL)
     return !processExists(pid)
+}
+
+/// A process's descriptors and what each refers to (/proc/PID/fd), by number.
+public func descriptors(of pid: Int32) -> [(fd: Int32, target: String)] {
+    var out: [(Int32, String)] = []
+    guard let d = opendir("/proc/\(pid)/fd") else { return out }
+    defer { closedir(d) }
+    while let e = readdir(d) {
+        let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+        guard let fd = Int32(name) else { continue }
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/\(pid)/fd/\(name)", &buf, buf.count - 1)
+        out.append((fd, n > 0 ? String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"))
+    }
+    return out.sorted { $0.0 < $1.0 }
+}
+
+/// How many descriptors a process's epoll set watches (the `tfd:` lines of its fdinfo), or nil
+/// when it has no epoll descriptor.
+public func epollWatchCount(of pid: Int32) -> Int? {
+    guard let ep = descriptors(of: pid).first(where: { $0.target == "anon_inode:[eventpoll]" }),
+          let f = fopen("/proc/\(pid)/fdinfo/\(ep.fd)", "r") else { return nil }
+    defer { fclose(f) }
+    var count = 0
+    var buf = [CChar](repeating: 0, count: 512)
+    while fgets(&buf, Int32(buf.count), f) != nil {
+        let line = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if line.hasPrefix("tfd:") { count += 1 }
+    }
+    return count
 }
 
 /// The job directories swiftrun keeps in /tmp while a job runs (none may outlive its job).

@@ -46,6 +46,24 @@ int cmx_seqpacket_socket(void);
 int cmx_unix_listen(int fd, const char *path, int backlog);
 /// accept4 with SOCK_CLOEXEC.
 int cmx_accept(int fd);
+/// Sets O_NONBLOCK on a descriptor (a listener accepts until EAGAIN). 0 or -1/errno.
+int cmx_set_nonblocking(int fd);
+
+// MARK: the backend's event loop (epoll: a turn costs what is ready, not what is open)
+#define CMX_WATCH_ADD 0
+#define CMX_WATCH_MODIFY 1
+#define CMX_WATCH_REMOVE 2
+#define CMX_READY_IN 1
+#define CMX_READY_OUT 2
+/// epoll_create1(EPOLL_CLOEXEC).
+int cmx_epoll_create(void);
+/// Adds, modifies or removes (`op`: CMX_WATCH_*) `fd` in the epoll set `ep`: readable always,
+/// writable too when `writable`. Level-triggered. 0 or -1/errno.
+int cmx_epoll_watch(int ep, int fd, int op, int writable);
+/// Waits up to `timeout_ms` for ready descriptors (at most `max`, at most 256): fills `fds` and
+/// `ready` (CMX_READY_IN for input, hang-up or error; CMX_READY_OUT for room to write).
+/// Returns their number, 0 on timeout, -1/errno (EINTR included: the caller checks its flags).
+int cmx_epoll_wait(int ep, int *fds, int *ready, int max, int timeout_ms);
 /// connect to a Unix path.
 int cmx_unix_connect(int fd, const char *path);
 /// sendmsg with up to `nfds` descriptors as SCM_RIGHTS. MSG_NOSIGNAL (and MSG_DONTWAIT if asked).

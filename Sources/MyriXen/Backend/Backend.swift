@@ -23,6 +23,9 @@ public final class Backend {
         public var wire: UInt32?
         /// Seconds another host may stay silent before its pairs with this one end.
         public var hostTimeoutSeconds = MXWire.defaultHostTimeoutSeconds
+        /// Control connections served at once (at most `MXLimits.maxConnectionsPerProcess` of one
+        /// process); more are refused with `tooManyConnections`.
+        public var maxConnections = MXLimits.maxConnections
 
         public init(socketPath: String, hostname: String) {
             self.socketPath = socketPath
@@ -31,6 +34,7 @@ public final class Backend {
     }
 
     final class Connection {
+        unowned let backend: Backend
         let id: UInt32
         let socket: ControlSocket
         let pid: Int32
@@ -40,14 +44,22 @@ public final class Backend {
         /// Messages the frontend's socket had no room for yet (descriptors duplicated).
         var outbox: [(bytes: [UInt8], fds: [Int32])] = []
         /// Set when the frontend stopped reading or its socket failed: dropped after this turn.
-        var broken = false
+        private(set) var broken = false
         /// A frontend this far behind on its control socket is not reading it at all.
         static let maxOutbox = 4096
 
-        init(id: UInt32, socket: ControlSocket, pid: Int32) {
+        init(backend: Backend, id: UInt32, socket: ControlSocket, pid: Int32) {
+            self.backend = backend
             self.id = id
             self.socket = socket
             self.pid = pid
+        }
+
+        /// Marks the connection for dropping at the end of this turn (once).
+        func markBroken() {
+            guard !broken else { return }
+            broken = true
+            backend.brokenConnections.append(self)
         }
 
         /// Sends without ever blocking the backend: what does not fit now waits in the outbox.
@@ -56,13 +68,14 @@ public final class Backend {
             do {
                 if outbox.isEmpty, try socket.send(bytes, fds: fds, wait: false) { return }
             } catch {
-                broken = true
+                markBroken()
                 return
             }
             guard outbox.count < Connection.maxOutbox else {
-                broken = true
+                markBroken()
                 return
             }
+            if outbox.isEmpty { backend.watch(self, writable: true) }
             outbox.append((bytes, fds.map { dup($0) }))
         }
 
@@ -71,12 +84,13 @@ public final class Backend {
                 do {
                     guard try socket.send(first.bytes, fds: first.fds, wait: false) else { return }
                 } catch {
-                    broken = true
+                    markBroken()
                     return
                 }
                 first.fds.forEach(closeDescriptor)
                 outbox.removeFirst()
             }
+            backend.watch(self, writable: false)
         }
 
         func discardOutbox() {
@@ -139,6 +153,21 @@ public final class Backend {
     /// Whether this backend created its socket's directory (only then does it remove it).
     var createdDirectory = false
     var connections: [Int32: Connection] = [:]
+    /// Connections each frontend process holds (by its pid at connect, SO_PEERCRED).
+    var connectionsByPID: [Int32: Int] = [:]
+    /// Connections marked broken this turn, dropped at its end.
+    var brokenConnections: [Connection] = []
+    /// The event loop: one epoll set of the listener, the wire and every connection, and the
+    /// buffers a turn's ready descriptors are read into (allocated once).
+    var epollFD: Int32 = -1
+    var readyFDs = [Int32](repeating: -1, count: 256)
+    var readyFlags = [Int32](repeating: 0, count: 256)
+    /// A descriptor held in reserve: out of descriptors, the backend closes it to accept and
+    /// refuse a waiting frontend instead of leaving it in the backlog (where the listener
+    /// would stay ready and the loop spin).
+    var spareFD: Int32 = -1
+    /// Until when the listener is out of the epoll set (no spare descriptor could be had).
+    var listenerPausedUntil: UInt64 = 0
     var boards: [[EndpointRecord?]]
     var endpointsBySerial: [UInt64: EndpointRecord] = [:]
     var pairs: [PairKey: [UInt64: PairSide]] = [:]
@@ -181,7 +210,10 @@ public final class Backend {
             config.wire.map { NICAddressing.nicID(ipv4: $0, board: b) } ?? NICAddressing.nicID(hostname: config.hostname, board: b)
         }
         if let ip = config.wire { try openWire(ip) }
-        do { try listen() } catch {
+        do {
+            try listen()
+            try setUpEventLoop()
+        } catch {
             shutdown() // the wire, and the lock and directory if this backend made them
             throw error
         }
@@ -226,11 +258,36 @@ public final class Backend {
         cmx_raise_fd_limit() // two ring objects per connected pair
     }
 
+    func setUpEventLoop() throws(MXError) {
+        epollFD = try check("epoll_create1") { cmx_epoll_create() }
+        try check("fcntl(O_NONBLOCK)") { cmx_set_nonblocking(listenFD) }
+        try check("epoll_ctl(listener)") { cmx_epoll_watch(epollFD, listenFD, CMX_WATCH_ADD, 0) }
+        if wireFD >= 0 { try check("epoll_ctl(wire)") { cmx_epoll_watch(epollFD, wireFD, CMX_WATCH_ADD, 0) } }
+        spareFD = Self.openSpareDescriptor()
+        guard spareFD >= 0 else { throw systemError("memfd_create(spare descriptor)") }
+    }
+
+    static func openSpareDescriptor() -> Int32 { cmx_memfd_create("myrback-spare-descriptor") }
+
+    /// Watches `conn`'s socket for room to write too (while its outbox holds messages), or not.
+    func watch(_ conn: Connection, writable: Bool) {
+        guard conn.socket.fd >= 0 else { return }
+        if cmx_epoll_watch(epollFD, conn.socket.fd, CMX_WATCH_MODIFY, writable ? 1 : 0) != 0 { conn.markBroken() }
+    }
+
     /// Stops the loop at its next turn (safe from a signal handler's flag check).
     public func requestStop() { stopRequested = true }
 
     func shutdown() {
         for conn in Array(connections.values) { drop(conn) }
+        if epollFD >= 0 {
+            closeDescriptor(epollFD)
+            epollFD = -1
+        }
+        if spareFD >= 0 {
+            closeDescriptor(spareFD)
+            spareFD = -1
+        }
         if wireFD >= 0 {
             closeDescriptor(wireFD)
             wireFD = -1
@@ -262,26 +319,29 @@ public final class Backend {
     public func run(shouldStop: () -> Bool = { false }) {
         var idleSince = monotonicNanoseconds()
         while !stopRequested && !shouldStop() {
-            var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)]
-            let conns = Array(connections.values)
-            for c in conns {
-                let events = Int16(POLLIN) | (c.outbox.isEmpty ? 0 : Int16(POLLOUT))
-                fds.append(pollfd(fd: c.socket.fd, events: events, revents: 0))
-            }
-            if wireFD >= 0 { fds.append(pollfd(fd: wireFD, events: Int16(POLLIN), revents: 0)) }
-            let rc = poll(&fds, nfds_t(fds.count), remoteConnects.isEmpty && remoteHosts.isEmpty && closeNotices.isEmpty ? 200 : 50)
-            if rc < 0 && errno != EINTR { break }
-            if rc > 0 {
-                if fds[0].revents & Int16(POLLIN) != 0 { accept() }
-                for (i, c) in conns.enumerated() where fds[i + 1].revents != 0 && connections[c.socket.fd] === c {
-                    if fds[i + 1].revents & Int16(POLLOUT) != 0 { c.flush() }
-                    if fds[i + 1].revents & ~Int16(POLLOUT) != 0 { serve(c) }
+            if listenerPausedUntil != 0 && monotonicNanoseconds() >= listenerPausedUntil { resumeListener() }
+            let busy = !remoteConnects.isEmpty || !remoteHosts.isEmpty || !closeNotices.isEmpty || listenerPausedUntil != 0
+            let n = readyFDs.withUnsafeMutableBufferPointer { fds in
+                readyFlags.withUnsafeMutableBufferPointer { flags in
+                    cmx_epoll_wait(epollFD, fds.baseAddress, flags.baseAddress, Int32(fds.count), busy ? 50 : 200)
                 }
-                if wireFD >= 0 && fds[fds.count - 1].revents != 0 { serveWire() }
+            }
+            if n < 0 && errno != EINTR { break }
+            for i in 0..<max(0, Int(n)) {
+                let fd = readyFDs[i]
+                if fd == listenFD {
+                    acceptWaiting()
+                } else if fd == wireFD {
+                    serveWire()
+                } else if let c = connections[fd], !c.broken {
+                    if readyFlags[i] & CMX_READY_OUT != 0 { c.flush() }
+                    if readyFlags[i] & CMX_READY_IN != 0 { serve(c) }
+                }
             }
             if !remoteConnects.isEmpty { resendRemoteConnects() }
             if !remoteHosts.isEmpty || !closeNotices.isEmpty { checkRemoteHosts() }
-            for c in Array(connections.values) where c.broken {
+            while let c = brokenConnections.popLast() {
+                guard connections[c.socket.fd] === c else { continue } // dropped already
                 log("frontend \(c.id) stopped reading its control socket or lost it; dropping it")
                 drop(c)
             }
@@ -298,18 +358,92 @@ public final class Backend {
         shutdown()
     }
 
-    func accept() {
-        let fd = cmx_accept(listenFD)
-        guard fd >= 0 else { return }
+    /// Frontends accepted per turn at most: a flood of connects waits its turn with the others.
+    static let acceptsPerTurn = 64
+
+    /// Accepts what waits on the listener (non-blocking, a bounded batch).
+    func acceptWaiting() {
+        for _ in 0..<Self.acceptsPerTurn {
+            let fd = cmx_accept(listenFD)
+            if fd >= 0 {
+                admit(fd)
+                continue
+            }
+            switch errno {
+            case EINTR, ECONNABORTED:
+                continue
+            case EMFILE, ENFILE:
+                guard refuseForWantOfDescriptors() else { return }
+            default:
+                return // EAGAIN: none left
+            }
+        }
+    }
+
+    /// Out of descriptors: the spare one makes room to accept a waiting frontend and tell it
+    /// why it is refused. Returns whether one was (false: none waits, or the listener had to be
+    /// paused instead).
+    func refuseForWantOfDescriptors() -> Bool {
+        if spareFD >= 0 {
+            closeDescriptor(spareFD)
+            spareFD = -1
+            let fd = cmx_accept(listenFD)
+            let err = errno
+            if fd >= 0 {
+                var limit = rlimit()
+                getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+                refuse(ControlSocket(adopting: fd), MXError(.tooManyConnections, "the backend at \(config.socketPath) is out of file descriptors (its limit is \(limit.rlim_cur)) with \(connections.count) connections; close contexts or endpoints no longer used, or raise its limit (ulimit -n) where it starts"))
+            }
+            spareFD = Self.openSpareDescriptor()
+            // accept reports EMFILE whether or not anyone waits: with room, it says which.
+            if fd < 0 && (err == EAGAIN || err == EWOULDBLOCK) { return false }
+            if fd >= 0 && spareFD >= 0 { return true }
+        }
+        // Not even that: stop looking at the listener for a moment rather than spin on it.
+        log("out of file descriptors: not accepting for 100 ms")
+        _ = cmx_epoll_watch(epollFD, listenFD, CMX_WATCH_REMOVE, 0)
+        listenerPausedUntil = monotonicNanoseconds() + 100_000_000
+        return false
+    }
+
+    func resumeListener() {
+        listenerPausedUntil = 0
+        if spareFD < 0 { spareFD = Self.openSpareDescriptor() }
+        _ = cmx_epoll_watch(epollFD, listenFD, CMX_WATCH_ADD, 0)
+    }
+
+    /// Sends a frontend of this user the reason it is refused, and closes its connection. Another
+    /// user's gets not a word.
+    func refuse(_ socket: ControlSocket, _ error: MXError) {
+        if let cred = try? socket.peerCredentials(), cred.uid == myUID {
+            log("frontend of pid \(cred.pid) refused: \(error.message)")
+            _ = try? socket.send(ControlMessage.encodeError(error, token: 0), fds: [], wait: false)
+        }
+        socket.close()
+    }
+
+    /// A new frontend connection: of this user only, within the caps per process and in all.
+    func admit(_ fd: Int32) {
         let socket = ControlSocket(adopting: fd)
         guard let cred = try? socket.peerCredentials(), cred.uid == myUID else {
             // Another user: no endpoint, no grant, not a word.
             socket.close()
             return
         }
-        let conn = Connection(id: nextConnectionID, socket: socket, pid: cred.pid)
+        let held = connectionsByPID[cred.pid, default: 0]
+        if connections.count >= config.maxConnections {
+            return refuse(socket, MXError(.tooManyConnections, "the backend at \(config.socketPath) already serves \(connections.count) connections, its limit in all (--max-connections \(config.maxConnections)); close contexts or endpoints no longer used, or start the backend with a higher limit"))
+        }
+        if held >= MXLimits.maxConnectionsPerProcess {
+            return refuse(socket, MXError(.tooManyConnections, "process \(cred.pid) already holds \(held) connections to the backend at \(config.socketPath), the limit for one process (\(MXLimits.maxConnectionsPerProcess): one per context and per endpoint); close contexts or endpoints it no longer uses"))
+        }
+        guard cmx_epoll_watch(epollFD, fd, CMX_WATCH_ADD, 0) == 0 else {
+            return refuse(socket, systemError("epoll_ctl(a new frontend)"))
+        }
+        let conn = Connection(backend: self, id: nextConnectionID, socket: socket, pid: cred.pid)
         nextConnectionID &+= 1
         connections[fd] = conn
+        connectionsByPID[cred.pid] = held + 1
         log("frontend \(conn.id) (pid \(cred.pid)) connected")
     }
 
@@ -356,6 +490,8 @@ public final class Backend {
         if let ev = conn.eventChannel { closeDescriptor(ev.fd) }
         conn.eventChannel = nil
         connections[conn.socket.fd] = nil
+        if let held = connectionsByPID[conn.pid], held > 1 { connectionsByPID[conn.pid] = held - 1 } else { connectionsByPID[conn.pid] = nil }
+        _ = cmx_epoll_watch(epollFD, conn.socket.fd, CMX_WATCH_REMOVE, 0)
         conn.socket.close()
         log("frontend \(conn.id) gone")
     }

@@ -42,9 +42,17 @@ final class BackendConnection {
         socketPath = path
         socket = try ControlSocket.connect(path: path)
         eventChannel = EventChannel(fd: -1)
-        // Xen's frontend handshake.
-        try send(.frontendState, token: 0) { $0.put(XenbusState.initialising.rawValue) }
+        // Xen's frontend handshake. A backend that refuses the connection (too many) says why
+        // and closes it: that reason is what the caller hears, even if our first send found
+        // the connection closed already.
+        do { try send(.frontendState, token: 0) { $0.put(XenbusState.initialising.rawValue) } } catch {
+            throw refusal() ?? error
+        }
         var msg = try receiveDirect()
+        if msg.header.type == .error {
+            msg.fds.forEach(closeDescriptor)
+            throw ControlMessage.decodeError(&msg.payload)
+        }
         guard msg.header.type == .backendState, let s1 = XenbusState(rawValue: try msg.payload.get(UInt8.self)) else {
             throw MXError(.protocolError, "backend did not answer the handshake")
         }
@@ -80,6 +88,14 @@ final class BackendConnection {
         dead = true
     }
 
+    /// The error the backend sent before it closed the connection, if it did.
+    private func refusal() -> MXError? {
+        guard case let .message(bytes, fds)? = try? socket.receive(wait: false) else { return nil }
+        fds.forEach(closeDescriptor)
+        guard var msg = try? ControlMessage.decode(bytes, fds: []), msg.header.type == .error else { return nil }
+        return ControlMessage.decodeError(&msg.payload)
+    }
+
     private func send(_ type: ControlType, token: UInt32, _ body: (inout ByteWriter) -> Void) throws(MXError) {
         try socket.send(ControlMessage.encode(type, token: token, body))
     }
@@ -92,7 +108,9 @@ final class BackendConnection {
         case let .message(bytes, fds): return try ControlMessage.decode(bytes, fds: fds)
         case .closed, .wouldBlock:
             dead = true
-            throw MXError(.backendDied, "the backend at \(socketPath) closed the connection")
+            // A backend that refused us said why before it closed. (If our own message was
+            // still unread then, the first receive reports a reset; the reason is behind it.)
+            throw refusal() ?? MXError(.backendDied, "the backend at \(socketPath) closed the connection")
         }
     }
 

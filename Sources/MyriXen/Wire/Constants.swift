@@ -23,6 +23,12 @@ public enum MXLimits {
     public static let rendezvousThresholdRemote = 32768
     /// Myri-10G line speed, Gbit/s, full duplex.
     public static let lineSpeedGbps = 10
+    /// Control connections one process may hold to its backend (one per context and one per
+    /// endpoint: twice a full board's endpoints). More are refused (`tooManyConnections`).
+    public static let maxConnectionsPerProcess = 512
+    /// Control connections a backend serves in all by default (`myrback --max-connections`):
+    /// every endpoint of the largest host, plus one process's worth.
+    public static let maxConnections = maxBoards * maxEndpointsPerBoard + maxConnectionsPerProcess
     /// The MX API level these semantics follow.
     public static let apiVersion = 0x301
 }
