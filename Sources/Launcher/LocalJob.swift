@@ -197,7 +197,9 @@ public final class LocalJob {
             let socket = "\(directory)/myrback-\(h).sock"
             let ranksHere = plan.placements.filter { $0.host == h }.count
             let boards = min(MXLimits.maxBoards, max(1, (ranksHere + MXLimits.endpointsPerBoard - 1) / MXLimits.endpointsPerBoard))
-            var args = ["--socket", socket, "--foreground", "--boards", String(boards)]
+            // The job's directory is swiftrun's, made for its backends: the last to exit removes
+            // it (also when swiftrun was killed and they got SIGTERM).
+            var args = ["--socket", socket, "--foreground", "--boards", String(boards), "--remove-empty-directory"]
             // A host an agent serves names its boards after the job's name for it: distinct NIC
             // ids even where hosts share a kernel hostname (emulated VMs, Slurm nodes).
             // Such a host reaches the job's other hosts over its network: its boards get a wire,

@@ -55,6 +55,9 @@ struct Myrback: ParsableCommand {
     @Option(name: .long, help: "Exit after this many seconds without frontends (default: never).")
     var idleExit: Int?
 
+    @Flag(name: .long, help: "At exit remove the socket's directory if it is empty, though it existed before (a launcher's private job directory). Without it only a directory myrback created is removed.")
+    var removeEmptyDirectory = false
+
     @Flag(name: .long, help: "Stay in the foreground (the default unless --daemonize).")
     var foreground = false
 
@@ -89,6 +92,7 @@ struct Myrback: ParsableCommand {
         }
         config.idleExitSeconds = idleExit
         config.maxConnections = maxConnections
+        config.removeEmptyDirectory = removeEmptyDirectory
         config.hostTimeoutSeconds = try hostTimeoutSeconds()
         config.verbose = verbose
         let wireSpec = wire ?? getenv(MXWire.environment).map { String(cString: $0) } ?? "none"

@@ -52,8 +52,8 @@ final class ToolTests: XCTestCase {
             XCTAssertTrue(out.contains(reason), "\(socket): \(out)", file: file, line: line)
         }
         /// Serves at `socket` until told to stop; returns after SIGTERM, with the exit status.
-        func serve(_ socket: String, whileRunning check: () throws -> Void) throws {
-            let p = try ChildProcess.spawnTied(BuiltProducts.path("myrback"), ["--foreground", "--socket", socket])
+        func serve(_ socket: String, _ extra: [String] = [], whileRunning check: () throws -> Void = {}) throws {
+            let p = try ChildProcess.spawnTied(BuiltProducts.path("myrback"), ["--foreground", "--socket", socket] + extra)
             defer { if p.poll() == nil { p.signal(SIGKILL); _ = p.wait() } }
             let deadline = monotonicNanoseconds() + 10_000_000_000
             while (try? MXContext(socketPath: socket, startBackend: false))?.finalize() == nil {
@@ -107,6 +107,13 @@ final class ToolTests: XCTestCase {
             XCTAssertEqual(Set(entries(made)), ["x.sock", "x.sock.lock"])
         }
         XCTAssertNil(mode(made), "the directory the backend made goes with it")
+        // A launcher's job directory: removed on request, but only when empty.
+        let job = base + "/job"
+        XCTAssertEqual(mkdir(job, 0o700), 0)
+        try serve(own + "/x.sock", ["--remove-empty-directory"])
+        XCTAssertEqual(entries(own), ["data.txt"], "a directory with something else in it stays")
+        try serve(job + "/x.sock", ["--remove-empty-directory"])
+        XCTAssertNil(mode(job), "an empty one goes when asked")
 
         // A frontend refuses the same directories at once instead of starting a backend there.
         let start = monotonicNanoseconds()

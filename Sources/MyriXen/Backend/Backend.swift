@@ -26,6 +26,10 @@ public final class Backend {
         /// Control connections served at once (at most `MXLimits.maxConnectionsPerProcess` of one
         /// process); more are refused with `tooManyConnections`.
         public var maxConnections = MXLimits.maxConnections
+        /// Remove the socket's directory at exit, if empty then, though this backend did not
+        /// create it: a launcher's private job directory (it created the directory for its
+        /// backends, and may be gone by then).
+        public var removeEmptyDirectory = false
 
         public init(socketPath: String, hostname: String) {
             self.socketPath = socketPath
@@ -152,6 +156,8 @@ public final class Backend {
     var lockFD: Int32 = -1
     /// Whether this backend created its socket's directory (only then does it remove it).
     var createdDirectory = false
+    /// Whether this backend held the socket's lock (served it): only then may it remove things.
+    var lockWasHeld = false
     var connections: [Int32: Connection] = [:]
     /// Connections each frontend process holds (by its pid at connect, SO_PEERCRED).
     var connectionsByPID: [Int32: Int] = [:]
@@ -236,6 +242,7 @@ public final class Backend {
             lockFD = -1
             throw MXError(.badParameter, "another myrback already serves \(path)")
         }
+        lockWasHeld = true
         // What stands at the path is removed only if it is a socket (one a dead backend left).
         var st = stat()
         if lstat(path, &st) == 0 {
@@ -302,11 +309,13 @@ public final class Backend {
             closeDescriptor(lockFD)
             lockFD = -1
         }
-        // The socket's directory goes too if this backend made it and nothing else is in it.
-        if createdDirectory {
+        // The socket's directory goes too if this backend made it (or was asked to) and nothing
+        // else is in it.
+        if createdDirectory || (config.removeEmptyDirectory && lockWasHeld) {
             rmdir(BackendLocation.directory(of: config.socketPath))
-            createdDirectory = false
         }
+        createdDirectory = false
+        lockWasHeld = false
     }
 
     func log(_ s: @autoclosure () -> String) {
