@@ -25,11 +25,15 @@ final class JobTests: XCTestCase {
 
     lazy var before: Set<String> = jobDirectories()
 
-    func run(_ args: [String], stdin: String? = nil, file: StaticString = #filePath, line: UInt = #line) -> (code: Int32, output: String, seconds: Double) {
+    /// `killAfter`: SIGKILL swiftrun after that many seconds (coreutils `timeout`), for tests
+    /// whose failure would be a swiftrun that ignores its own --timeout and SIGTERM.
+    func run(_ args: [String], stdin: String? = nil, killAfter: Int? = nil, file: StaticString = #filePath, line: UInt = #line) -> (code: Int32, output: String, seconds: Double) {
         _ = before
         let start = monotonicNanoseconds()
         let (code, out): (Int32, String)
-        if let input = stdin {
+        if let seconds = killAfter {
+            (code, out) = runCapturing("/usr/bin/timeout", ["-s", "KILL", String(seconds), swiftrun] + args)
+        } else if let input = stdin {
             let cmd = "printf '\(input)' | '\(swiftrun)' " + args.map { "'\($0)'" }.joined(separator: " ")
             (code, out) = runCapturing("/bin/sh", ["-c", cmd])
         } else {
@@ -258,6 +262,41 @@ final class JobTests: XCTestCase {
     }
 
     // MARK: failures
+
+    /// PMI as a hostile or broken rank speaks it, served by swiftrun itself and by an agent:
+    /// swiftrun never blocks on one rank, and a rank over a limit is cut off and ends the job.
+    func testARankThatFloodsPMINeverWedgesSwiftrun() throws {
+        let fake = "/tmp/srtest-floodssh-\(getpid())"
+        defer { unlink(fake) }
+        writeFakeSSH(fake, "")
+        for (how, launch) in [("here", ["-n", "1"]), ("through an agent", ["--launcher-exec", fake, "--host", "hostA:1", "-n", "1"])] {
+            // Requests without reading the replies, then silence: --timeout still ends the job.
+            let unread = run(launch + ["--timeout", "2", "/bin/bash", "-c", "yes cmd=get_maxes | head -n 3000 >&3; sleep 30 # \(marker)"], killAfter: 30)
+            XCTAssertEqual(unread.code, LocalJob.timeoutExitCode, "\(how): \(unread.output)")
+            XCTAssertTrue(unread.output.contains("timeout: the job ran longer than 2 s"), "\(how): \(unread.output)")
+            XCTAssertLessThan(unread.seconds, 6, how)
+            // A thousand puts written before any reply is read: every one answered, in order.
+            let batch = """
+            for i in $(seq 1000); do echo "cmd=put key=k$i value=v$i"; done >&3
+            ok=0; for i in $(seq 1000); do read -r l <&3; [ "$l" = "cmd=put_result rc=0" ] && ok=$((ok+1)); done
+            echo cmd=get key=k777 >&3; read -r g <&3; echo cmd=finalize >&3; read -r f <&3
+            echo "puts $ok, $g, $f # \(marker)"
+            """
+            let puts = run(launch + ["--timeout", "20", "/bin/bash", "-c", batch], killAfter: 30)
+            XCTAssertEqual(puts.code, 0, "\(how): \(puts.output)")
+            XCTAssertEqual(puts.output, "puts 1000, cmd=get_result rc=0 value=v777, cmd=finalize_ack rc=0 # \(marker)\n", how)
+            // Over the limits: unread replies, a line, the job's key-value space.
+            let value = String(repeating: "v", count: PMIServer.valueMax)
+            for (script, words) in [("yes cmd=get_maxes | head -n 200000 >&3", "stopped reading its PMI replies (over \(PMIServer.replyQueueMax >> 10) KiB of them wait)"),
+                                    ("head -c 16777216 /dev/zero | tr '\\0' x >&3", "sent a PMI line longer than \(PMIServer.lineMax) bytes, the limit (get_maxes: vallen_max=\(PMIServer.valueMax))"),
+                                    ("for i in $(seq 20000); do echo cmd=put key=k$i value=\(value); done >&3", PMIServer.kvsFullReason)] {
+                let r = run(launch + ["--timeout", "20", "/bin/bash", "-c", "\(script); sleep 30 # \(marker)"], killAfter: 30)
+                XCTAssertEqual(r.code, 1, "\(how): \(r.output)")
+                XCTAssertTrue(r.output.contains("swiftrun: rank 0 (pid ") && r.output.contains("\(words); cutting it off and ending the job"), "\(how): \(r.output)")
+                XCTAssertLessThan(r.seconds, 10, "\(how): \(words)")
+            }
+        }
+    }
 
     func testARankExitingNonZeroEndsTheJobWithItsCode() {
         let r = run(["-n", "4", rank, "exit", "5", "1", marker])
