@@ -6,8 +6,8 @@ import PMI
 ///
 /// swiftrun -> agent: `app`, `rank`, `env` (the job), `go`; then `pmi` (a reply for a rank),
 /// `barrier_out`, `stdin`, `stdin_eof`, `kill`. Agent -> swiftrun: `hello` (first, with the
-/// job's secret), `started`, `pmi` (a rank's message), `barrier`, `out`, `exit`, `cutoff` (a
-/// rank broke a PMI limit, `why` says which), `done`.
+/// job's secret), `started`, `pmi` (a rank's message), `barrier`, `out`, `exit` (`pmi=1` when
+/// the rank had spoken PMI), `cutoff` (a rank broke a PMI limit, `why` says which), `done`.
 enum AgentWire {
     /// The longest line on the agent link. A host's `barrier` carries its ranks' puts, each
     /// percent-encoded twice (at most five times its cost against `PMIServer.putBytesMax`), a

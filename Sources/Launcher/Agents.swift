@@ -291,6 +291,7 @@ extension LocalJob {
     /// Agent: a rank's PMI line goes to the host's proxy.
     func proxyHandle(_ i: Int, _ line: Substring) {
         guard let m = try? PMIMessage.parse(line) else { return }
+        ranks[i].spokePMI = true
         if proxy == nil { relay(i, line); return }
         perform(proxy!.handle(m, from: ranks[i].placement.rank), for: i, line: line)
     }
@@ -354,6 +355,7 @@ extension LocalJob {
             case "cutoff" where valid:
                 cutOff(i, AgentWire.value(m, "why") ?? "broke a limit of its PMI connection")
             case "exit" where valid && ranks[i].outcome == nil:
+                if m["pmi"] == "1" { ranks[i].spokePMI = true }
                 let outcome: ChildProcess.Outcome = m["signal"].flatMap(Int32.init).map { .signalled($0) } ?? .exited(Int32(m["code"] ?? "1") ?? 1)
                 ranks[i].outcome = outcome
                 rankEnded(i, outcome)

@@ -70,6 +70,8 @@ public final class LocalJob {
         var err: LineForwarder?
         var outcome: ChildProcess.Outcome?
         var finalized = false
+        /// It sent a PMI message: from then on it must finalize before it ends.
+        var spokePMI = false
         /// Controller: the rank runs on a host served by an agent.
         var remote = false
     }
@@ -512,9 +514,12 @@ public final class LocalJob {
         ranks[i].pmi?.close()
         let r = ranks[i]
         if case let .agent(up) = role {
+            // swiftrun decides what the end means; it needs to know whether the rank spoke PMI
+            // (its finalize, if any, went to swiftrun before this).
+            let spoke: [(String, String)] = r.spokePMI ? [("pmi", "1")] : []
             switch outcome {
-            case let .exited(c): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("code", String(c))]))
-            case let .signalled(sg): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("signal", String(sg))]))
+            case let .exited(c): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("code", String(c))] + spoke))
+            case let .signalled(sg): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("signal", String(sg))] + spoke))
             }
             if let actions = proxy?.rankExited(r.placement.rank) { perform(actions, for: i) }
             return
@@ -523,7 +528,14 @@ public final class LocalJob {
         if ending != nil { return }
         switch outcome {
         case .exited(0):
-            if !r.finalized && server.rankExited(r.placement.rank) {
+            if r.finalized { break }
+            if r.spokePMI {
+                // It started PMI (MPI_Init) and left without finalizing: whoever waits for it
+                // (in a PMI barrier, or in MPI's own, which swiftrun cannot see) waits forever.
+                _ = server.rankExited(r.placement.rank)
+                say("\(who) exited with code 0 without finalizing PMI (it had started it); ending the job")
+                end(.failed(code: 1), with: SIGTERM)
+            } else if server.rankExited(r.placement.rank) {
                 say("\(who) exited without finalizing while other ranks wait for it in a barrier; ending the job")
                 end(.failed(code: 1), with: SIGTERM)
             }
@@ -615,6 +627,7 @@ public final class LocalJob {
     func handlePMI(_ i: Int, _ m: PMIMessage) {
         do {
             if plan.verbose { say("PMI rank \(ranks[i].placement.rank): \(m)") }
+            ranks[i].spokePMI = true
             let out = server.handle(m, from: ranks[i].placement.rank)
             for reply in out.replies { sendPMI(i, reply) }
             handleEvents(out)

@@ -298,6 +298,27 @@ final class JobTests: XCTestCase {
         }
     }
 
+    /// A rank that started PMI and ends without finalizing, while the others wait for it in
+    /// MPI's own barrier (which swiftrun cannot see): the job ends at once, naming the rank.
+    func testARankThatLeavesAfterInitWithoutFinalizingEndsTheJob() throws {
+        let program = try buildMPICHProgram()
+        let fake = "/tmp/srtest-quitssh-\(getpid())"
+        defer { unlink(fake) }
+        writeFakeSSH(fake, "")
+        let agents = ["--launcher-exec", fake, "--host", "hostA:2,hostB:2"]
+        for (args, who) in [(["-n", "3", program, "vanish", marker], "rank 1 (pid "),
+                            (["-n", "3", rank, "quit", "1", marker], "rank 1 (pid "),
+                            (agents + ["-n", "4", program, "vanish", marker], "rank 1 (pid "),
+                            (agents + ["-n", "4", rank, "quit", "3", marker], "rank 3 (pid ")] {
+            let r = run(["--timeout", "30"] + args, killAfter: 60)
+            XCTAssertEqual(r.code, 1, "\(args): \(r.output)")
+            XCTAssertTrue(r.output.contains("swiftrun: \(who)") && r.output.contains("exited with code 0 without finalizing PMI"), "\(args): \(r.output)")
+            XCTAssertLessThan(r.seconds, 5, "\(args): it ended at once, not at the timeout")
+        }
+        // A program that never speaks PMI and exits 0 is a success, as before.
+        XCTAssertEqual(run(["-n", "2", "/bin/sh", "-c", "exit 0 # \(marker)"]).code, 0)
+    }
+
     func testARankExitingNonZeroEndsTheJobWithItsCode() {
         let r = run(["-n", "4", rank, "exit", "5", "1", marker])
         XCTAssertEqual(r.code, 5, r.output)
