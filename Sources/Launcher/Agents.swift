@@ -19,7 +19,7 @@ extension LocalJob {
             guard agentListener >= 0 else { throw LaunchError("cannot listen for agents: \(String(cString: strerror(errno)))", exitCode: 1) }
         }
         if hosts.contains(where: { plan.hosts[$0].callsBackLocally }) {
-            if jobDirectory == nil { jobDirectory = try Self.makeJobDirectory() }
+            if jobDirectory == nil { jobDirectory = try JobDirectory.make() }
             let path = jobDirectory! + "/agents.sock"
             agentUnixListener = cmx_unix_stream_listen(path)
             guard agentUnixListener >= 0 else { throw LaunchError("cannot listen for agents at \(path): \(String(cString: strerror(errno)))", exitCode: 1) }
@@ -109,14 +109,6 @@ extension LocalJob {
         var buf = [CChar](repeating: 0, count: 4096)
         guard getcwd(&buf, buf.count) != nil else { return nil }
         return String(cString: buf)
-    }
-
-    static func makeJobDirectory() throws(LaunchError) -> String {
-        var template = Array("/tmp/swiftrun-XXXXXX".utf8CString)
-        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw LaunchError("cannot create the job's directory in /tmp", exitCode: 1)
-        }
-        return String(cString: dir)
     }
 
     /// 128 bits from the kernel's generator (getrandom), as hex.
@@ -421,6 +413,7 @@ extension LocalJob {
         if !open {
             // swiftrun is gone: nothing of the job may outlive it.
             up.close()
+            upstreamLost = true
             killAll(SIGKILL)
         }
     }
@@ -511,6 +504,9 @@ public enum HostAgent {
                                  backendExecutable: BackendLocation.besideThisProgram("myrback"))
         let job = LocalJob(plan, size: size)
         job.role = .agent(upstream: up)
+        if controller.hasPrefix("unix:") { // an emulated VM: it shares this machine's files
+            job.controllerDirectory = String(controller.dropFirst(5).split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/"))
+        }
         var appnum = [Int](repeating: 0, count: size)
         for p in placements where p.rank < size { appnum[p.rank] = p.app }
         job.proxy = PMIProxy(size: size, kvsname: kvsname, appnum: appnum, ranks: Set(placements.map(\.rank)), processMapping: mapping)

@@ -134,6 +134,11 @@ public final class LocalJob {
     /// The backend of each host that has ranks, and its socket.
     var backends: [Int: (process: ChildProcess?, socket: String)] = [:]
     var jobDirectory: String?
+    /// Agent of an emulated VM: the controller's job directory (its callback socket's), which
+    /// this agent removes if the controller vanished without doing so.
+    var controllerDirectory: String?
+    /// Agent: swiftrun went away (the connection closed, or the signal it dies with came).
+    var upstreamLost = false
     let start = monotonicNanoseconds()
     /// How long ranks get between SIGTERM and SIGKILL.
     static let graceNanoseconds: UInt64 = 500_000_000
@@ -168,6 +173,7 @@ public final class LocalJob {
         for sig in Self.handledSignals { _ = cmx_catch_signal(sig) }
         signal(SIGPIPE, SIG_IGN)
         defer { cleanup() }
+        JobDirectory.removeStale() // what jobs killed with SIGKILL left
         try startBackends()
         try startAgents()
         try startRanks()
@@ -189,7 +195,7 @@ public final class LocalJob {
         guard let exe = plan.backendExecutable else { return }
         let used = Set(plan.placements.map(\.host)).filter { plan.hosts[$0].agent == nil }
         guard !used.isEmpty else { return }
-        let directory = try Self.makeJobDirectory()
+        let directory = try JobDirectory.make()
         jobDirectory = directory
         for h in used.sorted() {
             let host = plan.hosts[h]
@@ -448,7 +454,12 @@ public final class LocalJob {
             if sig == SIGCHLD { reap(); continue }
             if isAgent {
                 // An agent is told what to do by swiftrun; a signal to it means its host goes away.
-                if sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT { killAll(SIGKILL) } else { killAll(sig) }
+                if sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT {
+                    upstreamLost = true // the kernel's word (PR_SET_PDEATHSIG) that swiftrun died, as a rule
+                    killAll(SIGKILL)
+                } else {
+                    killAll(sig)
+                }
                 continue
             }
             if ending != nil && (sig == SIGINT || sig == SIGTERM) {
@@ -836,13 +847,8 @@ public final class LocalJob {
         }
         if agentUnixListener >= 0 { close(agentUnixListener) }
         if let path = agentSocketPath { unlink(path) }
-        if let dir = jobDirectory {
-            for (_, b) in backends {
-                unlink(b.socket)
-                unlink(b.socket + ".lock")
-            }
-            rmdir(dir)
-        }
+        if let dir = jobDirectory { JobDirectory.remove(dir) } // the backends' sockets, the agents' socket
+        if upstreamLost, let dir = controllerDirectory { JobDirectory.removeWhenOwnerGone(dir, within: 1) }
         for (_, a) in agents {
             a.channel?.close()
             if a.stderr >= 0 { close(a.stderr) }

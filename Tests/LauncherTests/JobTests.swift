@@ -42,22 +42,7 @@ final class JobTests: XCTestCase {
         return (code, out, Double(monotonicNanoseconds() - start) / 1e9)
     }
 
-    func processesWithMarker() -> [Int32] {
-        var found: [Int32] = []
-        guard let d = opendir("/proc") else { return [] }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-            guard let pid = Int32(name), pid != getpid() else { continue }
-            guard let f = fopen("/proc/\(pid)/cmdline", "r") else { continue }
-            var buf = [UInt8](repeating: 0, count: 4096)
-            let n = fread(&buf, 1, buf.count, f)
-            fclose(f)
-            let cmd = String(decoding: buf[..<n].map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
-            if cmd.contains(marker) && !cmd.contains("/bin/sh -c") { found.append(pid) }
-        }
-        return found
-    }
+    func processesWithMarker() -> [Int32] { processes(commandLineContaining: marker) }
 
     func jobDirectories() -> Set<String> { swiftrunJobDirectories() }
 
