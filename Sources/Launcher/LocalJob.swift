@@ -657,7 +657,14 @@ public final class LocalJob {
                         end(.failed(code: code), with: SIGTERM)
                     }
                 case .barrierReleased: released()
-                case let .kvsFull(rank): cutOff(index(rank), PMIServer.kvsFullReason)
+                case let .kvsFull(rank):
+                    let k = index(rank)
+                    if k >= 0 && k < ranks.count {
+                        cutOff(k, PMIServer.kvsFullReason)
+                    } else if ending == nil { // an agent's barrier that named none of its ranks
+                        say("an agent's puts overfill the job's key-value space (\(PMIServer.putBytesMax >> 20) MiB of keys and values); ending the job")
+                        end(.failed(code: 1), with: SIGTERM)
+                    }
                 }
             }
             if server.barrierIsStranded && ending == nil {
