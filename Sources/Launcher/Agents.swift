@@ -19,7 +19,7 @@ extension LocalJob {
             guard agentListener >= 0 else { throw LaunchError("cannot listen for agents: \(String(cString: strerror(errno)))", exitCode: 1) }
         }
         if hosts.contains(where: { plan.hosts[$0].callsBackLocally }) {
-            if jobDirectory == nil { jobDirectory = try Self.makeJobDirectory() }
+            if jobDirectory == nil { jobDirectory = try JobDirectory.make() }
             let path = jobDirectory! + "/agents.sock"
             agentUnixListener = cmx_unix_stream_listen(path)
             guard agentUnixListener >= 0 else { throw LaunchError("cannot listen for agents at \(path): \(String(cString: strerror(errno)))", exitCode: 1) }
@@ -111,14 +111,6 @@ extension LocalJob {
         return String(cString: buf)
     }
 
-    static func makeJobDirectory() throws(LaunchError) -> String {
-        var template = Array("/tmp/swiftrun-XXXXXX".utf8CString)
-        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw LaunchError("cannot create the job's directory in /tmp", exitCode: 1)
-        }
-        return String(cString: dir)
-    }
-
     /// 128 bits from the kernel's generator (getrandom), as hex.
     static func randomSecret() -> String {
         var bytes = [UInt8](repeating: 0, count: 16)
@@ -159,7 +151,8 @@ extension LocalJob {
         guard fd >= 0 else { dropOldestStranger(); return }
         _ = cmx_keepalive(fd) // a partitioned network shows as a dead connection within a minute
         connectedAt[fd] = monotonicNanoseconds()
-        unauthenticated.append(PMILineChannel(fd: fd))
+        // Until it proves itself (a short hello), a connection's lines are held to PMI's limit.
+        unauthenticated.append(PMILineChannel(fd: fd, lineLimit: PMIServer.lineMax))
         if unauthenticated.count > 64 { unauthenticated.removeFirst().close() }
     }
 
@@ -169,18 +162,30 @@ extension LocalJob {
         else if !unidentified.isEmpty { unidentified.removeFirst().close() }
     }
 
-    /// Queues a message for an agent and sends what its socket takes now.
+    /// Queues a message for an agent and sends what its socket takes now: swiftrun never
+    /// blocks on an agent (which may itself be busy sending output). An agent that lets more
+    /// than `AgentWire.outboxMax` pile up is given up.
     func sendToAgent(_ h: Int, _ m: PMIMessage) {
-        guard agents[h]?.channel != nil, agents[h]?.lost != true else { return }
-        agents[h]?.outbox += Array(m.line.utf8)
-        flushAgent(h)
+        guard let c = agents[h]?.channel, agents[h]?.lost != true else { return }
+        c.enqueue(m) // broken: the queue is dropped, and its reader sees the end
+        if c.queuedBytes > AgentWire.outboxMax {
+            loseAgent(h, "it stopped reading (over \(AgentWire.outboxMax >> 20) MiB wait for it)")
+        }
     }
 
-    func flushAgent(_ h: Int) {
-        guard let c = agents[h]?.channel, let box = agents[h]?.outbox, !box.isEmpty else { return }
-        let n = c.sendSome(box[...])
-        if n < 0 { agents[h]?.outbox.removeAll(); return } // broken: its reader sees the end
-        agents[h]?.outbox.removeFirst(n)
+    func flushAgent(_ h: Int) { agents[h]?.channel?.flush() }
+
+    /// An agent gone (its connection closed) or given up: its ranks count as killed, and a job
+    /// that still ran ends.
+    func loseAgent(_ h: Int, _ why: String) {
+        agents[h]?.lost = true
+        agents[h]?.channel?.close()
+        let stranded = ranks.indices.filter { ranks[$0].remote && ranks[$0].placement.host == h && ranks[$0].outcome == nil }
+        for k in stranded { ranks[k].outcome = .signalled(SIGKILL) }
+        if ending == nil && !stranded.isEmpty {
+            say("lost the agent of \(plan.hosts[h].name) (\(why)); ending the job")
+            end(.failed(code: 1), with: SIGTERM)
+        }
     }
 
     /// At the end: what agents and launchers still had to say, for up to half a second.
@@ -204,7 +209,9 @@ extension LocalJob {
     /// that waits for its agent; anything else is closed without a word.
     func authenticate(_ c: PMILineChannel) {
         let open = (try? c.fill()) ?? false
-        guard let line = c.nextBufferedLine() else {
+        let next: Substring?
+        do { next = try c.nextBufferedLine() } catch { c.close(); return } // an over-long hello: a stranger
+        guard let line = next else {
             if !open { c.close() }
             return
         }
@@ -220,6 +227,7 @@ extension LocalJob {
             return
         }
         agents[h]?.channel = c
+        c.lineLimit = AgentWire.lineMax
         _ = fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) | O_NONBLOCK)
         passOnAgentStderr(h)
         sendJob(to: h)
@@ -265,7 +273,7 @@ extension LocalJob {
     func released() {
         let delta = server.takeDelta()
         for k in ranks.indices where ranks[k].outcome == nil && !ranks[k].remote {
-            try? ranks[k].pmi?.send(PMIMessage("barrier_out", [("rc", "0")]))
+            sendToRank(k, PMIMessage("barrier_out", [("rc", "0")]))
         }
         for (h, a) in agents where !a.done && !a.lost {
             sendToAgent(h, PMIMessage("barrier_out", delta.map { (AgentWire.encode($0.key), AgentWire.encode($0.value)) }))
@@ -275,6 +283,7 @@ extension LocalJob {
     /// Agent: a rank's PMI line goes to the host's proxy.
     func proxyHandle(_ i: Int, _ line: Substring) {
         guard let m = try? PMIMessage.parse(line) else { return }
+        ranks[i].spokePMI = true
         if proxy == nil { relay(i, line); return }
         perform(proxy!.handle(m, from: ranks[i].placement.rank), for: i, line: line)
     }
@@ -288,7 +297,8 @@ extension LocalJob {
         guard case let .agent(up) = role else { return }
         for a in actions {
             switch a {
-            case let .reply(m): try? ranks[i].pmi?.send(m)
+            case let .reply(m): sendToRank(i, m)
+            case .kvsFull: cutOff(i, PMIServer.kvsFullReason)
             case .relay: if let line { relay(i, line) }
             case let .barrier(entered, puts):
                 var fields: [(String, String)] = [("ranks", entered.map(String.init).joined(separator: ","))]
@@ -301,8 +311,15 @@ extension LocalJob {
     /// What an agent says.
     func serveAgent(_ h: Int) {
         guard let c = agents[h]?.channel else { return }
-        let open = (try? c.fill()) ?? false
-        while let line = c.nextBufferedLine() {
+        var open = (try? c.fill()) ?? false
+        while !c.isClosed {
+            let next: Substring?
+            do { next = try c.nextBufferedLine() } catch {
+                open = false
+                say("the agent of \(plan.hosts[h].name) sent a line longer than \(AgentWire.lineMax >> 20) MiB, the limit")
+                break
+            }
+            guard let line = next else { break }
             guard let m = try? PMIMessage.parse(line) else { continue }
             let rank = m["rank"].flatMap(Int.init)
             let i = rank.map(index) ?? -1
@@ -327,7 +344,10 @@ extension LocalJob {
                 let bytes = AgentWire.decodeBytes(m["data"] ?? "%")
                 let fd: Int32 = m["fd"] == "2" ? 2 : 1
                 emit(rank: rank!, fd: fd, bytes)
+            case "cutoff" where valid:
+                cutOff(i, AgentWire.value(m, "why") ?? "broke a limit of its PMI connection")
             case "exit" where valid && ranks[i].outcome == nil:
+                if m["pmi"] == "1" { ranks[i].spokePMI = true }
                 let outcome: ChildProcess.Outcome = m["signal"].flatMap(Int32.init).map { .signalled($0) } ?? .exited(Int32(m["code"] ?? "1") ?? 1)
                 ranks[i].outcome = outcome
                 rankEnded(i, outcome)
@@ -337,16 +357,7 @@ extension LocalJob {
                 break
             }
         }
-        if !open && agents[h]?.done != true {
-            agents[h]?.lost = true
-            c.close()
-            let stranded = ranks.indices.filter { ranks[$0].remote && ranks[$0].placement.host == h && ranks[$0].outcome == nil }
-            for k in stranded { ranks[k].outcome = .signalled(SIGKILL) }
-            if ending == nil && !stranded.isEmpty {
-                say("lost the agent of \(plan.hosts[h].name) (its connection closed); ending the job")
-                end(.failed(code: 1), with: SIGTERM)
-            }
-        }
+        if !open && agents[h]?.done != true && agents[h]?.lost != true { loseAgent(h, "its connection closed") }
     }
 
     /// Output of a remote rank, as the controller writes it (tagged, or to its files).
@@ -369,19 +380,22 @@ extension LocalJob {
     /// already buffered (lines that came right behind the job description).
     func serveUpstream(read: Bool = true) {
         guard case let .agent(up) = role else { return }
-        let open = read ? ((try? up.fill()) ?? false) : true
-        while let line = up.nextBufferedLine() {
+        var open = read ? ((try? up.fill()) ?? false) : true
+        while true {
+            let next: Substring?
+            do { next = try up.nextBufferedLine() } catch { open = false; break } // not swiftrun as it speaks
+            guard let line = next else { break }
             guard let m = try? PMIMessage.parse(line) else { continue }
             switch m.command {
             case "pmi":
                 if let r = m["rank"].flatMap(Int.init), let i = indexOfRank[r], let text = AgentWire.value(m, "line"),
                    let pm = try? PMIMessage.parse(Substring(text)) {
-                    try? ranks[i].pmi?.send(pm)
+                    sendToRank(i, pm)
                 }
             case "barrier_out":
                 let delta = m.fields.map { (key: AgentWire.decode($0.key), value: AgentWire.decode($0.value)) }
                 for r in proxy?.release(delta) ?? [] {
-                    if let i = indexOfRank[r] { try? ranks[i].pmi?.send(PMIMessage("barrier_out", [("rc", "0")])) }
+                    if let i = indexOfRank[r] { sendToRank(i, PMIMessage("barrier_out", [("rc", "0")])) }
                 }
             case "stdin":
                 stdinBuffer += AgentWire.decodeBytes(m["data"] ?? "%")
@@ -399,6 +413,7 @@ extension LocalJob {
         if !open {
             // swiftrun is gone: nothing of the job may outlive it.
             up.close()
+            upstreamLost = true
             killAll(SIGKILL)
         }
     }
@@ -434,6 +449,7 @@ public enum HostAgent {
             throw LaunchError("agent: cannot reach swiftrun at \(controller): \(error.message)", exitCode: 1)
         }
         _ = cmx_keepalive(up.fd)
+        up.lineLimit = AgentWire.lineMax
         try? up.send(AgentWire.message("hello", [("secret", secret), ("host", String(h))]))
         var apps: [Int: AppSpec] = [:]
         var environment: [(name: String, value: String?)] = []
@@ -488,6 +504,9 @@ public enum HostAgent {
                                  backendExecutable: BackendLocation.besideThisProgram("myrback"))
         let job = LocalJob(plan, size: size)
         job.role = .agent(upstream: up)
+        if controller.hasPrefix("unix:") { // an emulated VM: it shares this machine's files
+            job.controllerDirectory = String(controller.dropFirst(5).split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/"))
+        }
         var appnum = [Int](repeating: 0, count: size)
         for p in placements where p.rank < size { appnum[p.rank] = p.app }
         job.proxy = PMIProxy(size: size, kvsname: kvsname, appnum: appnum, ranks: Set(placements.map(\.rank)), processMapping: mapping)

@@ -70,6 +70,8 @@ public final class LocalJob {
         var err: LineForwarder?
         var outcome: ChildProcess.Outcome?
         var finalized = false
+        /// It sent a PMI message: from then on it must finalize before it ends.
+        var spokePMI = false
         /// Controller: the rank runs on a host served by an agent.
         var remote = false
     }
@@ -91,9 +93,6 @@ public final class LocalJob {
         /// host that cannot be reached), passed on after.
         var stderr: Int32 = -1
         var stderrText: [UInt8] = []
-        /// What swiftrun has for the agent and its socket did not take yet: swiftrun never
-        /// blocks on an agent (which may itself be busy sending output).
-        var outbox: [UInt8] = []
     }
 
     enum Ending: Equatable {
@@ -135,6 +134,11 @@ public final class LocalJob {
     /// The backend of each host that has ranks, and its socket.
     var backends: [Int: (process: ChildProcess?, socket: String)] = [:]
     var jobDirectory: String?
+    /// Agent of an emulated VM: the controller's job directory (its callback socket's), which
+    /// this agent removes if the controller vanished without doing so.
+    var controllerDirectory: String?
+    /// Agent: swiftrun went away (the connection closed, or the signal it dies with came).
+    var upstreamLost = false
     let start = monotonicNanoseconds()
     /// How long ranks get between SIGTERM and SIGKILL.
     static let graceNanoseconds: UInt64 = 500_000_000
@@ -169,6 +173,7 @@ public final class LocalJob {
         for sig in Self.handledSignals { _ = cmx_catch_signal(sig) }
         signal(SIGPIPE, SIG_IGN)
         defer { cleanup() }
+        JobDirectory.removeStale() // what jobs killed with SIGKILL left
         try startBackends()
         try startAgents()
         try startRanks()
@@ -190,7 +195,7 @@ public final class LocalJob {
         guard let exe = plan.backendExecutable else { return }
         let used = Set(plan.placements.map(\.host)).filter { plan.hosts[$0].agent == nil }
         guard !used.isEmpty else { return }
-        let directory = try Self.makeJobDirectory()
+        let directory = try JobDirectory.make()
         jobDirectory = directory
         for h in used.sorted() {
             let host = plan.hosts[h]
@@ -341,7 +346,7 @@ public final class LocalJob {
             let prefix = plan.tagOutput ? "[\(p.rank)] " : ""
             var rank = Rank(placement: p)
             rank.pid = pid
-            if plan.pmiPort { close(pair[0]) } else { rank.pmi = PMILineChannel(fd: pair[0]) }
+            if plan.pmiPort { close(pair[0]) } else { rank.pmi = Self.rankChannel(pair[0]) }
             let binding = plan.bindings[p.rank]
             if case let .agent(up) = role {
                 // Output goes to swiftrun, which tags it; so do the start and the binding.
@@ -376,7 +381,10 @@ public final class LocalJob {
             var fds: [pollfd] = [pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
             var what: [(rank: Int, kind: Int)] = [(-1, 0)]
             for (i, r) in ranks.enumerated() {
-                if let c = r.pmi, !c.isClosed { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((i, 1)) }
+                if let c = r.pmi, !c.isClosed {
+                    fds.append(pollfd(fd: c.fd, events: Int16(POLLIN) | (c.queuedBytes > 0 ? Int16(POLLOUT) : 0), revents: 0))
+                    what.append((i, 1))
+                }
                 if let o = r.out, o.isOpen { fds.append(pollfd(fd: o.source, events: Int16(POLLIN), revents: 0)); what.append((i, 2)) }
                 if let e = r.err, e.isOpen { fds.append(pollfd(fd: e.source, events: Int16(POLLIN), revents: 0)); what.append((i, 3)) }
             }
@@ -387,13 +395,13 @@ public final class LocalJob {
             for (k, c) in unauthenticated.enumerated() { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((k, 9)) }
             for (h, a) in agents where !a.done && !a.lost {
                 if let c = a.channel {
-                    fds.append(pollfd(fd: c.fd, events: Int16(POLLIN) | (a.outbox.isEmpty ? 0 : Int16(POLLOUT)), revents: 0))
+                    fds.append(pollfd(fd: c.fd, events: Int16(POLLIN) | (c.queuedBytes > 0 ? Int16(POLLOUT) : 0), revents: 0))
                     what.append((h, 10))
                 }
             }
             if case let .agent(up) = role, !up.isClosed { fds.append(pollfd(fd: up.fd, events: Int16(POLLIN), revents: 0)); what.append((-1, 11)) }
             for (k, c) in unidentified.enumerated() { fds.append(pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)); what.append((k, 7)) }
-            let rank0Outbox = ranks.first?.remote == true ? (agents[ranks[0].placement.host]?.outbox.count ?? 0) : 0
+            let rank0Outbox = ranks.first?.remote == true ? (agents[ranks[0].placement.host]?.channel?.queuedBytes ?? 0) : 0
             if !isAgent && stdinOpen && (rank0Stdin >= 0 || ranks.first?.remote == true) && stdinBuffer.count < 1 << 20 && rank0Outbox < 1 << 20 {
                 fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)); what.append((-1, 4))
             }
@@ -414,7 +422,9 @@ public final class LocalJob {
                     let (i, kind) = what[k]
                     switch kind {
                     case 0: handleSignals()
-                    case 1: servePMI(i)
+                    case 1:
+                        if f.revents & Int16(POLLOUT) != 0 { ranks[i].pmi?.flush() }
+                        if f.revents & ~Int16(POLLOUT) != 0 { servePMI(i) }
                     case 2: ranks[i].out?.pump()
                     case 3: ranks[i].err?.pump()
                     case 4: readStdin()
@@ -446,7 +456,12 @@ public final class LocalJob {
             if sig == SIGCHLD { reap(); continue }
             if isAgent {
                 // An agent is told what to do by swiftrun; a signal to it means its host goes away.
-                if sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT { killAll(SIGKILL) } else { killAll(sig) }
+                if sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT {
+                    upstreamLost = true // the kernel's word (PR_SET_PDEATHSIG) that swiftrun died, as a rule
+                    killAll(SIGKILL)
+                } else {
+                    killAll(sig)
+                }
                 continue
             }
             if ending != nil && (sig == SIGINT || sig == SIGTERM) {
@@ -512,18 +527,28 @@ public final class LocalJob {
         ranks[i].pmi?.close()
         let r = ranks[i]
         if case let .agent(up) = role {
+            // swiftrun decides what the end means; it needs to know whether the rank spoke PMI
+            // (its finalize, if any, went to swiftrun before this).
+            let spoke: [(String, String)] = r.spokePMI ? [("pmi", "1")] : []
             switch outcome {
-            case let .exited(c): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("code", String(c))]))
-            case let .signalled(sg): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("signal", String(sg))]))
+            case let .exited(c): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("code", String(c))] + spoke))
+            case let .signalled(sg): try? up.send(PMIMessage("exit", [("rank", String(r.placement.rank)), ("signal", String(sg))] + spoke))
             }
             if let actions = proxy?.rankExited(r.placement.rank) { perform(actions, for: i) }
             return
         }
-        let who = "rank \(r.placement.rank) (pid \(r.pid)) on \(hostname(of: r.placement.rank))"
+        let who = describe(i)
         if ending != nil { return }
         switch outcome {
         case .exited(0):
-            if !r.finalized && server.rankExited(r.placement.rank) {
+            if r.finalized { break }
+            if r.spokePMI {
+                // It started PMI (MPI_Init) and left without finalizing: whoever waits for it
+                // (in a PMI barrier, or in MPI's own, which swiftrun cannot see) waits forever.
+                _ = server.rankExited(r.placement.rank)
+                say("\(who) exited with code 0 without finalizing PMI (it had started it); ending the job")
+                end(.failed(code: 1), with: SIGTERM)
+            } else if server.rankExited(r.placement.rank) {
                 say("\(who) exited without finalizing while other ranks wait for it in a barrier; ending the job")
                 end(.failed(code: 1), with: SIGTERM)
             }
@@ -538,14 +563,31 @@ public final class LocalJob {
         }
     }
 
+    /// "rank 1 (pid 4242) on vm1".
+    func describe(_ i: Int) -> String {
+        "rank \(ranks[i].placement.rank) (pid \(ranks[i].pid)) on \(hostname(of: ranks[i].placement.rank))"
+    }
+
+    /// The server's end of a rank's PMI connection: non-blocking, lines bounded by the server's.
+    static func rankChannel(_ fd: Int32) -> PMILineChannel {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        return PMILineChannel(fd: fd, lineLimit: PMIServer.lineMax)
+    }
+
     func servePMI(_ i: Int) {
         guard let c = ranks[i].pmi, !c.isClosed else { return }
+        var open = true
         var pfd = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
-        if poll(&pfd, 1, 0) > 0 {
-            let open = (try? c.fill()) ?? false
-            if !open { c.close() }
-        }
-        while let line = c.nextBufferedLine() {
+        if poll(&pfd, 1, 0) > 0 { open = (try? c.fill()) ?? false }
+        // What came before the end still counts (a last finalize or abort); a rank cut off
+        // (its connection closed) is not heard any more.
+        while !c.isClosed {
+            let next: Substring?
+            do { next = try c.nextBufferedLine() } catch {
+                cutOff(i, "sent a PMI line longer than \(PMIServer.lineMax) bytes, the limit (get_maxes: vallen_max=\(PMIServer.valueMax))")
+                return
+            }
+            guard let line = next else { break }
             if case .agent = role {
                 proxyHandle(i, line)
                 continue
@@ -556,6 +598,33 @@ public final class LocalJob {
             }
             handlePMI(i, m)
         }
+        if !open { c.close() }
+    }
+
+    /// Sends a PMI message to a rank of this host without ever blocking: what its socket does
+    /// not take waits in the connection's queue. A rank that lets more than
+    /// `PMIServer.replyQueueMax` pile up there (it writes requests but does not read the
+    /// replies) is cut off.
+    func sendToRank(_ i: Int, _ m: PMIMessage) {
+        guard let c = ranks[i].pmi, !c.isClosed else { return }
+        c.enqueue(m)
+        if c.queuedBytes > PMIServer.replyQueueMax {
+            cutOff(i, "stopped reading its PMI replies (over \(PMIServer.replyQueueMax >> 10) KiB of them wait)")
+        }
+    }
+
+    /// A rank that broke a limit of its PMI connection (line length, unread replies, the job's
+    /// key-value space) loses the connection, and the job ends as for a failed rank (exit 1).
+    /// An agent cuts its rank off and tells swiftrun, which ends the job.
+    func cutOff(_ i: Int, _ why: String) {
+        ranks[i].pmi?.close()
+        if case let .agent(up) = role {
+            try? up.send(AgentWire.message("cutoff", [("rank", String(ranks[i].placement.rank)), ("why", why)]))
+            return
+        }
+        guard ending == nil else { return }
+        say("\(describe(i)) \(why); cutting it off and ending the job")
+        end(.failed(code: 1), with: SIGTERM)
     }
 
     /// Sends a PMI message to a rank: directly, or through its host's agent.
@@ -563,7 +632,7 @@ public final class LocalJob {
         if ranks[i].remote {
             sendToAgent(ranks[i].placement.host, AgentWire.message("pmi", [("rank", String(ranks[i].placement.rank)), ("line", String(m.line.dropLast()))]))
         } else {
-            try? ranks[i].pmi?.send(m)
+            sendToRank(i, m)
         }
     }
 
@@ -571,6 +640,7 @@ public final class LocalJob {
     func handlePMI(_ i: Int, _ m: PMIMessage) {
         do {
             if plan.verbose { say("PMI rank \(ranks[i].placement.rank): \(m)") }
+            ranks[i].spokePMI = true
             let out = server.handle(m, from: ranks[i].placement.rank)
             for reply in out.replies { sendPMI(i, reply) }
             handleEvents(out)
@@ -589,6 +659,14 @@ public final class LocalJob {
                         end(.failed(code: code), with: SIGTERM)
                     }
                 case .barrierReleased: released()
+                case let .kvsFull(rank):
+                    let k = index(rank)
+                    if k >= 0 && k < ranks.count {
+                        cutOff(k, PMIServer.kvsFullReason)
+                    } else if ending == nil { // an agent's barrier that named none of its ranks
+                        say("an agent's puts overfill the job's key-value space (\(PMIServer.putBytesMax >> 20) MiB of keys and values); ending the job")
+                        end(.failed(code: 1), with: SIGTERM)
+                    }
                 }
             }
             if server.barrierIsStranded && ending == nil {
@@ -604,7 +682,7 @@ public final class LocalJob {
         let fd = cmx_accept(pmiListener)
         guard fd >= 0 else { dropOldestStranger(); return }
         connectedAt[fd] = monotonicNanoseconds()
-        unidentified.append(PMILineChannel(fd: fd))
+        unidentified.append(Self.rankChannel(fd))
         if unidentified.count > 64 { unidentified.removeFirst().close() }
     }
 
@@ -612,7 +690,9 @@ public final class LocalJob {
     /// anything else, and the connection is closed without a word.
     func identify(_ c: PMILineChannel) {
         let open = (try? c.fill()) ?? false
-        guard let line = c.nextBufferedLine() else {
+        let next: Substring?
+        do { next = try c.nextBufferedLine() } catch { c.close(); return } // an over-long first line: a stranger
+        guard let line = next else {
             if !open { c.close() }
             return
         }
@@ -622,10 +702,10 @@ public final class LocalJob {
             return
         }
         ranks[id].pmi = c
-        try? c.send(PMIMessage("initack", [("rc", "0")]))
-        try? c.send(PMIMessage("set", [("size", String(ranks.count))]))
-        try? c.send(PMIMessage("set", [("rank", String(id))]))
-        try? c.send(PMIMessage("set", [("debug", "0")]))
+        for m in [PMIMessage("initack", [("rc", "0")]), PMIMessage("set", [("size", String(ranks.count))]),
+                  PMIMessage("set", [("rank", String(id))]), PMIMessage("set", [("debug", "0")])] {
+            sendToRank(id, m)
+        }
         servePMI(id) // lines that came with the initack
     }
 
@@ -776,13 +856,8 @@ public final class LocalJob {
         }
         if agentUnixListener >= 0 { close(agentUnixListener) }
         if let path = agentSocketPath { unlink(path) }
-        if let dir = jobDirectory {
-            for (_, b) in backends {
-                unlink(b.socket)
-                unlink(b.socket + ".lock")
-            }
-            rmdir(dir)
-        }
+        if let dir = jobDirectory { JobDirectory.remove(dir) } // the backends' sockets, the agents' socket
+        if upstreamLost, let dir = controllerDirectory { JobDirectory.removeWhenOwnerGone(dir, within: 1) }
         for (_, a) in agents {
             a.channel?.close()
             if a.stderr >= 0 { close(a.stderr) }

@@ -12,6 +12,9 @@ public struct PMIServer {
         case finalized(rank: Int)
         /// Every rank entered the barrier: all of them are answered.
         case barrierReleased
+        /// `rank`'s put (or, from an agent, its host's puts) would take the job's key-value
+        /// space over `putBytesMax`: refused, and the job ends.
+        case kvsFull(rank: Int)
     }
 
     public struct Outcome: Equatable {
@@ -33,9 +36,26 @@ public struct PMIServer {
     /// Ranks that exited without finalizing: no barrier can complete any more.
     public private(set) var departed: Set<Int> = []
 
+    /// What `get_maxes` advertises, and what puts are held to.
     public static let kvsnameMax = 256
     public static let keyMax = 64
     public static let valueMax = 1024
+    /// The longest request line (without its newline) taken from a rank; a longer one cuts the
+    /// rank off. MPICH's client writes at most 1024 bytes a line (PMIU_MAXLINE); the longest
+    /// request the maxes allow, a put with kvsname, key and value at their limits, is 1.4 KB.
+    public static let lineMax = 4096
+    /// What the job's key-value space holds in all, counting every put's key and value plus
+    /// `putOverhead` (so a flood of tiny puts is bounded too). A put beyond it is refused.
+    public static let putBytesMax = 16 << 20
+    public static let putOverhead = 16
+    /// Replies one rank has not read yet: a client reads each before its next request, so
+    /// this is thousands of pipelined ones. A rank with more waiting is cut off.
+    public static let replyQueueMax = 1 << 20
+    /// Words for a rank cut off at `putBytesMax`.
+    public static let kvsFullReason = "put more than the job's key-value space holds (\(putBytesMax >> 20) MiB of keys and values)"
+
+    /// What the puts so far cost against `putBytesMax`.
+    public private(set) var putBytes = 0
 
     /// `appnum[r]` is rank r's program in an MPMD job; `processMapping` is served as
     /// `PMI_process_mapping`.
@@ -91,6 +111,11 @@ public struct PMIServer {
                 reply("put_result", [("rc", "-1"), ("msg", "key_or_value_too_long")])
                 break
             }
+            guard charge(key, value) else {
+                reply("put_result", [("rc", "-1"), ("msg", "key-value_space_full:_\(Self.putBytesMax)_bytes_a_job")])
+                out.events.append(.kvsFull(rank: rank))
+                break
+            }
             kvs[key] = value
             sinceRelease.append((key, value))
             reply("put_result", [("rc", "0")])
@@ -117,6 +142,14 @@ public struct PMIServer {
         return out
     }
 
+    /// Counts a put against the job's budget; false (nothing counted) when it does not fit.
+    mutating func charge(_ key: String, _ value: String) -> Bool {
+        let cost = key.utf8.count + value.utf8.count + Self.putOverhead
+        guard putBytes + cost <= Self.putBytesMax else { return false }
+        putBytes += cost
+        return true
+    }
+
     mutating func releaseIfComplete(_ out: inout Outcome) {
         if inBarrier.count == size {
             inBarrier.removeAll()
@@ -130,6 +163,10 @@ public struct PMIServer {
     public mutating func hostEntered(ranks: [Int], puts: [(key: String, value: String)]) -> Outcome {
         var out = Outcome()
         for (k, v) in puts {
+            guard charge(k, v) else {
+                out.events.append(.kvsFull(rank: ranks.min() ?? -1))
+                return out
+            }
             kvs[k] = v
             sinceRelease.append((k, v))
         }
@@ -162,6 +199,8 @@ public struct PMIProxy {
         case reply(PMIMessage)
         case relay
         case barrier(ranks: [Int], puts: [PMIMessage])
+        /// The host's puts outgrew the job's key-value space (`PMIServer.putBytesMax`).
+        case kvsFull
     }
 
     var local: PMIServer
@@ -182,7 +221,7 @@ public struct PMIProxy {
         case "put":
             let out = local.handle(m, from: rank)
             if out.replies.first?.rc == 0, let k = m["key"], let v = m["value"] { pending.append((k, v)) }
-            return out.replies.map(Action.reply)
+            return out.replies.map(Action.reply) + (out.events.contains(.kvsFull(rank: rank)) ? [.kvsFull] : [])
         case "get":
             if let k = m["key"], local.kvs[k] != nil { return local.handle(m, from: rank).replies.map(Action.reply) }
             return [.relay]

@@ -3,6 +3,8 @@
 //   exit N R        rank R exits with code N before speaking PMI; the others bootstrap
 //   vanish R        rank R exits 0 at once without PMI; the others wait in a barrier
 //   abort N R       rank R asks PMI to abort with code N after bootstrap
+//   quit R          bootstrap; rank R then exits 0 without finalizing, while the others wait
+//                   for a message from it on the channel layer (as in MPI_Barrier)
 //   hang            bootstrap, print "ready", then sleep until killed
 //   stdin           rank 0 echoes its standard input, uppercased, line by line
 //   lines N         every rank prints N long lines, each tagged with its rank
@@ -62,6 +64,13 @@ do {
         if world.rank == who { world.pmi.abort(code: code, message: "rank \(who) gives up") }
         try world.pmi.barrier()
         fail("the job went on after an abort")
+    case "quit":
+        let who = Int(args.count > 1 ? args[1] : "0") ?? 0
+        let world = try MXWorld.bootstrap()
+        if world.rank == who { exit(0) }
+        var token = [UInt64](repeating: 0, count: 1)
+        _ = try token.withUnsafeMutableBytes { try world.endpoint.wait(try world.endpoint.irecv($0, matchInfo: 9)) }
+        fail("a message came although rank \(who) left")
     case "hang":
         let world = try MXWorld.bootstrap()
         out("rank \(world.rank) ready")

@@ -73,4 +73,38 @@ final class EmulatedClusterTests: XCTestCase {
         XCTAssertTrue(out.contains("cannot reach not-a-vm-\(getpid()) (ssh ended with exit code 255"), out)
         XCTAssertEqual(out.split(separator: "\n").count, 1, "one line, with ssh's own words in it: \(out)")
     }
+
+    func testSIGKILLOfSwiftrunLeavesNothingBehind() throws {
+        // A job in both VMs; swiftrun is killed with SIGKILL once every rank runs. Its agents
+        // end their ranks, backends and directories, and the job's own directory (the agents'
+        // callback socket) does not outlive its owner: it is gone, or the next swiftrun removes it.
+        let marker = "kill9-\(getpid())-\(monotonicNanoseconds() % 1_000_000)"
+        let before = swiftrunJobDirectories()
+        let job = try ChildProcess.spawn("/bin/sh", ["-c", "exec '\(swiftrun)' -f '\(hostfile)' '\(rank)' hang \(marker) >/dev/null"])
+        var dead = false
+        defer { if !dead { job.signal(SIGKILL); _ = job.wait() } }
+        let deadline = monotonicNanoseconds() + 30_000_000_000
+        while processes(commandLineContaining: marker).count < 5 && monotonicNanoseconds() < deadline { usleep(20_000) }
+        XCTAssertEqual(processes(commandLineContaining: marker).count, 5, "swiftrun and four ranks")
+        let owned = swiftrunJobDirectories().subtracting(before).filter { $0.hasPrefix("swiftrun-\(job.pid).") }
+        XCTAssertEqual(owned.count, 1, "the job's directory is named after its owner: \(swiftrunJobDirectories().subtracting(before))")
+        let directory = "/tmp/" + (owned.first ?? "none")
+        XCTAssertEqual(access(directory + "/agents.sock", F_OK), 0, "the agents' callback socket")
+        let agents = processes(commandLineContaining: "--agent unix:\(directory)/agents.sock")
+        XCTAssertEqual(agents.count, 2, "one agent a VM")
+
+        job.signal(SIGKILL)
+        XCTAssertEqual(job.wait(), .signalled(SIGKILL))
+        dead = true
+        let t0 = monotonicNanoseconds()
+        func leftovers() -> [Int32] { processes(commandLineContaining: marker) + agents.filter(processExists) }
+        while !leftovers().isEmpty && monotonicNanoseconds() - t0 < 10_000_000_000 { usleep(20_000) }
+        XCTAssertEqual(leftovers(), [], "every agent and rank is gone")
+        XCTAssertLessThan(monotonicNanoseconds() - t0, 5_000_000_000, "within a few seconds")
+        if access(directory, F_OK) == 0 {
+            let (code, out) = runCapturing(swiftrun, ["-n", "1", "/bin/true"])
+            XCTAssertEqual(code, 0, out)
+        }
+        XCTAssertNotEqual(access(directory, F_OK), 0, "no directory of the killed job is left")
+    }
 }

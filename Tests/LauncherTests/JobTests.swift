@@ -25,11 +25,15 @@ final class JobTests: XCTestCase {
 
     lazy var before: Set<String> = jobDirectories()
 
-    func run(_ args: [String], stdin: String? = nil, file: StaticString = #filePath, line: UInt = #line) -> (code: Int32, output: String, seconds: Double) {
+    /// `killAfter`: SIGKILL swiftrun after that many seconds (coreutils `timeout`), for tests
+    /// whose failure would be a swiftrun that ignores its own --timeout and SIGTERM.
+    func run(_ args: [String], stdin: String? = nil, killAfter: Int? = nil, file: StaticString = #filePath, line: UInt = #line) -> (code: Int32, output: String, seconds: Double) {
         _ = before
         let start = monotonicNanoseconds()
         let (code, out): (Int32, String)
-        if let input = stdin {
+        if let seconds = killAfter {
+            (code, out) = runCapturing("/usr/bin/timeout", ["-s", "KILL", String(seconds), swiftrun] + args)
+        } else if let input = stdin {
             let cmd = "printf '\(input)' | '\(swiftrun)' " + args.map { "'\($0)'" }.joined(separator: " ")
             (code, out) = runCapturing("/bin/sh", ["-c", cmd])
         } else {
@@ -38,22 +42,7 @@ final class JobTests: XCTestCase {
         return (code, out, Double(monotonicNanoseconds() - start) / 1e9)
     }
 
-    func processesWithMarker() -> [Int32] {
-        var found: [Int32] = []
-        guard let d = opendir("/proc") else { return [] }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-            guard let pid = Int32(name), pid != getpid() else { continue }
-            guard let f = fopen("/proc/\(pid)/cmdline", "r") else { continue }
-            var buf = [UInt8](repeating: 0, count: 4096)
-            let n = fread(&buf, 1, buf.count, f)
-            fclose(f)
-            let cmd = String(decoding: buf[..<n].map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
-            if cmd.contains(marker) && !cmd.contains("/bin/sh -c") { found.append(pid) }
-        }
-        return found
-    }
+    func processesWithMarker() -> [Int32] { processes(commandLineContaining: marker) }
 
     func jobDirectories() -> Set<String> { swiftrunJobDirectories() }
 
@@ -258,6 +247,62 @@ final class JobTests: XCTestCase {
     }
 
     // MARK: failures
+
+    /// PMI as a hostile or broken rank speaks it, served by swiftrun itself and by an agent:
+    /// swiftrun never blocks on one rank, and a rank over a limit is cut off and ends the job.
+    func testARankThatFloodsPMINeverWedgesSwiftrun() throws {
+        let fake = "/tmp/srtest-floodssh-\(getpid())"
+        defer { unlink(fake) }
+        writeFakeSSH(fake, "")
+        for (how, launch) in [("here", ["-n", "1"]), ("through an agent", ["--launcher-exec", fake, "--host", "hostA:1", "-n", "1"])] {
+            // Requests without reading the replies, then silence: --timeout still ends the job.
+            let unread = run(launch + ["--timeout", "2", "/bin/bash", "-c", "yes cmd=get_maxes | head -n 3000 >&3; sleep 30 # \(marker)"], killAfter: 30)
+            XCTAssertEqual(unread.code, LocalJob.timeoutExitCode, "\(how): \(unread.output)")
+            XCTAssertTrue(unread.output.contains("timeout: the job ran longer than 2 s"), "\(how): \(unread.output)")
+            XCTAssertLessThan(unread.seconds, 6, how)
+            // A thousand puts written before any reply is read: every one answered, in order.
+            let batch = """
+            for i in $(seq 1000); do echo "cmd=put key=k$i value=v$i"; done >&3
+            ok=0; for i in $(seq 1000); do read -r l <&3; [ "$l" = "cmd=put_result rc=0" ] && ok=$((ok+1)); done
+            echo cmd=get key=k777 >&3; read -r g <&3; echo cmd=finalize >&3; read -r f <&3
+            echo "puts $ok, $g, $f # \(marker)"
+            """
+            let puts = run(launch + ["--timeout", "20", "/bin/bash", "-c", batch], killAfter: 30)
+            XCTAssertEqual(puts.code, 0, "\(how): \(puts.output)")
+            XCTAssertEqual(puts.output, "puts 1000, cmd=get_result rc=0 value=v777, cmd=finalize_ack rc=0 # \(marker)\n", how)
+            // Over the limits: unread replies, a line, the job's key-value space.
+            let value = String(repeating: "v", count: PMIServer.valueMax)
+            for (script, words) in [("yes cmd=get_maxes | head -n 200000 >&3", "stopped reading its PMI replies (over \(PMIServer.replyQueueMax >> 10) KiB of them wait)"),
+                                    ("head -c 16777216 /dev/zero | tr '\\0' x >&3", "sent a PMI line longer than \(PMIServer.lineMax) bytes, the limit (get_maxes: vallen_max=\(PMIServer.valueMax))"),
+                                    ("for i in $(seq 20000); do echo cmd=put key=k$i value=\(value); done >&3", PMIServer.kvsFullReason)] {
+                let r = run(launch + ["--timeout", "20", "/bin/bash", "-c", "\(script); sleep 30 # \(marker)"], killAfter: 30)
+                XCTAssertEqual(r.code, 1, "\(how): \(r.output)")
+                XCTAssertTrue(r.output.contains("swiftrun: rank 0 (pid ") && r.output.contains("\(words); cutting it off and ending the job"), "\(how): \(r.output)")
+                XCTAssertLessThan(r.seconds, 10, "\(how): \(words)")
+            }
+        }
+    }
+
+    /// A rank that started PMI and ends without finalizing, while the others wait for it in
+    /// MPI's own barrier (which swiftrun cannot see): the job ends at once, naming the rank.
+    func testARankThatLeavesAfterInitWithoutFinalizingEndsTheJob() throws {
+        let program = try buildMPICHProgram()
+        let fake = "/tmp/srtest-quitssh-\(getpid())"
+        defer { unlink(fake) }
+        writeFakeSSH(fake, "")
+        let agents = ["--launcher-exec", fake, "--host", "hostA:2,hostB:2"]
+        for (args, who) in [(["-n", "3", program, "vanish", marker], "rank 1 (pid "),
+                            (["-n", "3", rank, "quit", "1", marker], "rank 1 (pid "),
+                            (agents + ["-n", "4", program, "vanish", marker], "rank 1 (pid "),
+                            (agents + ["-n", "4", rank, "quit", "3", marker], "rank 3 (pid ")] {
+            let r = run(["--timeout", "30"] + args, killAfter: 60)
+            XCTAssertEqual(r.code, 1, "\(args): \(r.output)")
+            XCTAssertTrue(r.output.contains("swiftrun: \(who)") && r.output.contains("exited with code 0 without finalizing PMI"), "\(args): \(r.output)")
+            XCTAssertLessThan(r.seconds, 5, "\(args): it ended at once, not at the timeout")
+        }
+        // A program that never speaks PMI and exits 0 is a success, as before.
+        XCTAssertEqual(run(["-n", "2", "/bin/sh", "-c", "exit 0 # \(marker)"]).code, 0)
+    }
 
     func testARankExitingNonZeroEndsTheJobWithItsCode() {
         let r = run(["-n", "4", rank, "exit", "5", "1", marker])

@@ -1,6 +1,10 @@
 import XCTest
 @testable import Launcher
+import MyriXen
 import PMI
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The PMI-1 server against the exchange MPICH 4.0's simple PMI client really has (recorded
 /// with `swiftrun -v -n 2` running a program built with mpicc.mpich), and its wire format.
@@ -88,5 +92,115 @@ final class PMIServerTests: XCTestCase {
         XCTAssertEqual(server.kvs["card-2"], "C")
         XCTAssertEqual(server.takeDelta().map(\.key), ["card-1", "card-2"])
         XCTAssertTrue(server.takeDelta().isEmpty, "a new round")
+    }
+
+    // MARK: limits
+
+    /// A connected pair: a reader with `lineLimit`, and a writer.
+    func channelPair(lineLimit: Int) -> (reader: PMILineChannel, writer: PMILineChannel) {
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds), 0)
+        _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
+        let r = PMILineChannel(fd: fds[0], lineLimit: lineLimit), w = PMILineChannel(fd: fds[1])
+        addTeardownBlock { r.close(); w.close() }
+        return (r, w)
+    }
+
+    func testLinesAreReadInLinearTime() throws {
+        // A 16 MiB line, then 100,000 short ones: it took 17 s when every read rescanned the
+        // whole buffer for a newline and every line shifted the rest.
+        let c = channelPair(lineLimit: PMILineChannel.defaultLineLimit)
+        var bytes = Array("cmd=put value=".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 16 << 20) + [10]
+        for i in 0..<100_000 { bytes += Array("cmd=get key=k\(i)\n".utf8) }
+        let start = monotonicNanoseconds()
+        var sent = 0
+        var lines: [Substring] = []
+        while true {
+            if sent < bytes.count { sent += max(0, c.writer.sendSome(bytes[sent...])) } else { c.writer.close() }
+            guard try c.reader.fill() else { break }
+            while let l = try c.reader.nextBufferedLine() { lines.append(l) }
+        }
+        let seconds = Double(monotonicNanoseconds() - start) / 1e9
+        XCTAssertEqual(lines.count, 100_001)
+        XCTAssertEqual(lines.first?.utf8.count, "cmd=put value=".utf8.count + (16 << 20))
+        XCTAssertEqual(lines.last, "cmd=get key=k99999")
+        XCTAssertEqual(lines[54_321], "cmd=get key=k54320", "in order")
+        XCTAssertLessThan(seconds, 5, "linear: well under the 17 s it took")
+        XCTAssertEqual(try PMIMessage.parse(lines[0])["value"]?.utf8.count, 16 << 20)
+    }
+
+    func testRepliesAreQueuedNeverBlocking() throws {
+        // 12 MiB of replies to a peer that reads nothing yet: enqueue returns at once, what the
+        // socket does not take waits, and all of it arrives in order once the peer reads.
+        let c = channelPair(lineLimit: PMIServer.lineMax)
+        let (reader, writer) = (c.writer, c.reader) // the server's end is the non-blocking one
+        let pad = String(repeating: "z", count: 180)
+        for i in 0..<60_000 { XCTAssertTrue(writer.enqueue(PMIMessage("get_result", [("rc", "0"), ("value", "v\(i)-" + pad)]))) }
+        XCTAssertGreaterThan(writer.queuedBytes, 10 << 20, "what the socket did not take waits")
+        var got = 0
+        while got < 60_000 {
+            XCTAssertTrue(writer.flush())
+            XCTAssertTrue(try reader.fill())
+            while let l = try reader.nextBufferedLine() {
+                if got % 19_999 == 0 { XCTAssertTrue(l.hasPrefix("cmd=get_result rc=0 value=v\(got)-"), String(l.prefix(40))) }
+                got += 1
+            }
+        }
+        XCTAssertEqual(writer.queuedBytes, 0)
+        reader.close()
+        XCTAssertFalse(writer.enqueue(PMIMessage("get_result", [("rc", "0")])), "a broken connection says so")
+        XCTAssertEqual(writer.queuedBytes, 0, "and keeps nothing")
+    }
+
+    func testALineOverTheLimitIsAnErrorThatNamesIt() throws {
+        // Without its newline yet: an error as soon as more than the limit came.
+        let open = channelPair(lineLimit: PMIServer.lineMax)
+        XCTAssertEqual(open.writer.sendSome(ArraySlice(repeating: UInt8(ascii: "x"), count: PMIServer.lineMax)), PMIServer.lineMax)
+        XCTAssertTrue(try open.reader.fill())
+        XCTAssertNil(try open.reader.nextBufferedLine(), "at the limit, still waiting for the newline")
+        XCTAssertEqual(open.writer.sendSome([UInt8(ascii: "x")]), 1)
+        XCTAssertTrue(try open.reader.fill())
+        XCTAssertThrowsError(try open.reader.nextBufferedLine()) {
+            XCTAssertTrue("\($0)".contains("longer than \(PMIServer.lineMax) bytes (the limit)"), "\($0)")
+        }
+        // Whole, in one read: the same.
+        let whole = channelPair(lineLimit: 100)
+        whole.writer.enqueue(PMIMessage("get", [("key", String(repeating: "k", count: 200))]))
+        XCTAssertTrue(try whole.reader.fill())
+        XCTAssertThrowsError(try whole.reader.nextBufferedLine()) {
+            XCTAssertTrue("\($0)".contains("a line of 212 bytes, longer than 100 (the limit)"), "\($0)")
+        }
+        // At the limit: fine.
+        let exact = channelPair(lineLimit: 100)
+        exact.writer.enqueue(PMIMessage("get", [("key", String(repeating: "k", count: 88))]))
+        XCTAssertTrue(try exact.reader.fill())
+        XCTAssertEqual(try exact.reader.nextBufferedLine()?.utf8.count, 100)
+    }
+
+    func testTheJobsKeyValueSpaceIsBounded() throws {
+        var server = PMIServer(size: 2, kvsname: "k", appnum: [0, 0], processMapping: "")
+        let value = String(repeating: "v", count: PMIServer.valueMax)
+        let cost = "key-00000".utf8.count + value.utf8.count + PMIServer.putOverhead
+        let fit = PMIServer.putBytesMax / cost
+        for i in 0..<fit {
+            let out = server.handle(PMIMessage("put", [("key", "key-\(String(100_000 + i).dropFirst())"), ("value", value)]), from: 0)
+            guard out.replies.first?.rc == 0, out.events.isEmpty else { return XCTFail("put \(i) of \(fit) refused: \(out)") }
+        }
+        let over = server.handle(PMIMessage("put", [("key", "key-over0"), ("value", value)]), from: 1)
+        XCTAssertEqual(over.replies.first?.rc, -1)
+        XCTAssertTrue(over.replies.first?["msg"]?.contains("\(PMIServer.putBytesMax)") == true, "\(over)")
+        XCTAssertEqual(over.events, [.kvsFull(rank: 1)])
+        XCTAssertNil(server.kvs["key-over0"])
+        // A host's combined puts count too.
+        var withAgents = PMIServer(size: 3, kvsname: "k", appnum: [0, 0, 0], processMapping: "")
+        let half = (0..<(fit / 2 + 1)).map { (key: "key-\(String(100_000 + $0).dropFirst())", value: value) }
+        XCTAssertEqual(withAgents.hostEntered(ranks: [0], puts: half).events, [])
+        XCTAssertEqual(withAgents.hostEntered(ranks: [2, 1], puts: half.map { (key: "b" + $0.key, value: $0.value) }).events, [.kvsFull(rank: 1)])
+        // An agent's proxy holds its host's puts to the same bound, and says so.
+        var proxy = PMIProxy(size: 2, kvsname: "k", appnum: [0, 0], ranks: [0, 1], processMapping: "")
+        for i in 0..<fit { _ = proxy.handle(PMIMessage("put", [("key", "key-\(String(100_000 + i).dropFirst())"), ("value", value)]), from: 0) }
+        let refused = proxy.handle(PMIMessage("put", [("key", "key-over0"), ("value", value)]), from: 1)
+        XCTAssertEqual(refused.count, 2)
+        XCTAssertEqual(refused.last, .kvsFull)
     }
 }

@@ -196,6 +196,25 @@ public func epollWatchCount(of pid: Int32) -> Int? {
     return count
 }
 
+/// Processes (other than this one, and the shells that started them) whose command line
+/// contains `text`: to find what a test started and check it is gone, never to kill it.
+public func processes(commandLineContaining text: String) -> [Int32] {
+    var found: [Int32] = []
+    guard let d = opendir("/proc") else { return [] }
+    defer { closedir(d) }
+    while let e = readdir(d) {
+        let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
+        guard let pid = Int32(name), pid != getpid() else { continue }
+        guard let f = fopen("/proc/\(pid)/cmdline", "r") else { continue }
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let n = fread(&buf, 1, buf.count, f)
+        fclose(f)
+        let cmd = String(decoding: buf[..<n].map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+        if cmd.contains(text) && !cmd.contains("/bin/sh -c") { found.append(pid) }
+    }
+    return found
+}
+
 /// The job directories swiftrun keeps in /tmp while a job runs (none may outlive its job).
 public func swiftrunJobDirectories() -> Set<String> {
     var out: Set<String> = []

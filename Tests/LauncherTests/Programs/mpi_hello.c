@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
@@ -16,6 +17,8 @@ int main(int argc, char **argv) {
     int ok = sum == size * (size - 1) / 2;
     if (argc > 1 && strcmp(argv[1], "abort") == 0 && rank == size - 1) MPI_Abort(MPI_COMM_WORLD, 7);
     if (argc > 1 && strcmp(argv[1], "crash") == 0 && rank == size - 1) abort();
+    /* Rank 1 leaves without MPI_Finalize while the others wait for it in MPI_Barrier. */
+    if (argc > 1 && strcmp(argv[1], "vanish") == 0 && rank == 1) _exit(0);
     printf("rank %d of %d: sum %d %s\n", rank, size, sum, ok ? "ok" : "WRONG");
     fflush(stdout);
     MPI_Barrier(MPI_COMM_WORLD);
