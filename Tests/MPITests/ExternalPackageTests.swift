@@ -11,7 +11,9 @@ final class ExternalPackageTests: XCTestCase {
         let repo = "/" + #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
         var template = Array("/tmp/srtest-userpkg-XXXXXX".utf8CString)
         let dir = String(cString: template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!)! })
-        defer { _ = runCapturing("/bin/rm", ["-rf", dir]) }
+        // SwiftPM keeps its lock files for the package's .build in /tmp, named after its path.
+        let locks = "/tmp/" + dir.replacingOccurrences(of: "/", with: "_") + "_"
+        defer { _ = runCapturing("/bin/sh", ["-c", "rm -rf '\(dir)' '\(locks)'*.lock"]) }
         mkdir("\(dir)/Sources", 0o755)
         mkdir("\(dir)/Sources/greeter", 0o755)
         writeFile("\(dir)/Package.swift", """
