@@ -54,6 +54,11 @@ public final class MXWorld {
         rank >= 0 && rank < size ? hostNames[rank] : nil
     }
 
+    /// The rank whose endpoint `address` names, among those looked up so far.
+    public func rank(of address: MXEndpointAddress) -> Int? {
+        addresses.firstIndex { $0?.nicID == address.nicID && $0?.endpointID == address.endpointID }
+    }
+
     /// The address of `rank`'s endpoint, connecting on first use.
     public func address(of rank: Int) throws -> MXEndpointAddress {
         guard rank >= 0 && rank < size else { throw PMIError("rank \(rank) is not in 0..<\(size)") }
@@ -67,7 +72,9 @@ public final class MXWorld {
             throw PMIError("rank \(rank)'s endpoint card '\(card)' is malformed")
         }
         hostNames[rank] = String(parts[2])
-        let a = try endpoint.connect(nicID: nic, endpointID: ep, key: key)
+        // A peer that connected here already (it sent first) needs no connect of our own: one
+        // toward a host just lost would wait out the connect timeout for nothing.
+        let a = try endpoint.attachedPeer(nicID: nic, endpointID: ep) ?? endpoint.connect(nicID: nic, endpointID: ep, key: key)
         addresses[rank] = a
         return a
     }

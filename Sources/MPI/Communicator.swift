@@ -114,18 +114,21 @@ public final class Communicator {
         do { return try body() } catch { throw failure(error, peer: peer) }
     }
 
-    /// "rank 3 (on vm2)": a member as errors name it.
-    func describe(_ r: Int) -> String {
-        let w = members[r]
+    /// "rank 3 on vm2": a member as errors name it.
+    func describe(_ r: Int) -> String { describe(worldRank: members[r]) }
+
+    func describe(worldRank w: Int) -> String {
         let host = world.hostName(of: w).map { " on \($0)" } ?? ""
+        guard let r = members.firstIndex(of: w) else { return "world rank \(w)\(host)" }
         return w == r ? "rank \(r)\(host)" : "rank \(r) (world rank \(w))\(host)"
     }
 
-    /// A channel failure in MPI's terms, naming the rank it concerns; see `failure(_:)`.
+    /// A channel failure in MPI's terms, naming the rank it concerns (the operation's, else the
+    /// one whose endpoint the error names); see `failure(_:)`.
     func failure(_ e: MXError, peer r: Int?) -> MPIError {
         var err = MPIError(e)
-        if let r, err.errorClass == .procFailed {
-            err = MPIError(.procFailed, "\(describe(r)) is gone: \(e.message)")
+        if err.errorClass == .procFailed, let w = r.map({ members[$0] }) ?? e.peer.flatMap(world.rank(of:)) {
+            err = MPIError(.procFailed, "\(describe(worldRank: w)) is gone: \(e.message)")
         }
         return failure(err)
     }

@@ -5,6 +5,8 @@ public struct MPIError: Error, CustomStringConvertible, Equatable, Sendable {
     /// MPI's error classes (MPI_ERR_*), those this library reports.
     public enum ErrorClass: String, Sendable {
         case truncate = "MPI_ERR_TRUNCATE"
+        /// An argument the call cannot take (a message too long for the channel, say).
+        case arg = "MPI_ERR_ARG"
         case rank = "MPI_ERR_RANK"
         case tag = "MPI_ERR_TAG"
         case count = "MPI_ERR_COUNT"
@@ -33,6 +35,7 @@ public struct MPIError: Error, CustomStringConvertible, Equatable, Sendable {
         case .requestCompleted, .invalidRequest: self.init(.request, e.message)
         case .closedEndpoint, .notInitialized: self.init(.comm, e.message)
         case .peerClosed: self.init(.procFailed, e.message)
+        case .badParameter, .tooManySegments, .badMatchMask: self.init(.arg, e.message)
         default: self.init(.other, e.description)
         }
     }

@@ -30,10 +30,13 @@ public struct MXError: Error, Equatable, CustomStringConvertible, Sendable {
 
     public let code: Code
     public let message: String
+    /// The peer a `peerClosed` error is about, when one is.
+    public let peer: MXEndpointAddress?
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, peer: MXEndpointAddress? = nil) {
         self.code = code
         self.message = message
+        self.peer = peer
     }
 
     public var description: String { "MyriXen: \(code.rawValue): \(message)" }

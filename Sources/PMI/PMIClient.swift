@@ -17,6 +17,9 @@ public final class PMIClient {
     let channel: PMILineChannel?
     var singletonKVS: [String: String] = [:]
     public private(set) var isFinalized = false
+    /// The longest abort message sent (longer ones are cut): an abort line stays well inside
+    /// the 1,024-byte values and 4,096-byte lines process managers take.
+    public static let abortMessageMax = 900
     /// Work that must go on while this rank waits for the process manager's answer: called
     /// with the PMI descriptor, it returns once that is readable. A rank with an endpoint sets
     /// it so that its peers on other hosts get acks and resends while it sits in a barrier.
@@ -131,7 +134,12 @@ public final class PMIClient {
         // Alone, nobody else reports it.
         if channel == nil { _ = "\(message)\n".withCString { write(2, $0, strlen($0)) } }
         if let channel, !isFinalized {
-            try? channel.send(PMIMessage("abort", [("exitcode", String(code)), ("message", message)]))
+            // One line, within what a process manager takes (PMI-1's lines are bounded).
+            var text = String(message.map { $0.isNewline ? " " : $0 })
+            if text.utf8.count > PMIClient.abortMessageMax {
+                text = String(decoding: text.utf8.prefix(PMIClient.abortMessageMax), as: UTF8.self) + "..."
+            }
+            try? channel.send(PMIMessage("abort", [("exitcode", String(code)), ("message", text)]))
             // The process manager tears the job down; give it a moment to do so.
             var ts = timespec(tv_sec: 2, tv_nsec: 0)
             nanosleep(&ts, nil)

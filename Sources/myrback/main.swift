@@ -69,6 +69,9 @@ struct Myrback: ParsableCommand {
 
     func validate() throws {
         if foreground && daemonize { throw ValidationError("--foreground and --daemonize exclude each other") }
+        if let h = hostname, h.isEmpty || h.utf8.count > 255 || h.unicodeScalars.contains(where: { $0.value <= 32 || $0 == "/" || $0.value == 127 }) {
+            throw ValidationError("--hostname '\(h.unicodeScalars.map { $0.value < 32 || $0.value == 127 ? "?" : String($0) }.joined())' is not a host name: give 1 to 255 characters without spaces, control characters or '/'")
+        }
         if maxConnections < 1 || maxConnections > MXLimits.maxConnections {
             throw ValidationError("--max-connections must be 1 to \(MXLimits.maxConnections), not \(maxConnections)")
         }

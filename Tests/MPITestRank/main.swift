@@ -58,7 +58,9 @@ let mpi = try MPI.initialize()
 let world = mpi.world
 let me = world.rank, n = world.size
 if mode == "abort" {
-    if me == n - 1 { mpi.abort(code: 5, message: "rank \(me) aborts") }
+    // "long": a message far over what one PMI line takes, with a newline in it.
+    let long = CommandLine.arguments.count > 2 && CommandLine.arguments[2] == "long"
+    if me == n - 1 { mpi.abort(code: 5, message: "rank \(me) aborts" + (long ? "\n" + String(repeating: "x", count: 10_000) : "")) }
     try world.barrier()
     fail("the job went on after MPI abort")
 }
@@ -121,6 +123,10 @@ if mode == "exchange" {
         }
         do { _ = try world.ireceive(Int.self, count: 1, from: .rank(partner), tag: 3).wait(); fail("a receive from the lost rank succeeded") } catch {
             print("rank \(me): later receive: \(error)")
+        }
+        // Nothing else is lost: a look for a message from anyone is not an error.
+        do { if try world.iprobe(from: .any, tag: 3) == nil { ok(me, "any-source probe after the loss") } } catch {
+            fail("an any-source probe after the loss: \(error)")
         }
         mpi.finalize()
         exit(0)

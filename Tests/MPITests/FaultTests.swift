@@ -89,7 +89,7 @@ final class FaultTests: XCTestCase {
                       || out.contains("MPI_ERR_PROC_FAILED: rank 0 on \(cluster.names[0]) is gone"), out)
         XCTAssertTrue(out.contains("stopped answering"), out)
         XCTAssertGreaterThan(took, 2.5, "not before the host timeout: \(out)")
-        XCTAssertLessThan(took, 3 + 3, "within the host timeout and a little: \(out)")
+        XCTAssertLessThan(took, 3 + 5, "within the host timeout and a little (the job's teardown included): \(out)")
     }
 
     /// The same cut with errors thrown: each rank catches the failure, and later operations
@@ -102,6 +102,7 @@ final class FaultTests: XCTestCase {
             for what in ["caught", "later send:", "later receive:"] {
                 XCTAssertTrue(out.contains("rank \(me): \(what) \(gone)"), "rank \(me), \(what)\n\(out)")
             }
+            XCTAssertTrue(out.contains("rank \(me): ok any-source probe after the loss"), out)
         }
     }
 

@@ -1,5 +1,5 @@
 import XCTest
-import MPI
+@testable import MPI
 import MyriXen
 import MyriXenTestSupport
 #if canImport(Glibc)
@@ -74,6 +74,10 @@ final class PointToPointTests: XCTestCase {
         let (code, out) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "3", BuiltProducts.path("MPITestRank"), "abort"])
         XCTAssertEqual(code, 5, out)
         XCTAssertTrue(out.contains("aborted the job with code 5: rank 2 aborts"), out)
+        // A message longer than a PMI line is cut to one line, not lost with its code.
+        let (code2, out2) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "2", BuiltProducts.path("MPITestRank"), "abort", "long"])
+        XCTAssertEqual(code2, 5, out2)
+        XCTAssertTrue(out2.contains("aborted the job with code 5: rank 1 aborts xxxx") && out2.contains("x..."), out2)
     }
 
     func testASwiftMPIRankUnderMPICHsHydra() throws {
@@ -84,6 +88,20 @@ final class PointToPointTests: XCTestCase {
                                        environment: [MXDefaults.socketEnvironment: backend.socketPath])
         XCTAssertEqual(code, 0, out)
         for r in 0..<3 { for c in checks { XCTAssertTrue(out.contains("rank \(r): ok \(c)\n"), "rank \(r): \(c)\n\(out)") } }
+    }
+
+    /// Mistakes of a call stay mistakes (thrown under the default handler); a peer gone is a
+    /// process failure; anything else from the channel is a failure of the job.
+    func testChannelErrorsInMPITerms() {
+        XCTAssertEqual(MPIError(MXError(.badParameter, "4 GiB")).errorClass, .arg)
+        XCTAssertEqual(MPIError(MXError(.tooManySegments, "")).errorClass, .arg)
+        XCTAssertEqual(MPIError(MXError(.peerClosed, "")).errorClass, .procFailed)
+        XCTAssertEqual(MPIError(MXError(.requestCompleted, "")).errorClass, .request)
+        XCTAssertEqual(MPIError(MXError(.backendDied, "")).errorClass, .other)
+        XCTAssertFalse(MPIError(MXError(.badParameter, "")).isFailureOfTheJob)
+        XCTAssertFalse(MPIError(.truncate, "").isFailureOfTheJob)
+        XCTAssertTrue(MPIError(MXError(.peerClosed, "")).isFailureOfTheJob)
+        XCTAssertTrue(MPIError(MXError(.backendDied, "")).isFailureOfTheJob)
     }
 
     func testMatchBits() {

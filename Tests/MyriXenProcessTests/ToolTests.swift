@@ -229,6 +229,12 @@ final class ToolTests: XCTestCase {
         let (code1, out1) = runCapturing(BuiltProducts.path("myrback"), ["--max-connections", "0", "--socket", "/tmp/unused-\(getpid())/s.sock"])
         XCTAssertNotEqual(code1, 0)
         XCTAssertTrue(out1.contains("--max-connections must be 1 to \(MXLimits.maxConnections), not 0"), out1)
+        // A host name ends up in every rank's endpoint card: it must be one word.
+        for bad in ["", "two words", "a/b"] {
+            let (c, o) = runCapturing(BuiltProducts.path("myrback"), ["--hostname", bad, "--socket", "/tmp/unused-\(getpid())/s.sock"])
+            XCTAssertNotEqual(c, 0)
+            XCTAssertTrue(o.contains("--hostname '\(bad)' is not a host name"), o)
+        }
         let (code2, _) = runCapturing(BuiltProducts.path("mx_pingpong"), ["-m", "5:1"])
         XCTAssertEqual(code2, 64, "usage errors exit 64 (EX_USAGE) from the argument parser")
     }

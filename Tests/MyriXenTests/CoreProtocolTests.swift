@@ -185,6 +185,42 @@ final class CoreProtocolTests: XCTestCase {
         XCTAssertEqual(a.pointee.cache.entries[0].pins, 0)
     }
 
+    /// Receives that say who sends (MXSender): one for the peer alone fails once it is gone,
+    /// unless its message came first; one from any peer fails only across a host loss; one
+    /// that names nobody waits whatever happens (MX's own semantics).
+    func testReceivesForAPeerFailWhenItIsGoneAndOnlyThen() throws {
+        let fromA = b.pointee.address(ofPeer: 0)!
+        var v: UInt64 = 7
+        _ = withUnsafeBytes(of: &v) { send($0, tag: 1) }
+        _ = b.pointee.progress()
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 64)
+        defer { out.deallocate() }
+        func post(_ tag: UInt64, _ sender: MXSender) -> Int32 {
+            b.pointee.postReceive(out.baseAddress, length: out.count, matchInfo: tag, mask: .max, context: 0, sender: sender)
+        }
+        let arrived = post(1, .peer(fromA))     // its message is already here: matched at once
+        let bound = post(2, .peer(fromA))
+        let anyBefore = post(3, .anyPeer)
+        let unbound = post(4, .unknown)
+        XCTAssertEqual(try b.pointee.finish(arrived).transferredLength, 8)
+        b.pointee.peerGone(0, reason: "is on a lost host", hostLost: true)
+        XCTAssertThrowsError(try b.pointee.finish(bound)) {
+            XCTAssertEqual(($0 as? MXError)?.code, .peerClosed)
+            XCTAssertEqual(($0 as? MXError)?.peer, fromA, "the error names the peer")
+        }
+        XCTAssertThrowsError(try b.pointee.finish(anyBefore)) { XCTAssertEqual(($0 as? MXError)?.code, .peerClosed) }
+        XCTAssertFalse(done(b, unbound), "a receive that names no sender keeps waiting")
+        // Afterwards: a receive for the gone peer fails at once; one from any peer waits.
+        let boundAfter = post(5, .peer(fromA))
+        XCTAssertThrowsError(try b.pointee.finish(boundAfter)) {
+            XCTAssertTrue(($0 as? MXError)?.message.contains("is on a lost host") == true, "\($0)")
+        }
+        let anyAfter = post(6, .anyPeer)
+        XCTAssertFalse(done(b, anyAfter), "a loss before it was posted does not fail it")
+        XCTAssertEqual(b.pointee.senderGone(.anyPeer, since: b.pointee.hostLosses), nil)
+        XCTAssertNotNil(b.pointee.senderGone(.anyPeer, since: b.pointee.hostLosses &- 1), "a probe waiting across the loss fails")
+    }
+
     func testAMalformedRecordEndsThePeerNotTheProcess() throws {
         // A writes garbage geometry into its ring toward B.
         guard let cell = a.pointee.peers[0].out.reserve(payload: 8) else { return XCTFail("no room") }

@@ -406,6 +406,26 @@ final class EndpointTests: XCTestCase {
         XCTAssertEqual(Set(sources.prefix(2 * EndpointCore.recordsPerPeerPerRound)), [1, 2], "both senders within the first two batches")
     }
 
+    func testAPeerThatConnectedIsFoundWithoutConnecting() throws {
+        let c = try mx.openEndpoint(key: 0xC)
+        defer { c.close() }
+        XCTAssertNil(a.attachedPeer(nicID: c.nicID, endpointID: c.endpointID), "nobody connected yet")
+        let toA = try c.connect(nicID: a.nicID, endpointID: a.endpointID, key: 0xA)
+        var found: MXEndpointAddress?
+        for _ in 0..<1000 where found == nil {   // A learns of C at its next progress
+            try a.progress()
+            found = a.attachedPeer(nicID: c.nicID, endpointID: c.endpointID)
+        }
+        guard let toC = found else { return XCTFail("A never saw C attach") }
+        var v: UInt64 = 42
+        let got = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+        defer { got.deallocate() }
+        let r = try c.irecv(got, matchInfo: 9)
+        _ = try withUnsafeBytes(of: &v) { try a.wait(try a.isend($0, to: toC, matchInfo: 9)) }
+        XCTAssertEqual(try c.wait(r, timeout: .seconds(10)).source, toA)
+        XCTAssertEqual(got.load(as: UInt64.self), 42, "the found address sends like a connected one")
+    }
+
     func testIconnectCompletesWithTheAddress() throws {
         let r = try a.iconnect(nicID: b.nicID, endpointID: b.endpointID, key: 0xB)
         let st = try a.wait(r, timeout: .seconds(5))

@@ -262,6 +262,14 @@ public final class MXEndpoint {
     }
 
     /// The peer already attached under `key` in this session, if it is still there.
+    /// The address of a live peer already attached to this endpoint (it connected here, or this
+    /// endpoint to it), without connecting: nil if there is none.
+    public func attachedPeer(nicID: UInt64, endpointID: Int) -> MXEndpointAddress? {
+        guard !hot.pointee.closed, let ep = UInt16(exactly: endpointID),
+              let p = peerIndex[PeerKey(nic: nicID, endpoint: ep)], core.pointee.peers[Int(p)].alive else { return nil }
+        return core.pointee.address(ofPeer: p)
+    }
+
     func livePeer(_ key: PeerKey, session: UInt32) -> Int32? {
         guard let p = peerIndex[key], core.pointee.peers[Int(p)].session == session, core.pointee.peers[Int(p)].alive else { return nil }
         return p
@@ -440,9 +448,10 @@ public final class MXEndpoint {
         let matchInfo: UInt64
         let mask: UInt64
         let sender: MXSender
+        let since: UInt32
         func holds(_ endpoint: MXEndpoint) -> Bool {
             endpoint.core.pointee.engine.peekUnexpected(matchInfo: matchInfo, mask: mask) != nil
-                || endpoint.core.pointee.senderGone(sender) != nil
+                || endpoint.core.pointee.senderGone(sender, since: since) != nil
         }
     }
 
@@ -588,13 +597,14 @@ public final class MXEndpoint {
                       timeout: Duration? = nil) throws(MXError) -> MXStatus {
         try ensureUsable()
         guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
+        let since = core.pointee.hostLosses
         do {
-            try block(deadline: deadline(timeout), until: UnexpectedMatch(matchInfo: matchInfo, mask: mask, sender: sender))
+            try block(deadline: deadline(timeout), until: UnexpectedMatch(matchInfo: matchInfo, mask: mask, sender: sender, since: since))
         } catch where error.code == .timeout {
             throw MXError(.timeout, "no matching message arrived within \(timeout!)")
         }
         if let found = try iprobe(matchInfo: matchInfo, mask: mask) { return found }
-        throw core.pointee.senderGone(sender)!
+        throw core.pointee.senderGone(sender, since: since)!
     }
 
     /// Cancels a receive that has not matched yet (true), or reports that it cannot (false:
@@ -630,7 +640,7 @@ public final class MXEndpoint {
     func checkPeer(_ dest: MXEndpointAddress) throws(MXError) -> Int32 {
         let p = try checkAddress(dest)
         guard core.pointee.peers[Int(p)].alive else {
-            throw MXError(.peerClosed, "peer \(dest) \(core.pointee.departures[p] ?? "closed its endpoint or its process died")")
+            throw MXError(.peerClosed, "peer \(dest) \(core.pointee.departures[p] ?? "closed its endpoint or its process died")", peer: dest)
         }
         return p
     }
@@ -814,13 +824,13 @@ public final class MXEndpoint {
             throw MXError(.badParameter, "a segment of \(seg.length) bytes at \(String(describing: seg.base)) is not a buffer")
         }
         guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
+        if case let .peer(a) = sender { _ = try checkAddress(a) }
         let r = core.pointee.allocateRequest(kind: .receive)
         _ = core.pointee.attachSegments(r, segments)
         let s = core.pointee.requests[r]
         s.pointee.matchInfo = matchInfo
         s.pointee.mask = mask
         s.pointee.context = context
-        if case let .peer(a) = sender { _ = try checkAddress(a) }
         core.pointee.post(r, sender: sender)
         return core.pointee.handle(r)
     }

@@ -37,8 +37,8 @@ enum RequestFlag {
     static let awaitingNotify: UInt8 = 32
     /// A receive pulling a rendezvous message over the wire, piece by piece.
     static let pulling: UInt8 = 64
-    /// A posted receive from any sender that fails once a peer's host is declared lost
-    /// (`MXSender.anyPeer`); a receive bound to one peer (`MXSender.peer`) has its `peer`
+    /// A posted receive from any sender that fails if a peer's host is declared lost while it
+    /// waits (`MXSender.anyPeer`); a receive bound to one peer (`MXSender.peer`) has its `peer`
     /// set while still posted instead.
     static let failsOnHostLoss: UInt8 = 128
 }
@@ -116,8 +116,10 @@ struct EndpointCore {
     var peers: UnsafeMutablePointer<Peer>
     /// Why each peer that went away did (for receives posted for it afterwards).
     var departures: [Int32: String] = [:]
-    /// The first peer lost with its host, if any: receives from any peer fail from then on.
-    var lostHost: String?
+    /// How many peers were lost with their host, and the last such loss: a receive or probe
+    /// from any peer that waits across one fails (the message might have come from there).
+    var hostLosses: UInt32 = 0
+    var lastHostLoss: MXError?
     let peerCapacity: Int32
     var peerCount: Int32 = 0
     var completedHead: Int32 = -1
@@ -510,23 +512,26 @@ struct EndpointCore {
         case let .posted(ticket):
             s.pointee.ticket = ticket
             s.pointee.flags |= RequestFlag.posted
-            if let e = senderGone(sender) { fail(r, e) }
+            if case .peer = sender, let e = senderGone(sender, since: hostLosses) { fail(r, e) }
         case let .matchedUnexpected(u):
             deliverUnexpected(u, to: r)
         }
     }
 
-    /// Why a receive or probe from `sender` can never be satisfied any more, if it cannot: its
-    /// one peer went away, or (any peer) some peer's host was declared lost.
-    mutating func senderGone(_ sender: MXSender) -> MXError? {
+    /// Why a receive or probe from `sender`, waiting since `hostLosses` was `epoch`, can never
+    /// be satisfied any more, if it cannot: its one peer went away, or (any peer) some peer's
+    /// host was declared lost meanwhile.
+    @inline(__always)
+    func senderGone(_ sender: MXSender, since epoch: UInt32) -> MXError? {
         switch sender {
         case .unknown: return nil
         case let .peer(a):
             let p = a.peerIndex
             guard p >= 0 && p < peerCount && !peers[Int(p)].alive else { return nil }
-            return MXError(.peerClosed, "peer \(a) \(departures[p] ?? "went away")")
+            return MXError(.peerClosed, "peer \(a) \(departures[p] ?? "went away")", peer: a)
         case .anyPeer:
-            return lostHost.map { MXError(.peerClosed, "a receive from any peer cannot complete for sure: \($0)") }
+            guard hostLosses != epoch, let lost = lastHostLoss else { return nil }
+            return lost
         }
     }
 
@@ -701,7 +706,12 @@ struct EndpointCore {
         guard done == want else {
             count(.refusedPulls)
             notify(p, token: token, flags: RecordFlags.refused)
-            fail(r, MXError(.peerClosed, "pulling \(want) bytes from pid \(peer.pointee.pid) failed after \(done): \(String(cString: strerror(errno)))"))
+            // The sender gone (ESRCH) is a peer gone; anything else (its memory unmapped, no
+            // permission) is a refused pull: the sender still runs.
+            let e = errno
+            fail(r, MXError(e == ESRCH ? .peerClosed : .pullRefused,
+                            "pulling \(want) bytes from pid \(peer.pointee.pid) failed after \(done): \(String(cString: strerror(e)))",
+                            peer: e == ESRCH ? address(ofPeer: p) : nil))
             return
         }
         s.pointee.transferred = done
@@ -755,8 +765,11 @@ struct EndpointCore {
         }
         peers[Int(p)].alive = false
         departures[p] = reason
-        let err = MXError(.peerClosed, "peer \(address(ofPeer: p)!) \(reason)")
-        if hostLost && lostHost == nil { lostHost = err.message }
+        let err = MXError(.peerClosed, "peer \(address(ofPeer: p)!) \(reason)", peer: address(ofPeer: p))
+        if hostLost {
+            hostLosses &+= 1
+            lastHostLoss = err
+        }
         for i in 0..<Int32(requests.count) where requests.isAllocated(i) {
             let s = requests[i]
             guard s.pointee.state == RequestState.pending else { continue }

@@ -19,8 +19,8 @@ public enum MXSender: Sendable {
     /// Only this peer: fails once it went away (closed, died, or its host declared lost)
     /// without having sent a matching message.
     case peer(MXEndpointAddress)
-    /// Any peer: fails once the host of any peer of this endpoint is declared lost (the
-    /// message might have been coming from there), and from then on.
+    /// Any peer: fails if the host of any peer of this endpoint is declared lost while it
+    /// waits (the message might have been coming from there).
     case anyPeer
 }
 
