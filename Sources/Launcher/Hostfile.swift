@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import MyriXen
 
 /// One host a job may run on, with its slots (ranks it takes before it is oversubscribed).
 public struct HostEntry: Equatable, Sendable {
@@ -20,7 +21,9 @@ public struct HostEntry: Equatable, Sendable {
 
 /// Hostfiles in both traditions: MPICH's `host` / `host:N` and Open MPI's
 /// `host slots=N [max_slots=M]` (with an optional `user@`), `#` comments and blank lines.
-/// A host named twice adds its slots. Errors name the file, the line and the fix.
+/// A host named twice adds its slots. Errors name the file, the line and the fix. Counts are
+/// bounded: a host's slots (added up) at most `MXLimits.maxRanksPerHost`, at most
+/// `MXLimits.maxRanksPerJob` hosts.
 public enum Hostfile {
     public static func load(_ path: String) throws(LaunchError) -> [HostEntry] {
         guard let f = fopen(path, "r") else {
@@ -36,7 +39,7 @@ public enum Hostfile {
     }
 
     public static func parse(_ text: String, file: String) throws(LaunchError) -> [HostEntry] {
-        var entries: [HostEntry] = []
+        var entries = Entries()
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let lineNo = i + 1
             func fail(_ what: String) -> LaunchError { LaunchError("\(file):\(lineNo): \(what)") }
@@ -54,39 +57,70 @@ public enum Hostfile {
                 guard ["slots", "cpu", "cpus", "max_slots", "max-slots"].contains(field) else {
                     throw fail("unknown field '\(field)' (expected slots= or max_slots=)")
                 }
-                guard let n = Int(parts[1]), n > 0 else {
-                    throw fail("\(field) must be a positive number, not '\(parts[1])'")
-                }
+                let n = try slotCount(parts[1], field: String(field), fail: fail)
                 if field.hasPrefix("max") { entry.maxSlots = n } else { entry.slots = n }
             }
             if entry.slots == nil { entry.slots = 1 }
             if let m = entry.maxSlots, let s = entry.slots, m < s {
                 throw fail("max_slots=\(m) is less than slots=\(s)")
             }
-            if let k = entries.firstIndex(where: { $0.name == entry.name && $0.user == entry.user }) {
-                entries[k].slots = (entries[k].slots ?? 0) + (entry.slots ?? 1)
-                if let m = entry.maxSlots { entries[k].maxSlots = (entries[k].maxSlots ?? 0) + m }
-            } else {
-                entries.append(entry)
+            try entries.add(entry, fail: fail)
+        }
+        guard !entries.list.isEmpty else { throw LaunchError("\(file): no hosts in this hostfile") }
+        return entries.list
+    }
+
+    /// Hosts in the order they first appear; a host named again adds its slots (found by a
+    /// dictionary: a hostfile of 65,536 hosts reads as fast as one of two).
+    struct Entries {
+        var list: [HostEntry] = []
+        var index: [String: Int] = [:]
+
+        mutating func add(_ e: HostEntry, fail: (String) -> LaunchError) throws(LaunchError) {
+            let key = (e.user ?? "") + "@" + e.name
+            guard let k = index[key] else {
+                guard list.count < MXLimits.maxRanksPerJob else {
+                    throw fail("more than \(MXLimits.maxRanksPerJob) hosts, and \(Mapper.perJobLimit); list fewer")
+                }
+                index[key] = list.count
+                list.append(e)
+                return
+            }
+            let old = list[k]
+            let slots = (old.slots ?? 1) + (e.slots ?? 1)
+            guard slots <= MXLimits.maxRanksPerHost else {
+                throw fail("\(e.name) is named again: its slots add up to \(slots), more than \(Mapper.perHostLimit)")
+            }
+            list[k].slots = slots
+            if old.maxSlots != nil || e.maxSlots != nil {
+                let most = (old.maxSlots ?? old.slots ?? 1) + (e.maxSlots ?? e.slots ?? 1)
+                guard most <= MXLimits.maxRanksPerHost else {
+                    throw fail("\(e.name) is named again: its max_slots add up to \(most), more than \(Mapper.perHostLimit)")
+                }
+                list[k].maxSlots = most
             }
         }
-        guard !entries.isEmpty else { throw LaunchError("\(file): no hosts in this hostfile") }
-        return entries
+    }
+
+    /// A slot count (`slots=N`, `max_slots=N`, `host:N`): 1 to `MXLimits.maxRanksPerHost`.
+    static func slotCount(_ text: Substring, field: String, fail: (String) -> LaunchError) throws(LaunchError) -> Int {
+        switch Count(text, limit: MXLimits.maxRanksPerHost) {
+        case let .value(n): return n
+        case .notPositive: throw fail("\(field) must be a positive number, not '\(text)'")
+        case .over: throw fail("\(field)=\(text) is more than \(Mapper.perHostLimit); lower it")
+        }
     }
 
     /// `--host h1:2,h2` (the command-line form).
     public static func parseHostList(_ list: String) throws(LaunchError) -> [HostEntry] {
-        var entries: [HostEntry] = []
+        var entries = Entries()
+        let fail = { (what: String) in LaunchError("--host \(list): \(what)") }
         for item in list.split(separator: ",", omittingEmptySubsequences: false) {
             guard !item.isEmpty else { throw LaunchError("--host \(list): an empty host name between commas") }
-            let e = try hostWord(String(item)) { LaunchError("--host \(list): \($0)") }
-            if let k = entries.firstIndex(where: { $0.name == e.name && $0.user == e.user }) {
-                entries[k].slots = (entries[k].slots ?? 0) + (e.slots ?? 1)
-            } else {
-                entries.append(HostEntry(name: e.name, user: e.user, slots: e.slots ?? 1))
-            }
+            let e = try hostWord(String(item), fail: fail)
+            try entries.add(HostEntry(name: e.name, user: e.user, slots: e.slots ?? 1), fail: fail)
         }
-        return entries
+        return entries.list
     }
 
     /// `[user@]host[:N]`.
@@ -101,8 +135,11 @@ public enum Hostfile {
         var slots: Int?
         if let colon = rest.lastIndex(of: ":") {
             let n = rest[rest.index(after: colon)...]
-            guard let v = Int(n), v > 0 else { throw fail("'\(word)': the count after ':' must be a positive number") }
-            slots = v
+            switch Count(n, limit: MXLimits.maxRanksPerHost) {
+            case let .value(v): slots = v
+            case .notPositive: throw fail("'\(word)': the count after ':' must be a positive number")
+            case .over: throw fail("'\(word)': \(n) slots is more than \(Mapper.perHostLimit); lower it")
+            }
             rest = rest[..<colon]
         }
         guard !rest.isEmpty else { throw fail("'\(word)': no host name") }

@@ -1,3 +1,5 @@
+import MyriXen
+
 /// How ranks are laid out over hosts and their processors.
 public enum MapBy: String, CaseIterable, Sendable { case slot, node, core, socket, numa }
 
@@ -47,6 +49,10 @@ public struct LaunchOptions: Sendable {
 
     public init() {}
 
+    /// The longest `--timeout` (and MPIEXEC_TIMEOUT): a year.
+    public static let maxTimeoutSeconds = 31_536_000
+    static let timeoutLimit = "a year (\(maxTimeoutSeconds) s), the longest timeout; lower it or give none"
+
     /// Parses `swiftrun [options] PROGRAM [ARGS...] [: [options] PROGRAM2 ...]`. Options take
     /// the spellings of mpiexec (`-np`, `-ppn`, `-genv`, `-f`) and mpirun (`--hostfile`,
     /// `--map-by`, `-x`), with `--opt=value` or `--opt value`. `environment` supplies
@@ -80,30 +86,36 @@ public struct LaunchOptions: Sendable {
             }
             var name = String(arg.drop { $0 == "-" })
             var inline: String?
+            var spelled = arg // the option as the user wrote it, without its =VALUE
             if let eq = name.firstIndex(of: "=") {
                 inline = String(name[name.index(after: eq)...])
                 name = String(name[..<eq])
+                spelled = String(arg.prefix { $0 != "=" })
             }
             func value() throws(LaunchError) -> String {
                 if let v = inline { return v }
-                guard i < argv.count else { throw LaunchError("\(arg) needs a value") }
+                guard i < argv.count else { throw LaunchError("\(spelled) needs a value") }
                 i += 1
                 return argv[i - 1]
             }
-            func positive() throws(LaunchError) -> Int {
+            /// A count in 1...limit; `over` says what the limit is and what to do.
+            func count(limit: Int, over: String) throws(LaunchError) -> Int {
                 let v = try value()
-                guard let n = Int(v), n > 0 else { throw LaunchError("\(arg) must be a positive number, not '\(v)'") }
-                return n
+                switch Count(v, limit: limit) {
+                case let .value(n): return n
+                case .notPositive: throw LaunchError("\(spelled) must be a positive number, not '\(v)'")
+                case .over: throw LaunchError("\(spelled) \(v) is more than \(over)")
+                }
             }
             switch name {
             case "n", "np", "c":
-                app.count = try positive()
+                app.count = try count(limit: MXLimits.maxRanksPerJob, over: "\(Mapper.perJobLimit); lower it")
             case "f", "hostfile", "machinefile", "machine-file":
                 o.hostfile = try value()
             case "host", "hosts", "H":
                 o.hostList = try value()
             case "ppn", "npernode", "N":
-                o.perNode = try positive()
+                o.perNode = try count(limit: MXLimits.maxRanksPerHost, over: "\(Mapper.perHostLimit); lower it")
             case "map-by", "mapby":
                 let v = try value()
                 guard let m = MapBy(rawValue: v.lowercased()) else {
@@ -140,8 +152,7 @@ public struct LaunchOptions: Sendable {
             case "output-dir", "outfile-dir", "output-filename":
                 o.outputDirectory = try value()
             case "timeout":
-                o.timeoutSeconds = try positive()
-                guard o.timeoutSeconds! <= 31_536_000 else { throw LaunchError("--timeout is at most a year (31536000 s)") }
+                o.timeoutSeconds = try count(limit: maxTimeoutSeconds, over: timeoutLimit)
             case "launcher", "bootstrap":
                 let v = try value()
                 guard let l = LauncherKind(rawValue: v) else {
@@ -165,8 +176,11 @@ public struct LaunchOptions: Sendable {
         if o.showHelp || o.showVersion { return o }
         try finishApp()
         if o.timeoutSeconds == nil, let t = env["MPIEXEC_TIMEOUT"] {
-            guard let n = Int(t), n > 0 else { throw LaunchError("MPIEXEC_TIMEOUT=\(t) is not a positive number of seconds") }
-            o.timeoutSeconds = n
+            switch Count(t, limit: maxTimeoutSeconds) {
+            case let .value(n): o.timeoutSeconds = n
+            case .notPositive: throw LaunchError("MPIEXEC_TIMEOUT=\(t) is not a positive number of seconds")
+            case .over: throw LaunchError("MPIEXEC_TIMEOUT=\(t) is more than \(timeoutLimit)")
+            }
         }
         if o.hostfile != nil && o.hostList != nil {
             throw LaunchError("give either a hostfile or --host, not both")
@@ -178,7 +192,8 @@ public struct LaunchOptions: Sendable {
     usage: swiftrun [options] PROGRAM [ARGS...] [: [options] PROGRAM2 [ARGS...] ...]
 
     Ranks and hosts:
-      -n, -np N                   ranks of this program (default: the slots, or the cores)
+      -n, -np N                   ranks of this program (default: the slots, or the cores);
+                                  at most \(MXLimits.maxRanksPerJob) a job and \(MXLimits.maxRanksPerHost) a host
       -f, --hostfile, --machinefile FILE
                                   hosts: "host", "host:N" or "host slots=N [max_slots=M]"
       --host h1:2,h2              hosts on the command line

@@ -101,7 +101,7 @@ final class JobTests: XCTestCase {
         XCTAssertTrue(swift.output.contains("rank 2 of 3: ring ok"), swift.output)
         // A stranger on the port (a wrong pmiid, or not PMI at all) gets nothing, and the job goes on.
         let probe = """
-        for hello in 'cmd=initack pmiid=99' 'GET / HTTP/1.0'; do
+        for hello in 'cmd=initack pmiid=99' 'GET / HTTP/1.0' 'cmd=initack pmiid=-9223372036854775808'; do
           exec 5<>/dev/tcp/${PMI_PORT%:*}/${PMI_PORT#*:}; echo "$hello" >&5
           if read -t 2 line <&5; then echo "stranger got: $line"; else echo "stranger got nothing"; fi
           exec 5<&-
@@ -110,7 +110,7 @@ final class JobTests: XCTestCase {
         """
         let s = run(["--pmi-port", "-n", "1", "/bin/bash", "-c", probe])
         XCTAssertEqual(s.code, 0, s.output)
-        XCTAssertEqual(s.output.components(separatedBy: "stranger got nothing").count - 1, 2, s.output)
+        XCTAssertEqual(s.output.components(separatedBy: "stranger got nothing").count - 1, 3, s.output)
         XCTAssertTrue(s.output.contains("rank 0 of 1: ring ok"), s.output)
     }
 
@@ -321,14 +321,22 @@ final class JobTests: XCTestCase {
         writeFile(notExecutable, "#!/bin/sh\n")
         let badHostfile = "/tmp/srtest-badhosts-\(getpid())"
         writeFile(badHostfile, "localhost\nnode2:zero\n")
-        defer { unlink(notExecutable); unlink(badHostfile) }
+        let hugeSlots = "/tmp/srtest-hugeslots-\(getpid())"
+        writeFile(hugeSlots, "localhost slots=9223372036854775807\n")
+        defer { unlink(notExecutable); unlink(badHostfile); unlink(hugeSlots) }
         for (args, words) in [(["--frobnicate", "x"], "unknown option --frobnicate"),
                               (["-n", "0", "/bin/true"], "-n must be a positive number"),
                               (["-n", "2", "/no/such/program"], "/no/such/program: no such file"),
                               (["-n", "2", "no-such-command-\(getpid())"], "command not found"),
                               (["-n", "2", notExecutable], "is not executable"),
                               (["-f", badHostfile, "/bin/true"], "\(badHostfile):2:"),
-                              (["--host", "faraway-host:2", "-n", "2", "/bin/true"], "faraway-host")] {
+                              (["--host", "faraway-host:2", "-n", "2", "/bin/true"], "faraway-host"),
+                              // Issue 8.6: these crashed (a segfault, then aborts allocating 34 and 800 GB).
+                              (["-f", hugeSlots, "/bin/true"], "slots=9223372036854775807 is more than the 8192 ranks a host can hold"),
+                              (["--host", "localhost:4294967297", "/bin/true"], "4294967297 slots is more than the 8192 ranks a host can hold"),
+                              (["-n", "99999999999", "/bin/true"], "-n 99999999999 is more than the 65536 ranks a job can have"),
+                              (["-n", "8193", "--oversubscribe", "/bin/true"], "8193 ranks on "),
+                              (["--timeout", "99999999999999999999", "/bin/true"], "is more than a year")] {
             let r = run(args)
             XCTAssertEqual(r.code, 2, "\(args): \(r.output)")
             XCTAssertEqual(r.output.split(separator: "\n").count, 1, "one line: \(r.output)")

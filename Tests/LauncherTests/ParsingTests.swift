@@ -32,6 +32,29 @@ final class OptionTests: XCTestCase {
         XCTAssertEqual(try LaunchOptions.parse(["p"], environment: ["MPIEXEC_TIMEOUT": "7"]).timeoutSeconds, 7)
         XCTAssertThrowsError(try LaunchOptions.parse(["p"], environment: ["MPIEXEC_TIMEOUT": "soon"]))
     }
+
+    func testHugeCountsAreBoundedWithTheLimitAndTheFix() throws {
+        // Issue 8.6: -n 99999999999 made swiftrun allocate 800 GB; MPIEXEC_TIMEOUT overflowed.
+        for (argv, env, words) in [(["-n", "99999999999", "p"], [:], "-n 99999999999 is more than the 65536 ranks a job can have; lower it"),
+                                   (["-np=9223372036854775808", "p"], [:], "-np 9223372036854775808 is more than the 65536 ranks"),
+                                   (["-n", "65537", "p"], [:], "-n 65537 is more than the 65536 ranks"),
+                                   (["-n", "-9223372036854775809", "p"], [:], "-n must be a positive number, not '-9223372036854775809'"),
+                                   (["-ppn", "8193", "p"], [:], "-ppn 8193 is more than the 8192 ranks a host can hold (an endpoint each: 32 boards of 256); lower it"),
+                                   (["-ppn", "18446744073709551616", "p"], [:], "-ppn 18446744073709551616 is more than the 8192 ranks"),
+                                   (["--timeout", "99999999999999999999", "p"], [:], "--timeout 99999999999999999999 is more than a year (31536000 s)"),
+                                   (["--timeout=31536001", "p"], [:], "--timeout 31536001 is more than a year"),
+                                   (["--timeout", "NaN", "p"], [:], "--timeout must be a positive number, not 'NaN'"),
+                                   (["--timeout", "1e9", "p"], [:], "--timeout must be a positive number, not '1e9'"),
+                                   (["p"], ["MPIEXEC_TIMEOUT": "99999999999999999"], "MPIEXEC_TIMEOUT=99999999999999999 is more than a year"),
+                                   (["p"], ["MPIEXEC_TIMEOUT": "-1"], "MPIEXEC_TIMEOUT=-1 is not a positive number")] {
+            XCTAssertThrowsError(try LaunchOptions.parse(argv, environment: env), "\(argv) \(env)") {
+                let e = $0 as! LaunchError
+                XCTAssertEqual(e.exitCode, 2)
+                XCTAssertTrue(e.message.contains(words), "\(e.message) should say \(words)")
+            }
+        }
+        XCTAssertEqual(try LaunchOptions.parse(["-n", "65536", "-ppn", "8192", "--timeout", "31536000", "p"]).apps[0].count, 65536, "the limits themselves are allowed")
+    }
 }
 
 final class HostfileTests: XCTestCase {
@@ -60,6 +83,30 @@ final class HostfileTests: XCTestCase {
                 XCTAssertTrue(($0 as! LaunchError).message.contains(words), "\($0) should say \(words)")
             }
         }
+        // Issue 8.6: slots=9223372036854775807 segfaulted in the mapping; sums overflowed.
+        let manyHosts = (0...65536).map { "h\($0)" }.joined(separator: "\n")
+        for (text, words) in [("h slots=9223372036854775807\n", "hf:1: slots=9223372036854775807 is more than the 8192 ranks a host can hold"),
+                              ("h slots=99999999999999999999999\n", "hf:1: slots=99999999999999999999999 is more than the 8192"),
+                              ("h max_slots=8193\n", "hf:1: max_slots=8193 is more than the 8192"),
+                              ("h:4294967297\n", "hf:1: 'h:4294967297': 4294967297 slots is more than the 8192 ranks a host can hold"),
+                              ("h:-9223372036854775808\n", "the count after ':' must be a positive number"),
+                              ("h slots=8192\nh:1\n", "hf:2: h is named again: its slots add up to 8193, more than the 8192"),
+                              ("h slots=1 max_slots=8192\nh\n", "hf:2: h is named again: its max_slots add up to 8193"),
+                              (manyHosts, "hf:65537: more than 65536 hosts, and the 65536 ranks a job can have; list fewer")] {
+            XCTAssertThrowsError(try Hostfile.parse(text, file: "hf")) {
+                XCTAssertTrue(($0 as! LaunchError).message.contains(words), "\($0) should say \(words)")
+            }
+        }
+        XCTAssertThrowsError(try Hostfile.parseHostList("localhost:4294967297")) {
+            XCTAssertTrue(($0 as! LaunchError).message.contains("4294967297 slots is more than the 8192 ranks a host can hold"), "\($0)")
+        }
+        XCTAssertThrowsError(try Hostfile.parseHostList("a:8000,a:193")) {
+            XCTAssertTrue(($0 as! LaunchError).message.contains("a is named again: its slots add up to 8193"), "\($0)")
+        }
+        XCTAssertEqual(try Hostfile.parse("h slots=8000\nh:192\n", file: "hf"), [HostEntry(name: "h", slots: 8192)])
+        XCTAssertEqual(try Hostfile.parse("h slots=2 max_slots=3\nh slots=4\n", file: "hf"), [HostEntry(name: "h", slots: 6, maxSlots: 7)],
+                       "a line without max_slots adds its slots to the host's max_slots")
+        XCTAssertEqual(try Hostfile.parse(manyHosts.split(separator: "\n").dropLast().joined(separator: "\n"), file: "hf").count, 65536)
         XCTAssertThrowsError(try Hostfile.load("/nonexistent/hostfile")) {
             XCTAssertTrue(($0 as! LaunchError).message.contains("cannot read hostfile /nonexistent/hostfile"))
         }
@@ -101,6 +148,38 @@ final class MappingTests: XCTestCase {
         XCTAssertEqual(try Mapper.map(apps: apps(16), hosts: local, perNode: nil, mapBy: .slot, oversubscribe: false, source: "this host", defaultCount: 2).count, 16)
         XCTAssertEqual(try Mapper.map(apps: [app], hosts: local, perNode: nil, mapBy: .slot, oversubscribe: false, source: "this host", defaultCount: 2).count, 2, "no -n: the cores")
         XCTAssertEqual(try Mapper.map(apps: [app], hosts: two, perNode: nil, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 9).count, 4, "no -n: the slots")
+    }
+
+    func testRanksPerJobAndPerHostAreBounded() throws {
+        // Issue 8.6: counts beyond the limits are errors naming the value, the limit and the fix.
+        let huge = [HostEntry(name: "big", slots: Int.max)], wide = (0..<9).map { HostEntry(name: "h\($0)", slots: 8000) }
+        let local = [HostEntry(name: "here", slots: nil)], one = [HostEntry(name: "a", slots: 1)]
+        for (apps, hosts, perNode, over, words) in [
+            (apps(4), huge, nil as Int?, false, "big in hf: slots=9223372036854775807 is more than the 8192 ranks a host can hold"),
+            (apps(Int.max), two, nil, true, "-n 9223372036854775807 is more than the 65536 ranks a job can have; lower -n"),
+            (apps(40000, 40000), local, nil, false, "80000 ranks is more than the 65536 ranks a job can have; lower -n"),
+            (apps(Int.max, Int.max), local, nil, false, "is more than the 65536 ranks a job can have"),
+            ([app], wide, nil, false, "the slots of hf add up to 72000 ranks, more than the 65536 ranks a job can have; give -n"),
+            (apps(8193), local, nil, false, "8193 ranks on here is more than the 8192 ranks a host can hold"),
+            (apps(8193), one, nil, true, "8193 ranks on a is more than the 8192 ranks a host can hold"),
+            (apps(2), two, Int.max, true, "-ppn 9223372036854775807 is more than the 8192 ranks a host can hold")] {
+            for mapBy in [MapBy.slot, .node] {
+                XCTAssertThrowsError(try Mapper.map(apps: apps, hosts: hosts, perNode: perNode, mapBy: mapBy, oversubscribe: over, source: "hf", defaultCount: 1)) {
+                    XCTAssertTrue(($0 as! LaunchError).message.contains(words), "\($0) should say \(words)")
+                }
+            }
+        }
+        XCTAssertEqual(try Mapper.map(apps: apps(8192), hosts: local, perNode: nil, mapBy: .slot, oversubscribe: false, source: "hf", defaultCount: 1).count, 8192)
+        // The largest job over the most hosts maps in linear time (round robin used to look at
+        // every host for every rank).
+        let many = (0..<65536).map { HostEntry(name: "h\($0)", slots: 1) }
+        let start = monotonicNanoseconds()
+        let rr = try Mapper.map(apps: apps(65536), hosts: many, perNode: nil, mapBy: .node, oversubscribe: false, source: "hf", defaultCount: 1)
+        XCTAssertEqual(rr.map(\.host), Array(0..<65536))
+        XCTAssertLessThan(Double(monotonicNanoseconds() - start) / 1e9, 10, "65,536 hosts and ranks take seconds at most")
+        // The boards a backend gets hold every rank of its host, up to the limit.
+        XCTAssertTrue(LocalJob.boards(for: 1) == (1, 32) && LocalJob.boards(for: 1024) == (32, 32) && LocalJob.boards(for: 1025) == (32, 33)
+                      && LocalJob.boards(for: MXLimits.maxRanksPerHost) == (32, 256))
     }
 
     func testMPMDLocalRanksAndProcessMapping() throws {
