@@ -156,8 +156,9 @@ public final class LocalJob {
         _ = line.withCString { write(2, $0, strlen($0)) }
     }
 
+    /// A line of swiftrun's on stderr; what it quotes from ranks, agents and files is escaped.
     func say(_ s: String) {
-        let line = "swiftrun: \(s)\n"
+        let line = "swiftrun: \(Visible.text(s))\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
     }
 

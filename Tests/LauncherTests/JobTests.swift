@@ -336,7 +336,9 @@ final class JobTests: XCTestCase {
                               (["--host", "localhost:4294967297", "/bin/true"], "4294967297 slots is more than the 8192 ranks a host can hold"),
                               (["-n", "99999999999", "/bin/true"], "-n 99999999999 is more than the 65536 ranks a job can have"),
                               (["-n", "8193", "--oversubscribe", "/bin/true"], "8193 ranks on "),
-                              (["--timeout", "99999999999999999999", "/bin/true"], "is more than a year")] {
+                              (["--timeout", "99999999999999999999", "/bin/true"], "is more than a year"),
+                              // Issue 8.9: a directory said "no hosts".
+                              (["-f", "/tmp", "/bin/true"], "hostfile /tmp is a directory, not a file")] {
             let r = run(args)
             XCTAssertEqual(r.code, 2, "\(args): \(r.output)")
             XCTAssertEqual(r.output.split(separator: "\n").count, 1, "one line: \(r.output)")
@@ -344,6 +346,34 @@ final class JobTests: XCTestCase {
         }
         XCTAssertEqual(run(["--version"]).code, 0)
         XCTAssertTrue(run(["--help"]).output.contains("usage: swiftrun"))
+    }
+
+    func testWhatRanksAndHostfilesSayReachesTheTerminalEscaped() throws {
+        // Issue 8.9: PMI lines (in -v logs, abort messages, lines that are not PMI) and
+        // hostfile bytes were echoed raw: a rank could clear the screen or retitle the window.
+        let script = """
+        printf 'hello\\033[2J\\n' >&3
+        printf 'cmd=get_maxes junk=\\033]0;pwned\\007\\n' >&3
+        read -r reply <&3
+        printf 'cmd=abort exitcode=3 message=bye\\033[31m\\302\\233red\\n' >&3
+        sleep 30 # \(marker)
+        """
+        let r = run(["-v", "-n", "1", "/bin/bash", "-c", script])
+        XCTAssertEqual(r.code, 3, r.output)
+        for words in ["sent a line that is not PMI-1: hello\\x1b[2J", "PMI rank 0: cmd=get_maxes junk=\\x1b]0;pwned\\x07",
+                      "aborted the job with code 3: bye\\x1b[31m\\u{9b}red"] {
+            XCTAssertTrue(r.output.contains(words), "\(words): \(r.output.debugDescription)")
+        }
+        let hostfile = "/tmp/srtest-eschosts-\(getpid())"
+        defer { unlink(hostfile) }
+        writeFile(hostfile, "localhost\nvm\u{1B}]0;pwned\u{07}:2\n")
+        let h = run(["-f", hostfile, "/bin/true"])
+        XCTAssertEqual(h.code, 2, h.output)
+        XCTAssertTrue(h.output.contains(":2: 'vm\\x1b]0;pwned\\x07' is not a valid host name"), h.output.debugDescription)
+        for out in [r.output, h.output] {
+            XCTAssertFalse(out.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n") || ($0.value >= 0x7F && $0.value < 0xA0) },
+                           "no control character reaches the terminal: \(out.debugDescription)")
+        }
     }
 
     func buildMPICHProgram() throws -> String {

@@ -1,6 +1,9 @@
 import XCTest
 @testable import Launcher
 import MyriXen
+#if canImport(Glibc)
+import Glibc
+#endif
 
 final class OptionTests: XCTestCase {
     func testBothSpellingsAndMPMD() throws {
@@ -110,6 +113,63 @@ final class HostfileTests: XCTestCase {
         XCTAssertThrowsError(try Hostfile.load("/nonexistent/hostfile")) {
             XCTAssertTrue(($0 as! LaunchError).message.contains("cannot read hostfile /nonexistent/hostfile"))
         }
+    }
+
+    func testNulsRepeatedCountsAndDirectoriesAreErrorsAndBytesAreShownEscaped() throws {
+        // Issue 8.9: a NUL in a host name was accepted (fgets cut the line there and glued the
+        // rest to the next), `slots=2 slots=3` meant 3, a directory said "no hosts", and a
+        // hostfile's bytes went raw to the terminal.
+        func error(_ bytes: [UInt8]) -> String {
+            do { _ = try Hostfile.parse(bytes, file: "hf"); return "no error" } catch { return error.description }
+        }
+        for (bytes, words) in [(Array("good\nho".utf8) + [0] + Array("st\n".utf8), "hf:2: a NUL byte (\\x00) at column 3: a hostfile is text"),
+                               (Array("ba".utf8) + [0x1B] + Array("[31md".utf8) + [0xFF, 0x0A], "hf:1: 'ba\\x1b[31md\\xff' is not a valid host name"),
+                               (Array("h".utf8) + [0xC2, 0x9B] + Array("2J".utf8), "'h\\u{9b}2J' is not a valid host name"),
+                               (Array("h".utf8) + [0xE2, 0x80, 0xAE] + Array("x".utf8), "'h\\u{202e}x' is not a valid host name"),
+                               (Array("h color=".utf8) + [0x07, 0x0D, 0x7F], "hf:1: unknown field 'color'"),
+                               (Array("h slots=".utf8) + [0x1B, 0x5B, 0x32, 0x4A], "hf:1: slots must be a positive number, not '\\x1b[2J'"),
+                               (Array("-oProxyCommand=x\n".utf8), "'-oProxyCommand=x' is not a valid host name"),
+                               (Array("-v\n".utf8), "'-v' is not a valid host name (letters, digits, '-', '.', '_', not starting with '-')"),
+                               (Array("-x@h\n".utf8), "'-x' is not a valid user name"),
+                               (Array("h slots=2 slots=3\n".utf8), "hf:1: 'slots=3': slots is already given ('slots=2'); give it once"),
+                               (Array("h:2 slots=3\n".utf8), "hf:1: 'slots=3': slots is already given (':2')"),
+                               (Array("h cpu=1 slots=1\n".utf8), "'slots=1': slots is already given ('cpu=1')"),
+                               (Array("h max_slots=4 max-slots=5\n".utf8), "'max-slots=5': max_slots is already given ('max_slots=4')"),
+                               (Array("h =3\n".utf8), "'=3' is not slots=N")] {
+            let e = error(bytes)
+            XCTAssertTrue(e.contains(words), "\(e) should say \(words)")
+            XCTAssertFalse(e.unicodeScalars.contains { $0.value < 0x20 || ($0.value >= 0x7F && $0.value < 0xA0) || $0 == "\u{202E}" },
+                           "nothing of the file reaches the terminal raw: \(e.debugDescription)")
+        }
+        XCTAssertEqual(try Hostfile.parse("h slots=2 max_slots=3\n", file: "hf"), [HostEntry(name: "h", slots: 2, maxSlots: 3)], "each field once is fine")
+        // From disk: a directory, a NUL mid-file (fgets used to cut and join lines there).
+        XCTAssertThrowsError(try Hostfile.load("/tmp")) {
+            XCTAssertEqual(($0 as! LaunchError).message, "hostfile /tmp is a directory, not a file; give the file that lists the hosts (e.g. hostfiles/localhost)")
+        }
+        let path = "/tmp/srtest-nulhosts-\(getpid())"
+        defer { unlink(path) }
+        let f = fopen(path, "w")!
+        fwrite([UInt8]("a\nb".utf8) + [0] + Array("c\nd\n".utf8), 1, 8, f)
+        fclose(f)
+        XCTAssertThrowsError(try Hostfile.load(path)) {
+            XCTAssertTrue(($0 as! LaunchError).message.hasSuffix(":2: a NUL byte (\\x00) at column 2: a hostfile is text, one host a line"), "\($0)")
+        }
+        XCTAssertThrowsError(try Hostfile.load("/dev/zero"), "an endless stream of NULs ends at once") {
+            XCTAssertTrue(($0 as! LaunchError).message.contains("/dev/zero:1: a NUL byte"), "\($0)")
+        }
+        XCTAssertThrowsError(try Hostfile.parseHostList("a,b\u{1B}]0;x\u{07}")) {
+            XCTAssertEqual(($0 as! LaunchError).description, "swiftrun: --host a,b\\x1b]0;x\\x07: 'b\\x1b]0;x\\x07' is not a valid host name (letters, digits, '-', '.', '_', not starting with '-')")
+        }
+    }
+
+    func testVisibleEscapesWhatATerminalWouldObey() {
+        XCTAssertEqual(Visible.text("plain text: a-b_c.d/e \\ ok"), "plain text: a-b_c.d/e \\ ok")
+        XCTAssertEqual(Visible.text("\u{1B}[2J\u{07}\u{00}\u{7F}\t\r\n"), "\\x1b[2J\\x07\\x00\\x7f\\t\\r\\n")
+        XCTAssertEqual(Visible.text("caf\u{E9} \u{9B}31m \u{202E}txt.exe \u{2066}"), "caf\u{E9} \\u{9b}31m \\u{202e}txt.exe \\u{2066}", "printable Unicode stays, C1 and bidi controls do not")
+        XCTAssertEqual(Visible.bytes([0x61, 0xFF, 0xC3, 0x28, 0xE2, 0x82, 0x62, 0xF0, 0x9F, 0x98, 0x80]), "a\\xff\\xc3(\\xe2\\x82b\u{1F600}", "bytes that are not UTF-8, one by one")
+        XCTAssertEqual(Visible.bytes([0xED, 0xA0, 0x80]), "\\xed\\xa0\\x80", "a UTF-16 surrogate is not UTF-8")
+        XCTAssertEqual(Visible.text(Visible.text("a\u{1B}b")), "a\\x1bb", "escaping twice changes nothing")
+        XCTAssertEqual(LaunchError("rank said \u{1B}]0;pwned\u{07}").description, "swiftrun: rank said \\x1b]0;pwned\\x07")
     }
 
     func testTheShippedHostfilesParse() throws {
