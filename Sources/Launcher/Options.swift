@@ -49,6 +49,12 @@ public struct LaunchOptions: Sendable {
 
     public init() {}
 
+    /// `[A-Za-z_][A-Za-z0-9_]*`: a name the ranks' environment can carry and a shell export.
+    public static func isVariableName(_ s: some StringProtocol) -> Bool {
+        guard let first = s.utf8.first, !(48...57).contains(first) else { return false }
+        return s.utf8.allSatisfy { ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || (48...57).contains($0) || $0 == 0x5F }
+    }
+
     /// The longest `--timeout` (and MPIEXEC_TIMEOUT): a year.
     public static let maxTimeoutSeconds = 31_536_000
     static let timeoutLimit = "a year (\(maxTimeoutSeconds) s), the longest timeout; lower it or give none"
@@ -107,6 +113,17 @@ public struct LaunchOptions: Sendable {
                 case .over: throw LaunchError("\(spelled) \(v) is more than \(over)")
                 }
             }
+            /// A variable's name for -x, -genv, -env: what a shell can export.
+            func variable(_ text: String, _ usage: String) throws(LaunchError) -> String {
+                if text.hasPrefix("-") && inline == nil {
+                    throw LaunchError("\(spelled) needs \(usage), not the option '\(text)'")
+                }
+                let n = String(text.prefix { $0 != "=" })
+                guard LaunchOptions.isVariableName(n) else {
+                    throw LaunchError("\(spelled) \(text): '\(n)' is not a variable name (letters, digits and '_', not starting with a digit); give \(usage)")
+                }
+                return n
+            }
             switch name {
             case "n", "np", "c":
                 app.count = try count(limit: MXLimits.maxRanksPerJob, over: "\(Mapper.perJobLimit); lower it")
@@ -134,11 +151,13 @@ public struct LaunchOptions: Sendable {
                 o.oversubscribe = true
             case "x":
                 let v = try value()
-                let parts = v.split(separator: "=", maxSplits: 1)
-                guard let n = parts.first, !n.isEmpty else { throw LaunchError("-x \(v): expected NAME or NAME=VALUE") }
-                o.environment.append((String(n), parts.count == 2 ? String(parts[1]) : nil))
+                let n = try variable(v, "NAME or NAME=VALUE")
+                o.environment.append((n, v.count > n.count ? String(v.dropFirst(n.count + 1)) : nil))
             case "genv", "env":
                 let n = try value()
+                guard try variable(n, "NAME VALUE") == n else {
+                    throw LaunchError("\(spelled) \(n): NAME and VALUE are two words (\(spelled) NAME VALUE), or use -x NAME=VALUE")
+                }
                 guard i < argv.count else { throw LaunchError("\(arg) NAME VALUE: the value is missing") }
                 let v = argv[i]
                 i += 1

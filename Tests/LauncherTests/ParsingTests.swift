@@ -36,6 +36,31 @@ final class OptionTests: XCTestCase {
         XCTAssertThrowsError(try LaunchOptions.parse(["p"], environment: ["MPIEXEC_TIMEOUT": "soon"]))
     }
 
+    func testEnvironmentNamesMustBeVariableNames() throws {
+        // Issue 8.9: `-x =foo` exported `foo=`, `-x -n 1` took -n for a variable.
+        for (argv, words) in [(["-x", "=foo", "p"], "-x =foo: '' is not a variable name (letters, digits and '_', not starting with a digit); give NAME or NAME=VALUE"),
+                              (["-x", "-n", "1", "p"], "-x needs NAME or NAME=VALUE, not the option '-n'"),
+                              (["-x", "1A=2", "p"], "'1A' is not a variable name"),
+                              (["-x", "A-B=1", "p"], "'A-B' is not a variable name"),
+                              (["-x", "A\u{1B}B", "p"], "is not a variable name"),
+                              (["-x", "", "p"], "'' is not a variable name"),
+                              (["-genv", "-n", "1", "p"], "-genv needs NAME VALUE, not the option '-n'"),
+                              (["-genv", "=x", "1", "p"], "-genv =x: '' is not a variable name"),
+                              (["-genv", "A=1", "B", "p"], "-genv A=1: NAME and VALUE are two words"),
+                              (["-env", "A B", "1", "p"], "-env A B: 'A B' is not a variable name"),
+                              (["p", ":", "-env", "é", "1", "q"], "'é' is not a variable name")] {
+            XCTAssertThrowsError(try LaunchOptions.parse(argv), "\(argv)") {
+                let e = $0 as! LaunchError
+                XCTAssertEqual(e.exitCode, 2)
+                XCTAssertTrue(e.message.contains(words), "\(e.message) should say \(words)")
+            }
+        }
+        let o = try LaunchOptions.parse(["-x", "_A1=x=y", "-x", "E=", "-x", "KEEP", "-genv", "G_2", "-n", "-env", "L", "", "p"])
+        XCTAssertEqual(o.environment.map(\.name), ["_A1", "E", "KEEP", "G_2"])
+        XCTAssertEqual(o.environment.map(\.value), ["x=y", "", nil, "-n"], "a value may be anything, an empty one is empty (not the caller's)")
+        XCTAssertEqual(o.apps[0].environment.map(\.name), ["L"])
+    }
+
     func testHugeCountsAreBoundedWithTheLimitAndTheFix() throws {
         // Issue 8.6: -n 99999999999 made swiftrun allocate 800 GB; MPIEXEC_TIMEOUT overflowed.
         for (argv, env, words) in [(["-n", "99999999999", "p"], [:], "-n 99999999999 is more than the 65536 ranks a job can have; lower it"),
