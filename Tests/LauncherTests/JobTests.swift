@@ -74,6 +74,22 @@ final class JobTests: XCTestCase {
         XCTAssertEqual(r.output.split(separator: "\n").filter { $0.hasSuffix("ring ok (appnum 0)") }.count, 64)
     }
 
+    func testEndpointKeysCannotBeGuessedFromTheJobsName() {
+        // Issue 8.9: every endpoint's key was FNV-1a of kvs_<pid>_0, which any host on the
+        // subnet could compute. Now each endpoint's key is random and travels in the KVS only.
+        var keys: [String] = []
+        for _ in 0..<2 {
+            let r = run(["-n", "3", rank, "guess", marker])
+            XCTAssertEqual(r.code, 0, r.output)
+            XCTAssertTrue(r.output.contains("rank 1: the key guessed from kvs_") && r.output.contains("was refused"), r.output)
+            XCTAssertEqual(r.output.components(separatedBy: "is not the guessable one").count - 1, 3, r.output)
+            XCTAssertEqual(r.output.components(separatedBy: "ring ok").count - 1, 3, "the published keys connect: \(r.output)")
+            keys += r.output.split(separator: "\n").filter { $0.hasSuffix("the guessable one") }.map { String($0.split(separator: " ")[3]) }
+        }
+        XCTAssertEqual(keys.count, 6)
+        XCTAssertEqual(Set(keys).count, 6, "every endpoint of every job has a key of its own: \(keys)")
+    }
+
     func testMPMDSectionsGetTheirAppNumbers() {
         let r = run(["-n", "2", rank, "ring", marker, ":", "-n", "1", rank, "ring", marker])
         XCTAssertEqual(r.code, 0, r.output)
