@@ -35,12 +35,12 @@ public enum Mapper {
             }
         }
         if let p = perNode, p < 1 || p > MXLimits.maxRanksPerHost {
-            throw LaunchError("-ppn \(p) is more than \(perHostLimit); lower -ppn")
+            throw LaunchError("-ppn \(p) " + (p < 1 ? "must be at least 1" : "is more than \(perHostLimit); lower -ppn"))
         }
         let finiteSlots = hosts.allSatisfy { $0.slots != nil } ? hosts.reduce(0) { $0 + $1.slots! } : nil
         for app in apps {
             if let n = app.count, n < 1 || n > MXLimits.maxRanksPerJob {
-                throw LaunchError("-n \(n) is more than \(perJobLimit); lower -n")
+                throw LaunchError("-n \(n) " + (n < 1 ? "must be at least 1" : "is more than \(perJobLimit); lower -n"))
             }
         }
         let counts = apps.map { $0.count ?? finiteSlots ?? defaultCount }

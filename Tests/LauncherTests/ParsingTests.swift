@@ -247,7 +247,9 @@ final class MappingTests: XCTestCase {
             ([app], wide, nil, false, "the slots of hf add up to 72000 ranks, more than the 65536 ranks a job can have; give -n"),
             (apps(8193), local, nil, false, "8193 ranks on here is more than the 8192 ranks a host can hold"),
             (apps(8193), one, nil, true, "8193 ranks on a is more than the 8192 ranks a host can hold"),
-            (apps(2), two, Int.max, true, "-ppn 9223372036854775807 is more than the 8192 ranks a host can hold")] {
+            (apps(2), two, Int.max, true, "-ppn 9223372036854775807 is more than the 8192 ranks a host can hold"),
+            (apps(2), two, 0, true, "-ppn 0 must be at least 1"), (apps(-5), two, nil, true, "-n -5 must be at least 1"),
+            (apps(2), [HostEntry(name: "z", slots: 0)], nil, true, "z in hf: slots=0 must be at least 1")] {
             for mapBy in [MapBy.slot, .node] {
                 XCTAssertThrowsError(try Mapper.map(apps: apps, hosts: hosts, perNode: perNode, mapBy: mapBy, oversubscribe: over, source: "hf", defaultCount: 1)) {
                     XCTAssertTrue(($0 as! LaunchError).message.contains(words), "\($0) should say \(words)")
