@@ -48,10 +48,10 @@ public enum Hostfile {
                 throw LaunchError("cannot read hostfile \(shown): \(String(cString: strerror(errno)))")
             }
             if n == 0 { break }
-            bytes += chunk[..<n]
+            bytes.append(contentsOf: chunk[..<n])
             // A stream without end (/dev/zero, a pipe that never closes with garbage) stops here.
             if bytes.count > maxBytes { throw LaunchError("hostfile \(shown) is larger than \(maxBytes >> 20) MiB; is it a hostfile?") }
-            if bytes[(bytes.count - n)...].contains(0) { break } // parse names the line with the NUL
+            if chunk.withUnsafeBytes({ memchr($0.baseAddress!, 0, n) != nil }) { break } // parse names the line with the NUL
         }
         return try parse(bytes, file: path)
     }

@@ -179,6 +179,13 @@ final class HostfileTests: XCTestCase {
         XCTAssertThrowsError(try Hostfile.load(path)) {
             XCTAssertTrue(($0 as! LaunchError).message.hasSuffix(":2: a NUL byte (\\x00) at column 2: a hostfile is text, one host a line"), "\($0)")
         }
+        let big = fopen(path, "w")!
+        let comment = [UInt8](repeating: UInt8(ascii: "#"), count: 1 << 20)
+        for _ in 0..<17 { fwrite(comment, 1, comment.count, big) }
+        fclose(big)
+        XCTAssertThrowsError(try Hostfile.load(path)) {
+            XCTAssertTrue(($0 as! LaunchError).message.hasSuffix(" is larger than 16 MiB; is it a hostfile?"), "\($0)")
+        }
         XCTAssertThrowsError(try Hostfile.load("/dev/zero"), "an endless stream of NULs ends at once") {
             XCTAssertTrue(($0 as! LaunchError).message.contains("/dev/zero:1: a NUL byte"), "\($0)")
         }
