@@ -4,35 +4,42 @@ import Glibc
 import MyriXen
 import PMI
 
-/// A rank's start: PMI-1 says who it is; it opens an endpoint on this host's emulated board,
-/// publishes the endpoint's address in the job's key-value space, meets the others at a
-/// barrier, and connects to each peer the first time it needs it.
+/// A rank's start: PMI-1 says who it is; it opens an endpoint on this host's emulated board
+/// with a key of its own, publishes the endpoint's address and key in the job's key-value
+/// space, meets the others at a barrier, and connects to each peer the first time it needs it,
+/// presenting the key that peer published.
 public final class MXWorld {
     public let pmi: PMIClient
     public let context: MXContext
     public let endpoint: MXEndpoint
     public var rank: Int { pmi.rank }
     public var size: Int { pmi.size }
-    /// Every rank of a job opens its endpoint with this key, derived from the job's name:
-    /// endpoints of other jobs cannot connect.
+    /// The key this rank's endpoint was opened with: 32 random bits from the kernel's generator,
+    /// new for every endpoint, known only through the job's key-value space (which only the
+    /// job's ranks read: a socketpair, an authenticated agent, or the launcher's own channel).
+    /// Nobody outside the job can compute it, whatever launcher started the job (swiftrun,
+    /// hydra, srun, a singleton): it is not derived from anything a stranger sees, such as the
+    /// KVS name `kvs_<pid>_0`.
     public let key: UInt32
     var addresses: [MXEndpointAddress?]
 
+    /// A rank's card in the KVS: `mx-ep-<rank>` = `NIC/ENDPOINT/KEY/HOST` (NIC as
+    /// `NICAddressing.format`, the key in hex, the host's name as its backend is named).
     public static let cardKeyPrefix = "mx-ep-"
 
     /// Bootstraps from the environment (PMI_FD, PMI_PORT + PMI_ID, or a singleton).
     public static func bootstrap() throws -> MXWorld {
         let pmi = try PMIClient.fromEnvironment()
-        var h: UInt32 = 2_166_136_261
-        for b in pmi.kvsname.utf8 { h = (h ^ UInt32(b)) &* 16_777_619 }
+        let key = UInt32.random(in: .min ... .max) // SystemRandomNumberGenerator: getrandom(2)
         let context = try MXContext()
-        let endpoint = try context.openEndpoint(key: h)
-        let world = MXWorld(pmi: pmi, context: context, endpoint: endpoint, key: h)
+        let endpoint = try context.openEndpoint(key: key)
+        let world = MXWorld(pmi: pmi, context: context, endpoint: endpoint, key: key)
         // While the rank waits in any PMI call, its endpoint goes on acking and resending.
         pmi.whileWaiting = { fd in endpoint.progress(untilReadable: fd) }
-        // The card: NIC id, endpoint, and the host's name (for messages about that rank).
+        // The card: NIC id, endpoint, key, and the host's name (for messages about that rank).
         try pmi.put(cardKeyPrefix + String(pmi.rank),
-                    NICAddressing.format(endpoint.nicID) + "/" + String(endpoint.endpointID) + "/" + context.hostname)
+                    NICAddressing.format(endpoint.nicID) + "/" + String(endpoint.endpointID) + "/" + String(key, radix: 16)
+                    + "/" + context.hostname)
         try pmi.barrier()
         return world
     }
@@ -66,15 +73,15 @@ public final class MXWorld {
         guard let card = try pmi.get(MXWorld.cardKeyPrefix + String(rank)) else {
             throw PMIError("rank \(rank) published no endpoint")
         }
-        let parts = card.split(separator: "/", maxSplits: 2)
+        let parts = card.split(separator: "/", maxSplits: 3)
         let hex = parts.first?.split(separator: ":").joined() ?? ""
-        guard parts.count == 3, let nic = UInt64(hex, radix: 16), let ep = Int(parts[1]) else {
-            throw PMIError("rank \(rank)'s endpoint card '\(card)' is malformed")
+        guard parts.count == 4, let nic = UInt64(hex, radix: 16), let ep = Int(parts[1]), let peerKey = UInt32(parts[2], radix: 16) else {
+            throw PMIError("rank \(rank)'s endpoint card '\(card)' is malformed (expected NIC/ENDPOINT/KEY/HOST)")
         }
-        hostNames[rank] = String(parts[2])
+        hostNames[rank] = String(parts[3])
         // A peer that connected here already (it sent first) needs no connect of our own: one
         // toward a host just lost would wait out the connect timeout for nothing.
-        let a = try endpoint.attachedPeer(nicID: nic, endpointID: ep) ?? endpoint.connect(nicID: nic, endpointID: ep, key: key)
+        let a = try endpoint.attachedPeer(nicID: nic, endpointID: ep) ?? endpoint.connect(nicID: nic, endpointID: ep, key: peerKey)
         addresses[rank] = a
         return a
     }

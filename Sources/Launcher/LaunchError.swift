@@ -1,5 +1,6 @@
 /// A launch failure with the words the user sees and the exit code swiftrun ends with
-/// (2 for usage errors: bad options, hostfiles, programs).
+/// (2 for usage errors: bad options, hostfiles, programs). The words may quote what came from
+/// outside; `description` shows them escaped (`Visible`), as the terminal gets them.
 public struct LaunchError: Error, CustomStringConvertible, Equatable, Sendable {
     public let message: String
     public let exitCode: Int32
@@ -9,5 +10,5 @@ public struct LaunchError: Error, CustomStringConvertible, Equatable, Sendable {
         self.exitCode = exitCode
     }
 
-    public var description: String { "swiftrun: \(message)" }
+    public var description: String { "swiftrun: \(Visible.text(message))" }
 }

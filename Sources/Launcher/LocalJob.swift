@@ -160,8 +160,9 @@ public final class LocalJob {
         _ = line.withCString { write(2, $0, strlen($0)) }
     }
 
+    /// A line of swiftrun's on stderr; what it quotes from ranks, agents and files is escaped.
     func say(_ s: String) {
-        let line = "swiftrun: \(s)\n"
+        let line = "swiftrun: \(Visible.text(s))\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
     }
 
@@ -200,11 +201,11 @@ public final class LocalJob {
         for h in used.sorted() {
             let host = plan.hosts[h]
             let socket = "\(directory)/myrback-\(h).sock"
-            let ranksHere = plan.placements.filter { $0.host == h }.count
-            let boards = min(MXLimits.maxBoards, max(1, (ranksHere + MXLimits.endpointsPerBoard - 1) / MXLimits.endpointsPerBoard))
+            let (boards, endpoints) = Self.boards(for: plan.placements.filter { $0.host == h }.count)
             // The job's directory is swiftrun's, made for its backends: the last to exit removes
             // it (also when swiftrun was killed and they got SIGTERM).
-            var args = ["--socket", socket, "--foreground", "--boards", String(boards), "--remove-empty-directory"]
+            var args = ["--socket", socket, "--foreground", "--boards", String(boards), "--endpoints", String(endpoints),
+                        "--remove-empty-directory"]
             // A host an agent serves names its boards after the job's name for it: distinct NIC
             // ids even where hosts share a kernel hostname (emulated VMs, Slurm nodes).
             // Such a host reaches the job's other hosts over its network: its boards get a wire,
@@ -231,6 +232,15 @@ public final class LocalJob {
                 usleep(500)
             }
         }
+    }
+
+    /// The boards a host's backend needs for `ranks` ranks, an endpoint each: boards of the
+    /// default 32 endpoints, and beyond 32 such boards, more endpoints a board (up to
+    /// `MXLimits.maxRanksPerHost` ranks in all).
+    static func boards(for ranks: Int) -> (boards: Int, endpointsPerBoard: Int) {
+        let boards = min(MXLimits.maxBoards, max(1, (ranks + MXLimits.endpointsPerBoard - 1) / MXLimits.endpointsPerBoard))
+        let perBoard = max(MXLimits.endpointsPerBoard, (ranks + boards - 1) / boards)
+        return (boards, min(perBoard, MXLimits.maxEndpointsPerBoard))
     }
 
     /// MYRIXEN_WIRE as the job's environment gives it (it travels to agents with the job).
@@ -697,7 +707,7 @@ public final class LocalJob {
             return
         }
         guard let m = try? PMIMessage.parse(line), m.command == "initack", let pmiid = m["pmiid"].flatMap(Int.init),
-              case let id = pmiid - pmiIDBase, id >= 0, id < ranks.count, !ranks[id].remote, ranks[id].pmi == nil, ranks[id].outcome == nil else {
+              pmiid >= pmiIDBase, case let id = pmiid - pmiIDBase, id < ranks.count, !ranks[id].remote, ranks[id].pmi == nil, ranks[id].outcome == nil else {
             c.close()
             return
         }

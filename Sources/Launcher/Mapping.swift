@@ -12,15 +12,45 @@ public struct RankPlacement: Equatable, Sendable {
 /// Lays ranks out over hosts. `slot` (and `core`, `socket`, `numa`, which differ only in
 /// binding) fills each host up to its slots before the next, in blocks; `node` deals ranks
 /// round robin, one per host in turn. `-ppn` makes every host's share that many. More ranks
-/// than slots is an error unless oversubscribing, which then wraps around.
+/// than slots is an error unless oversubscribing, which then wraps around. No job has more
+/// than `MXLimits.maxRanksPerJob` ranks or hosts, no host more than `MXLimits.maxRanksPerHost`
+/// ranks or slots: bad counts are errors before anything is added up or allocated.
 public enum Mapper {
+    /// The limits in words, for every error that names them.
+    public static let perJobLimit = "the \(MXLimits.maxRanksPerJob) ranks a job can have"
+    public static let perHostLimit = "the \(MXLimits.maxRanksPerHost) ranks a host can hold (an endpoint each: \(MXLimits.maxBoards) boards of \(MXLimits.maxEndpointsPerBoard))"
+
     public static func map(apps: [AppSpec], hosts: [HostEntry], perNode: Int?, mapBy: MapBy,
                            oversubscribe: Bool, source: String, defaultCount: Int) throws(LaunchError) -> [RankPlacement] {
         guard !hosts.isEmpty else { throw LaunchError("no hosts to run on") }
+        // Every count is bounded before anything is added up or allocated.
+        guard hosts.count <= MXLimits.maxRanksPerJob else {
+            throw LaunchError("\(source) lists \(hosts.count) hosts, more than \(perJobLimit); list fewer")
+        }
+        for h in hosts {
+            for (what, n) in [("slots", h.slots), ("max_slots", h.maxSlots)] {
+                if let n, n < 1 || n > MXLimits.maxRanksPerHost {
+                    throw LaunchError("\(h.name) in \(source): \(what)=\(n) " + (n < 1 ? "must be at least 1" : "is more than \(perHostLimit); lower it"))
+                }
+            }
+        }
+        if let p = perNode, p < 1 || p > MXLimits.maxRanksPerHost {
+            throw LaunchError("-ppn \(p) " + (p < 1 ? "must be at least 1" : "is more than \(perHostLimit); lower -ppn"))
+        }
         let finiteSlots = hosts.allSatisfy { $0.slots != nil } ? hosts.reduce(0) { $0 + $1.slots! } : nil
+        for app in apps {
+            if let n = app.count, n < 1 || n > MXLimits.maxRanksPerJob {
+                throw LaunchError("-n \(n) " + (n < 1 ? "must be at least 1" : "is more than \(perJobLimit); lower -n"))
+            }
+        }
         let counts = apps.map { $0.count ?? finiteSlots ?? defaultCount }
-        let total = counts.reduce(0, +)
+        let total = counts.reduce(0) { $0 + min($1, MXLimits.maxRanksPerJob + 1) }
         guard total > 0 else { throw LaunchError("no ranks to start") }
+        guard total <= MXLimits.maxRanksPerJob else {
+            let fromSlots = apps.contains { $0.count == nil } && finiteSlots != nil
+            throw LaunchError(fromSlots ? "the slots of \(source) add up to \(finiteSlots!) ranks, more than \(perJobLimit); give -n"
+                                        : "\(total) ranks is more than \(perJobLimit); lower -n")
+        }
         let capacity: [Int?] = hosts.map { h in perNode ?? h.slots }
         if !oversubscribe {
             if let p = perNode {
@@ -39,19 +69,23 @@ public enum Mapper {
         hostOfRank.reserveCapacity(total)
         switch mapBy {
         case .node:
+            // Passes over the hosts with room, one rank each; a host that fills up leaves the
+            // next pass. When none has room (oversubscribing), any host in turn.
             var used = [Int](repeating: 0, count: hosts.count)
-            var h = 0
-            while hostOfRank.count < total {
-                // Next host with room; when every host is full (oversubscribing), any host.
-                let allFull = (0..<hosts.count).allSatisfy { k in capacity[k].map { used[k] >= $0 } ?? false }
-                var tries = 0
-                while !allFull, let c = capacity[h], used[h] >= c, tries < hosts.count {
-                    h = (h + 1) % hosts.count
-                    tries += 1
+            var open = hosts.indices.filter { capacity[$0].map { $0 > 0 } ?? true }
+            var last = -1
+            while hostOfRank.count < total && !open.isEmpty {
+                for h in open where hostOfRank.count < total {
+                    hostOfRank.append(h)
+                    used[h] += 1
+                    last = h
                 }
-                hostOfRank.append(h)
-                used[h] += 1
-                h = (h + 1) % hosts.count
+                open.removeAll { h in capacity[h].map { used[h] >= $0 } ?? false }
+            }
+            var h = last + 1
+            while hostOfRank.count < total {
+                hostOfRank.append(h % hosts.count)
+                h += 1
             }
         case .slot, .core, .socket, .numa:
             // Blocks. Oversubscribed, every host's share grows in proportion to its capacity.
@@ -78,6 +112,9 @@ public enum Mapper {
             let h = hostOfRank[r]
             placements.append(RankPlacement(rank: r, host: h, app: appOfRank[r], localRank: local[h], localSize: 0))
             local[h] += 1
+        }
+        if let k = local.indices.first(where: { local[$0] > MXLimits.maxRanksPerHost }) {
+            throw LaunchError("\(local[k]) ranks on \(hosts[k].name) is more than \(perHostLimit); add hosts or lower -n")
         }
         for i in placements.indices { placements[i].localSize = local[placements[i].host] }
         return placements

@@ -1,3 +1,5 @@
+import MyriXen
+
 /// How ranks are laid out over hosts and their processors.
 public enum MapBy: String, CaseIterable, Sendable { case slot, node, core, socket, numa }
 
@@ -47,6 +49,16 @@ public struct LaunchOptions: Sendable {
 
     public init() {}
 
+    /// `[A-Za-z_][A-Za-z0-9_]*`: a name the ranks' environment can carry and a shell export.
+    public static func isVariableName(_ s: some StringProtocol) -> Bool {
+        guard let first = s.utf8.first, !(48...57).contains(first) else { return false }
+        return s.utf8.allSatisfy { ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || (48...57).contains($0) || $0 == 0x5F }
+    }
+
+    /// The longest `--timeout` (and MPIEXEC_TIMEOUT): a year.
+    public static let maxTimeoutSeconds = 31_536_000
+    static let timeoutLimit = "a year (\(maxTimeoutSeconds) s), the longest timeout; lower it or give none"
+
     /// Parses `swiftrun [options] PROGRAM [ARGS...] [: [options] PROGRAM2 ...]`. Options take
     /// the spellings of mpiexec (`-np`, `-ppn`, `-genv`, `-f`) and mpirun (`--hostfile`,
     /// `--map-by`, `-x`), with `--opt=value` or `--opt value`. `environment` supplies
@@ -80,30 +92,47 @@ public struct LaunchOptions: Sendable {
             }
             var name = String(arg.drop { $0 == "-" })
             var inline: String?
+            var spelled = arg // the option as the user wrote it, without its =VALUE
             if let eq = name.firstIndex(of: "=") {
                 inline = String(name[name.index(after: eq)...])
                 name = String(name[..<eq])
+                spelled = String(arg.prefix { $0 != "=" })
             }
             func value() throws(LaunchError) -> String {
                 if let v = inline { return v }
-                guard i < argv.count else { throw LaunchError("\(arg) needs a value") }
+                guard i < argv.count else { throw LaunchError("\(spelled) needs a value") }
                 i += 1
                 return argv[i - 1]
             }
-            func positive() throws(LaunchError) -> Int {
+            /// A count in 1...limit; `over` says what the limit is and what to do.
+            func count(limit: Int, over: String) throws(LaunchError) -> Int {
                 let v = try value()
-                guard let n = Int(v), n > 0 else { throw LaunchError("\(arg) must be a positive number, not '\(v)'") }
+                switch Count(v, limit: limit) {
+                case let .value(n): return n
+                case .notPositive: throw LaunchError("\(spelled) must be a positive number, not '\(v)'")
+                case .over: throw LaunchError("\(spelled) \(v) is more than \(over)")
+                }
+            }
+            /// A variable's name for -x, -genv, -env: what a shell can export.
+            func variable(_ text: String, _ usage: String) throws(LaunchError) -> String {
+                if text.hasPrefix("-") && inline == nil {
+                    throw LaunchError("\(spelled) needs \(usage), not the option '\(text)'")
+                }
+                let n = String(text.prefix { $0 != "=" })
+                guard LaunchOptions.isVariableName(n) else {
+                    throw LaunchError("\(spelled) \(text): '\(n)' is not a variable name (letters, digits and '_', not starting with a digit); give \(usage)")
+                }
                 return n
             }
             switch name {
             case "n", "np", "c":
-                app.count = try positive()
+                app.count = try count(limit: MXLimits.maxRanksPerJob, over: "\(Mapper.perJobLimit); lower it")
             case "f", "hostfile", "machinefile", "machine-file":
                 o.hostfile = try value()
             case "host", "hosts", "H":
                 o.hostList = try value()
             case "ppn", "npernode", "N":
-                o.perNode = try positive()
+                o.perNode = try count(limit: MXLimits.maxRanksPerHost, over: "\(Mapper.perHostLimit); lower it")
             case "map-by", "mapby":
                 let v = try value()
                 guard let m = MapBy(rawValue: v.lowercased()) else {
@@ -122,11 +151,13 @@ public struct LaunchOptions: Sendable {
                 o.oversubscribe = true
             case "x":
                 let v = try value()
-                let parts = v.split(separator: "=", maxSplits: 1)
-                guard let n = parts.first, !n.isEmpty else { throw LaunchError("-x \(v): expected NAME or NAME=VALUE") }
-                o.environment.append((String(n), parts.count == 2 ? String(parts[1]) : nil))
+                let n = try variable(v, "NAME or NAME=VALUE")
+                o.environment.append((n, v.count > n.count ? String(v.dropFirst(n.count + 1)) : nil))
             case "genv", "env":
                 let n = try value()
+                guard try variable(n, "NAME VALUE") == n else {
+                    throw LaunchError("\(spelled) \(n): NAME and VALUE are two words (\(spelled) NAME VALUE), or use -x NAME=VALUE")
+                }
                 guard i < argv.count else { throw LaunchError("\(arg) NAME VALUE: the value is missing") }
                 let v = argv[i]
                 i += 1
@@ -140,8 +171,7 @@ public struct LaunchOptions: Sendable {
             case "output-dir", "outfile-dir", "output-filename":
                 o.outputDirectory = try value()
             case "timeout":
-                o.timeoutSeconds = try positive()
-                guard o.timeoutSeconds! <= 31_536_000 else { throw LaunchError("--timeout is at most a year (31536000 s)") }
+                o.timeoutSeconds = try count(limit: maxTimeoutSeconds, over: timeoutLimit)
             case "launcher", "bootstrap":
                 let v = try value()
                 guard let l = LauncherKind(rawValue: v) else {
@@ -165,8 +195,11 @@ public struct LaunchOptions: Sendable {
         if o.showHelp || o.showVersion { return o }
         try finishApp()
         if o.timeoutSeconds == nil, let t = env["MPIEXEC_TIMEOUT"] {
-            guard let n = Int(t), n > 0 else { throw LaunchError("MPIEXEC_TIMEOUT=\(t) is not a positive number of seconds") }
-            o.timeoutSeconds = n
+            switch Count(t, limit: maxTimeoutSeconds) {
+            case let .value(n): o.timeoutSeconds = n
+            case .notPositive: throw LaunchError("MPIEXEC_TIMEOUT=\(t) is not a positive number of seconds")
+            case .over: throw LaunchError("MPIEXEC_TIMEOUT=\(t) is more than \(timeoutLimit)")
+            }
         }
         if o.hostfile != nil && o.hostList != nil {
             throw LaunchError("give either a hostfile or --host, not both")
@@ -178,7 +211,8 @@ public struct LaunchOptions: Sendable {
     usage: swiftrun [options] PROGRAM [ARGS...] [: [options] PROGRAM2 [ARGS...] ...]
 
     Ranks and hosts:
-      -n, -np N                   ranks of this program (default: the slots, or the cores)
+      -n, -np N                   ranks of this program (default: the slots, or the cores);
+                                  at most \(MXLimits.maxRanksPerJob) a job and \(MXLimits.maxRanksPerHost) a host
       -f, --hostfile, --machinefile FILE
                                   hosts: "host", "host:N" or "host slots=N [max_slots=M]"
       --host h1:2,h2              hosts on the command line

@@ -57,6 +57,10 @@ public struct PMIServer {
     /// What the puts so far cost against `putBytesMax`.
     public private(set) var putBytes = 0
 
+    /// Keys the process manager serves (`PMI_process_mapping`, and any other `PMI_` key): a
+    /// rank's put of one is refused, so no rank can change what the others read there.
+    public static func isReserved(_ key: String) -> Bool { key.hasPrefix("PMI_") }
+
     /// `appnum[r]` is rank r's program in an MPMD job; `processMapping` is served as
     /// `PMI_process_mapping`.
     public init(size: Int, kvsname: String, appnum: [Int], processMapping: String) {
@@ -111,6 +115,10 @@ public struct PMIServer {
                 reply("put_result", [("rc", "-1"), ("msg", "key_or_value_too_long")])
                 break
             }
+            guard !Self.isReserved(key) else {
+                reply("put_result", [("rc", "-1"), ("msg", "key_\(key)_is_reserved_for_the_process_manager")])
+                break
+            }
             guard charge(key, value) else {
                 reply("put_result", [("rc", "-1"), ("msg", "key-value_space_full:_\(Self.putBytesMax)_bytes_a_job")])
                 out.events.append(.kvsFull(rank: rank))
@@ -162,7 +170,7 @@ public struct PMIServer {
     /// the last one (per-host combining: one message per host per barrier).
     public mutating func hostEntered(ranks: [Int], puts: [(key: String, value: String)]) -> Outcome {
         var out = Outcome()
-        for (k, v) in puts {
+        for (k, v) in puts where !Self.isReserved(k) { // an agent's proxy refused these already
             guard charge(k, v) else {
                 out.events.append(.kvsFull(rank: ranks.min() ?? -1))
                 return out

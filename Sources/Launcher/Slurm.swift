@@ -1,3 +1,5 @@
+import MyriXen
+
 /// What a Slurm allocation says about its hosts: SLURM_JOB_NODELIST (compressed, e.g.
 /// `node[10,20-25]`) and SLURM_TASKS_PER_NODE (e.g. `2(x4),1`).
 public enum SlurmAllocation {
@@ -20,6 +22,9 @@ public enum SlurmAllocation {
                         throw LaunchError("SLURM_JOB_NODELIST=\(nodeList): '\(part)' is not a range")
                     }
                     let width = bounds[0].count
+                    guard names.count + (hi - lo) < MXLimits.maxRanksPerJob else {
+                        throw LaunchError("SLURM_JOB_NODELIST=\(nodeList): more than \(MXLimits.maxRanksPerJob) nodes, and \(Mapper.perJobLimit)")
+                    }
                     for n in lo...hi {
                         let digits = String(n)
                         names.append(prefix + String(repeating: "0", count: max(0, width - digits.count)) + digits)
@@ -31,6 +36,9 @@ public enum SlurmAllocation {
                     throw LaunchError("SLURM_JOB_NODELIST=\(nodeList): unexpected text after ']'")
                 }
             } else if !prefix.isEmpty {
+                guard names.count < MXLimits.maxRanksPerJob else {
+                    throw LaunchError("SLURM_JOB_NODELIST=\(nodeList): more than \(MXLimits.maxRanksPerJob) nodes, and \(Mapper.perJobLimit)")
+                }
                 names.append(prefix)
             }
             if i < nodeList.endIndex { i = nodeList.index(after: i) } // the comma
@@ -39,21 +47,34 @@ public enum SlurmAllocation {
         return names
     }
 
-    /// `2(x3),1` -> [2, 2, 2, 1].
+    /// `2(x3),1` -> [2, 2, 2, 1]. Tasks per node at most `MXLimits.maxRanksPerHost`, nodes at
+    /// most `MXLimits.maxRanksPerJob`.
     public static func expand(tasksPerNode: String) throws(LaunchError) -> [Int] {
         var out: [Int] = []
+        let nodesOver = "more than \(MXLimits.maxRanksPerJob) nodes, and \(Mapper.perJobLimit)"
+        func count(_ text: Substring, limit: Int, over: String, _ item: Substring) throws(LaunchError) -> Int {
+            switch Count(text, limit: limit) {
+            case let .value(n): return n
+            case .notPositive: throw LaunchError("SLURM_TASKS_PER_NODE=\(tasksPerNode): '\(item)' is not N or N(xM)")
+            case .over: throw LaunchError("SLURM_TASKS_PER_NODE=\(tasksPerNode): '\(item)': \(over)")
+            }
+        }
         for item in tasksPerNode.split(separator: ",") {
+            var times = 1
+            var n = item
             if let open = item.firstIndex(of: "(") {
-                guard let n = Int(item[..<open]), item.hasSuffix(")"),
-                      let times = Int(item[item.index(open, offsetBy: 2)..<item.index(before: item.endIndex)]),
-                      item[item.index(after: open)] == "x" else {
+                let inside = item[item.index(after: open)...]
+                guard inside.hasPrefix("x"), inside.hasSuffix(")"), inside.count >= 3 else {
                     throw LaunchError("SLURM_TASKS_PER_NODE=\(tasksPerNode): '\(item)' is not N(xM)")
                 }
-                out += Array(repeating: n, count: times)
-            } else {
-                guard let n = Int(item) else { throw LaunchError("SLURM_TASKS_PER_NODE=\(tasksPerNode): '\(item)' is not a number") }
-                out.append(n)
+                times = try count(inside.dropFirst().dropLast(), limit: MXLimits.maxRanksPerJob, over: nodesOver, item)
+                n = item[..<open]
             }
+            let tasks = try count(n, limit: MXLimits.maxRanksPerHost, over: "\(n) tasks is more than \(Mapper.perHostLimit)", item)
+            guard out.count + times <= MXLimits.maxRanksPerJob else {
+                throw LaunchError("SLURM_TASKS_PER_NODE=\(tasksPerNode): \(nodesOver)")
+            }
+            out += Array(repeating: tasks, count: times)
         }
         return out
     }

@@ -62,8 +62,9 @@ public enum Swiftrun {
         // started by `ip netns exec` for an emulated VM (a network namespace of that name), by
         // ssh, or by srun inside a Slurm allocation.
         var launches: [LocalJob.HostLaunch] = []
+        let usedHosts = Set(placements.map(\.host))
         for (i, h) in hosts.enumerated() {
-            let used = placements.contains { $0.host == i }
+            let used = usedHosts.contains(i)
             let kind = options.launcher ?? (inSlurm ? .slurm : isLocal(h.name, here: here) ? .fork : isNamespace(h.name) ? .netns : .ssh)
             switch kind {
             case .fork:
@@ -108,7 +109,7 @@ public enum Swiftrun {
         // This host binds its ranks here; an agent binds its host's with that host's topology.
         var bindings: [Binding] = Array(repeating: .unbound, count: placements.count)
         if let t = topology {
-            for h in Set(placements.map(\.host)) where launches[h].agent == nil {
+            for h in usedHosts where launches[h].agent == nil {
                 let here = placements.filter { $0.host == h }
                 let plan = Binder.plan(localRanks: here.count, mapBy: options.mapBy, bindTo: options.bindTo, topology: t)
                 for p in here { bindings[p.rank] = plan[p.localRank] }

@@ -158,7 +158,7 @@ final class Bench {
         maxSize = max(command.sizes!.last ?? 1, 4)
         send = .allocate(byteCount: maxSize * 1, alignment: 4096)
         recv = .allocate(byteCount: maxSize * 1, alignment: 4096)
-        for k in 0..<maxSize { send[k] = UInt8(truncatingIfNeeded: k &* 31 &+ 7) }
+        MXPattern.fill(send, seed: 0)
         recv.initializeMemory(as: UInt8.self, repeating: 0)
         requests.reserveCapacity(command.window)
     }
@@ -177,8 +177,8 @@ final class Bench {
 
     func check(_ size: Int) throws {
         guard command.checkData else { return }
-        for k in 0..<size where recv[k] != send[k] {
-            throw MXError(.protocolError, "byte \(k) of a \(size)-byte message is \(recv[k]), expected \(send[k])")
+        if let k = MXPattern.firstMismatch(UnsafeRawBufferPointer(rebasing: recv[0..<size]), seed: 0) {
+            throw MXError(.protocolError, "byte \(k) of a \(size)-byte message is \(recv[k]), expected \(MXPattern.byte(k, seed: 0))")
         }
     }
 

@@ -8,6 +8,9 @@
 //   hang            bootstrap, print "ready", then sleep until killed
 //   stdin           rank 0 echoes its standard input, uppercased, line by line
 //   lines N         every rank prints N long lines, each tagged with its rank
+//   guess           bootstrap; rank 1 tries rank 0's endpoint with the key anyone could compute
+//                   from the KVS name (FNV-1a of kvs_<pid>_0, what every endpoint had) and
+//                   says whether it was refused; every rank prints its key; then the ring
 //   where           bootstrap; print the host, the board's NIC id and the IPv4 addresses this
 //                   rank sees, then every rank's host as read back from the key-value space
 #if canImport(Glibc)
@@ -34,8 +37,25 @@ let myRank = Int(String(cString: getenv("PMI_RANK") ?? strdup("0"))) ?? 0
 
 do {
     switch mode {
-    case "ring":
+    case "ring", "guess":
         let world = try MXWorld.bootstrap()
+        if mode == "guess" {
+            var guessed: UInt32 = 2_166_136_261
+            for b in world.pmi.kvsname.utf8 { guessed = (guessed ^ UInt32(b)) &* 16_777_619 }
+            if world.rank == 1 {
+                let card = try world.pmi.get(MXWorld.cardKeyPrefix + "0") ?? ""
+                let parts = card.split(separator: "/")
+                guard parts.count >= 2, let nic = UInt64(parts[0].split(separator: ":").joined(), radix: 16), let ep = Int(parts[1]) else {
+                    fail("rank 0's card '\(card)' has no address")
+                }
+                var outcome = "accepted"
+                do { _ = try world.endpoint.connect(nicID: nic, endpointID: ep, key: guessed, timeout: .seconds(5)) } catch {
+                    outcome = error.code == .badConnectionKey ? "refused" : "\(error)"
+                }
+                out("rank 1: the key guessed from \(world.pmi.kvsname) was \(outcome)")
+            }
+            out("rank \(world.rank) key \(String(world.key, radix: 16)) \(world.key == guessed ? "is" : "is not") the guessable one")
+        }
         let next = try world.address(of: (world.rank + 1) % world.size)
         var token = [UInt64](repeating: 0, count: 1)
         if world.rank == 0 {

@@ -63,6 +63,22 @@ final class JobTests: XCTestCase {
         XCTAssertEqual(r.output.split(separator: "\n").filter { $0.hasSuffix("ring ok (appnum 0)") }.count, 64)
     }
 
+    func testEndpointKeysCannotBeGuessedFromTheJobsName() {
+        // Issue 8.9: every endpoint's key was FNV-1a of kvs_<pid>_0, which any host on the
+        // subnet could compute. Now each endpoint's key is random and travels in the KVS only.
+        var keys: [String] = []
+        for _ in 0..<2 {
+            let r = run(["-n", "3", rank, "guess", marker])
+            XCTAssertEqual(r.code, 0, r.output)
+            XCTAssertTrue(r.output.contains("rank 1: the key guessed from kvs_") && r.output.contains("was refused"), r.output)
+            XCTAssertEqual(r.output.components(separatedBy: "is not the guessable one").count - 1, 3, r.output)
+            XCTAssertEqual(r.output.components(separatedBy: "ring ok").count - 1, 3, "the published keys connect: \(r.output)")
+            keys += r.output.split(separator: "\n").filter { $0.hasSuffix("the guessable one") }.map { String($0.split(separator: " ")[3]) }
+        }
+        XCTAssertEqual(keys.count, 6)
+        XCTAssertEqual(Set(keys).count, 6, "every endpoint of every job has a key of its own: \(keys)")
+    }
+
     func testMPMDSectionsGetTheirAppNumbers() {
         let r = run(["-n", "2", rank, "ring", marker, ":", "-n", "1", rank, "ring", marker])
         XCTAssertEqual(r.code, 0, r.output)
@@ -90,7 +106,7 @@ final class JobTests: XCTestCase {
         XCTAssertTrue(swift.output.contains("rank 2 of 3: ring ok"), swift.output)
         // A stranger on the port (a wrong pmiid, or not PMI at all) gets nothing, and the job goes on.
         let probe = """
-        for hello in 'cmd=initack pmiid=99' 'GET / HTTP/1.0'; do
+        for hello in 'cmd=initack pmiid=99' 'GET / HTTP/1.0' 'cmd=initack pmiid=-9223372036854775808'; do
           exec 5<>/dev/tcp/${PMI_PORT%:*}/${PMI_PORT#*:}; echo "$hello" >&5
           if read -t 2 line <&5; then echo "stranger got: $line"; else echo "stranger got nothing"; fi
           exec 5<&-
@@ -99,7 +115,7 @@ final class JobTests: XCTestCase {
         """
         let s = run(["--pmi-port", "-n", "1", "/bin/bash", "-c", probe])
         XCTAssertEqual(s.code, 0, s.output)
-        XCTAssertEqual(s.output.components(separatedBy: "stranger got nothing").count - 1, 2, s.output)
+        XCTAssertEqual(s.output.components(separatedBy: "stranger got nothing").count - 1, 3, s.output)
         XCTAssertTrue(s.output.contains("rank 0 of 1: ring ok"), s.output)
     }
 
@@ -366,14 +382,24 @@ final class JobTests: XCTestCase {
         writeFile(notExecutable, "#!/bin/sh\n")
         let badHostfile = "/tmp/srtest-badhosts-\(getpid())"
         writeFile(badHostfile, "localhost\nnode2:zero\n")
-        defer { unlink(notExecutable); unlink(badHostfile) }
+        let hugeSlots = "/tmp/srtest-hugeslots-\(getpid())"
+        writeFile(hugeSlots, "localhost slots=9223372036854775807\n")
+        defer { unlink(notExecutable); unlink(badHostfile); unlink(hugeSlots) }
         for (args, words) in [(["--frobnicate", "x"], "unknown option --frobnicate"),
                               (["-n", "0", "/bin/true"], "-n must be a positive number"),
                               (["-n", "2", "/no/such/program"], "/no/such/program: no such file"),
                               (["-n", "2", "no-such-command-\(getpid())"], "command not found"),
                               (["-n", "2", notExecutable], "is not executable"),
                               (["-f", badHostfile, "/bin/true"], "\(badHostfile):2:"),
-                              (["--host", "faraway-host:2", "-n", "2", "/bin/true"], "faraway-host")] {
+                              (["--host", "faraway-host:2", "-n", "2", "/bin/true"], "faraway-host"),
+                              // Issue 8.6: these crashed (a segfault, then aborts allocating 34 and 800 GB).
+                              (["-f", hugeSlots, "/bin/true"], "slots=9223372036854775807 is more than the 8192 ranks a host can hold"),
+                              (["--host", "localhost:4294967297", "/bin/true"], "4294967297 slots is more than the 8192 ranks a host can hold"),
+                              (["-n", "99999999999", "/bin/true"], "-n 99999999999 is more than the 65536 ranks a job can have"),
+                              (["-n", "8193", "--oversubscribe", "/bin/true"], "8193 ranks on "),
+                              (["--timeout", "99999999999999999999", "/bin/true"], "is more than a year"),
+                              // Issue 8.9: a directory said "no hosts".
+                              (["-f", "/tmp", "/bin/true"], "hostfile /tmp is a directory, not a file")] {
             let r = run(args)
             XCTAssertEqual(r.code, 2, "\(args): \(r.output)")
             XCTAssertEqual(r.output.split(separator: "\n").count, 1, "one line: \(r.output)")
@@ -381,6 +407,34 @@ final class JobTests: XCTestCase {
         }
         XCTAssertEqual(run(["--version"]).code, 0)
         XCTAssertTrue(run(["--help"]).output.contains("usage: swiftrun"))
+    }
+
+    func testWhatRanksAndHostfilesSayReachesTheTerminalEscaped() throws {
+        // Issue 8.9: PMI lines (in -v logs, abort messages, lines that are not PMI) and
+        // hostfile bytes were echoed raw: a rank could clear the screen or retitle the window.
+        let script = """
+        printf 'hello\\033[2J\\n' >&3
+        printf 'cmd=get_maxes junk=\\033]0;pwned\\007\\n' >&3
+        read -r reply <&3
+        printf 'cmd=abort exitcode=3 message=bye\\033[31m\\302\\233red\\n' >&3
+        sleep 30 # \(marker)
+        """
+        let r = run(["-v", "-n", "1", "/bin/bash", "-c", script])
+        XCTAssertEqual(r.code, 3, r.output)
+        for words in ["sent a line that is not PMI-1: hello\\x1b[2J", "PMI rank 0: cmd=get_maxes junk=\\x1b]0;pwned\\x07",
+                      "aborted the job with code 3: bye\\x1b[31m\\u{9b}red"] {
+            XCTAssertTrue(r.output.contains(words), "\(words): \(r.output.debugDescription)")
+        }
+        let hostfile = "/tmp/srtest-eschosts-\(getpid())"
+        defer { unlink(hostfile) }
+        writeFile(hostfile, "localhost\nvm\u{1B}]0;pwned\u{07}:2\n")
+        let h = run(["-f", hostfile, "/bin/true"])
+        XCTAssertEqual(h.code, 2, h.output)
+        XCTAssertTrue(h.output.contains(":2: 'vm\\x1b]0;pwned\\x07' is not a valid host name"), h.output.debugDescription)
+        for out in [r.output, h.output] {
+            XCTAssertFalse(out.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n") || ($0.value >= 0x7F && $0.value < 0xA0) },
+                           "no control character reaches the terminal: \(out.debugDescription)")
+        }
     }
 
     func buildMPICHProgram() throws -> String {

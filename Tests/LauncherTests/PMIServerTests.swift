@@ -64,6 +64,28 @@ final class PMIServerTests: XCTestCase {
         XCTAssertEqual(PMIMessage("set", [("rank", "3")]).line, "cmd=set rank=3\n")
     }
 
+    func testNoRankOverwritesWhatTheProcessManagerServes() throws {
+        // Issue 8.9: a put of PMI_process_mapping replaced the layout every rank reads.
+        var server = PMIServer(size: 2, kvsname: "k", appnum: [0, 0], processMapping: "(vector,(0,1,2))")
+        var proxy = PMIProxy(size: 2, kvsname: "k", appnum: [0, 0], ranks: [1], processMapping: "(vector,(0,1,2))")
+        for key in ["PMI_process_mapping", "PMI_hwloc_xmlfile"] {
+            let put = try message("cmd=put kvsname=k key=\(key) value=(vector,(0,2,1))")
+            XCTAssertEqual(server.handle(put, from: 0).replies.map(\.description),
+                           ["cmd=put_result rc=-1 msg=key_\(key)_is_reserved_for_the_process_manager"])
+            XCTAssertEqual(proxy.handle(put, from: 1),
+                           [.reply(try message("cmd=put_result rc=-1 msg=key_\(key)_is_reserved_for_the_process_manager"))], "an agent refuses it too")
+        }
+        let get = try message("cmd=get kvsname=k key=PMI_process_mapping")
+        XCTAssertEqual(server.handle(get, from: 1).replies.map(\.description), ["cmd=get_result rc=0 value=(vector,(0,1,2))"])
+        XCTAssertEqual(proxy.handle(get, from: 1), [.reply(try message("cmd=get_result rc=0 value=(vector,(0,1,2))"))])
+        XCTAssertEqual(proxy.handle(try message("cmd=barrier_in"), from: 1), [.barrier(ranks: [1], puts: [])], "nothing refused travels on")
+        // Nor through a host's combined barrier (an agent's proxy refuses them; swiftrun too).
+        _ = server.hostEntered(ranks: [1], puts: [("PMI_process_mapping", "(vector,(0,2,1))"), ("card-1", "B")])
+        XCTAssertEqual(server.kvs["PMI_process_mapping"], "(vector,(0,1,2))")
+        XCTAssertEqual(server.takeDelta().map(\.key), ["card-1"])
+        XCTAssertEqual(server.handle(try message("cmd=put kvsname=k key=PMIx value=ok"), from: 0).replies.first?.rc, 0, "only PMI_ keys are reserved")
+    }
+
     func testAnAgentsProxyAnswersLocallyAndCombinesTheBarrier() throws {
         var proxy = PMIProxy(size: 4, kvsname: "kvs_9_0", appnum: [0, 0, 1, 1], ranks: [2, 3], processMapping: "(vector,(0,2,2))")
         XCTAssertEqual(proxy.handle(try message("cmd=init pmi_version=1 pmi_subversion=1"), from: 2),

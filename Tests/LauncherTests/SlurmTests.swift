@@ -120,6 +120,17 @@ final class SlurmAllocationTests: XCTestCase {
         XCTAssertEqual(try SlurmAllocation.expand(tasksPerNode: "2(x3),1"), [2, 2, 2, 1])
         XCTAssertThrowsError(try SlurmAllocation.expand(nodeList: "n[1-"))
         XCTAssertThrowsError(try SlurmAllocation.expand(tasksPerNode: "2(y3)"))
+        // Issue 8.6: no count from the environment crashes swiftrun (2() indexed past its end,
+        // 2(x99999999999) allocated without bound).
+        for (tasks, words) in [("2()", "'2()' is not N(xM)"), ("2(x", "'2(x' is not N(xM)"), ("0", "'0' is not N or N(xM)"),
+                               ("2(x99999999999)", "more than 65536 nodes"), ("9999999999999999999999", "is more than the 8192 ranks a host can hold"),
+                               ("1(x65536),1", "more than 65536 nodes")] {
+            XCTAssertThrowsError(try SlurmAllocation.expand(tasksPerNode: tasks), tasks) {
+                XCTAssertTrue(($0 as! LaunchError).message.contains(words), "\($0) should say \(words)")
+            }
+        }
+        XCTAssertEqual(try SlurmAllocation.expand(tasksPerNode: "8192(x65536)").count, 65536)
+        XCTAssertThrowsError(try SlurmAllocation.expand(nodeList: "a[0-65535],b"))
         let hosts = try SlurmAllocation.hosts(environment: ["SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_TASKS_PER_NODE": "2(x2)"])
         XCTAssertEqual(hosts, [HostEntry(name: "n1", slots: 2), HostEntry(name: "n2", slots: 2)])
         XCTAssertNil(try SlurmAllocation.hosts(environment: [:]), "outside an allocation")

@@ -70,6 +70,27 @@ final class PointToPointTests: XCTestCase {
         XCTAssertEqual(o4.split(separator: "\n").filter { $0.hasSuffix(" ok") }.count, 4, o4)
     }
 
+    func testMPIPingpongValidatesEveryReceive() {
+        // Issue 8.9: mpi_pingpong never looked at what it received (and took --validate, like
+        // any unknown option, without a word).
+        let swiftrun = BuiltProducts.path("swiftrun"), pingpong = BuiltProducts.path("mpi_pingpong")
+        let (code, out) = runCapturing(swiftrun, ["--timeout", "120", "-n", "3", pingpong, "-m", "1:65536", "-i", "20", "-x", "2", "--validate"])
+        XCTAssertEqual(code, 0, out)
+        XCTAssertEqual(out.split(separator: "\n").filter { !$0.hasPrefix("#") }.count, 17, out)
+        // Per size, each measuring rank checks every latency receive and, per bandwidth window,
+        // its receive buffer (rank 1) or the ack (rank 0): 2 x (20 + 2) for the 14 sizes up to
+        // 8 KiB, 2 x (2 + 0) for the 3 above (a tenth of -i and -x).
+        for r in 0..<2 { XCTAssertTrue(out.contains("# rank \(r) checked \(14 * 44 + 3 * 4) receives, every byte\n"), out) }
+        XCTAssertFalse(out.contains("# rank 2 checked"), "a bystander measures nothing: \(out)")
+        for (args, words) in [(["--validat"], "unknown option --validat"), (["-i", "-5"], "-i must be 1...1000000000, not '-5'"),
+                              (["-x", "99999999999999999999"], "-x must be 0...1000000000"),
+                              (["-m", "1:99999999999"], "-m must be MIN:MAX with 1 <= MIN <= MAX <= 1073741824 (1 GiB), not '1:99999999999'")] {
+            let (c, o) = runCapturing(swiftrun, ["-n", "2", pingpong] + args)
+            XCTAssertEqual(c, 2, o)
+            XCTAssertTrue(o.contains("mpi_pingpong: " + words), o)
+        }
+    }
+
     func testMPIAbortEndsTheJobWithItsCode() {
         let (code, out) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "3", BuiltProducts.path("MPITestRank"), "abort"])
         XCTAssertEqual(code, 5, out)

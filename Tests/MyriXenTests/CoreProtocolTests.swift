@@ -235,3 +235,28 @@ final class CoreProtocolTests: XCTestCase {
         XCTAssertEqual(b.pointee.unprotected.load(fromByteOffset: MXCounter.drops.offset, as: UInt64.self), 1)
     }
 }
+
+/// The benchmarks' --validate pattern (mx_pingpong, mpi_pingpong): a check that cannot miss
+/// what it is there to catch.
+final class PatternTests: XCTestCase {
+    func testThePatternCatchesAWrongByteAnotherSeedAShiftAndNothingReceived() {
+        let n = 4096
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: n + 1, alignment: 8)
+        defer { buffer.deallocate() }
+        let b = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+        MXPattern.fill(b, seed: 7)
+        XCTAssertNil(MXPattern.firstMismatch(UnsafeRawBufferPointer(b), seed: 7))
+        b[1234] ^= 0x10
+        XCTAssertEqual(MXPattern.firstMismatch(UnsafeRawBufferPointer(b), seed: 7), 1234, "one flipped bit")
+        for other in [8, 6, 7 + 255 * 3 + 1, -7] {
+            MXPattern.fill(b, seed: other)
+            XCTAssertEqual(MXPattern.firstMismatch(UnsafeRawBufferPointer(b), seed: 7), 0, "seed \(other) differs at once")
+        }
+        MXPattern.fill(buffer, seed: 7)
+        XCTAssertNotNil(MXPattern.firstMismatch(UnsafeRawBufferPointer(rebasing: buffer[1...]), seed: 7), "a copy shifted by one")
+        b.initializeMemory(as: UInt8.self, repeating: 0)
+        XCTAssertEqual(MXPattern.firstMismatch(UnsafeRawBufferPointer(b), seed: 7), 0, "a cleared buffer (nothing received) fails")
+        XCTAssertFalse((0..<1000).contains { k in (0..<300).contains { s in MXPattern.byte(k, seed: s) == 0 } }, "the pattern is never 0")
+        XCTAssertEqual(MXPattern.byte(0, seed: 0), 8)
+    }
+}

@@ -7,8 +7,16 @@ public enum MXLimits {
     public static let maxEndpointsPerBoard = 256
     /// Boards a host may carry.
     public static let maxBoards = 32
-    /// Peers an endpoint may connect to by default (the wire format allows 65,536).
+    /// Peers an endpoint may connect to by default (the wire format allows `peerSpace`).
     public static let maxPeers = 1024
+    /// Peers the wire format allows an endpoint.
+    public static let peerSpace = 65_536
+    /// Ranks one host can hold: an endpoint each, on at most `maxBoards` boards of
+    /// `maxEndpointsPerBoard` (8,192). swiftrun refuses more.
+    public static let maxRanksPerHost = maxBoards * maxEndpointsPerBoard
+    /// Ranks one job can have (65,536): every rank a peer the wire format allows. swiftrun
+    /// refuses more, and a hostfile of more hosts than that.
+    public static let maxRanksPerJob = peerSpace
     /// Scatter/gather segments per operation.
     public static let maxSegments = 256
     /// Registered regions per endpoint (8-bit region ids).
