@@ -86,7 +86,8 @@ let package = Package(
             path: "Tests/LauncherTestRank"
         ),
         .executableTarget(name: "MPITestRank", dependencies: ["MPI", "MyriXen"], path: "Tests/MPITestRank"),
-        .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXen", "MyriXenTestSupport"]),
+        // Launcher too: FaultTests checks that no job directory of swiftrun outlives its job.
+        .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXen", "MyriXenTestSupport", "Launcher"]),
         .testTarget(
             name: "LauncherTests",
             dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport"],

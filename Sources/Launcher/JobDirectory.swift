@@ -20,8 +20,9 @@ import MyriXen
 /// symlinks; only the files in them (never a directory inside), then the directory itself.
 /// Pids are read in this process's pid namespace: a /tmp shared with processes of another one
 /// must not be used by both.
-enum JobDirectory {
-    static let base = "/tmp"
+public enum JobDirectory {
+    /// Where job directories are made.
+    public static let base = "/tmp"
     static let prefix = "swiftrun-"
 
     /// Makes a job directory in `base`, named after this process.
@@ -104,14 +105,25 @@ enum JobDirectory {
     /// Removes every job directory in `base` whose owner is gone; returns their paths.
     @discardableResult
     static func removeStale(in base: String = JobDirectory.base) -> [String] {
+        names(in: base).sorted().map { "\(base)/\($0)" }.filter { removeIfOwnerGone($0) }
+    }
+
+    /// The names in `base` of job directories (names that record an owner), whoever made them.
+    public static func names(in base: String = JobDirectory.base) -> Set<String> {
         guard let d = opendir(base) else { return [] }
-        var names: [String] = []
+        defer { closedir(d) }
+        var names: Set<String> = []
         while let e = readdir(d) {
             let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-            if owner(of: name) != nil { names.append(name) }
+            if owner(of: name) != nil { names.insert(name) }
         }
-        closedir(d)
-        return names.map { "\(base)/\($0)" }.filter { removeIfOwnerGone($0) }
+        return names
+    }
+
+    /// Those of `names(in:)` whose owner is gone: what ended jobs left behind, not the
+    /// directories of jobs still running (a test's check for leftovers, with other jobs about).
+    public static func ownerless(in base: String = JobDirectory.base) -> Set<String> {
+        names(in: base).filter { !ownerRuns($0) }
     }
 
     /// Removes a job directory of ours: the files in it, then it. Symlinks are not followed

@@ -69,6 +69,10 @@ final class JobDirectoryTests: XCTestCase {
         let target = jobDirectory("elsewhere")
         let link = "\(base)/swiftrun-\(child.pid).\(childStart).\(boot)-eeeeee"
         XCTAssertEqual(symlink(target, link), 0)
+        // What tests count as leftovers with other jobs about: only directories whose owner is gone.
+        let all = [live, otherBoot, zombie, reused, nobody, older, olderLive, link].map { String($0.split(separator: "/").last!) }
+        XCTAssertEqual(JobDirectory.names(in: base), Set(all))
+        XCTAssertEqual(JobDirectory.ownerless(in: base), Set([otherBoot, zombie, reused, nobody, older, link].map { String($0.split(separator: "/").last!) }))
         var removed = JobDirectory.removeStale(in: base)
         if getuid() == 0 {
             // Another user's directory is left alone, whoever its owner was.
