@@ -3,13 +3,16 @@ import Glibc
 #endif
 import MyriXen
 
-/// A job's private directory, `/tmp/swiftrun-PID.START-XXXXXX` (mkdtemp: mode 0700), holding
-/// the sockets of the job's backends and the one its emulated VMs' agents call back on.
+/// A job's private directory, `/tmp/swiftrun-PID.START.BOOT-XXXXXX` (mkdtemp: mode 0700),
+/// holding the sockets of the job's backends and the one its emulated VMs' agents call back on.
 ///
-/// The name records the directory's owner, the swiftrun (or agent) that made it: its pid and
-/// its start time (clock ticks after boot, field 22 of /proc/PID/stat), so a reused pid never
-/// passes for the owner. The name is the record because it is made in the same step as the
-/// directory: no directory ever exists without one, and an empty directory stays removable.
+/// The name records the directory's owner, the swiftrun (or agent) that made it: its pid, its
+/// start time (clock ticks after boot, field 22 of /proc/PID/stat) and the boot it runs in
+/// (the first 8 hex digits of /proc/sys/kernel/random/boot_id). A reused pid never passes for
+/// the owner, nor does a process of a later boot with the same pid and start time; and no wall
+/// clock is consulted, so stepping it (NTP) cannot make a live job's directory look stale. The
+/// name is the record because it is made in the same step as the directory: no directory ever
+/// exists without one, and an empty directory stays removable.
 ///
 /// A directory whose owner is gone (swiftrun killed with SIGKILL) is removed by whoever finds
 /// it: every swiftrun at its start, and an agent whose controller vanished. Only directories
@@ -17,8 +20,9 @@ import MyriXen
 /// symlinks; only the files in them (never a directory inside), then the directory itself.
 /// Pids are read in this process's pid namespace: a /tmp shared with processes of another one
 /// must not be used by both.
-enum JobDirectory {
-    static let base = "/tmp"
+public enum JobDirectory {
+    /// Where job directories are made.
+    public static let base = "/tmp"
     static let prefix = "swiftrun-"
 
     /// Makes a job directory in `base`, named after this process.
@@ -26,21 +30,26 @@ enum JobDirectory {
         guard let start = startTime(of: getpid()) else {
             throw LaunchError("cannot read this process's start time from /proc/self/stat", exitCode: 1)
         }
-        var template = Array("\(base)/\(prefix)\(getpid()).\(start)-XXXXXX".utf8CString)
+        guard let boot = thisBoot else {
+            throw LaunchError("cannot read this machine's boot id from \(bootIDPath) (a Linux /proc is needed)", exitCode: 1)
+        }
+        var template = Array("\(base)/\(prefix)\(getpid()).\(start).\(boot)-XXXXXX".utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw LaunchError("cannot create the job's directory in \(base): \(String(cString: strerror(errno)))", exitCode: 1)
         }
         return String(cString: dir)
     }
 
-    /// The owner a directory's name records; nil for any other name.
-    static func owner(of name: String) -> (pid: Int32, start: UInt64)? {
+    /// The owner a directory's name records; nil for any other name. `boot` is nil in the
+    /// names earlier versions made (`swiftrun-PID.START-XXXXXX`), judged by pid and start alone.
+    static func owner(of name: String) -> (pid: Int32, start: UInt64, boot: Substring?)? {
         guard name.hasPrefix(prefix) else { return nil }
         let parts = name.dropFirst(prefix.count).split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 2, parts[1].utf8.count == 6 else { return nil }
         let ids = parts[0].split(separator: ".", omittingEmptySubsequences: false)
-        guard ids.count == 2, let pid = Int32(ids[0]), pid > 0, let start = UInt64(ids[1]) else { return nil }
-        return (pid, start)
+        guard ids.count == 2 || ids.count == 3, let pid = Int32(ids[0]), pid > 0, let start = UInt64(ids[1]) else { return nil }
+        guard ids.count == 3 else { return (pid, start, nil) }
+        return isBootID(ids[2]) ? (pid, start, ids[2]) : nil
     }
 
     /// When process `pid` started (clock ticks after boot); nil when it does not run (no such
@@ -53,19 +62,22 @@ enum JobDirectory {
         return UInt64(fields[19])
     }
 
-    /// When this machine booted (seconds since the epoch).
-    static func bootTime() -> Int {
-        var up = timespec()
-        clock_gettime(CLOCK_BOOTTIME, &up)
-        return time(nil) - up.tv_sec
+    static let bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+    /// This boot, as names record it: the first 8 hex digits of the kernel's boot id (random,
+    /// new at every boot); nil when it cannot be read.
+    static let thisBoot: String? = readSmallFile(bootIDPath).map { String($0.prefix(8)) }.flatMap { isBootID($0[...]) ? $0 : nil }
+
+    static func isBootID(_ s: Substring) -> Bool {
+        s.utf8.count == 8 && s.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
     }
 
-    /// Whether the directory named `name`, last changed at `changed` (seconds since the
-    /// epoch), still has its owner: that process runs, with the start time the name records,
-    /// and the directory is of this boot (start times count from boot).
-    static func ownerRuns(_ name: String, changed: Int) -> Bool {
-        guard let o = owner(of: name) else { return true } // not ours to judge
-        if changed < bootTime() - 1 { return false } // made before this boot (a second of slack for rounding)
+    /// Whether the directory named `name` still has its owner: it is of this boot, and that
+    /// process runs with the start time the name records. A name of another form is not ours
+    /// to judge, nor is any when this boot cannot be told (both count as having an owner).
+    static func ownerRuns(_ name: String) -> Bool {
+        guard let o = owner(of: name), let boot = thisBoot else { return true }
+        if let made = o.boot, made != boot { return false } // made in an earlier boot: its owner is gone
         return startTime(of: o.pid) == o.start
     }
 
@@ -75,7 +87,7 @@ enum JobDirectory {
         let name = String(path.split(separator: "/").last ?? "")
         guard owner(of: name) != nil else { return false }
         var st = stat()
-        guard lstat(path, &st) == 0, isOurDirectory(st), !ownerRuns(name, changed: st.st_ctim.tv_sec) else { return false }
+        guard lstat(path, &st) == 0, isOurDirectory(st), !ownerRuns(name) else { return false }
         return remove(path)
     }
 
@@ -93,14 +105,25 @@ enum JobDirectory {
     /// Removes every job directory in `base` whose owner is gone; returns their paths.
     @discardableResult
     static func removeStale(in base: String = JobDirectory.base) -> [String] {
+        names(in: base).sorted().map { "\(base)/\($0)" }.filter { removeIfOwnerGone($0) }
+    }
+
+    /// The names in `base` of job directories (names that record an owner), whoever made them.
+    public static func names(in base: String = JobDirectory.base) -> Set<String> {
         guard let d = opendir(base) else { return [] }
-        var names: [String] = []
+        defer { closedir(d) }
+        var names: Set<String> = []
         while let e = readdir(d) {
             let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-            if owner(of: name) != nil { names.append(name) }
+            if owner(of: name) != nil { names.insert(name) }
         }
-        closedir(d)
-        return names.map { "\(base)/\($0)" }.filter { removeIfOwnerGone($0) }
+        return names
+    }
+
+    /// Those of `names(in:)` whose owner is gone: what ended jobs left behind, not the
+    /// directories of jobs still running (a test's check for leftovers, with other jobs about).
+    public static func ownerless(in base: String = JobDirectory.base) -> Set<String> {
+        names(in: base).filter { !ownerRuns($0) }
     }
 
     /// Removes a job directory of ours: the files in it, then it. Symlinks are not followed

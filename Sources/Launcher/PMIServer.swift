@@ -30,7 +30,8 @@ public struct PMIServer {
     public let appnum: [Int]
     public private(set) var kvs: [String: String]
     /// Puts since the last released barrier: what agents' caches still lack.
-    public private(set) var sinceRelease: [(key: String, value: String)] = []
+    public var sinceRelease: [(key: String, value: String)] { round.entries }
+    var round = PutRound()
     var inBarrier: Set<Int> = []
     public private(set) var finalized: Set<Int> = []
     /// Ranks that exited without finalizing: no barrier can complete any more.
@@ -44,8 +45,9 @@ public struct PMIServer {
     /// rank off. MPICH's client writes at most 1024 bytes a line (PMIU_MAXLINE); the longest
     /// request the maxes allow, a put with kvsname, key and value at their limits, is 1.4 KB.
     public static let lineMax = 4096
-    /// What the job's key-value space holds in all, counting every put's key and value plus
-    /// `putOverhead` (so a flood of tiny puts is bounded too). A put beyond it is refused.
+    /// What the job's key-value space holds in all, counting every entry's key and value plus
+    /// `putOverhead` (so a flood of tiny puts is bounded too). A put beyond it is refused; a
+    /// key put again costs only what its value grew (and gives back what it shrank).
     public static let putBytesMax = 16 << 20
     public static let putOverhead = 16
     /// Replies one rank has not read yet: a client reads each before its next request, so
@@ -54,7 +56,7 @@ public struct PMIServer {
     /// Words for a rank cut off at `putBytesMax`.
     public static let kvsFullReason = "put more than the job's key-value space holds (\(putBytesMax >> 20) MiB of keys and values)"
 
-    /// What the puts so far cost against `putBytesMax`.
+    /// What the entries held cost against `putBytesMax` (the served `PMI_process_mapping` too).
     public private(set) var putBytes = 0
 
     /// Keys the process manager serves (`PMI_process_mapping`, and any other `PMI_` key): a
@@ -68,6 +70,7 @@ public struct PMIServer {
         self.kvsname = kvsname
         self.appnum = appnum
         kvs = ["PMI_process_mapping": processMapping]
+        putBytes = Self.cost("PMI_process_mapping", processMapping)
     }
 
     public var barrierWaiters: Int { inBarrier.count }
@@ -125,7 +128,7 @@ public struct PMIServer {
                 break
             }
             kvs[key] = value
-            sinceRelease.append((key, value))
+            round.record(key, value)
             reply("put_result", [("rc", "0")])
         case "get":
             if let key = m["key"], m["kvsname"] == nil || m["kvsname"] == kvsname, let v = kvs[key] {
@@ -150,11 +153,22 @@ public struct PMIServer {
         return out
     }
 
-    /// Counts a put against the job's budget; false (nothing counted) when it does not fit.
+    /// What an entry costs against `putBytesMax`.
+    static func cost(_ key: String, _ value: String) -> Int { key.utf8.count + value.utf8.count + putOverhead }
+
+    /// What storing `value` under `key` adds to `putBytes`: a new key its whole cost, a key
+    /// held already the difference (negative when the value shrinks).
+    func growth(_ key: String, _ value: String) -> Int {
+        Self.cost(key, value) - (kvs[key].map { Self.cost(key, $0) } ?? 0)
+    }
+
+    /// Counts a put against the job's budget, before it is stored: only what it adds, so a
+    /// rank that keeps overwriting one key is not cut off; false (nothing counted) when it
+    /// does not fit.
     mutating func charge(_ key: String, _ value: String) -> Bool {
-        let cost = key.utf8.count + value.utf8.count + Self.putOverhead
-        guard putBytes + cost <= Self.putBytesMax else { return false }
-        putBytes += cost
+        let grows = growth(key, value)
+        guard putBytes + grows <= Self.putBytesMax else { return false }
+        putBytes += grows
         return true
     }
 
@@ -176,7 +190,7 @@ public struct PMIServer {
                 return out
             }
             kvs[k] = v
-            sinceRelease.append((k, v))
+            round.record(k, v)
         }
         for r in ranks where r >= 0 && r < size { inBarrier.insert(r) }
         releaseIfComplete(&out)
@@ -184,14 +198,15 @@ public struct PMIServer {
     }
 
     /// The puts since the last release, to send to agents with it; starts a new round.
-    public mutating func takeDelta() -> [(key: String, value: String)] {
-        defer { sinceRelease.removeAll() }
-        return sinceRelease
-    }
+    public mutating func takeDelta() -> [(key: String, value: String)] { round.take() }
 
-    /// An agent's cache takes what the other hosts put.
+    /// An agent's cache takes what the other hosts put (swiftrun admitted it: it is counted,
+    /// never refused, so `putBytes` stays what the cached entries cost).
     public mutating func merge(_ entries: [(key: String, value: String)]) {
-        for (k, v) in entries { kvs[k] = v }
+        for (k, v) in entries {
+            putBytes += growth(k, v)
+            kvs[k] = v
+        }
     }
 
     /// Whether a barrier waits on a rank that left (the job can never finish).
@@ -215,7 +230,7 @@ public struct PMIProxy {
     let ranks: Set<Int>
     var waiting: Set<Int> = []
     var gone: Set<Int> = []
-    var pending: [(key: String, value: String)] = []
+    var pending = PutRound()
 
     public init(size: Int, kvsname: String, appnum: [Int], ranks: Set<Int>, processMapping: String) {
         local = PMIServer(size: size, kvsname: kvsname, appnum: appnum, processMapping: processMapping)
@@ -228,7 +243,7 @@ public struct PMIProxy {
             return local.handle(m, from: rank).replies.map(Action.reply)
         case "put":
             let out = local.handle(m, from: rank)
-            if out.replies.first?.rc == 0, let k = m["key"], let v = m["value"] { pending.append((k, v)) }
+            if out.replies.first?.rc == 0, let k = m["key"], let v = m["value"] { pending.record(k, v) }
             return out.replies.map(Action.reply) + (out.events.contains(.kvsFull(rank: rank)) ? [.kvsFull] : [])
         case "get":
             if let k = m["key"], local.kvs[k] != nil { return local.handle(m, from: rank).replies.map(Action.reply) }
@@ -251,8 +266,7 @@ public struct PMIProxy {
     mutating func barrierIfComplete() -> [Action] {
         guard !waiting.isEmpty, waiting.union(gone) == ranks else { return [] }
         let entered = waiting.sorted()
-        let puts = pending.map { PMIMessage("kv", [($0.key, $0.value)]) }
-        pending.removeAll()
+        let puts = pending.take().map { PMIMessage("kv", [($0.key, $0.value)]) }
         return [.barrier(ranks: entered, puts: puts)]
     }
 
@@ -262,5 +276,32 @@ public struct PMIProxy {
         local.merge(delta)
         defer { waiting.removeAll() }
         return waiting.sorted()
+    }
+}
+
+/// The puts of one round (until a barrier is released): each key once, with its latest value,
+/// in the order first put. A key overwritten again and again takes one place, so what a round
+/// holds (and an agent's barrier message carries) is bounded by the key-value space, not by
+/// the number of puts.
+struct PutRound {
+    private(set) var entries: [(key: String, value: String)] = []
+    private var index: [String: Int] = [:]
+
+    mutating func record(_ key: String, _ value: String) {
+        if let i = index[key] {
+            entries[i].value = value
+        } else {
+            index[key] = entries.count
+            entries.append((key, value))
+        }
+    }
+
+    /// The round's puts; starts a new round.
+    mutating func take() -> [(key: String, value: String)] {
+        defer {
+            entries.removeAll()
+            index.removeAll()
+        }
+        return entries
     }
 }

@@ -17,9 +17,10 @@ final class EmulatedClusterTests: XCTestCase {
     let rank = BuiltProducts.path("LauncherTestRank")
 
     override func setUpWithError() throws {
-        let jobDirectoriesBefore = swiftrunJobDirectories()
+        // Counted are directories whose owner is gone: a job running beside the tests is no leftover.
+        let jobDirectoriesBefore = JobDirectory.names()
         addTeardownBlock {
-            XCTAssertEqual(swiftrunJobDirectories().subtracting(jobDirectoriesBefore), [], "no job directory outlives its job")
+            XCTAssertEqual(JobDirectory.ownerless().subtracting(jobDirectoriesBefore), [], "no job directory outlives its job")
         }
         guard let cluster = try EmulatedVMs() else { throw XCTSkip("needs root and iproute2 to make network namespaces") }
         addTeardownBlock { cluster.remove() }
@@ -79,15 +80,15 @@ final class EmulatedClusterTests: XCTestCase {
         // end their ranks, backends and directories, and the job's own directory (the agents'
         // callback socket) does not outlive its owner: it is gone, or the next swiftrun removes it.
         let marker = "kill9-\(getpid())-\(monotonicNanoseconds() % 1_000_000)"
-        let before = swiftrunJobDirectories()
+        let before = JobDirectory.names()
         let job = try ChildProcess.spawn("/bin/sh", ["-c", "exec '\(swiftrun)' -f '\(hostfile)' '\(rank)' hang \(marker) >/dev/null"])
         var dead = false
         defer { if !dead { job.signal(SIGKILL); _ = job.wait() } }
         let deadline = monotonicNanoseconds() + 30_000_000_000
         while processes(commandLineContaining: marker).count < 5 && monotonicNanoseconds() < deadline { usleep(20_000) }
         XCTAssertEqual(processes(commandLineContaining: marker).count, 5, "swiftrun and four ranks")
-        let owned = swiftrunJobDirectories().subtracting(before).filter { $0.hasPrefix("swiftrun-\(job.pid).") }
-        XCTAssertEqual(owned.count, 1, "the job's directory is named after its owner: \(swiftrunJobDirectories().subtracting(before))")
+        let owned = JobDirectory.names().subtracting(before).filter { $0.hasPrefix("swiftrun-\(job.pid).") }
+        XCTAssertEqual(owned.count, 1, "the job's directory is named after its owner: \(JobDirectory.names().subtracting(before))")
         let directory = "/tmp/" + (owned.first ?? "none")
         XCTAssertEqual(access(directory + "/agents.sock", F_OK), 0, "the agents' callback socket")
         let agents = processes(commandLineContaining: "--agent unix:\(directory)/agents.sock")

@@ -49,28 +49,42 @@ final class JobDirectoryTests: XCTestCase {
         XCTAssertNil(JobDirectory.startTime(of: child.pid), "a zombie does not run")
         defer { _ = child.wait() }
 
+        let boot = try XCTUnwrap(JobDirectory.thisBoot)
+        XCTAssertEqual(boot, String(try XCTUnwrap(JobDirectory.readSmallFile("/proc/sys/kernel/random/boot_id")).prefix(8)))
         let live = try JobDirectory.make(in: base)
-        XCTAssertTrue(live.hasPrefix("\(base)/swiftrun-\(me).\(myStart)-"), live)
-        let zombie = jobDirectory("swiftrun-\(child.pid).\(childStart)-aaaaaa")
-        let reused = jobDirectory("swiftrun-\(me).\(myStart + 1)-bbbbbb") // our pid, another start: pid reuse
-        let nobody = jobDirectory("swiftrun-999999999.1-cccccc")
+        XCTAssertTrue(live.hasPrefix("\(base)/swiftrun-\(me).\(myStart).\(boot)-"), live)
+        // Another boot's directory whose pid and start time happen to be ours: its owner is gone
+        // (no wall clock is asked: stepping it must not make a live job's directory look old).
+        let earlierBoot = String(boot.dropLast()) + (boot.hasSuffix("0") ? "1" : "0")
+        let otherBoot = jobDirectory("swiftrun-\(me).\(myStart).\(earlierBoot)-gggggg")
+        let zombie = jobDirectory("swiftrun-\(child.pid).\(childStart).\(boot)-aaaaaa")
+        let reused = jobDirectory("swiftrun-\(me).\(myStart + 1).\(boot)-bbbbbb") // our pid, another start: pid reuse
+        let nobody = jobDirectory("swiftrun-999999999.1.\(boot)-cccccc")
         let oldStyle = jobDirectory("swiftrun-dddddd") // no owner recorded: not ours to judge
+        // Names earlier versions made, without the boot: judged by pid and start time alone.
+        let older = jobDirectory("swiftrun-\(child.pid).\(childStart)-hhhhhh")
+        let olderLive = jobDirectory("swiftrun-\(me).\(myStart)-iiiiii")
+        let badBoot = jobDirectory("swiftrun-\(child.pid).\(childStart).NOTHEX00-jjjjjj") // not a name of ours
         // A symlink in its place is not followed: what it points to stays, and so does it.
         let target = jobDirectory("elsewhere")
-        let link = "\(base)/swiftrun-\(child.pid).\(childStart)-eeeeee"
+        let link = "\(base)/swiftrun-\(child.pid).\(childStart).\(boot)-eeeeee"
         XCTAssertEqual(symlink(target, link), 0)
+        // What tests count as leftovers with other jobs about: only directories whose owner is gone.
+        let all = [live, otherBoot, zombie, reused, nobody, older, olderLive, link].map { String($0.split(separator: "/").last!) }
+        XCTAssertEqual(JobDirectory.names(in: base), Set(all))
+        XCTAssertEqual(JobDirectory.ownerless(in: base), Set([otherBoot, zombie, reused, nobody, older, link].map { String($0.split(separator: "/").last!) }))
         var removed = JobDirectory.removeStale(in: base)
         if getuid() == 0 {
             // Another user's directory is left alone, whoever its owner was.
-            let theirs = jobDirectory("swiftrun-\(child.pid).\(childStart)-ffffff")
+            let theirs = jobDirectory("swiftrun-\(child.pid).\(childStart).\(boot)-ffffff")
             XCTAssertEqual(chown(theirs, 65534, 65534), 0)
             removed += JobDirectory.removeStale(in: base)
             XCTAssertTrue(exists(theirs + "/agents.sock"), "another user's directory is not touched")
         }
-        XCTAssertEqual(Set(removed), [zombie, reused, nobody])
-        for gone in [zombie, reused, nobody] { XCTAssertFalse(exists(gone), gone) }
-        XCTAssertTrue(exists(live), "its owner (this process) runs")
-        XCTAssertTrue(exists(oldStyle + "/agents.sock"))
+        XCTAssertEqual(Set(removed), [otherBoot, zombie, reused, nobody, older])
+        for gone in [otherBoot, zombie, reused, nobody, older] { XCTAssertFalse(exists(gone), gone) }
+        XCTAssertTrue(exists(live) && exists(olderLive + "/agents.sock"), "their owner (this process) runs")
+        XCTAssertTrue(exists(oldStyle + "/agents.sock") && exists(badBoot + "/agents.sock"))
         XCTAssertTrue(exists(link) && exists(target + "/agents.sock") && exists(target + "/myrback-0.sock.lock"), "the symlink is not followed")
         // The owner removes its own directory, whatever is in it.
         writeFile(live + "/myrback-0.sock.lock", "")

@@ -20,10 +20,11 @@ final class JobTests: XCTestCase {
 
     override func tearDown() {
         XCTAssertEqual(processesWithMarker(), [], "no rank of the test is left running")
-        XCTAssertEqual(jobDirectories().subtracting(before), [], "no job directory is left in /tmp")
+        XCTAssertEqual(leftJobDirectories(), [], "no job directory is left in /tmp")
     }
 
-    lazy var before: Set<String> = jobDirectories()
+    /// The job directories in /tmp before the test's first job (those of other jobs too).
+    lazy var before: Set<String> = JobDirectory.names()
 
     /// `killAfter`: SIGKILL swiftrun after that many seconds (coreutils `timeout`), for tests
     /// whose failure would be a swiftrun that ignores its own --timeout and SIGTERM.
@@ -44,7 +45,9 @@ final class JobTests: XCTestCase {
 
     func processesWithMarker() -> [Int32] { processes(commandLineContaining: marker) }
 
-    func jobDirectories() -> Set<String> { swiftrunJobDirectories() }
+    /// Job directories that ended jobs left since `before`; a job running beside the tests
+    /// (its owner lives) is no leftover.
+    func leftJobDirectories() -> Set<String> { JobDirectory.ownerless().subtracting(before) }
 
     // MARK: running
 
@@ -373,7 +376,7 @@ final class JobTests: XCTestCase {
             XCTAssertEqual(processesWithMarker(), [], "\(signalName(sig)): every rank is gone")
             XCTAssertLessThan(monotonicNanoseconds() - t0, 1_500_000_000, "\(signalName(sig)): within about a second")
             // The job's backend ends too (it removes its directory as it goes).
-            while !jobDirectories().subtracting(before).isEmpty && monotonicNanoseconds() - t0 < 3_000_000_000 { usleep(10_000) }
+            while !leftJobDirectories().isEmpty && monotonicNanoseconds() - t0 < 3_000_000_000 { usleep(10_000) }
         }
     }
 

@@ -225,4 +225,70 @@ final class PMIServerTests: XCTestCase {
         XCTAssertEqual(refused.count, 2)
         XCTAssertEqual(refused.last, .kvsFull)
     }
+
+    func testOverwritingAKeyCostsOnlyWhatItGrows() throws {
+        // A rank that keeps putting one key (a progress counter, a retried address) was cut off
+        // once its puts added up to the whole space, however little the space held.
+        var server = PMIServer(size: 2, kvsname: "k", appnum: [0, 0], processMapping: "(vector,(0,1,2))")
+        func put(_ key: String, _ value: String, from rank: Int = 0) -> PMIServer.Outcome {
+            server.handle(PMIMessage("put", [("key", key), ("value", value)]), from: rank)
+        }
+        let big = String(repeating: "v", count: PMIServer.valueMax)
+        let times = 2 * PMIServer.putBytesMax / (6 + big.utf8.count + PMIServer.putOverhead) // the space twice over
+        for i in 0..<times {
+            // Long and short by turns: growing is charged, shrinking gives back.
+            let out = put("card-0", i % 2 == 0 ? big : "short-\(i)")
+            guard out.replies.first?.rc == 0, out.events.isEmpty else { return XCTFail("put \(i) of \(times) refused: \(out)") }
+        }
+        let last = "short-\(times - 1)"
+        XCTAssertEqual(server.kvs["card-0"], last)
+        XCTAssertEqual(server.putBytes, (19 + 16 + PMIServer.putOverhead) + (6 + last.utf8.count + PMIServer.putOverhead),
+                       "what the space holds: the process mapping and one entry")
+        XCTAssertEqual(server.takeDelta().map { "\($0.key)=\($0.value)" }, ["card-0=\(last)"], "one entry per key, its latest value")
+
+        // A genuinely full space is still refused. Fill it to the byte with keys of ten
+        // characters (each costs 26 bytes and its value), leaving never less than one costs.
+        let start = String(repeating: "s", count: 100)
+        XCTAssertEqual(put("card-0", start).replies.first?.rc, 0)
+        var n = 0
+        while server.putBytes < PMIServer.putBytesMax {
+            let left = PMIServer.putBytesMax - server.putBytes
+            let length = left - 26 <= PMIServer.valueMax ? left - 26 : min(PMIServer.valueMax, left - 52)
+            let out = put("fill-" + String(100_000 + n).dropFirst(), String(repeating: "f", count: length))
+            guard out.replies.first?.rc == 0 else { return XCTFail("filling: put \(n) refused: \(out)") }
+            n += 1
+        }
+        XCTAssertEqual(put("card-0", String(repeating: "t", count: 100)).replies.first?.rc, 0, "same size: nothing grows")
+        let grown = put("card-0", String(repeating: "t", count: 101), from: 1)
+        XCTAssertEqual(grown.replies.first?.rc, -1, "one byte more than the space holds")
+        XCTAssertEqual(grown.events, [.kvsFull(rank: 1)])
+        XCTAssertEqual(server.kvs["card-0"], String(repeating: "t", count: 100), "the refused put changes nothing")
+        XCTAssertEqual(put("new", "").events, [.kvsFull(rank: 0)])
+        // Shrinking makes room, exactly what it gave back.
+        XCTAssertEqual(put("card-0", String(repeating: "t", count: 81)).replies.first?.rc, 0)
+        XCTAssertEqual(put("new", "").replies.first?.rc, 0, "19 bytes freed, a 19-byte entry")
+        XCTAssertEqual(server.putBytes, PMIServer.putBytesMax)
+        XCTAssertEqual(put("x", "").events, [.kvsFull(rank: 0)])
+
+        // A host's combined barrier and an agent's proxy: overwrites, again and again.
+        var withAgents = PMIServer(size: 2, kvsname: "k", appnum: [0, 0], processMapping: "")
+        var proxy = PMIProxy(size: 2, kvsname: "k", appnum: [0, 0], ranks: [0, 1], processMapping: "")
+        let half = times / 2 & ~1 // an even count: the last put is a short one
+        for round in 0..<3 {
+            for i in 0..<half {
+                let out = proxy.handle(PMIMessage("put", [("key", "card-1"), ("value", i % 2 == 0 ? big : "r\(round).\(i)")]), from: 1)
+                guard out == [.reply(PMIMessage("put_result", [("rc", "0")]))] else { return XCTFail("proxy put \(i) refused: \(out)") }
+            }
+            _ = proxy.handle(PMIMessage("barrier_in", []), from: 0)
+            let value = "r\(round).\(half - 1)"
+            XCTAssertEqual(proxy.handle(PMIMessage("barrier_in", []), from: 1), [.barrier(ranks: [0, 1], puts: [PMIMessage("kv", [("card-1", value)])])],
+                           "the host's barrier carries the key once, with its latest value")
+            let puts = (0..<half).map { (key: "card-1", value: $0 % 2 == 0 ? big : "r\(round).\($0)") }
+            XCTAssertEqual(withAgents.hostEntered(ranks: [0, 1], puts: puts).events, [.barrierReleased])
+            let delta = withAgents.takeDelta()
+            XCTAssertEqual(delta.map { "\($0.key)=\($0.value)" }, ["card-1=\(value)"])
+            XCTAssertEqual(proxy.release(delta), [0, 1])
+        }
+        XCTAssertEqual(withAgents.putBytes, (19 + PMIServer.putOverhead) + (6 + "r2.\(half - 1)".utf8.count + PMIServer.putOverhead))
+    }
 }

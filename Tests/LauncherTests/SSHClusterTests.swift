@@ -28,9 +28,10 @@ final class SSHClusterTests: XCTestCase {
     }
 
     override func setUpWithError() throws {
-        let jobDirectoriesBefore = swiftrunJobDirectories()
+        // Counted are directories whose owner is gone: a job running beside the tests is no leftover.
+        let jobDirectoriesBefore = JobDirectory.names()
         addTeardownBlock {
-            XCTAssertEqual(swiftrunJobDirectories().subtracting(jobDirectoriesBefore), [], "no job directory outlives its job")
+            XCTAssertEqual(JobDirectory.ownerless().subtracting(jobDirectoriesBefore), [], "no job directory outlives its job")
         }
         guard getuid() == 0, access("/usr/sbin/sshd", X_OK) == 0, access("/usr/bin/ssh", X_OK) == 0 else {
             throw XCTSkip("needs root, OpenSSH's server and client (bin/install-deps --all)")

@@ -438,6 +438,37 @@ final class ProcessTests: PeerProcessTestCase {
         XCTAssertEqual(mxInfo(b.socketPath).code, 0, "descriptors came free")
     }
 
+    func testShortOfMemoryAtAcceptTheBackendPausesItsListenerInsteadOfSpinning() throws {
+        // accept4 failing with ENOMEM or ENOBUFS (here because a seccomp filter makes the kernel
+        // say so) leaves the frontend in the backlog and the level-triggered listener ready:
+        // the backend spun at 100% CPU for as long as memory was short.
+        guard access("/usr/bin/cc", X_OK) == 0 else { throw XCTSkip("needs a C compiler (cc) for the fault injector") }
+        let source = "/" + #filePath.split(separator: "/").dropLast().joined(separator: "/") + "/Programs/fail_syscall.c"
+        let scratch = try TestBackend(start: false)
+        defer { scratch.stop() }
+        let tool = scratch.directory + "/fail_syscall"
+        let (built, compiler) = runCapturing("/usr/bin/cc", ["-O2", "-o", tool, source])
+        XCTAssertEqual(built, 0, compiler)
+        for error in ["ENOMEM", "ENOBUFS"] {
+            let p = try ChildProcess.spawnTied(tool, ["accept4", error, BuiltProducts.path("myrback"), "--foreground", "--socket", scratch.socketPath])
+            defer { if p.poll() == nil { p.signal(SIGKILL); _ = p.wait() } }
+            var waiting: ControlSocket?
+            let deadline = monotonicNanoseconds() + 10_000_000_000
+            while waiting == nil && p.poll() == nil && monotonicNanoseconds() < deadline {
+                waiting = try? ControlSocket.connect(path: scratch.socketPath) // queued: never accepted
+                if waiting == nil { usleep(5_000) }
+            }
+            guard let frontend = waiting else { return XCTFail("\(error): no backend listening at \(scratch.socketPath)") }
+            defer { frontend.close() }
+            let before = try cpuTicks(p.pid)
+            usleep(1_000_000)
+            XCTAssertLessThanOrEqual(try cpuTicks(p.pid) - before, 5, "\(error): a second with a frontend it cannot accept")
+            XCTAssertNil(p.poll(), "\(error): the backend runs on")
+            p.signal(SIGTERM)
+            XCTAssertEqual(p.wait(seconds: 5), .exited(0), "\(error): and ends cleanly when told")
+        }
+    }
+
     // MARK: scale
 
     func testSixtyFourEndpointsAllPairsStayUnderOneGiB() throws {

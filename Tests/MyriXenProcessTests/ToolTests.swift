@@ -80,6 +80,22 @@ final class ToolTests: XCTestCase {
         refused(shared + "/x.sock", "\(shared), the directory of the backend's socket, is writable by other users (mode 1777)")
         XCTAssertEqual(mode(shared), 0o1777)
         XCTAssertEqual(entries(shared), [])
+        // A directory of this user's in one others can write to that is not sticky: another user
+        // could move it away after the check and put a symbolic link in its place. Refused,
+        // whether it exists, is still to be made (nothing is made), or is further down.
+        let open = base + "/open"
+        XCTAssertEqual(mkdir(open, 0o755), 0)
+        chmod(open, 0o777)
+        for d in [open + "/mine", open + "/sub", open + "/sub/mine"] { XCTAssertEqual(mkdir(d, d.hasSuffix("sub") ? 0o755 : 0o700), 0) }
+        let above = "a directory above \(open)/mine (the directory of the backend's socket), is writable by other users and not sticky (mode 777)"
+        refused(open + "/mine/x.sock", "\(open), " + above)
+        refused(open + "/new/x.sock", "\(open), a directory above \(open)/new (the directory of the backend's socket), is writable by other users and not sticky (mode 777)")
+        refused(open + "/sub/mine/x.sock", "\(open), a directory above \(open)/sub/mine (the directory of the backend's socket), is writable by other users and not sticky")
+        refused(link + "/../open/mine/x.sock", "chmod go-w \(open)") // named as it resolves
+        XCTAssertEqual(entries(open), ["mine", "sub"], "nothing is made")
+        XCTAssertEqual(entries(open + "/mine"), [])
+        XCTAssertEqual(mode(open), 0o777)
+        XCTAssertEqual(mode(open + "/mine"), 0o700)
         // Another user's directory.
         if getuid() == 0 {
             let theirs = base + "/theirs"
@@ -100,6 +116,13 @@ final class ToolTests: XCTestCase {
         try serve(own + "/x.sock") { XCTAssertEqual(mode(own), 0o755) }
         XCTAssertEqual(mode(own), 0o755)
         XCTAssertEqual(entries(own), ["data.txt"], "only the socket and its lock went")
+        // In a sticky directory others can write to (as /tmp is), one of this user's is fine:
+        // only its owner may rename it there.
+        let inSticky = shared + "/mine"
+        XCTAssertEqual(mkdir(inSticky, 0o700), 0)
+        try serve(inSticky + "/x.sock") { XCTAssertEqual(mode(inSticky), 0o700) }
+        XCTAssertEqual(entries(inSticky), [])
+        XCTAssertEqual(rmdir(inSticky), 0)
         // A missing directory: made private, then removed with the backend.
         let made = base + "/made"
         try serve(made + "/x.sock") {
@@ -123,6 +146,10 @@ final class ToolTests: XCTestCase {
         }
         XCTAssertThrowsError(try MXContext(socketPath: shared + "/x.sock", startBackend: true)) { e in
             XCTAssertTrue("\(e)".contains("is writable by other users"), "\(e)")
+        }
+        XCTAssertThrowsError(try MXContext(socketPath: open + "/mine/x.sock", startBackend: true)) { e in
+            XCTAssertEqual((e as? MXError)?.code, .accessDenied)
+            XCTAssertTrue("\(e)".contains(above), "\(e)")
         }
         XCTAssertLessThan(monotonicNanoseconds() - start, 2_000_000_000, "refused, not a backend waited for")
         XCTAssertEqual(mode(real), 0o755)
@@ -152,8 +179,9 @@ final class ToolTests: XCTestCase {
         let pid = try mx.info().backendPID
         defer { XCTAssertTrue(terminate(pid: pid)) }
         // What the daemon holds: stdio on /dev/null, its lock, its listening socket and this
-        // test's connection (a socket and its eventfd), its epoll set and spare descriptor. A
-        // pipe or a third socket is something it kept from the rank.
+        // test's connection (a socket and its eventfd), its epoll set and its spare descriptor
+        // (a duplicate of the epoll set's). A pipe or a third socket is something it kept from
+        // the rank.
         var sockets = 0
         for (fd, target) in descriptors(of: pid) {
             if fd <= 2 {
@@ -161,8 +189,7 @@ final class ToolTests: XCTestCase {
             } else if target.hasPrefix("socket:") {
                 sockets += 1
             } else {
-                XCTAssertTrue([dir.socketPath + ".lock", "anon_inode:[eventfd]", "anon_inode:[eventpoll]",
-                               "/memfd:myrback-spare-descriptor (deleted)"].contains(target),
+                XCTAssertTrue([dir.socketPath + ".lock", "anon_inode:[eventfd]", "anon_inode:[eventpoll]"].contains(target),
                               "fd \(fd) -> \(target) is not the backend's own")
             }
         }

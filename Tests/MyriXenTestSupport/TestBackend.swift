@@ -215,18 +215,6 @@ public func processes(commandLineContaining text: String) -> [Int32] {
     return found
 }
 
-/// The job directories swiftrun keeps in /tmp while a job runs (none may outlive its job).
-public func swiftrunJobDirectories() -> Set<String> {
-    var out: Set<String> = []
-    guard let d = opendir("/tmp") else { return out }
-    defer { closedir(d) }
-    while let e = readdir(d) {
-        let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-        if name.hasPrefix("swiftrun-") { out.insert(name) }
-    }
-    return out
-}
-
 /// Two emulated VMs for a test: network namespaces joined by a veth pair on a subnet of their
 /// own, and a hostfile naming them (two slots each). Names carry the test's pid; `remove()`
 /// deletes what was made (the namespaces take their links with them).

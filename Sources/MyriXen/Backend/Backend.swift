@@ -170,9 +170,10 @@ public final class Backend {
     var readyFlags = [Int32](repeating: 0, count: 256)
     /// A descriptor held in reserve: out of descriptors, the backend closes it to accept and
     /// refuse a waiting frontend instead of leaving it in the backlog (where the listener
-    /// would stay ready and the loop spin).
+    /// would stay ready and the loop spin). A frontend is admitted only while it is held.
     var spareFD: Int32 = -1
-    /// Until when the listener is out of the epoll set (no spare descriptor could be had).
+    /// Until when the listener is out of the epoll set (accept failed for want of memory, or
+    /// no spare descriptor could be had).
     var listenerPausedUntil: UInt64 = 0
     var boards: [[EndpointRecord?]]
     var endpointsBySerial: [UInt64: EndpointRecord] = [:]
@@ -270,11 +271,13 @@ public final class Backend {
         try check("fcntl(O_NONBLOCK)") { cmx_set_nonblocking(listenFD) }
         try check("epoll_ctl(listener)") { cmx_epoll_watch(epollFD, listenFD, CMX_WATCH_ADD, 0) }
         if wireFD >= 0 { try check("epoll_ctl(wire)") { cmx_epoll_watch(epollFD, wireFD, CMX_WATCH_ADD, 0) } }
-        spareFD = Self.openSpareDescriptor()
-        guard spareFD >= 0 else { throw systemError("memfd_create(spare descriptor)") }
+        spareFD = openSpareDescriptor()
+        guard spareFD >= 0 else { throw systemError("fcntl(F_DUPFD_CLOEXEC: a spare descriptor)") }
     }
 
-    static func openSpareDescriptor() -> Int32 { cmx_memfd_create("myrback-spare-descriptor") }
+    /// A duplicate of the epoll descriptor: it needs no new open file, only a slot in the
+    /// descriptor table, so reopening it in the slot just freed cannot fail for want of memory.
+    func openSpareDescriptor() -> Int32 { fcntl(epollFD, F_DUPFD_CLOEXEC, 0) }
 
     /// Watches `conn`'s socket for room to write too (while its outbox holds messages), or not.
     func watch(_ conn: Connection, writable: Bool) {
@@ -370,54 +373,88 @@ public final class Backend {
     /// Frontends accepted per turn at most: a flood of connects waits its turn with the others.
     static let acceptsPerTurn = 64
 
-    /// Accepts what waits on the listener (non-blocking, a bounded batch).
+    /// Accepts what waits on the listener (non-blocking, a bounded batch). Whatever makes
+    /// accept fail while frontends wait leaves the level-triggered listener ready: every such
+    /// case refuses the frontend or pauses the listener, so the loop never spins on it.
     func acceptWaiting() {
         for _ in 0..<Self.acceptsPerTurn {
             let fd = cmx_accept(listenFD)
             if fd >= 0 {
+                guard holdsSpareDescriptor() else {
+                    // The new connection took the last descriptor: refuse it, which frees its
+                    // slot for the spare (a frontend is never left waiting for want of one).
+                    refuse(ControlSocket(adopting: fd), outOfDescriptors())
+                    guard holdsSpareDescriptor() else { return pauseListener("no spare file descriptor") }
+                    continue
+                }
                 admit(fd)
                 continue
             }
-            switch errno {
+            let err = errno
+            switch err {
             case EINTR, ECONNABORTED:
                 continue
+            case EAGAIN, EWOULDBLOCK:
+                return // none left
             case EMFILE, ENFILE:
                 guard refuseForWantOfDescriptors() else { return }
             default:
-                return // EAGAIN: none left
+                // ENOMEM, ENOBUFS: the frontend stays in the backlog and the listener ready.
+                return pauseListener("accept: \(String(cString: strerror(err)))")
             }
         }
+    }
+
+    /// Whether the spare descriptor is held, reopening it if need be.
+    func holdsSpareDescriptor() -> Bool {
+        if spareFD < 0 { spareFD = openSpareDescriptor() }
+        return spareFD >= 0
+    }
+
+    func outOfDescriptors() -> MXError {
+        var limit = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        return MXError(.tooManyConnections, "the backend at \(config.socketPath) is out of file descriptors (its limit is \(limit.rlim_cur)) with \(connections.count) connections; close contexts or endpoints no longer used, or raise its limit (ulimit -n) where it starts")
     }
 
     /// Out of descriptors: the spare one makes room to accept a waiting frontend and tell it
     /// why it is refused. Returns whether one was (false: none waits, or the listener had to be
     /// paused instead).
     func refuseForWantOfDescriptors() -> Bool {
-        if spareFD >= 0 {
-            closeDescriptor(spareFD)
-            spareFD = -1
-            let fd = cmx_accept(listenFD)
-            let err = errno
-            if fd >= 0 {
-                var limit = rlimit()
-                getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
-                refuse(ControlSocket(adopting: fd), MXError(.tooManyConnections, "the backend at \(config.socketPath) is out of file descriptors (its limit is \(limit.rlim_cur)) with \(connections.count) connections; close contexts or endpoints no longer used, or raise its limit (ulimit -n) where it starts"))
-            }
-            spareFD = Self.openSpareDescriptor()
-            // accept reports EMFILE whether or not anyone waits: with room, it says which.
-            if fd < 0 && (err == EAGAIN || err == EWOULDBLOCK) { return false }
-            if fd >= 0 && spareFD >= 0 { return true }
+        guard spareFD >= 0 else {
+            pauseListener("out of file descriptors, no spare one")
+            return false
         }
-        // Not even that: stop looking at the listener for a moment rather than spin on it.
-        log("out of file descriptors: not accepting for 100 ms")
+        closeDescriptor(spareFD)
+        spareFD = -1
+        let fd = cmx_accept(listenFD)
+        let err = errno
+        if fd >= 0 { refuse(ControlSocket(adopting: fd), outOfDescriptors()) }
+        guard holdsSpareDescriptor() else {
+            pauseListener("no spare file descriptor")
+            return false
+        }
+        if fd >= 0 { return true }
+        switch err {
+        case EAGAIN, EWOULDBLOCK: return false // accept reports EMFILE whether or not anyone waits: with room, it says which
+        case EINTR, ECONNABORTED: return true
+        default:
+            pauseListener("accept: \(String(cString: strerror(err)))")
+            return false
+        }
+    }
+
+    /// Stops looking at the listener for 100 ms rather than spin on it while accept cannot
+    /// succeed; waiting frontends stay in the backlog until it is looked at again.
+    func pauseListener(_ reason: String) {
+        log("\(reason): not accepting for 100 ms")
         _ = cmx_epoll_watch(epollFD, listenFD, CMX_WATCH_REMOVE, 0)
         listenerPausedUntil = monotonicNanoseconds() + 100_000_000
-        return false
     }
 
     func resumeListener() {
         listenerPausedUntil = 0
-        if spareFD < 0 { spareFD = Self.openSpareDescriptor() }
+        _ = holdsSpareDescriptor()
         _ = cmx_epoll_watch(epollFD, listenFD, CMX_WATCH_ADD, 0)
     }
 

@@ -25,9 +25,11 @@ public enum BackendLocation {
 
     /// Checks, without changing anything, that `dir` may hold a backend's socket: a real
     /// directory (`lstat`: not a symbolic link), owned by this user, that no other user can
-    /// write to (else they could replace the socket or its lock). Returns false when it does
-    /// not exist; throws, naming the directory, the problem and the fix, when it may not be used.
+    /// write to (else they could replace the socket or its lock), in directories no other user
+    /// can replace it in (`checkDirectoriesAbove`). Returns false when it does not exist;
+    /// throws, naming the directory, the problem and the fix, when it may not be used.
     public static func checkSocketDirectory(_ dir: String) throws(MXError) -> Bool {
+        try checkDirectoriesAbove(dir)
         var st = stat()
         guard lstat(dir, &st) == 0 else {
             if errno == ENOENT { return false }
@@ -47,6 +49,30 @@ public enum BackendLocation {
             throw MXError(.accessDenied, "\(dir), the directory of the backend's socket, is writable by other users (mode \(String(st.st_mode & 0o7777, radix: 8))), who could replace the socket; the backend does not change a directory it did not create: use one only you can write to (the default /tmp/myrixen-<uid> is made so), or chmod go-w \(dir)")
         }
         return true
+    }
+
+    /// The directories above the socket directory `dir`, from its parent up to `/` as they
+    /// resolve (`realpath`), must not let another user rename what they hold: none may be
+    /// writable by group or others unless it is sticky (as /tmp is: there only an entry's
+    /// owner may rename or remove it). Else `dir`, checked with `lstat`, could be moved away
+    /// and a symbolic link put in its place before the backend binds or unlinks its socket by
+    /// path. Nothing to check when the parent does not exist (`checkParentExists` says so).
+    static func checkDirectoriesAbove(_ dir: String) throws(MXError) {
+        // The directory that holds `dir`'s entry (for "." or "..", the one above them).
+        let last = dir.split(separator: "/").last
+        let parent = last == "." || last == ".." ? dir + "/.." : directory(of: dir)
+        guard parent != dir, let resolved = realpath(parent, nil) else { return }
+        var path = String(cString: resolved)
+        free(resolved)
+        while true {
+            var st = stat()
+            guard stat(path, &st) == 0 else { throw systemError("stat(\(path))") }
+            if st.st_mode & 0o022 != 0 && st.st_mode & S_ISVTX == 0 {
+                throw MXError(.accessDenied, "\(path), a directory above \(dir) (the directory of the backend's socket), is writable by other users and not sticky (mode \(String(st.st_mode & 0o7777, radix: 8))): they could move \(dir) away and put a symbolic link in its place; choose a socket path \(socketOption) under directories only you can write to (or sticky ones, such as /tmp), or chmod go-w \(path)")
+            }
+            guard path != "/" else { return }
+            path = directory(of: path)
+        }
     }
 
     /// Makes the socket directory `dir` ready: an existing one must pass `checkSocketDirectory`
