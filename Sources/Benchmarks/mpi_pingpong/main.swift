@@ -78,10 +78,11 @@ var checked = 0
 @MainActor func fill(_ b: UnsafeMutableBufferPointer<UInt8>, _ seed: Int) {
     if validate { MXPattern.fill(UnsafeMutableRawBufferPointer(b), seed: seed) }
 }
-@MainActor func check(_ b: UnsafeMutableBufferPointer<UInt8>, _ seed: Int, _ what: String) {
+/// (`what` is an autoclosure: without --validate, timing loops build no strings.)
+@MainActor func check(_ b: UnsafeMutableBufferPointer<UInt8>, _ seed: Int, _ what: @autoclosure () -> String) {
     guard validate else { return }
     if let k = MXPattern.firstMismatch(UnsafeRawBufferPointer(b), seed: seed) {
-        let why = "\(what): byte \(k) of a \(b.count)-byte message from rank \(peer) is \(b[k]), expected \(MXPattern.byte(k, seed: seed))"
+        let why = "\(what()): byte \(k) of a \(b.count)-byte message from rank \(peer) is \(b[k]), expected \(MXPattern.byte(k, seed: seed))"
         complain(why)
         mpi.abort(code: 1, message: "mpi_pingpong --validate: " + why)
     }
