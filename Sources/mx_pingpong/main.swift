@@ -56,8 +56,8 @@ struct PingPong: ParsableCommand {
 
     func validate() throws {
         guard sizes != nil else { throw ValidationError("-m must be MIN:MAX with 0 <= MIN <= MAX <= 1 GiB, e.g. -m 1:4194304; got \(m)") }
-        if let i, i < 1 { throw ValidationError("-i must be at least 1") }
-        if let x, x < 0 { throw ValidationError("-x must be >= 0") }
+        if let i, i < 1 || i > 1_000_000_000 { throw ValidationError("-i must be 1...1000000000, not \(i)") }
+        if let x, x < 0 || x > 1_000_000_000 { throw ValidationError("-x must be 0...1000000000, not \(x)") }
         guard window >= 1 && window <= 1024 else { throw ValidationError("--window must be 1...1024") }
     }
 
