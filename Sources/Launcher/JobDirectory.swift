@@ -40,16 +40,14 @@ public enum JobDirectory {
         return String(cString: dir)
     }
 
-    /// The owner a directory's name records; nil for any other name. `boot` is nil in the
-    /// names earlier versions made (`swiftrun-PID.START-XXXXXX`), judged by pid and start alone.
-    static func owner(of name: String) -> (pid: Int32, start: UInt64, boot: Substring?)? {
+    /// The owner a directory's name records; nil for any other name.
+    static func owner(of name: String) -> (pid: Int32, start: UInt64, boot: Substring)? {
         guard name.hasPrefix(prefix) else { return nil }
         let parts = name.dropFirst(prefix.count).split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 2, parts[1].utf8.count == 6 else { return nil }
         let ids = parts[0].split(separator: ".", omittingEmptySubsequences: false)
-        guard ids.count == 2 || ids.count == 3, let pid = Int32(ids[0]), pid > 0, let start = UInt64(ids[1]) else { return nil }
-        guard ids.count == 3 else { return (pid, start, nil) }
-        return isBootID(ids[2]) ? (pid, start, ids[2]) : nil
+        guard ids.count == 3, let pid = Int32(ids[0]), pid > 0, let start = UInt64(ids[1]), isBootID(ids[2]) else { return nil }
+        return (pid, start, ids[2])
     }
 
     /// When process `pid` started (clock ticks after boot); nil when it does not run (no such
@@ -77,7 +75,7 @@ public enum JobDirectory {
     /// to judge, nor is any when this boot cannot be told (both count as having an owner).
     static func ownerRuns(_ name: String) -> Bool {
         guard let o = owner(of: name), let boot = thisBoot else { return true }
-        if let made = o.boot, made != boot { return false } // made in an earlier boot: its owner is gone
+        if o.boot != boot { return false } // made in an earlier boot: its owner is gone
         return startTime(of: o.pid) == o.start
     }
 

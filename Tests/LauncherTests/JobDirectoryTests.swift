@@ -61,18 +61,16 @@ final class JobDirectoryTests: XCTestCase {
         let reused = jobDirectory("swiftrun-\(me).\(myStart + 1).\(boot)-bbbbbb") // our pid, another start: pid reuse
         let nobody = jobDirectory("swiftrun-999999999.1.\(boot)-cccccc")
         let oldStyle = jobDirectory("swiftrun-dddddd") // no owner recorded: not ours to judge
-        // Names earlier versions made, without the boot: judged by pid and start time alone.
-        let older = jobDirectory("swiftrun-\(child.pid).\(childStart)-hhhhhh")
-        let olderLive = jobDirectory("swiftrun-\(me).\(myStart)-iiiiii")
+        let noBoot = jobDirectory("swiftrun-\(child.pid).\(childStart)-hhhhhh") // no boot recorded: not a name of ours
         let badBoot = jobDirectory("swiftrun-\(child.pid).\(childStart).NOTHEX00-jjjjjj") // not a name of ours
         // A symlink in its place is not followed: what it points to stays, and so does it.
         let target = jobDirectory("elsewhere")
         let link = "\(base)/swiftrun-\(child.pid).\(childStart).\(boot)-eeeeee"
         XCTAssertEqual(symlink(target, link), 0)
         // What tests count as leftovers with other jobs about: only directories whose owner is gone.
-        let all = [live, otherBoot, zombie, reused, nobody, older, olderLive, link].map { String($0.split(separator: "/").last!) }
+        let all = [live, otherBoot, zombie, reused, nobody, link].map { String($0.split(separator: "/").last!) }
         XCTAssertEqual(JobDirectory.names(in: base), Set(all))
-        XCTAssertEqual(JobDirectory.ownerless(in: base), Set([otherBoot, zombie, reused, nobody, older, link].map { String($0.split(separator: "/").last!) }))
+        XCTAssertEqual(JobDirectory.ownerless(in: base), Set([otherBoot, zombie, reused, nobody, link].map { String($0.split(separator: "/").last!) }))
         var removed = JobDirectory.removeStale(in: base)
         if getuid() == 0 {
             // Another user's directory is left alone, whoever its owner was.
@@ -81,10 +79,10 @@ final class JobDirectoryTests: XCTestCase {
             removed += JobDirectory.removeStale(in: base)
             XCTAssertTrue(exists(theirs + "/agents.sock"), "another user's directory is not touched")
         }
-        XCTAssertEqual(Set(removed), [otherBoot, zombie, reused, nobody, older])
-        for gone in [otherBoot, zombie, reused, nobody, older] { XCTAssertFalse(exists(gone), gone) }
-        XCTAssertTrue(exists(live) && exists(olderLive + "/agents.sock"), "their owner (this process) runs")
-        XCTAssertTrue(exists(oldStyle + "/agents.sock") && exists(badBoot + "/agents.sock"))
+        XCTAssertEqual(Set(removed), [otherBoot, zombie, reused, nobody])
+        for gone in [otherBoot, zombie, reused, nobody] { XCTAssertFalse(exists(gone), gone) }
+        XCTAssertTrue(exists(live), "its owner (this process) runs")
+        XCTAssertTrue(exists(oldStyle + "/agents.sock") && exists(badBoot + "/agents.sock") && exists(noBoot + "/agents.sock"))
         XCTAssertTrue(exists(link) && exists(target + "/agents.sock") && exists(target + "/myrback-0.sock.lock"), "the symlink is not followed")
         // The owner removes its own directory, whatever is in it.
         writeFile(live + "/myrback-0.sock.lock", "")
