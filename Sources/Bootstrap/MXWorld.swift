@@ -23,8 +23,8 @@ public final class MXWorld {
     public let key: UInt32
     var addresses: [MXEndpointAddress?]
 
-    /// A rank's card in the KVS: `mx-ep-<rank>` = `NIC/ENDPOINT/KEY/HOST` (NIC as
-    /// `NICAddressing.format`, the key in hex, the host's name as its backend is named).
+    /// A rank's card in the KVS: `mx-ep-<rank>` = `NIC/ENDPOINT/SESSION/KEY/HOST` (NIC as
+    /// `NICAddressing.format`, session and key in hex, the host's name as its backend is named).
     public static let cardKeyPrefix = "mx-ep-"
 
     /// Bootstraps from the environment (PMI_FD, PMI_PORT + PMI_ID, or a singleton).
@@ -36,10 +36,11 @@ public final class MXWorld {
         let world = MXWorld(pmi: pmi, context: context, endpoint: endpoint, key: key)
         // While the rank waits in any PMI call, its endpoint goes on acking and resending.
         pmi.whileWaiting = { fd in endpoint.progress(untilReadable: fd) }
-        // The card: NIC id, endpoint, key, and the host's name (for messages about that rank).
+        // The card: NIC id, endpoint, session, key, and the host's name (for messages about
+        // that rank). The session tells a peer that connected here from an impostor.
         try pmi.put(cardKeyPrefix + String(pmi.rank),
-                    NICAddressing.format(endpoint.nicID) + "/" + String(endpoint.endpointID) + "/" + String(key, radix: 16)
-                    + "/" + context.hostname)
+                    NICAddressing.format(endpoint.nicID) + "/" + String(endpoint.endpointID) + "/" + String(endpoint.session, radix: 16)
+                    + "/" + String(key, radix: 16) + "/" + context.hostname)
         try pmi.barrier()
         return world
     }
@@ -73,15 +74,18 @@ public final class MXWorld {
         guard let card = try pmi.get(MXWorld.cardKeyPrefix + String(rank)) else {
             throw PMIError("rank \(rank) published no endpoint")
         }
-        let parts = card.split(separator: "/", maxSplits: 3)
+        let parts = card.split(separator: "/", maxSplits: 4)
         let hex = parts.first?.split(separator: ":").joined() ?? ""
-        guard parts.count == 4, let nic = UInt64(hex, radix: 16), let ep = Int(parts[1]), let peerKey = UInt32(parts[2], radix: 16) else {
-            throw PMIError("rank \(rank)'s endpoint card '\(card)' is malformed (expected NIC/ENDPOINT/KEY/HOST)")
+        guard parts.count == 5, let nic = UInt64(hex, radix: 16), let ep = Int(parts[1]),
+              let session = UInt32(parts[2], radix: 16), let peerKey = UInt32(parts[3], radix: 16) else {
+            throw PMIError("rank \(rank)'s endpoint card '\(card)' is malformed (expected NIC/ENDPOINT/SESSION/KEY/HOST)")
         }
-        hostNames[rank] = String(parts[3])
-        // A peer that connected here already (it sent first) needs no connect of our own: one
-        // toward a host just lost would wait out the connect timeout for nothing.
-        let a = try endpoint.attachedPeer(nicID: nic, endpointID: ep) ?? endpoint.connect(nicID: nic, endpointID: ep, key: peerKey)
+        hostNames[rank] = String(parts[4])
+        // A peer that connected here already (it sent first), in the session the card names,
+        // needs no connect of our own: one toward a host just lost would wait out the connect
+        // timeout for nothing (a peer already gone is given too, and fails at once with why).
+        let a = try endpoint.attachedPeer(nicID: nic, endpointID: ep, session: session)
+            ?? endpoint.connect(nicID: nic, endpointID: ep, key: peerKey)
         addresses[rank] = a
         return a
     }

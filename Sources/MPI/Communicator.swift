@@ -97,7 +97,10 @@ public final class Communicator {
             let a = try world.address(of: members[r])
             addresses[r] = a
             return a
-        } catch let e as MXError { throw failure(e, peer: r) } catch {
+        } catch let e as MXError {
+            // A peer gone is named by failure(); any other connect failure says whom it was for.
+            throw failure(e.code == .peerClosed ? e : MXError(e.code, "cannot reach \(describe(r)): \(e.message)", peer: e.peer), peer: r)
+        } catch {
             throw failure(MPIError(.intern, "cannot reach \(describe(r)): \(error)"))
         }
     }

@@ -20,6 +20,7 @@ public struct MXError: Error, Equatable, CustomStringConvertible, Sendable {
         case backendUnavailable = "backend unavailable"
         case backendDied = "backend died"
         case peerClosed = "peer closed"
+        case tooManyPeers = "too many peers"
         case pullRefused = "pull refused"
         case accessDenied = "access denied"
         case revokedGrant = "revoked grant"

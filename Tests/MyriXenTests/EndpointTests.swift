@@ -409,14 +409,16 @@ final class EndpointTests: XCTestCase {
     func testAPeerThatConnectedIsFoundWithoutConnecting() throws {
         let c = try mx.openEndpoint(key: 0xC)
         defer { c.close() }
-        XCTAssertNil(a.attachedPeer(nicID: c.nicID, endpointID: c.endpointID), "nobody connected yet")
+        XCTAssertNil(a.attachedPeer(nicID: c.nicID, endpointID: c.endpointID, session: c.session), "nobody connected yet")
         let toA = try c.connect(nicID: a.nicID, endpointID: a.endpointID, key: 0xA)
         var found: MXEndpointAddress?
         for _ in 0..<1000 where found == nil {   // A learns of C at its next progress
             try a.progress()
-            found = a.attachedPeer(nicID: c.nicID, endpointID: c.endpointID)
+            found = a.attachedPeer(nicID: c.nicID, endpointID: c.endpointID, session: c.session)
         }
         guard let toC = found else { return XCTFail("A never saw C attach") }
+        XCTAssertNil(a.attachedPeer(nicID: c.nicID, endpointID: c.endpointID, session: c.session &+ 1),
+                     "another session is another endpoint, whatever its number")
         var v: UInt64 = 42
         let got = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
         defer { got.deallocate() }

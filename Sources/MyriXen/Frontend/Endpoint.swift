@@ -261,15 +261,18 @@ public final class MXEndpoint {
         return p
     }
 
-    /// The peer already attached under `key` in this session, if it is still there.
-    /// The address of a live peer already attached to this endpoint (it connected here, or this
-    /// endpoint to it), without connecting: nil if there is none.
-    public func attachedPeer(nicID: UInt64, endpointID: Int) -> MXEndpointAddress? {
+    /// The address of the peer already attached to this endpoint (it connected here, or this
+    /// endpoint to it) as endpoint `endpointID` of board `nicID` with `session`, without
+    /// connecting: nil if there is none. The session is what the backend vouched for, so a
+    /// caller that knows it from elsewhere cannot be given another endpoint. A peer that went
+    /// away is still given: operations toward it then fail at once with why.
+    public func attachedPeer(nicID: UInt64, endpointID: Int, session: UInt32) -> MXEndpointAddress? {
         guard !hot.pointee.closed, let ep = UInt16(exactly: endpointID),
-              let p = peerIndex[PeerKey(nic: nicID, endpoint: ep)], core.pointee.peers[Int(p)].alive else { return nil }
+              let p = peerIndex[PeerKey(nic: nicID, endpoint: ep)], core.pointee.peers[Int(p)].session == session else { return nil }
         return core.pointee.address(ofPeer: p)
     }
 
+    /// The peer already attached under `key` in this session, if it is still there.
     func livePeer(_ key: PeerKey, session: UInt32) -> Int32? {
         guard let p = peerIndex[key], core.pointee.peers[Int(p)].session == session, core.pointee.peers[Int(p)].alive else { return nil }
         return p
@@ -277,7 +280,7 @@ public final class MXEndpoint {
 
     func ensurePeerRoom() throws(MXError) {
         guard core.pointee.peerCount < core.pointee.peerCapacity else {
-            throw MXError(.badParameter, "endpoint \(endpointID) already has \(MXLimits.maxPeers) peers")
+            throw MXError(.tooManyPeers, "endpoint \(endpointID) already has \(MXLimits.maxPeers) peers, the most an endpoint keeps over its life")
         }
     }
 
@@ -598,13 +601,17 @@ public final class MXEndpoint {
         try ensureUsable()
         guard MatchEngine.isValid(matchInfo: matchInfo, mask: mask) else { throw badMask(matchInfo, mask) }
         let since = core.pointee.hostLosses
-        do {
-            try block(deadline: deadline(timeout), until: UnexpectedMatch(matchInfo: matchInfo, mask: mask, sender: sender, since: since))
-        } catch where error.code == .timeout {
-            throw MXError(.timeout, "no matching message arrived within \(timeout!)")
+        let end = deadline(timeout)
+        while true {
+            do {
+                try block(deadline: end, until: UnexpectedMatch(matchInfo: matchInfo, mask: mask, sender: sender, since: since))
+            } catch where error.code == .timeout {
+                throw MXError(.timeout, "no matching message arrived within \(timeout!)")
+            }
+            if let found = try iprobe(matchInfo: matchInfo, mask: mask) { return found }
+            if let gone = core.pointee.senderGone(sender, since: since) { throw gone }
+            // The message it saw went meanwhile (a rendezvous from a peer that just left): wait on.
         }
-        if let found = try iprobe(matchInfo: matchInfo, mask: mask) { return found }
-        throw core.pointee.senderGone(sender, since: since)!
     }
 
     /// Cancels a receive that has not matched yet (true), or reports that it cannot (false:

@@ -35,8 +35,9 @@ public enum MXLimits {
     /// endpoint: twice a full board's endpoints). More are refused (`tooManyConnections`).
     public static let maxConnectionsPerProcess = 512
     /// Control connections a backend serves in all by default (`myrback --max-connections`):
-    /// every endpoint of the largest host, plus one process's worth.
-    public static let maxConnections = maxBoards * maxEndpointsPerBoard + maxConnectionsPerProcess
+    /// two a rank (its context's and its endpoint's) for the most ranks a host takes, and one
+    /// process's share beside them (tools, a rank's extra contexts).
+    public static let maxConnections = 2 * maxRanksPerHost + maxConnectionsPerProcess
     /// The MX API level these semantics follow.
     public static let apiVersion = 0x301
 }
