@@ -318,10 +318,12 @@ pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], c
 }
 
 static int signal_pipe_w = -1;
+static volatile sig_atomic_t ending_signal = 0;
 
 static void on_signal(int sig) {
     int saved = errno;
     unsigned char b = (unsigned char)sig;
+    if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) ending_signal = sig;
     if (signal_pipe_w >= 0) (void)!write(signal_pipe_w, &b, 1);
     errno = saved;
 }
@@ -332,6 +334,8 @@ int cmx_signal_pipe(void) {
     signal_pipe_w = p[1];
     return p[0];
 }
+
+int cmx_ending_signal(void) { return ending_signal; }
 
 int cmx_catch_signal(int sig) {
     struct sigaction sa;

@@ -162,13 +162,13 @@ public final class LocalJob {
 
     /// A line of swiftrun's on stderr; what it quotes from ranks, agents and files is escaped.
     func say(_ s: String) {
-        let line = "swiftrun: \(Visible.text(s))\n"
-        _ = line.withCString { write(2, $0, strlen($0)) }
+        LineForwarder.writeAll(Array("swiftrun: \(Visible.text(s))\n".utf8), to: 2)
     }
 
     /// Runs the job to its end; returns swiftrun's exit code.
     public func run() throws(LaunchError) -> Int32 {
         cmx_raise_fd_limit() // a few descriptors per local rank and per agent
+        if let t = plan.timeoutSeconds { OutputStall.deadline = start + UInt64(t) * 1_000_000_000 }
         signalFD = cmx_signal_pipe()
         guard signalFD >= 0 else { throw LaunchError("cannot create a signal pipe", exitCode: 1) }
         for sig in Self.handledSignals { _ = cmx_catch_signal(sig) }

@@ -1,4 +1,5 @@
 import XCTest
+import Dispatch
 import Launcher
 import MyriXen
 import MyriXenTestSupport
@@ -50,6 +51,53 @@ final class JobTests: XCTestCase {
     func leftJobDirectories() -> Set<String> { JobDirectory.ownerless().subtracting(before) }
 
     // MARK: running
+
+    /// swiftrun's own output read by nobody (a paused pager, a pipe nobody drains): it waits
+    /// for its reader as any program does, but its --timeout and a SIGTERM still end the job.
+    func testAStalledReaderOfSwiftrunsOutputDoesNotKeepTheJobFromEnding() throws {
+        _ = before
+        let fifo = "/tmp/srtest-stalled-\(getpid())", pidFile = "/tmp/srtest-stalled-\(getpid()).pid"
+        unlink(fifo)
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        defer { unlink(fifo); unlink(pidFile) }
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)   // held open, never read (until the end)
+        XCTAssertGreaterThanOrEqual(reader, 0)
+        defer { close(reader) }
+        func drain() { var b = [UInt8](repeating: 0, count: 65536); while read(reader, &b, b.count) > 0 {} }
+        // The whole job under `timeout -s KILL`: a hang fails the test instead of stopping the suite.
+        let job = "'/usr/bin/timeout' -s KILL 30 '\(swiftrun)' -n 1 /usr/bin/yes \(marker) > '\(fifo)'"
+
+        let start = monotonicNanoseconds()
+        let (code, out) = runCapturing("/bin/sh", ["-c", job.replacingOccurrences(of: "-n 1", with: "--timeout 2 -n 1")])
+        XCTAssertEqual(code, 124, "the --timeout still ends it: \(out)")
+        XCTAssertLessThan(Double(monotonicNanoseconds() - start) / 1e9, 2 + 4, out)
+        drain()
+
+        final class Outcome: @unchecked Sendable { var value: (Int32, String) = (-1, "") }
+        let outcome = Outcome(), done = DispatchSemaphore(value: 0)
+        let command = "echo $$ > '\(pidFile)'; exec " + job
+        DispatchQueue.global().async {
+            outcome.value = runCapturing("/bin/sh", ["-c", command])
+            done.signal()
+        }
+        // Until its output is stuck: the pipe is full and swiftrun waits for room.
+        var queued: Int32 = 0
+        let limit = monotonicNanoseconds() + 20_000_000_000
+        while queued < 60_000 && monotonicNanoseconds() < limit {
+            _ = ioctl(reader, UInt(FIONREAD), &queued)
+            usleep(10_000)
+        }
+        XCTAssertGreaterThanOrEqual(queued, 60_000, "the pipe filled")
+        let pid = Int32(String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: pidFile))) ?? Data(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        XCTAssertGreaterThan(pid, 0)
+        let signalled = monotonicNanoseconds()
+        kill(pid, SIGTERM)   // to `timeout`, which passes it on to swiftrun
+        XCTAssertEqual(done.wait(timeout: .now() + 25), .success)
+        XCTAssertEqual(outcome.value.0, 128 + SIGTERM, "SIGTERM still ends it: \(outcome.value.1)")
+        XCTAssertLessThan(Double(monotonicNanoseconds() - signalled) / 1e9, 3, outcome.value.1)
+        drain()
+    }
 
     func testOneToSixteenRanksPassATokenAround() {
         for n in [1, 2, 4, 8, 16] {

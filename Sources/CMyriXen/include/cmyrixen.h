@@ -129,6 +129,8 @@ int cmx_wait_peek(pid_t pid, int *status);
 void cmx_raise_fd_limit(void);
 /// A self-pipe for signals: the handler writes the signal number; returns the read end.
 int cmx_signal_pipe(void);
+/// The last SIGINT, SIGTERM, SIGHUP or SIGQUIT the signal pipe's handler caught (0: none yet).
+int cmx_ending_signal(void);
 /// Routes `sig` to the signal pipe (SA_RESTART).
 int cmx_catch_signal(int sig);
 /// Restores the default disposition of `sig`.
