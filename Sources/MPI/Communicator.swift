@@ -205,8 +205,7 @@ public final class Communicator {
     /// Starts a receive straight into the caller's memory (for experts): `buffer` must stay
     /// valid until the request is over. `wait` gives the number of elements received.
     public func ireceive<T: BitwiseCopyable>(unsafe buffer: UnsafeMutableBufferPointer<T>, from source: Source = .any, tag: Tag = .any) throws(MPIError) -> Request<Int> {
-        let (info, mask) = try receiveBits(source, tag)
-        let from = try sender(source)
+        let (info, mask, from) = try receiveTarget(source, tag)
         let handle = try mx(peer: source.rank) { () throws(MXError) in
             try endpoint.irecv(UnsafeMutableRawBufferPointer(buffer), matchInfo: info, mask: mask, from: from)
         }
@@ -230,10 +229,9 @@ public final class Communicator {
     /// came). A longer message fails with `truncate`.
     public func ireceive<T: BitwiseCopyable>(_: T.Type, count: Int, from source: Source = .any, tag: Tag = .any) throws(MPIError) -> Request<[T]> {
         guard count >= 0 else { throw MPIError(.count, "count \(count) is negative") }
-        let (info, mask) = try receiveBits(source, tag)
+        let (info, mask, from) = try receiveTarget(source, tag)
         let buffer = OwnedBuffer(bytes: count * MemoryLayout<T>.stride)
         let raw = UnsafeMutableRawBufferPointer(start: buffer.pointer, count: buffer.count)
-        let from = try sender(source)
         let handle = try mx(peer: source.rank) { () throws(MXError) in try endpoint.irecv(raw, matchInfo: info, mask: mask, from: from) }
         return Request(comm: self, handle: handle, buffer: buffer, isReceive: true, peer: source.rank) { (st, b) throws(MPIError) -> [T] in
             if st.isCancelled { return [] }
@@ -262,14 +260,19 @@ public final class Communicator {
 
     func receiveBits(_ source: Source, _ tag: Tag) throws(MPIError) -> (info: UInt64, mask: UInt64) {
         try ensureUsable()
-        var s: Int?
-        if case let .rank(r) = source {
-            guard r >= 0 && r < size else { throw MPIError(.rank, "source rank \(r) is not in this communicator of \(size)") }
-            s = r
+        if let r = source.rank, r < 0 || r >= size {
+            throw MPIError(.rank, "source rank \(r) is not in this communicator of \(size)")
         }
         var t: Int?
         if case let .value(v) = tag { try check(tag: v); t = v }
-        return MatchBits.receive(context: context, source: s, tag: t)
+        return MatchBits.receive(context: context, source: source.rank, tag: t)
+    }
+
+    /// A receive's match bits and who can send it (see `sender`).
+    @inline(__always)
+    func receiveTarget(_ source: Source, _ tag: Tag) throws(MPIError) -> (info: UInt64, mask: UInt64, from: MXSender) {
+        let (info, mask) = try receiveBits(source, tag)
+        return (info, mask, try sender(source))
     }
 
     func status(_ st: MXStatus) -> Status {
@@ -289,8 +292,7 @@ public final class Communicator {
     /// The receive itself, not generic.
     @usableFromInline
     func receiveRaw(_ raw: UnsafeMutableRawBufferPointer, from source: Source, tag: Tag) throws(MPIError) -> Status {
-        let (info, mask) = try receiveBits(source, tag)
-        let from = try sender(source)
+        let (info, mask, from) = try receiveTarget(source, tag)
         let st: MXStatus
         do { st = try endpoint.wait(try endpoint.irecv(raw, matchInfo: info, mask: mask, from: from)) } catch {
             throw failure(error, peer: source.rank)
@@ -357,8 +359,7 @@ public final class Communicator {
 
     /// Waits for a matching message and describes it without receiving it (MPI_Probe).
     public func probe(from source: Source = .any, tag: Tag = .any) throws(MPIError) -> Status {
-        let (info, mask) = try receiveBits(source, tag)
-        let from = try sender(source)
+        let (info, mask, from) = try receiveTarget(source, tag)
         return status(try mx(peer: source.rank) { () throws(MXError) in try endpoint.probe(matchInfo: info, mask: mask, from: from) })
     }
 

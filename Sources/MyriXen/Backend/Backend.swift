@@ -290,21 +290,11 @@ public final class Backend {
 
     func shutdown() {
         for conn in Array(connections.values) { drop(conn) }
-        if epollFD >= 0 {
-            closeDescriptor(epollFD)
-            epollFD = -1
-        }
-        if spareFD >= 0 {
-            closeDescriptor(spareFD)
-            spareFD = -1
-        }
-        if wireFD >= 0 {
-            closeDescriptor(wireFD)
-            wireFD = -1
-        }
+        closeDescriptor(clearing: &epollFD)
+        closeDescriptor(clearing: &spareFD)
+        closeDescriptor(clearing: &wireFD)
         if listenFD >= 0 {
-            closeDescriptor(listenFD)
-            listenFD = -1
+            closeDescriptor(clearing: &listenFD)
             unlink(config.socketPath)
         }
         if lockFD >= 0 {

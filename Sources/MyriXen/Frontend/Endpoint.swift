@@ -105,9 +105,7 @@ public final class MXEndpoint {
     /// resend (an eager send completed when its frame was queued): close drains them first,
     /// up to `MXWire.lingerNanoseconds`, as a NIC drains its queue before the port closes.
     func lingerOnWire() {
-        guard !hot.pointee.failed, core.pointee.wire.linkCount > 0 else { return }
-        try? block(deadline: monotonicNanoseconds() + MXWire.lingerNanoseconds, until: WireDrained())
-        core.pointee.flushWireAcks()
+        try? drain(timeout: .nanoseconds(Int64(MXWire.lingerNanoseconds)))
     }
 
     /// Waits until everything this endpoint sent toward peers of other hosts is through:
@@ -119,12 +117,13 @@ public final class MXEndpoint {
     public func drain(timeout: Duration? = nil) throws(MXError) {
         try ensureUsable()
         guard core.pointee.wire.linkCount > 0 else { return }
+        // What this endpoint owes its peers goes out whatever the wait's outcome.
+        defer { if !hot.pointee.failed { core.pointee.flushWireAcks() } }
         do {
             try block(deadline: deadline(timeout), until: WireDrained())
         } catch where error.code == .timeout {
             throw MXError(.timeout, "frames toward peers of other hosts were still unacknowledged after \(timeout!)")
         }
-        core.pointee.flushWireAcks()
     }
 
     /// Keeps the endpoint working until `fd` is readable: acks and resends on the wire,
@@ -333,7 +332,7 @@ public final class MXEndpoint {
                 let hostLost = e.header.flags & ControlFlags.hostLost != 0
                 let reason = hostLost
                     ? "is on a host at \(NICAddressing.formatIPv4(NICAddressing.wireAddress(of: nic).ipv4)) that stopped answering: its backend was silent for the host timeout"
-                    : "closed its endpoint or its process died"
+                    : EndpointCore.peerClosedReason
                 for p in 0..<core.pointee.peerCount {
                     let peer = core.pointee.peers[Int(p)]
                     if peer.nicID == nic && peer.endpointID == ep && peer.session == session && peer.alive {
@@ -647,7 +646,7 @@ public final class MXEndpoint {
     func checkPeer(_ dest: MXEndpointAddress) throws(MXError) -> Int32 {
         let p = try checkAddress(dest)
         guard core.pointee.peers[Int(p)].alive else {
-            throw MXError(.peerClosed, "peer \(dest) \(core.pointee.departures[p] ?? "closed its endpoint or its process died")", peer: dest)
+            throw core.pointee.departure(p, dest)
         }
         return p
     }

@@ -528,7 +528,7 @@ struct EndpointCore {
         case let .peer(a):
             let p = a.peerIndex
             guard p >= 0 && p < peerCount && !peers[Int(p)].alive else { return nil }
-            return MXError(.peerClosed, "peer \(a) \(departures[p] ?? "went away")", peer: a)
+            return departure(p, a)
         case .anyPeer:
             guard hostLosses != epoch, let lost = lastHostLoss else { return nil }
             return lost
@@ -757,7 +757,15 @@ struct EndpointCore {
 
     /// The peer closed or died: what it still had in flight toward us is delivered (records
     /// already in the ring), what we had toward it fails.
-    mutating func peerGone(_ p: Int32, reason: String = "closed its endpoint or its process died", hostLost: Bool = false) {
+    /// Why a peer usually goes: what its backend's notice says.
+    static let peerClosedReason = "closed its endpoint or its process died"
+
+    /// The error for operations toward peer `p` (at `a`) once it went away.
+    func departure(_ p: Int32, _ a: MXEndpointAddress) -> MXError {
+        MXError(.peerClosed, "peer \(a) \(departures[p] ?? Self.peerClosedReason)", peer: a)
+    }
+
+    mutating func peerGone(_ p: Int32, reason: String = EndpointCore.peerClosedReason, hostLost: Bool = false) {
         // Deliver what already arrived.
         while let cell = peers[Int(p)].inbound.peek() {
             handleRecord(p, cell, kind: peers[Int(p)].inbound.recordKind, length: peers[Int(p)].inbound.recordLength)
@@ -765,7 +773,7 @@ struct EndpointCore {
         }
         peers[Int(p)].alive = false
         departures[p] = reason
-        let err = MXError(.peerClosed, "peer \(address(ofPeer: p)!) \(reason)", peer: address(ofPeer: p))
+        let err = departure(p, address(ofPeer: p)!)
         if hostLost {
             hostLosses &+= 1
             lastHostLoss = err

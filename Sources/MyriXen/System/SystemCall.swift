@@ -36,5 +36,11 @@ func closeDescriptor(_ fd: Int32) {
     if fd >= 0 { _ = Glibc.close(fd) }
 }
 
+/// Closes `fd` if open and marks it closed (-1), so a second call does nothing.
+func closeDescriptor(clearing fd: inout Int32) {
+    closeDescriptor(fd)
+    fd = -1
+}
+
 /// The current process id.
 public var currentProcessID: Int32 { getpid() }
