@@ -1,0 +1,25 @@
+// A rank of the collective tests: every operation with every algorithm forced in turn, many
+// counts, element types and operations, roots and communicators, each rank checking what it
+// got against a sequential reference it computes itself. One job covers a whole rank count.
+//
+//   CollectiveTestRank [SUITE...] [--large]   suites: all (default), or any of Harness.suites' names
+//
+// Prints "rank R: ok N checks" at the end; on the first wrong result prints "FAILED: ..."
+// naming the operation, algorithm, count and what differed, and exits 3.
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import MPI
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+let large = arguments.contains("--large")
+let chosen = arguments.filter { !$0.hasPrefix("--") }
+let mpi = try MPI.initialize()
+let h = Harness(world: mpi.world, large: large)
+for (name, suite) in Harness.suites where chosen.isEmpty || chosen.contains("all") || chosen.contains(name) {
+    h.suite = name
+    try suite(h)
+}
+try mpi.world.barrier()
+h.report()
+mpi.finalize()
