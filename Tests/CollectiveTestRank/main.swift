@@ -14,7 +14,12 @@ import Glibc
 let arguments = Array(CommandLine.arguments.dropFirst())
 let large = arguments.contains("--large")
 let chosen = arguments.filter { !$0.hasPrefix("--") }
-let mpi = try MPI.initialize()
+let mpi: MPIEnvironment
+do { mpi = try MPI.initialize() } catch {
+    let line = "CollectiveTestRank: \(error)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    exit(2)
+}
 let h = Harness(world: mpi.world, large: large)
 for (name, suite) in Harness.suites where chosen.isEmpty || chosen.contains("all") || chosen.contains(name) {
     h.suite = name
