@@ -59,6 +59,7 @@ public final class Communicator {
     let engine: CollectiveEngine
     var collectiveSequence = 0
     lazy var blockingSchedule = Schedule(comm: self)
+    var hostLayoutCache: HostLayout?
 
     init(world: MXWorld, context: UInt16, ranks: [Int], myRank: Int, contexts: ContextIDs, engine: CollectiveEngine,
          errorHandler: ErrorHandler = .fatal) {

@@ -44,8 +44,30 @@ final class Harness {
         defer { Selection.forced = saved }
         for alg in Selection.algorithms[op] ?? [] {
             Selection.forced[op] = alg
-            try body(alg)
+            if alg == .hostAware {
+                // Two levels on this one machine: the layout as if the world's ranks sat on
+                // hosts round robin, or three to a host (the algorithms rely on nothing else).
+                try asIfOnHosts((0..<world.size).map { $0 % 2 }) { try body(alg) }
+                try asIfOnHosts((0..<world.size).map { $0 / 3 }) { try body(alg) }
+            } else {
+                try body(alg)
+            }
         }
+    }
+
+    /// Runs `body` as if world rank r were on host `hostOf[r]`.
+    func asIfOnHosts(_ hostOf: [Int], _ body: () throws -> Void) rethrows {
+        let engine = world.engine
+        let saved = (engine.layoutState, engine.hostOfWorldRank)
+        func relayout() { for c in communicators { c.hostLayoutCache = nil } }
+        engine.layoutState = .known
+        engine.hostOfWorldRank = hostOf
+        relayout()
+        defer {
+            (engine.layoutState, engine.hostOfWorldRank) = saved
+            relayout()
+        }
+        try body()
     }
 
     func expect(_ condition: @autoclosure () -> Bool, _ what: @autoclosure () -> String) {

@@ -23,6 +23,8 @@ enum CollectiveAlgorithm: String, CaseIterable, Sendable {
     case pairwise
     case linear
     case recursiveHalving = "recursive_halving"
+    /// Two levels: within each host, then among one leader per host (HostLayout).
+    case hostAware = "host_aware"
 }
 
 /// What the table decides on.
@@ -30,13 +32,18 @@ struct CallShape {
     /// Bytes of the whole message (per rank's contribution for the gathering ones).
     var bytes: Int
     var ranks: Int
+    /// Which ranks share a host, once known (nil: plan flat).
+    var layout: HostLayout? = nil
+
+    /// Several hosts, some with several ranks: two levels can save the wire.
+    var isHierarchical: Bool { layout?.isHierarchical ?? false }
 }
 
 enum Selection {
     /// The algorithms each operation has, the default first.
     static let algorithms: [CollectiveOperation: [CollectiveAlgorithm]] = [
-        .barrier: [.dissemination],
-        .bcast: [.binomial],
+        .barrier: [.dissemination, .hostAware],
+        .bcast: [.binomial, .hostAware],
         .allreduce: [.recursiveDoubling],
         .allgather: [.ring],
     ]
@@ -64,10 +71,13 @@ enum Selection {
 
     /// The algorithm for one call.
     static func choose(_ op: CollectiveOperation, _ shape: CallShape) -> CollectiveAlgorithm {
-        if let f = forced[op] { return f }
+        if let f = forced[op] {
+            // Two levels need a layout (not yet learnt during the first call): flat meanwhile.
+            return f == .hostAware && shape.layout == nil ? algorithms[op]![0] : f
+        }
         switch op {
-        case .barrier: return .dissemination
-        case .bcast: return .binomial
+        case .barrier: return shape.isHierarchical ? .hostAware : .dissemination
+        case .bcast: return shape.isHierarchical ? .hostAware : .binomial
         case .allreduce: return .recursiveDoubling
         case .allgather: return .ring
         default: return algorithms[op]?.first ?? .linear

@@ -25,7 +25,8 @@ extension Communicator {
     }
 
     func planBarrier(_ s: Schedule) {
-        switch Selection.choose(.barrier, CallShape(bytes: 0, ranks: size)) {
+        switch Selection.choose(.barrier, CallShape(bytes: 0, ranks: size, layout: layout)) {
+        case .hostAware: HostAwareBarrier.plan(s, layout: layout!)
         default: DisseminationBarrier.plan(s)
         }
     }
@@ -84,7 +85,11 @@ extension Communicator {
     }
 
     func planBcast(_ s: Schedule, bytes: Int, root: Int) {
-        switch Selection.choose(.bcast, CallShape(bytes: bytes, ranks: size)) {
+        switch Selection.choose(.bcast, CallShape(bytes: bytes, ranks: size, layout: layout)) {
+        case .hostAware:
+            HostAwareBcast.plan(s, bytes: bytes, root: root, layout: layout!) { s, bytes, root in
+                BinomialBcast.plan(s, bytes: bytes, root: root)
+            }
         default: BinomialBcast.plan(s, bytes: bytes, root: root)
         }
     }

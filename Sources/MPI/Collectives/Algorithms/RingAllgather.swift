@@ -7,7 +7,7 @@ enum RingAllgather {
     /// Every rank's block, gathered into the output at the blocks' offsets; this rank's own
     /// block comes from the input (or is in place already).
     static func plan(_ s: Schedule, blocks: Blocks) {
-        let p = s.comm.size, me = s.comm.rank
+        let p = s.size, me = s.rank
         s.copy(from: .input(), to: .output(blocks.offset(me)), bytes: blocks.bytes(me))
         s.round()
         let right = (me + 1) % p, left = (me - 1 + p) % p
