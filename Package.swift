@@ -45,7 +45,7 @@ let package = Package(
         // A rank's start on the channel layer: PMI-1 plus endpoint addresses in the KVS.
         .target(name: "Bootstrap", dependencies: ["MyriXen", "PMI"]),
         // The Swift MPI library.
-        .target(name: "MPI", dependencies: ["Bootstrap", "MyriXen"]),
+        .target(name: "MPI", dependencies: ["Bootstrap", "MyriXen", "CMyriXen"]),
         // Example programs, runnable by name through bin/swiftrun.
         .executableTarget(name: "hello", dependencies: ["MPI"], path: "Sources/Examples/hello"),
         .executableTarget(name: "ring", dependencies: ["MPI"], path: "Sources/Examples/ring"),

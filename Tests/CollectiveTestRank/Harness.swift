@@ -17,6 +17,7 @@ final class Harness {
         ("reductions", reductionSuite),
         ("gathering", gatheringSuite),
         ("nonblocking", nonBlockingSuite),
+        ("sharedmemory", sharedMemorySuite),
     ]
 
     init(world: Communicator, large: Bool) {

@@ -14,6 +14,11 @@ import Glibc
 let arguments = Array(CommandLine.arguments.dropFirst())
 let large = arguments.contains("--large")
 let chosen = arguments.filter { !$0.hasPrefix("--") }
+for name in chosen where name != "all" && !Harness.suites.contains(where: { $0.0 == name }) {
+    let line = "CollectiveTestRank: no suite \(name); suites: all \(Harness.suites.map(\.0).joined(separator: " "))\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    exit(2)
+}
 let mpi: MPIEnvironment
 do { mpi = try MPI.initialize() } catch {
     let line = "CollectiveTestRank: \(error)\n"

@@ -13,6 +13,14 @@ extension Communicator {
     public func allreduce<T: BitwiseCopyable>(_ input: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>,
                                               _ op: Operation<T>) throws(MPIError) {
         let n = input.count
+        if Selection.wantsSharedMemory(.allreduce, bytes: n * MemoryLayout<T>.stride), let shm = try intraHost() {
+            try SharedMemoryCollectives.reduce(shm, "allreduce", input: UnsafeRawPointer(input.baseAddress),
+                                                      output: UnsafeMutableRawPointer(output.baseAddress), elements: n,
+                                                      elementSize: MemoryLayout<T>.stride, root: 0, all: true,
+                                                      valid: output.count >= n, op.raw)
+            if output.count < n { throw MPIError(.buffer, "allreduce: an output of \(output.count) elements cannot take \(n)") }
+            return
+        }
         try runBlocking("allreduce", input: UnsafeRawPointer(input.baseAddress), output: UnsafeMutableRawPointer(output.baseAddress)) { s throws(MPIError) in
             guard output.count >= n else {
                 throw MPIError(.buffer, "allreduce: an output of \(output.count) elements cannot take \(n)")

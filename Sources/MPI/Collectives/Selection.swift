@@ -25,6 +25,8 @@ enum CollectiveAlgorithm: String, CaseIterable, Sendable {
     case recursiveHalving = "recursive_halving"
     /// Two levels: within each host, then among one leader per host (HostLayout).
     case hostAware = "host_aware"
+    /// Through the segment the members of one host share (IntraHost), for short messages.
+    case sharedMemory = "shared_memory"
 }
 
 /// What the table decides on.
@@ -42,9 +44,9 @@ struct CallShape {
 enum Selection {
     /// The algorithms each operation has, the default first.
     static let algorithms: [CollectiveOperation: [CollectiveAlgorithm]] = [
-        .barrier: [.dissemination, .hostAware],
-        .bcast: [.binomial, .hostAware],
-        .allreduce: [.recursiveDoubling],
+        .barrier: [.dissemination, .hostAware, .sharedMemory],
+        .bcast: [.binomial, .hostAware, .sharedMemory],
+        .allreduce: [.recursiveDoubling, .sharedMemory],
         .allgather: [.ring],
     ]
 
@@ -69,11 +71,22 @@ enum Selection {
         forced = out
     }
 
+    /// Whether a call of `op` of `bytes` goes through the members' shared segment: on one
+    /// host, up to `IntraHost.slotBytes`, unless another algorithm is forced. (Whether the
+    /// segment exists is `Communicator.intraHost()`'s to say.)
+    static func wantsSharedMemory(_ op: CollectiveOperation, bytes: Int) -> Bool {
+        guard bytes <= IntraHost.slotBytes else { return false }
+        if let f = forced[op] { return f == .sharedMemory }
+        return true
+    }
+
     /// The algorithm for one call.
     static func choose(_ op: CollectiveOperation, _ shape: CallShape) -> CollectiveAlgorithm {
         if let f = forced[op] {
-            // Two levels need a layout (not yet learnt during the first call): flat meanwhile.
-            return f == .hostAware && shape.layout == nil ? algorithms[op]![0] : f
+            // Two levels need a layout (not yet learnt during the first call), shared memory
+            // a segment and a short message: else the default meanwhile.
+            if (f == .hostAware && shape.layout == nil) || f == .sharedMemory { return algorithms[op]![0] }
+            return f
         }
         switch op {
         case .barrier: return shape.isHierarchical ? .hostAware : .dissemination
