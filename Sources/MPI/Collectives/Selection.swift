@@ -30,6 +30,10 @@ struct CallShape {
     /// Bytes of the whole message (per rank's contribution for the gathering ones).
     var bytes: Int
     var ranks: Int
+    /// Elements of the whole message (the reducing ones).
+    var elements = 0
+    /// Whether the reduction operation is commutative (the reducing ones).
+    var commutative = true
 }
 
 enum Selection {
@@ -37,7 +41,11 @@ enum Selection {
     static let algorithms: [CollectiveOperation: [CollectiveAlgorithm]] = [
         .barrier: [.dissemination],
         .bcast: [.binomial],
-        .allreduce: [.recursiveDoubling],
+        .reduce: [.binomial, .rabenseifner],
+        .allreduce: [.recursiveDoubling, .rabenseifner, .ring],
+        .reduceScatter: [.recursiveHalving, .pairwise],
+        .scan: [.recursiveDoubling],
+        .exscan: [.recursiveDoubling],
         .allgather: [.ring],
     ]
 
@@ -62,13 +70,42 @@ enum Selection {
         forced = out
     }
 
+    /// Reduce: binomial below this many bytes, Rabenseifner from it (measured, docs/collectives.md).
+    static let reduceLong = 16 << 10
+    /// Allreduce: recursive doubling below this many bytes, Rabenseifner or ring from it.
+    static let allreduceLong = 16 << 10
+    /// Allreduce: ring rather than Rabenseifner from this many bytes when p is no power of two.
+    static let allreduceRing = 1 << 20
+    /// Reduce-scatter: recursive halving below this many bytes (all blocks), pairwise from it.
+    static let reduceScatterLong = 512 << 10
+
     /// The algorithm for one call.
     static func choose(_ op: CollectiveOperation, _ shape: CallShape) -> CollectiveAlgorithm {
-        if let f = forced[op] { return f }
+        let chosen = forced[op] ?? rule(op, shape)
+        // Algorithms that combine out of rank order, for commutative operations only.
+        guard !shape.commutative else { return chosen }
+        switch (op, chosen) {
+        case (.allreduce, .ring): return .recursiveDoubling
+        case (.reduceScatter, .recursiveHalving): return .pairwise
+        default: return chosen
+        }
+    }
+
+    /// The table.
+    static func rule(_ op: CollectiveOperation, _ shape: CallShape) -> CollectiveAlgorithm {
+        var pof2 = 1
+        while pof2 * 2 <= shape.ranks { pof2 *= 2 }
         switch op {
         case .barrier: return .dissemination
         case .bcast: return .binomial
-        case .allreduce: return .recursiveDoubling
+        case .reduce:
+            return shape.bytes < reduceLong || shape.elements < pof2 ? .binomial : .rabenseifner
+        case .allreduce:
+            if shape.bytes < allreduceLong || shape.elements < shape.ranks { return .recursiveDoubling }
+            return pof2 != shape.ranks && shape.bytes >= allreduceRing && shape.commutative ? .ring : .rabenseifner
+        case .reduceScatter:
+            return shape.bytes < reduceScatterLong && shape.commutative ? .recursiveHalving : .pairwise
+        case .scan, .exscan: return .recursiveDoubling
         case .allgather: return .ring
         default: return algorithms[op]?.first ?? .linear
         }
