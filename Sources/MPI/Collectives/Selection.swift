@@ -70,13 +70,19 @@ enum Selection {
         forced = out
     }
 
-    /// Reduce: binomial below this many bytes, Rabenseifner from it (measured, docs/collectives.md).
-    static let reduceLong = 16 << 10
-    /// Allreduce: recursive doubling below this many bytes, Rabenseifner or ring from it.
-    static let allreduceLong = 16 << 10
+    // Thresholds measured with a release build on the 2-vCPU machine (docs/collectives.md has
+    // the figures): with ranks sharing cores, every extra round costs a wake-up, so the
+    // round-saving algorithms win up to larger sizes than in MPICH's tables.
+    /// Reduce: binomial below this many bytes, Rabenseifner from it.
+    static let reduceLong = 1 << 20
+    /// Allreduce with two ranks: recursive doubling below this many bytes, Rabenseifner from it.
+    static let allreduceLongPair = 16 << 10
+    /// Allreduce with more ranks: recursive doubling below this many bytes.
+    static let allreduceLong = 256 << 10
     /// Allreduce: ring rather than Rabenseifner from this many bytes when p is no power of two.
     static let allreduceRing = 1 << 20
-    /// Reduce-scatter: recursive halving below this many bytes (all blocks), pairwise from it.
+    /// Reduce-scatter: recursive halving below this many bytes (all blocks); from it pairwise
+    /// when p is no power of two.
     static let reduceScatterLong = 512 << 10
 
     /// The algorithm for one call.
@@ -101,10 +107,12 @@ enum Selection {
         case .reduce:
             return shape.bytes < reduceLong || shape.elements < pof2 ? .binomial : .rabenseifner
         case .allreduce:
-            if shape.bytes < allreduceLong || shape.elements < shape.ranks { return .recursiveDoubling }
+            let long = shape.ranks == 2 ? allreduceLongPair : allreduceLong
+            if shape.bytes < long || shape.elements < shape.ranks { return .recursiveDoubling }
             return pof2 != shape.ranks && shape.bytes >= allreduceRing && shape.commutative ? .ring : .rabenseifner
         case .reduceScatter:
-            return shape.bytes < reduceScatterLong && shape.commutative ? .recursiveHalving : .pairwise
+            let long = shape.bytes >= reduceScatterLong && pof2 != shape.ranks
+            return long || !shape.commutative ? .pairwise : .recursiveHalving
         case .scan, .exscan: return .recursiveDoubling
         case .allgather: return .ring
         default: return algorithms[op]?.first ?? .linear
