@@ -36,6 +36,10 @@ struct CallShape {
     var ranks: Int
     /// Which ranks share a host, once known (nil: plan flat).
     var layout: HostLayout? = nil
+    /// Elements of the whole message (the reducing ones).
+    var elements = 0
+    /// Whether the reduction operation is commutative (the reducing ones).
+    var commutative = true
 
     /// Several hosts, some with several ranks: two levels can save the wire.
     var isHierarchical: Bool { layout?.isHierarchical ?? false }
@@ -46,7 +50,11 @@ enum Selection {
     static let algorithms: [CollectiveOperation: [CollectiveAlgorithm]] = [
         .barrier: [.dissemination, .hostAware, .sharedMemory],
         .bcast: [.binomial, .hostAware, .sharedMemory],
-        .allreduce: [.recursiveDoubling, .sharedMemory],
+        .reduce: [.binomial, .rabenseifner],
+        .allreduce: [.recursiveDoubling, .rabenseifner, .ring, .sharedMemory],
+        .reduceScatter: [.recursiveHalving, .pairwise],
+        .scan: [.recursiveDoubling],
+        .exscan: [.recursiveDoubling],
         .allgather: [.ring],
     ]
 
@@ -80,18 +88,54 @@ enum Selection {
         return true
     }
 
+    // Thresholds measured with a release build on the 2-vCPU machine (docs/collectives.md has
+    // the figures): with ranks sharing cores, every extra round costs a wake-up, so the
+    // round-saving algorithms win up to larger sizes than in MPICH's tables.
+    /// Reduce: binomial below this many bytes, Rabenseifner from it.
+    static let reduceLong = 1 << 20
+    /// Allreduce with two ranks: recursive doubling below this many bytes, Rabenseifner from it.
+    static let allreduceLongPair = 16 << 10
+    /// Allreduce with more ranks: recursive doubling below this many bytes.
+    static let allreduceLong = 256 << 10
+    /// Allreduce: ring rather than Rabenseifner from this many bytes when p is no power of two.
+    static let allreduceRing = 1 << 20
+    /// Reduce-scatter: recursive halving below this many bytes (all blocks); from it pairwise
+    /// when p is no power of two.
+    static let reduceScatterLong = 512 << 10
+
     /// The algorithm for one call.
     static func choose(_ op: CollectiveOperation, _ shape: CallShape) -> CollectiveAlgorithm {
-        if let f = forced[op] {
-            // Two levels need a layout (not yet learnt during the first call), shared memory
-            // a segment and a short message: else the default meanwhile.
-            if (f == .hostAware && shape.layout == nil) || f == .sharedMemory { return algorithms[op]![0] }
-            return f
+        var chosen = forced[op] ?? rule(op, shape)
+        // Two levels need a layout (not yet learnt during the first call), shared memory
+        // a segment and a short message (the public calls take that path before planning):
+        // else the table meanwhile.
+        if (chosen == .hostAware && shape.layout == nil) || chosen == .sharedMemory { chosen = rule(op, shape) }
+        // Algorithms that combine out of rank order, for commutative operations only.
+        guard !shape.commutative else { return chosen }
+        switch (op, chosen) {
+        case (.allreduce, .ring): return .recursiveDoubling
+        case (.reduceScatter, .recursiveHalving): return .pairwise
+        default: return chosen
         }
+    }
+
+    /// The table.
+    static func rule(_ op: CollectiveOperation, _ shape: CallShape) -> CollectiveAlgorithm {
+        var pof2 = 1
+        while pof2 * 2 <= shape.ranks { pof2 *= 2 }
         switch op {
         case .barrier: return shape.isHierarchical ? .hostAware : .dissemination
         case .bcast: return shape.isHierarchical ? .hostAware : .binomial
-        case .allreduce: return .recursiveDoubling
+        case .reduce:
+            return shape.bytes < reduceLong || shape.elements < pof2 ? .binomial : .rabenseifner
+        case .allreduce:
+            let long = shape.ranks == 2 ? allreduceLongPair : allreduceLong
+            if shape.bytes < long || shape.elements < shape.ranks { return .recursiveDoubling }
+            return pof2 != shape.ranks && shape.bytes >= allreduceRing && shape.commutative ? .ring : .rabenseifner
+        case .reduceScatter:
+            let long = shape.bytes >= reduceScatterLong && pof2 != shape.ranks
+            return long || !shape.commutative ? .pairwise : .recursiveHalving
+        case .scan, .exscan: return .recursiveDoubling
         case .allgather: return .ring
         default: return algorithms[op]?.first ?? .linear
         }
