@@ -52,7 +52,7 @@ final class IntraHost {
     @inline(__always) func publish(_ call: UInt64) { cmx_store_release_u64(flag(me), call) }
 
     /// What a rank says about its slot in `call` (before publishing it): its byte count, or
-    /// `invalid` when its arguments were wrong. One word per bank, beside the flag.
+    /// `invalid` when its output was too small. One word per bank, beside the flag.
     @inline(__always) func declare(_ call: UInt64, bytes: UInt64) {
         cmx_store_relaxed_u64(flag(me) + 8 + Int(call & 1) * 8, bytes)
     }
@@ -64,7 +64,8 @@ final class IntraHost {
     /// The error of a call where rank `r` declared `theirs` bytes and this rank `mine`.
     func mismatch(_ name: String, _ r: Int, theirs: UInt64, mine: Int) -> MPIError {
         if theirs == IntraHost.invalid {
-            return MPIError(.count, "\(name): \(comm.describe(r)) passed arguments it could not use (see its error)")
+            // The one argument the shared path checks: an output too small for the count.
+            return MPIError(.buffer, CollectiveTag.reportPrefix + "\(comm.describe(r)): \(name): its output is too small for the count")
         }
         return MPIError(.count, "\(name): \(comm.describe(r)) passes \(theirs) bytes where this rank passes \(mine) (are the counts the same on every rank?)")
     }
