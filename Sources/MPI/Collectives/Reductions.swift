@@ -134,8 +134,15 @@ extension Communicator {
     }
 
     func planAllreduce(_ s: Schedule, elements: Int, commutative: Bool) {
-        let shape = CallShape(bytes: elements * s.elementSize, ranks: size, elements: elements, commutative: commutative)
+        // Planned among the schedule's view: the whole communicator, or the leaders of the
+        // hosts inside a two-level plan (which then plans flat).
+        let shape = CallShape(bytes: elements * s.elementSize, ranks: s.size, layout: s.view == nil ? layout : nil,
+                              elements: elements, commutative: commutative)
         switch Selection.choose(.allreduce, shape) {
+        case .hostAware:
+            HostAwareAllreduce.plan(s, elements: elements, commutative: commutative, layout: shape.layout!) { s in
+                planAllreduce(s, elements: elements, commutative: commutative)
+            }
         case .rabenseifner: RabenseifnerAllreduce.plan(s, elements: elements)
         case .ring: RingAllreduce.plan(s, elements: elements)
         default: RecursiveDoublingAllreduce.plan(s, elements: elements)

@@ -51,7 +51,7 @@ enum Selection {
         .barrier: [.dissemination, .hostAware, .sharedMemory],
         .bcast: [.binomial, .hostAware, .sharedMemory],
         .reduce: [.binomial, .rabenseifner],
-        .allreduce: [.recursiveDoubling, .rabenseifner, .ring, .sharedMemory],
+        .allreduce: [.recursiveDoubling, .rabenseifner, .ring, .hostAware, .sharedMemory],
         .reduceScatter: [.recursiveHalving, .pairwise],
         .scan: [.recursiveDoubling],
         .exscan: [.recursiveDoubling],
@@ -110,6 +110,10 @@ enum Selection {
         // a segment and a short message (the public calls take that path before planning):
         // else the table meanwhile.
         if (chosen == .hostAware && shape.layout == nil) || chosen == .sharedMemory { chosen = rule(op, shape) }
+        // Two levels keep rank order only when every host's ranks are consecutive.
+        if chosen == .hostAware && !shape.commutative && !(shape.layout?.isConsecutive ?? false) {
+            chosen = rule(op, CallShape(bytes: shape.bytes, ranks: shape.ranks, elements: shape.elements, commutative: false))
+        }
         // Algorithms that combine out of rank order, for commutative operations only.
         guard !shape.commutative else { return chosen }
         switch (op, chosen) {
@@ -129,6 +133,7 @@ enum Selection {
         case .reduce:
             return shape.bytes < reduceLong || shape.elements < pof2 ? .binomial : .rabenseifner
         case .allreduce:
+            if shape.isHierarchical && (shape.commutative || shape.layout!.isConsecutive) { return .hostAware }
             let long = shape.ranks == 2 ? allreduceLongPair : allreduceLong
             if shape.bytes < long || shape.elements < shape.ranks { return .recursiveDoubling }
             return pof2 != shape.ranks && shape.bytes >= allreduceRing && shape.commutative ? .ring : .rabenseifner
