@@ -36,7 +36,7 @@ enum Selection {
     /// The algorithms each operation has, the default first.
     static let algorithms: [CollectiveOperation: [CollectiveAlgorithm]] = [
         .barrier: [.dissemination],
-        .bcast: [.binomial],
+        .bcast: [.binomial, .scatterAllgather],
         .allreduce: [.recursiveDoubling],
         .allgather: [.ring],
     ]
@@ -67,10 +67,18 @@ enum Selection {
         if let f = forced[op] { return f }
         switch op {
         case .barrier: return .dissemination
-        case .bcast: return .binomial
+        case .bcast:
+            // MPICH switches at 12 KiB and 8 ranks (and 512 KiB for non-powers of two).
+            return shape.ranks > 2 && shape.bytes >= Threshold.bcastLong ? .scatterAllgather : .binomial
         case .allreduce: return .recursiveDoubling
         case .allgather: return .ring
         default: return algorithms[op]?.first ?? .linear
         }
     }
+}
+
+/// The sizes (bytes, see CallShape) where the table switches algorithm; docs/collectives.md
+/// has how they were measured.
+enum Threshold {
+    static let bcastLong = 512 << 10
 }
