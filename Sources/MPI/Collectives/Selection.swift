@@ -4,7 +4,7 @@
 /// benchmarks (e.g. `MYRIXEN_COLL_ALLREDUCE=ring`); an unknown operation or algorithm name is
 /// an error of `MPI.initialize()` that lists the valid ones. docs/collectives.md has the table.
 enum CollectiveOperation: String, CaseIterable, Sendable {
-    case barrier, bcast, reduce, allreduce, gather, scatter, allgather, alltoall
+    case barrier, bcast, reduce, allreduce, gather, scatter, allgather, alltoall, alltoallv
     case reduceScatter = "reduce_scatter"
     case scan, exscan
 
@@ -27,7 +27,9 @@ enum CollectiveAlgorithm: String, CaseIterable, Sendable {
 
 /// What the table decides on.
 struct CallShape {
-    /// Bytes of the whole message (per rank's contribution for the gathering ones).
+    /// Bytes of the whole message (bcast, allgather(v): the sum of every rank's block), or of
+    /// one rank's block (gather, scatter, alltoall). Every member must see the same shape, so
+    /// only what every member knows goes in.
     var bytes: Int
     var ranks: Int
 }
@@ -38,7 +40,11 @@ enum Selection {
         .barrier: [.dissemination],
         .bcast: [.binomial, .scatterAllgather],
         .allreduce: [.recursiveDoubling],
-        .allgather: [.ring],
+        .gather: [.binomial, .linear],
+        .scatter: [.binomial, .linear],
+        .allgather: [.recursiveDoubling, .bruck, .ring],
+        .alltoall: [.bruck, .pairwise],
+        .alltoallv: [.pairwise, .linear],
     ]
 
     /// The forced algorithm per operation, from the environment (read once).
@@ -71,7 +77,17 @@ enum Selection {
             // MPICH switches at 12 KiB and 8 ranks (and 512 KiB for non-powers of two).
             return shape.ranks > 2 && shape.bytes >= Threshold.bcastLong ? .scatterAllgather : .binomial
         case .allreduce: return .recursiveDoubling
-        case .allgather: return .ring
+        case .gather: return shape.bytes >= Threshold.gatherLong ? .linear : .binomial
+        case .scatter: return shape.bytes >= Threshold.scatterLong ? .linear : .binomial
+        case .allgather:
+            // As MPICH: recursive doubling for short powers of two, Bruck for short others.
+            let pof2 = shape.ranks & (shape.ranks - 1) == 0
+            if pof2 && shape.bytes < Threshold.allgatherLong { return .recursiveDoubling }
+            if !pof2 && shape.bytes < Threshold.allgatherShort { return .bruck }
+            return .ring
+        case .alltoall:
+            return shape.bytes <= Threshold.alltoallShort && shape.ranks >= 8 ? .bruck : .pairwise
+        case .alltoallv: return .pairwise
         default: return algorithms[op]?.first ?? .linear
         }
     }
@@ -81,4 +97,9 @@ enum Selection {
 /// has how they were measured.
 enum Threshold {
     static let bcastLong = 512 << 10
+    static let gatherLong = 64 << 10
+    static let scatterLong = 64 << 10
+    static let allgatherShort = 80 << 10
+    static let allgatherLong = 512 << 10
+    static let alltoallShort = 256
 }
