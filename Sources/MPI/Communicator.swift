@@ -59,6 +59,9 @@ public final class Communicator {
     let engine: CollectiveEngine
     var collectiveSequence = 0
     lazy var blockingSchedule = Schedule(comm: self)
+    /// How many hosts the members are on (the same on every member): what the collectives'
+    /// selection table calls the layout.
+    lazy var hostCount = Set(members.map { world.hostName(of: $0) ?? "" }).count
 
     init(world: MXWorld, context: UInt16, ranks: [Int], myRank: Int, contexts: ContextIDs, engine: CollectiveEngine,
          errorHandler: ErrorHandler = .fatal) {

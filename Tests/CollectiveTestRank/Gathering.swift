@@ -5,6 +5,7 @@
 /// counts (zero included) and gaps between blocks, the non-blocking and Codable forms, and
 /// the errors. Every rank computes what it must get.
 func gatheringSuite(_ h: Harness) throws {
+    selectionTable(h)
     // With --large: 8 MiB worth, of the algorithms for long messages only, on the world.
     if h.large { try gatheringChecks(h, h.world, SIMD3<Double>.self, full: false, large: true) }
     for comm in h.communicators {
@@ -357,4 +358,30 @@ func gatheringErrors(_ h: Harness, _ comm: Communicator) throws {
     }
     h.expectError(.count, "alltoall of \(p + 1) blocks") { _ = try comm.alltoall([[Int]](repeating: [me], count: me == 0 ? p + 1 : p)) }
     try stillWorks("alltoall of too many blocks")
+}
+
+/// The defaults of the selection table (docs/collectives.md), by layout, size and rank count.
+func selectionTable(_ h: Harness) {
+    let saved = Selection.forced
+    defer { Selection.forced = saved }
+    Selection.forced = [:]
+    let cases: [(CollectiveOperation, CallShape, CollectiveAlgorithm)] = [
+        (.bcast, CallShape(bytes: 16 << 20, ranks: 8, hosts: 1), .binomial),
+        (.bcast, CallShape(bytes: 512 << 10, ranks: 3, hosts: 2), .scatterAllgather),
+        (.bcast, CallShape(bytes: 512 << 10, ranks: 2, hosts: 2), .binomial),
+        (.bcast, CallShape(bytes: 511 << 10, ranks: 8, hosts: 2), .binomial),
+        (.gather, CallShape(bytes: 8, ranks: 16, hosts: 1), .linear),
+        (.gather, CallShape(bytes: 8, ranks: 16, hosts: 2), .binomial),
+        (.scatter, CallShape(bytes: 64 << 10, ranks: 16, hosts: 2), .linear),
+        (.allgather, CallShape(bytes: 8, ranks: 5), .recursiveDoubling),
+        (.allgather, CallShape(bytes: 4 << 20, ranks: 4), .ring),
+        (.alltoall, CallShape(bytes: 8 << 10, ranks: 8), .bruck),
+        (.alltoall, CallShape(bytes: 8, ranks: 7), .pairwise),
+        (.alltoall, CallShape(bytes: (8 << 10) + 1, ranks: 9), .pairwise),
+        (.alltoallv, CallShape(bytes: 0, ranks: 9), .pairwise),
+    ]
+    for (op, shape, want) in cases {
+        let got = Selection.choose(op, shape)
+        h.expect(got == want, "selection of \(op.rawValue) for \(shape): \(got.rawValue), expected \(want.rawValue)")
+    }
 }

@@ -68,7 +68,7 @@ extension Communicator {
     }
 
     func planGather(_ s: Schedule, block: Int, root: Int) {
-        switch Selection.choose(.gather, CallShape(bytes: block, ranks: size)) {
+        switch Selection.choose(.gather, CallShape(bytes: block, ranks: size, hosts: hostCount)) {
         case .linear: LinearGather.plan(s, blocks: Blocks(uniform: block), mine: block, root: root)
         default: BinomialGather.plan(s, block: block, root: root)
         }
@@ -212,7 +212,7 @@ extension Communicator {
     }
 
     func planScatter(_ s: Schedule, block: Int, root: Int) {
-        switch Selection.choose(.scatter, CallShape(bytes: block, ranks: size)) {
+        switch Selection.choose(.scatter, CallShape(bytes: block, ranks: size, hosts: hostCount)) {
         case .linear: LinearScatter.plan(s, blocks: Blocks(uniform: block), mine: block, root: root)
         default: BinomialScatter.plan(s, block: block, root: root)
         }

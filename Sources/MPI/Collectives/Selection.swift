@@ -32,6 +32,8 @@ struct CallShape {
     /// only what every member knows goes in.
     var bytes: Int
     var ranks: Int
+    /// Hosts the members are on (1: every message goes through shared memory).
+    var hosts = 1
 }
 
 enum Selection {
@@ -40,10 +42,10 @@ enum Selection {
         .barrier: [.dissemination],
         .bcast: [.binomial, .scatterAllgather],
         .allreduce: [.recursiveDoubling],
-        .gather: [.binomial, .linear],
-        .scatter: [.binomial, .linear],
+        .gather: [.linear, .binomial],
+        .scatter: [.linear, .binomial],
         .allgather: [.recursiveDoubling, .bruck, .ring],
-        .alltoall: [.bruck, .pairwise],
+        .alltoall: [.pairwise, .bruck],
         .alltoallv: [.pairwise, .linear],
     ]
 
@@ -74,18 +76,21 @@ enum Selection {
         switch op {
         case .barrier: return .dissemination
         case .bcast:
-            // MPICH switches at 12 KiB and 8 ranks (and 512 KiB for non-powers of two).
-            return shape.ranks > 2 && shape.bytes >= Threshold.bcastLong ? .scatterAllgather : .binomial
+            // One host: binomial measured faster at every size up to 16 MiB (3-8 ranks on 2
+            // cores: a scatter and a ring copy as many bytes through memory as a tree, in more
+            // rounds). Across hosts, as MPICH: scatter + allgather from 512 KiB and p > 2.
+            return shape.hosts > 1 && shape.ranks > 2 && shape.bytes >= Threshold.bcastLong ? .scatterAllgather : .binomial
         case .allreduce: return .recursiveDoubling
-        case .gather: return shape.bytes >= Threshold.gatherLong ? .linear : .binomial
-        case .scatter: return shape.bytes >= Threshold.scatterLong ? .linear : .binomial
+        case .gather, .scatter:
+            // One host: linear measured faster at every size (4-16 ranks, 64 B to 1 MiB: each
+            // round of a tree costs a wake-up). Across hosts, binomial for short blocks, as MPICH.
+            return shape.hosts > 1 && shape.bytes < Threshold.rootedLong ? .binomial : .linear
         case .allgather:
-            // As MPICH: recursive doubling for short powers of two, Bruck for short others.
-            let pof2 = shape.ranks & (shape.ranks - 1) == 0
-            if pof2 && shape.bytes < Threshold.allgatherLong { return .recursiveDoubling }
-            if !pof2 && shape.bytes < Threshold.allgatherShort { return .bruck }
-            return .ring
+            // Recursive doubling (exact for any p) measured faster than Bruck and the ring up to
+            // about 4 MiB in all (4, 5, 8 ranks); the ring beyond.
+            return shape.bytes < Threshold.allgatherLong ? .recursiveDoubling : .ring
         case .alltoall:
+            // Bruck measured faster from 8 ranks up to 8 KiB blocks; pairwise otherwise.
             return shape.bytes <= Threshold.alltoallShort && shape.ranks >= 8 ? .bruck : .pairwise
         case .alltoallv: return .pairwise
         default: return algorithms[op]?.first ?? .linear
@@ -97,9 +102,7 @@ enum Selection {
 /// has how they were measured.
 enum Threshold {
     static let bcastLong = 512 << 10
-    static let gatherLong = 64 << 10
-    static let scatterLong = 64 << 10
-    static let allgatherShort = 80 << 10
-    static let allgatherLong = 512 << 10
-    static let alltoallShort = 256
+    static let rootedLong = 64 << 10
+    static let allgatherLong = 4 << 20
+    static let alltoallShort = 8 << 10
 }

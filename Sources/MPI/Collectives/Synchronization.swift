@@ -84,7 +84,7 @@ extension Communicator {
     }
 
     func planBcast(_ s: Schedule, bytes: Int, root: Int) {
-        switch Selection.choose(.bcast, CallShape(bytes: bytes, ranks: size)) {
+        switch Selection.choose(.bcast, CallShape(bytes: bytes, ranks: size, hosts: hostCount)) {
         case .scatterAllgather: ScatterAllgatherBcast.plan(s, bytes: bytes, root: root)
         default: BinomialBcast.plan(s, bytes: bytes, root: root)
         }
