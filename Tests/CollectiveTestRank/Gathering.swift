@@ -15,6 +15,7 @@ func gatheringSuite(_ h: Harness) throws {
         try gatheringChecks(h, comm, SIMD3<Double>.self, full: false)
         try gatheringChecks(h, comm, Sample.self, full: false)
         try gatheringObjects(h, comm)
+        try gatheringInFlight(h, comm)
         try gatheringErrors(h, comm)
     }
 }
@@ -224,6 +225,29 @@ func gatheringChecks<T: GatherElement>(_ h: Harness, _ comm: Communicator, _: T.
             h.expectEqual(buffer, symWant, "alltoallv \(alg) in place \(name) count \(n)")
         }
     }
+}
+
+/// Non-blocking gathering collectives in flight together on one communicator, completed in
+/// the reverse order of starting (each wait advances the others).
+func gatheringInFlight(_ h: Harness, _ comm: Communicator) throws {
+    let p = comm.size, me = comm.rank, root = p - 1
+    let cs = (0..<p).map { unevenCount($0, 2) }
+    let g = try comm.igather(block(Int32.self, from: me, count: 3), root: root)
+    let gv = try comm.igatherv(block(Double.self, from: me, count: cs[me]), counts: me == root ? cs : [], root: root)
+    let sc = try comm.iscatterv(me == 0 ? (0..<p).map { block(UInt8.self, from: 0, to: $0, count: cs[$0]) } : [], count: cs[me], root: 0)
+    let av = try comm.iallgatherv(block(Int32.self, from: me, count: cs[me]), counts: cs)
+    let a = try comm.ialltoall((0..<p).map { block(SIMD3<Double>.self, from: me, to: $0, count: 2) })
+    let av2 = try comm.ialltoallv((0..<p).map { block(Int32.self, from: me, to: $0, count: ($0 + me) % 3) }, receiveCounts: (0..<p).map { ($0 + me) % 3 })
+    h.expectEqual(try av2.wait().flatMap { $0 }, (0..<p).flatMap { block(Int32.self, from: $0, to: me, count: ($0 + me) % 3) }, "ialltoallv in flight with others")
+    h.expectEqual(try a.wait().flatMap { $0 }, (0..<p).flatMap { block(SIMD3<Double>.self, from: $0, to: me, count: 2) }, "ialltoall in flight with others")
+    h.expectEqual(try av.wait().flatMap { $0 }, (0..<p).flatMap { block(Int32.self, from: $0, count: cs[$0]) }, "iallgatherv in flight with others")
+    h.expectEqual(try sc.wait(), block(UInt8.self, from: 0, to: me, count: cs[me]), "iscatterv in flight with others")
+    let gvs = try gv.wait()
+    let gs = try g.wait()
+    if me == root {
+        h.expectEqual(gvs?.flatMap { $0 } ?? [], (0..<p).flatMap { block(Double.self, from: $0, count: cs[$0]) }, "igatherv in flight with others")
+        h.expectEqual(gs?.flatMap { $0 } ?? [], (0..<p).flatMap { block(Int32.self, from: $0, count: 3) }, "igather in flight with others")
+    } else { h.expect(gvs == nil && gs == nil, "igather(v) in flight: a result off the root") }
 }
 
 /// The Codable paths of gather and allgather: values of different encoded sizes.
