@@ -288,6 +288,14 @@ func gatheringErrors(_ h: Harness, _ comm: Communicator) throws {
     h.expectError(.root, "scatter from a negative root") { _ = try comm.scatter([[1]], root: -1) }
     h.expectError(.root, "igatherv to a root outside the communicator") { _ = try comm.igatherv([1], counts: [], root: p) }
     try stillWorks("a bad root")
+    // A freed communicator: every form says so.
+    let freed = try comm.dup()
+    try freed.free()
+    h.expectError(.comm, "gather on a freed communicator") { _ = try freed.gather([1], root: 0) }
+    h.expectError(.comm, "scatterv on a freed communicator") { _ = try freed.scatter([[1]], root: 0) }
+    h.expectError(.comm, "allgatherv on a freed communicator") { _ = try freed.allgatherv([1]) }
+    h.expectError(.comm, "alltoallv on a freed communicator") { _ = try freed.alltoallv([[Int]](repeating: [1], count: p)) }
+    h.expectError(.comm, "ialltoall on a freed communicator") { _ = try freed.ialltoall([[Int]](repeating: [1], count: p)) }
     guard p > 1 else { return }
 
     // Counts that differ between ranks: rank r brings 1 + r elements. Every rank receives
