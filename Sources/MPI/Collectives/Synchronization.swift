@@ -96,6 +96,7 @@ extension Communicator {
             HostAwareBcast.plan(s, bytes: bytes, root: root, layout: layout!) { s, bytes, root in
                 BinomialBcast.plan(s, bytes: bytes, root: root)
             }
+        case .scatterAllgather: ScatterAllgatherBcast.plan(s, bytes: bytes, root: root)
         default: BinomialBcast.plan(s, bytes: bytes, root: root)
         }
     }
