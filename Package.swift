@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "pi", targets: ["pi"]),
         .executable(name: "halo", targets: ["halo"]),
         .executable(name: "objects", targets: ["objects"]),
+        .executable(name: "stats", targets: ["stats"]),
         .executable(name: "mpi_pingpong", targets: ["mpi_pingpong"]),
     ],
     dependencies: [
@@ -52,6 +53,7 @@ let package = Package(
         .executableTarget(name: "pi", dependencies: ["MPI"], path: "Sources/Examples/pi"),
         .executableTarget(name: "halo", dependencies: ["MPI"], path: "Sources/Examples/halo"),
         .executableTarget(name: "objects", dependencies: ["MPI"], path: "Sources/Examples/objects"),
+        .executableTarget(name: "stats", dependencies: ["MPI"], path: "Sources/Examples/stats"),
         .executableTarget(name: "mpi_pingpong", dependencies: ["MPI"], path: "Sources/Benchmarks/mpi_pingpong"),
         .executableTarget(
             name: "myrback",
