@@ -93,7 +93,7 @@ let package = Package(
         ),
         .executableTarget(name: "MPITestRank", dependencies: ["MPI", "MyriXen"], path: "Tests/MPITestRank"),
         // A rank of the collective tests: every operation and algorithm, checked against a sequential reference.
-        .executableTarget(name: "CollectiveTestRank", dependencies: ["MPI"], path: "Tests/CollectiveTestRank"),
+        .executableTarget(name: "CollectiveTestRank", dependencies: ["MPI", "MyriXen"], path: "Tests/CollectiveTestRank"),
         // Launcher too: FaultTests checks that no job directory of swiftrun outlives its job.
         .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXen", "MyriXenTestSupport", "Launcher"]),
         .testTarget(

@@ -56,10 +56,10 @@ public final class Communicator {
 
     /// Collectives: the process's engine, this communicator's count of calls, and the
     /// schedule its blocking calls reuse.
-    let engine: CollectiveEngine
+    @_spi(Testing) public let engine: CollectiveEngine
     var collectiveSequence = 0
     lazy var blockingSchedule = Schedule(comm: self)
-    var hostLayoutCache: HostLayout?
+    @_spi(Testing) public var hostLayoutCache: HostLayout?
     /// The shared segment of the intra-host collectives (IntraHost), once asked for.
     var intraHostState = IntraHostState.unknown
 
@@ -84,7 +84,7 @@ public final class Communicator {
         addresses.deallocate()
     }
 
-    var endpoint: MXEndpoint { world.endpoint }
+    @_spi(Testing) public var endpoint: MXEndpoint { world.endpoint }
 
     func check(destination: Int) throws(MPIError) {
         try ensureUsable()

@@ -1,4 +1,4 @@
-@testable import MPI
+@_spi(Testing) import MPI
 
 /// gather(v), scatter(v), allgather(v), alltoall(v): every algorithm forced in turn, counts
 /// from the harness, five element types, three roots, in place, the v forms with uneven

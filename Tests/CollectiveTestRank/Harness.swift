@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import MPI
+@_spi(Testing) import MPI
 
 /// What every suite shares: the communicators to run on, the counts to try, forcing an
 /// algorithm, and checking.

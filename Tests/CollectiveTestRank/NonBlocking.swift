@@ -1,4 +1,4 @@
-@testable import MPI
+@_spi(Testing) import MPI
 
 /// Non-blocking collectives in flight together, with point-to-point traffic between them.
 func nonBlockingSuite(_ h: Harness) throws {

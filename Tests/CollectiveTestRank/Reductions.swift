@@ -1,4 +1,4 @@
-@testable import MPI
+@_spi(Testing) import MPI
 
 /// reduce, allreduce, reduce_scatter(_block), scan, exscan: every operation with every
 /// algorithm forced, on element types of several strides (including a non-commutative user

@@ -1,4 +1,4 @@
-@testable import MPI
+@_spi(Testing) import MPI
 import MyriXen
 
 /// The intra-host collectives through the members' shared segment: taken on one host for

@@ -1,4 +1,4 @@
-@testable import MPI
+@_spi(Testing) import MPI
 
 /// Barrier and broadcast.
 func synchronizationSuite(_ h: Harness) throws {

@@ -9,7 +9,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import MPI
+@_spi(Testing) import MPI
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 let large = arguments.contains("--large")

@@ -589,7 +589,7 @@ extension Communicator {
     }
 
     /// Displacements of `counts` packed in rank order, and their total.
-    func packed(_ counts: [Int]) -> ([Int], Int) {
+    @_spi(Testing) public func packed(_ counts: [Int]) -> ([Int], Int) {
         var out = [Int](repeating: 0, count: counts.count), total = 0
         for (r, c) in counts.enumerated() { out[r] = total; total += max(c, 0) }
         return (out, total)

@@ -7,17 +7,17 @@ import MyriXen
 /// more than one rank (every rank makes that call: any other communicator is made by a
 /// collective over the world first): an allgather of every rank's host name. Each
 /// communicator's layout follows from it without communication.
-struct HostLayout {
+@_spi(Testing) public struct HostLayout: Sendable {
     /// The communicator's ranks on each host, in rank order; hosts in the order of their
     /// lowest rank.
-    let hosts: [[Int]]
+    public let hosts: [[Int]]
     /// Each rank's host (an index into `hosts`).
     let hostOf: [Int]
     /// Whether every host's ranks are consecutive ranks (so combining per host, then across
     /// hosts in host order, keeps rank order: a non-commutative operation may go host-aware).
     let isConsecutive: Bool
 
-    init(hostOfMember: [Int]) {
+    public init(hostOfMember: [Int]) {
         var index: [Int: Int] = [:]
         var hosts: [[Int]] = []
         var hostOf: [Int] = []
@@ -40,8 +40,8 @@ struct HostLayout {
     }
 }
 
-extension CollectiveEngine {
-    enum LayoutState { case unknown, learning, known }
+@_spi(Testing) extension CollectiveEngine {
+    public enum LayoutState { case unknown, learning, known }
 }
 
 extension Communicator {

@@ -7,15 +7,15 @@ import MyriXen
 ///
 /// Waiting goes through the endpoint's own wait (`MXEndpoint.wait(until:)`): a brief spin,
 /// then yielding, then sleeping on the event channel, so oversubscribed ranks progress.
-final class CollectiveEngine {
+@_spi(Testing) public final class CollectiveEngine {
     var active: ContiguousArray<Schedule> = []
     /// Failure reports sent, until the channel took them (their bytes live here meanwhile).
     var reports: [(handle: MXRequest, bytes: [UInt8])] = []
     var polls: UInt32 = 0
     unowned(unsafe) let endpoint: MXEndpoint
     /// The host of every world rank (see `HostLayout`), once learnt.
-    var layoutState = LayoutState.unknown
-    var hostOfWorldRank: [Int] = []
+    public var layoutState = LayoutState.unknown
+    public var hostOfWorldRank: [Int] = []
 
     init(endpoint: MXEndpoint) { self.endpoint = endpoint }
 

@@ -3,7 +3,7 @@
 /// functions do the same). `MYRIXEN_COLL_<OP>=<algorithm>` forces one, for tests and
 /// benchmarks (e.g. `MYRIXEN_COLL_ALLREDUCE=ring`); an unknown operation or algorithm name is
 /// an error of `MPI.initialize()` that lists the valid ones. docs/collectives.md has the table.
-enum CollectiveOperation: String, CaseIterable, Sendable {
+@_spi(Testing) public enum CollectiveOperation: String, CaseIterable, Sendable {
     case barrier, bcast, reduce, allreduce, gather, scatter, allgather, alltoall, alltoallv
     case reduceScatter = "reduce_scatter"
     case scan, exscan
@@ -12,7 +12,7 @@ enum CollectiveOperation: String, CaseIterable, Sendable {
     var variable: String { "MYRIXEN_COLL_" + rawValue.uppercased() }
 }
 
-enum CollectiveAlgorithm: String, CaseIterable, Sendable {
+@_spi(Testing) public enum CollectiveAlgorithm: String, CaseIterable, Sendable {
     case dissemination
     case binomial
     case scatterAllgather = "scatter_allgather"
@@ -30,18 +30,28 @@ enum CollectiveAlgorithm: String, CaseIterable, Sendable {
 }
 
 /// What the table decides on.
-struct CallShape {
+@_spi(Testing) public struct CallShape: CustomStringConvertible {
     /// Bytes of the whole message (bcast, allgather(v): the sum of every rank's block), or of
     /// one rank's block (gather, scatter, alltoall). Every member must see the same shape, so
     /// only what every member knows goes in.
-    var bytes: Int
-    var ranks: Int
+    public var bytes: Int
+    public var ranks: Int
     /// Which ranks share a host, once known (nil: plan flat).
-    var layout: HostLayout? = nil
+    public var layout: HostLayout?
     /// Elements of the whole message (the reducing ones).
-    var elements = 0
+    public var elements: Int
     /// Whether the reduction operation is commutative (the reducing ones).
-    var commutative = true
+    public var commutative: Bool
+
+    @_spi(Testing) public init(bytes: Int, ranks: Int, layout: HostLayout? = nil, elements: Int = 0, commutative: Bool = true) {
+        self.bytes = bytes
+        self.ranks = ranks
+        self.layout = layout
+        self.elements = elements
+        self.commutative = commutative
+    }
+
+    public var description: String { "\(bytes) bytes on \(ranks) ranks, \(hosts) hosts\(commutative ? "" : ", non-commutative")" }
 
     /// Hosts the members are on (1 until the layout is known: plan as on one host).
     var hosts: Int { layout?.hosts.count ?? 1 }
@@ -49,9 +59,9 @@ struct CallShape {
     var isHierarchical: Bool { layout?.isHierarchical ?? false }
 }
 
-enum Selection {
+@_spi(Testing) public enum Selection {
     /// The algorithms each operation has, the default first.
-    static let algorithms: [CollectiveOperation: [CollectiveAlgorithm]] = [
+    public static let algorithms: [CollectiveOperation: [CollectiveAlgorithm]] = [
         .barrier: [.dissemination, .hostAware, .sharedMemory],
         .bcast: [.binomial, .scatterAllgather, .hostAware, .sharedMemory],
         .reduce: [.binomial, .rabenseifner],
@@ -67,7 +77,7 @@ enum Selection {
     ]
 
     /// The forced algorithm per operation, from the environment (read once).
-    nonisolated(unsafe) static var forced: [CollectiveOperation: CollectiveAlgorithm] = [:]
+    nonisolated(unsafe) public static var forced: [CollectiveOperation: CollectiveAlgorithm] = [:]
 
     /// Reads every `MYRIXEN_COLL_*` variable: an unknown operation or algorithm is an error
     /// naming the valid ones.
@@ -98,7 +108,7 @@ enum Selection {
     }
 
     /// The algorithm for one call.
-    static func choose(_ op: CollectiveOperation, _ shape: CallShape) -> CollectiveAlgorithm {
+    public static func choose(_ op: CollectiveOperation, _ shape: CallShape) -> CollectiveAlgorithm {
         var chosen = forced[op] ?? rule(op, shape)
         // Two levels need a layout (not yet learnt during the first call), shared memory
         // a segment and a short message (the public calls take that path before planning):
