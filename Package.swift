@@ -53,6 +53,8 @@ let package = Package(
         .executableTarget(name: "halo", dependencies: ["MPI"], path: "Sources/Examples/halo"),
         .executableTarget(name: "objects", dependencies: ["MPI"], path: "Sources/Examples/objects"),
         .executableTarget(name: "mpi_pingpong", dependencies: ["MPI"], path: "Sources/Benchmarks/mpi_pingpong"),
+        // The OSU collective method without MPI: tests, sizes and counts, the output layout.
+        .target(name: "OSUMethod", path: "Sources/Benchmarks/OSUMethod"),
         .executableTarget(
             name: "myrback",
             dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -92,6 +94,7 @@ let package = Package(
         .executableTarget(name: "MPITestRank", dependencies: ["MPI", "MyriXen"], path: "Tests/MPITestRank"),
         // Launcher too: FaultTests checks that no job directory of swiftrun outlives its job.
         .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXen", "MyriXenTestSupport", "Launcher"]),
+        .testTarget(name: "OSUMethodTests", dependencies: ["OSUMethod"]),
         .testTarget(
             name: "LauncherTests",
             dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport"],
