@@ -54,9 +54,16 @@ public final class Communicator {
     /// failure of the job itself; `.throwing` throws every error.
     public var errorHandler: ErrorHandler
 
-    init(world: MXWorld, context: UInt16, ranks: [Int], myRank: Int, contexts: ContextIDs,
+    /// Collectives: the process's engine, this communicator's count of calls, and the
+    /// schedule its blocking calls reuse.
+    let engine: CollectiveEngine
+    var collectiveSequence = 0
+    lazy var blockingSchedule = Schedule(comm: self)
+
+    init(world: MXWorld, context: UInt16, ranks: [Int], myRank: Int, contexts: ContextIDs, engine: CollectiveEngine,
          errorHandler: ErrorHandler = .fatal) {
         self.world = world
+        self.engine = engine
         self.errorHandler = errorHandler
         self.context = context
         members = ranks
@@ -78,6 +85,7 @@ public final class Communicator {
 
     func check(destination: Int) throws(MPIError) {
         try ensureUsable()
+        engine.poll()
         guard destination >= 0 && destination < size else {
             throw MPIError(.rank, "rank \(destination) is not in this communicator of \(size)")
         }
@@ -159,7 +167,7 @@ public final class Communicator {
         try check(tag: tag)
         let to = try address(destination)
         let info = MatchBits.info(context: context, source: rank, tag: tag)
-        do { _ = try endpoint.wait(try endpoint.isend(raw, to: to, matchInfo: info)) } catch { throw failure(error, peer: destination) }
+        do { _ = try waitChannel(try endpoint.isend(raw, to: to, matchInfo: info)) } catch { throw failure(error, peer: destination) }
     }
 
     @inlinable
@@ -260,6 +268,7 @@ public final class Communicator {
 
     func receiveBits(_ source: Source, _ tag: Tag) throws(MPIError) -> (info: UInt64, mask: UInt64) {
         try ensureUsable()
+        engine.poll()
         if let r = source.rank, r < 0 || r >= size {
             throw MPIError(.rank, "source rank \(r) is not in this communicator of \(size)")
         }
@@ -294,7 +303,7 @@ public final class Communicator {
     func receiveRaw(_ raw: UnsafeMutableRawBufferPointer, from source: Source, tag: Tag) throws(MPIError) -> Status {
         let (info, mask, from) = try receiveTarget(source, tag)
         let st: MXStatus
-        do { st = try endpoint.wait(try endpoint.irecv(raw, matchInfo: info, mask: mask, from: from)) } catch {
+        do { st = try waitChannel(try endpoint.irecv(raw, matchInfo: info, mask: mask, from: from)) } catch {
             throw failure(error, peer: source.rank)
         }
         guard !st.isTruncated else {
@@ -360,20 +369,15 @@ public final class Communicator {
     /// Waits for a matching message and describes it without receiving it (MPI_Probe).
     public func probe(from source: Source = .any, tag: Tag = .any) throws(MPIError) -> Status {
         let (info, mask, from) = try receiveTarget(source, tag)
-        return status(try mx(peer: source.rank) { () throws(MXError) in try endpoint.probe(matchInfo: info, mask: mask, from: from) })
+        return status(try mx(peer: source.rank) { () throws(MXError) in
+            if !engine.isIdle { try endpoint.wait(until: CollectiveEngine.Probed(engine: engine, info: info, mask: mask)) }
+            return try endpoint.probe(matchInfo: info, mask: mask, from: from)
+        })
     }
 
     /// A matching message's description if one has arrived (MPI_Iprobe).
     public func iprobe(from source: Source = .any, tag: Tag = .any) throws(MPIError) -> Status? {
         let (info, mask) = try receiveBits(source, tag)
         return try mx { () throws(MXError) in try endpoint.iprobe(matchInfo: info, mask: mask) }.map(status)
-    }
-
-    /// Waits for every rank of this communicator (MPI_Barrier): all report to rank 0, which
-    /// then releases them, on the communicator's collective context.
-    public func barrier() throws(MPIError) {
-        try ensureUsable()
-        _ = try gatherToRoot([UInt8](), op: .barrier)
-        _ = try broadcastFromRoot([UInt8](), op: .barrier)
     }
 }

@@ -96,9 +96,7 @@ public struct Group: Equatable, Sendable {
 }
 
 extension Communicator {
-    /// The internal operations on the collective context, one tag each.
-    enum CollectiveOp: Int { case barrier = 1, split = 2, contextMask = 3, hosts = 4 }
-
+    /// The context of the library's own traffic on this communicator: its collectives.
     var collectiveContext: UInt16 { context + 1 }
 
     @inline(__always)
@@ -106,75 +104,13 @@ extension Communicator {
         if freed.pointee { throw MPIError(.comm, "this communicator was freed") }
     }
 
-    /// Every member's bytes, at rank 0 (others get []).
-    func gatherToRoot(_ bytes: [UInt8], op: CollectiveOp) throws(MPIError) -> [[UInt8]] {
-        let tag = op.rawValue
-        if rank != 0 {
-            try sendInternal(bytes, to: 0, tag: tag)
-            return []
-        }
-        var all = [[UInt8]](repeating: [], count: size)
-        all[0] = bytes
-        for _ in 1..<max(size, 1) {
-            let (data, from) = try receiveInternal(tag: tag, from: nil)
-            all[from] = data
-        }
-        return all
-    }
-
-    /// Rank 0's bytes, everywhere (rank 0 passes them, others receive them).
-    func broadcastFromRoot(_ bytes: [UInt8], op: CollectiveOp) throws(MPIError) -> [UInt8] {
-        let tag = op.rawValue
-        if rank == 0 {
-            for r in 1..<max(size, 1) { try sendInternal(bytes, to: r, tag: tag) }
-            return bytes
-        }
-        return try receiveInternal(tag: tag, from: 0).0
-    }
-
-    func sendInternal(_ bytes: [UInt8], to r: Int, tag: Int) throws(MPIError) {
-        let to = try address(r)
-        let info = MatchBits.info(context: collectiveContext, source: rank, tag: tag)
-        let sent: Result<Void, MPIError> = bytes.withUnsafeBytes { raw in
-            Result { () throws(MPIError) in
-                try mx(peer: r) { () throws(MXError) in _ = try endpoint.wait(try endpoint.isend(raw, to: to, matchInfo: info)) }
-            }
-        }
-        try sent.get()
-    }
-
-    func receiveInternal(tag: Int, from: Int?) throws(MPIError) -> ([UInt8], Int) {
-        let (info, mask) = MatchBits.receive(context: collectiveContext, source: from, tag: tag)
-        let sender = try self.sender(from.map { .rank($0) } ?? .any)
-        let st = try mx(peer: from) { () throws(MXError) in try endpoint.probe(matchInfo: info, mask: mask, from: sender) }
-        var data = [UInt8](repeating: 0, count: st.messageLength)
-        let exact = MatchBits.info(context: collectiveContext, source: MatchBits.source(st.matchInfo), tag: tag)
-        let received: Result<MXStatus, MPIError> = data.withUnsafeMutableBytes { raw in
-            Result { () throws(MPIError) in
-                try mx { () throws(MXError) in try endpoint.wait(try endpoint.irecv(raw, matchInfo: exact, mask: .max)) }
-            }
-        }
-        _ = try received.get()
-        return (data, MatchBits.source(st.matchInfo))
-    }
-
-    /// A context pair free on every member: rank 0 ANDs everyone's free masks.
+    /// A context pair free on every member: everyone's free masks, ANDed.
     func agreeOnContext() throws(MPIError) -> UInt16 {
-        let mine = contexts.freeMask().withUnsafeBytes { Array($0) }
-        let all = try gatherToRoot(mine, op: .contextMask)
-        var chosen = [UInt8](repeating: 0xFF, count: 2)
-        if rank == 0 {
-            var mask = [UInt64](repeating: .max, count: ContextIDs.pairs / 64)
-            for bytes in all {
-                bytes.withUnsafeBytes { raw in
-                    for k in 0..<mask.count { mask[k] &= raw.loadUnaligned(fromByteOffset: k * 8, as: UInt64.self) }
-                }
-            }
-            if let c = ContextIDs.lowest(mask) { chosen = [UInt8(c & 0xFF), UInt8(c >> 8)] }
+        var mask = contexts.freeMask()
+        try allreduce(inPlace: &mask, .bitwiseAnd)
+        guard let c = ContextIDs.lowest(mask) else {
+            throw MPIError(.intern, "no context id is free on every member (too many communicators)")
         }
-        let answer = try broadcastFromRoot(chosen, op: .contextMask)
-        let c = UInt16(answer[0]) | UInt16(answer[1]) << 8
-        guard c != 0xFFFF else { throw MPIError(.intern, "no context id is free on every member (too many communicators)") }
         contexts.take(c)
         return c
     }
@@ -186,40 +122,18 @@ extension Communicator {
     public func split(color: Int?, key: Int) throws(MPIError) -> Communicator? {
         try ensureUsable()
         if let c = color, c < 0 { throw MPIError(.other, "a color must be >= 0 (nil for none), not \(c)") }
-        var mine: [UInt8] = []
-        for v in [Int64(color ?? -1), Int64(key)] { withUnsafeBytes(of: v.littleEndian) { mine += $0 } }
-        let all = try gatherToRoot(mine, op: .split)
-        var table: [UInt8] = []
-        if rank == 0 {
-            // For every rank here: the new group (world ranks in order) it belongs to.
-            let entries = all.enumerated().map { (r, b) -> (rank: Int, color: Int64, key: Int64) in
-                b.withUnsafeBytes { (r, $0.loadUnaligned(as: Int64.self), $0.loadUnaligned(fromByteOffset: 8, as: Int64.self)) }
-            }
-            for e in entries {
-                let group = e.color < 0 ? [] : entries.filter { $0.color == e.color }.sorted { ($0.key, $0.rank) < ($1.key, $1.rank) }.map { members[$0.rank] }
-                withUnsafeBytes(of: Int64(group.count).littleEndian) { table += $0 }
-                for w in group { withUnsafeBytes(of: Int64(w).littleEndian) { table += $0 } }
-            }
-        }
-        let groups = try broadcastFromRoot(table, op: .split)
+        // Every member's (color, key); each works out its own group.
+        let all = try allgather([Int64(color ?? -1), Int64(key)])
+        let myGroup = color == nil ? [] : all.indices.filter { all[$0][0] == Int64(color!) }
+            .sorted { (all[$0][1], $0) < (all[$1][1], $1) }.map { members[$0] }
         // The groups are disjoint: one new context pair serves them all.
         let ctx = try agreeOnContext()
-        var offset = 0
-        var myGroup: [Int] = []
-        groups.withUnsafeBytes { raw in
-            for r in 0..<size {
-                let n = Int(raw.loadUnaligned(fromByteOffset: offset, as: Int64.self))
-                offset += 8
-                let g = (0..<n).map { Int(raw.loadUnaligned(fromByteOffset: offset + $0 * 8, as: Int64.self)) }
-                offset += n * 8
-                if r == rank { myGroup = g }
-            }
-        }
         guard !myGroup.isEmpty, let me = myGroup.firstIndex(of: members[rank]) else {
             contexts.release(ctx)
             return nil
         }
-        return Communicator(world: world, context: ctx, ranks: myGroup, myRank: me, contexts: contexts, errorHandler: errorHandler)
+        return Communicator(world: world, context: ctx, ranks: myGroup, myRank: me, contexts: contexts, engine: engine,
+                            errorHandler: errorHandler)
     }
 
     /// The same group with a context of its own (MPI_Comm_dup). Collective.
@@ -232,17 +146,8 @@ extension Communicator {
     public func splitByHost() throws(MPIError) -> Communicator {
         try ensureUsable()
         let host = Array((getenvString("SWIFTRUN_HOST") ?? BackendLocation.localHostName()).utf8)
-        let all = try gatherToRoot(host, op: .hosts)
-        var colors: [UInt8] = []
-        if rank == 0 {
-            var seen: [[UInt8]] = []
-            for h in all {
-                let c = seen.firstIndex(of: h) ?? { seen.append(h); return seen.count - 1 }()
-                withUnsafeBytes(of: Int64(c).littleEndian) { colors += $0 }
-            }
-        }
-        let table = try broadcastFromRoot(colors, op: .hosts)
-        let color = table.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: rank * 8, as: Int64.self)) }
+        let all = try allgatherv(host)
+        let color = all.firstIndex(of: host)!
         guard let c = try split(color: color, key: rank) else { throw MPIError(.intern, "split by host lost this rank") }
         return c
     }

@@ -12,6 +12,7 @@ public enum MPI {
         guard MPIEnvironment.state.withLock({ $0 == .fresh }) else {
             throw MPIError(.other, "MPI is already initialized (or was finalized); initialize once per process")
         }
+        try Selection.configure(from: ProcessInfoEnvironment.all())
         let world: MXWorld
         do { world = try MXWorld.bootstrap() } catch let e as MXError {
             throw MPIError(e)
@@ -46,8 +47,11 @@ public final class MPIEnvironment {
     init(_ w: MXWorld) {
         bootstrap = w
         let contexts = ContextIDs()
-        world = Communicator(world: w, context: contexts.world, ranks: Array(0..<w.size), myRank: w.rank, contexts: contexts)
-        selfComm = Communicator(world: w, context: contexts.selfComm, ranks: [w.rank], myRank: 0, contexts: contexts)
+        let engine = CollectiveEngine(endpoint: w.endpoint)
+        world = Communicator(world: w, context: contexts.world, ranks: Array(0..<w.size), myRank: w.rank, contexts: contexts,
+                             engine: engine)
+        selfComm = Communicator(world: w, context: contexts.selfComm, ranks: [w.rank], myRank: 0, contexts: contexts,
+                                engine: engine)
     }
 
     /// Ends MPI (MPI_Finalize): a barrier with every rank, then PMI finalize. Idempotent.
@@ -75,6 +79,20 @@ public final class MPIEnvironment {
     /// Ends the whole job with `code` (MPI_Abort). Does not return.
     public func abort(code: Int32, message: String = "") -> Never {
         bootstrap.pmi.abort(code: code, message: message.isEmpty ? "MPI_Abort(\(code))" : message)
+    }
+}
+
+/// The process's environment, as name -> value.
+enum ProcessInfoEnvironment {
+    static func all() -> [String: String] {
+        var out: [String: String] = [:]
+        var p = environ
+        while let entry = p.pointee {
+            let s = String(cString: entry)
+            if let eq = s.firstIndex(of: "=") { out[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+            p += 1
+        }
+        return out
     }
 }
 

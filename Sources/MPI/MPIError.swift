@@ -10,6 +10,10 @@ public struct MPIError: Error, CustomStringConvertible, Equatable, Sendable {
         case rank = "MPI_ERR_RANK"
         case tag = "MPI_ERR_TAG"
         case count = "MPI_ERR_COUNT"
+        /// A root that is not a rank of the communicator.
+        case root = "MPI_ERR_ROOT"
+        /// A buffer too small for what the call puts there (gatherv's counts and displacements, say).
+        case buffer = "MPI_ERR_BUFFER"
         case comm = "MPI_ERR_COMM"
         case request = "MPI_ERR_REQUEST"
         case pending = "MPI_ERR_PENDING"

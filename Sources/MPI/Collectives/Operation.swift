@@ -16,16 +16,33 @@ public struct Operation<T: BitwiseCopyable>: @unchecked Sendable {
     public let isCommutative: Bool
     /// A name for messages and benchmarks ("sum", "user").
     public let name: String
-    @usableFromInline let body: (UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>, Int) -> Void
+    /// The function over whole buffers, on raw pointers (count in elements), so the
+    /// collectives' schedules, which are not generic, call it as it is: no wrapper per call.
+    @usableFromInline let raw: (UnsafeRawPointer, UnsafeRawPointer, UnsafeMutableRawPointer, Int) -> Void
+
+    @inlinable
+    init(builtin name: String, commutative: Bool, raw: @escaping (UnsafeRawPointer, UnsafeRawPointer, UnsafeMutableRawPointer, Int) -> Void) {
+        self.isCommutative = commutative
+        self.name = name
+        self.raw = raw
+    }
 
     /// An operation from a function over whole buffers: `out[i] = a[i] op b[i]` for
     /// `i < count` (`out` may be `a` or `b`).
     @inlinable
     public init(name: String = "user", commutative: Bool,
                 buffers body: @escaping (_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ out: UnsafeMutablePointer<T>, _ count: Int) -> Void) {
-        self.isCommutative = commutative
-        self.name = name
-        self.body = body
+        self.init(builtin: name, commutative: commutative) { a, b, o, n in
+            body(a.assumingMemoryBound(to: T.self), b.assumingMemoryBound(to: T.self), o.assumingMemoryBound(to: T.self), n)
+        }
+    }
+
+    /// The built-ins' closures see typed buffers through this (specialized where they are
+    /// used, so they capture nothing).
+    @inlinable @inline(__always)
+    static func typed(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ o: UnsafeMutableRawPointer)
+        -> (UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>) {
+        (a.assumingMemoryBound(to: T.self), b.assumingMemoryBound(to: T.self), o.assumingMemoryBound(to: T.self))
     }
 
     /// An operation from a function of two elements (MPI_Op_create): `op(a, b)` with `a` from
@@ -42,7 +59,7 @@ public struct Operation<T: BitwiseCopyable>: @unchecked Sendable {
     public func combine(_ a: UnsafeBufferPointer<T>, _ b: UnsafeBufferPointer<T>, into out: UnsafeMutableBufferPointer<T>) {
         precondition(a.count == b.count && b.count == out.count, "combine needs buffers of one length")
         guard let pa = a.baseAddress, let pb = b.baseAddress, let po = out.baseAddress else { return }
-        body(pa, pb, po, out.count)
+        raw(pa, pb, po, out.count)
     }
 
     /// The elements of `a op b` (a convenience for tests and small data).
@@ -62,50 +79,50 @@ public struct Operation<T: BitwiseCopyable>: @unchecked Sendable {
 // MARK: built-ins
 
 extension Operation where T: FixedWidthInteger {
-    @inlinable public static var sum: Operation { Operation(name: "sum", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] &+ b[i] } } }
-    @inlinable public static var product: Operation { Operation(name: "product", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] &* b[i] } } }
-    @inlinable public static var bitwiseAnd: Operation { Operation(name: "bitwiseAnd", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] & b[i] } } }
-    @inlinable public static var bitwiseOr: Operation { Operation(name: "bitwiseOr", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] | b[i] } } }
-    @inlinable public static var bitwiseXor: Operation { Operation(name: "bitwiseXor", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] ^ b[i] } } }
+    @inlinable public static var sum: Operation { Operation(builtin: "sum", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] &+ b[i] } } }
+    @inlinable public static var product: Operation { Operation(builtin: "product", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] &* b[i] } } }
+    @inlinable public static var bitwiseAnd: Operation { Operation(builtin: "bitwiseAnd", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] & b[i] } } }
+    @inlinable public static var bitwiseOr: Operation { Operation(builtin: "bitwiseOr", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] | b[i] } } }
+    @inlinable public static var bitwiseXor: Operation { Operation(builtin: "bitwiseXor", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] ^ b[i] } } }
     /// Logical operations on integers, as C's: nonzero is true; the result is 0 or 1.
-    @inlinable public static var logicalAnd: Operation { Operation(name: "logicalAnd", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] != 0 && b[i] != 0 ? 1 : 0 } } }
-    @inlinable public static var logicalOr: Operation { Operation(name: "logicalOr", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] != 0 || b[i] != 0 ? 1 : 0 } } }
-    @inlinable public static var logicalXor: Operation { Operation(name: "logicalXor", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = (a[i] != 0) != (b[i] != 0) ? 1 : 0 } } }
+    @inlinable public static var logicalAnd: Operation { Operation(builtin: "logicalAnd", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] != 0 && b[i] != 0 ? 1 : 0 } } }
+    @inlinable public static var logicalOr: Operation { Operation(builtin: "logicalOr", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] != 0 || b[i] != 0 ? 1 : 0 } } }
+    @inlinable public static var logicalXor: Operation { Operation(builtin: "logicalXor", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = (a[i] != 0) != (b[i] != 0) ? 1 : 0 } } }
 }
 
 extension Operation where T: BinaryFloatingPoint {
-    @inlinable public static var sum: Operation { Operation(name: "sum", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] + b[i] } } }
-    @inlinable public static var product: Operation { Operation(name: "product", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] * b[i] } } }
+    @inlinable public static var sum: Operation { Operation(builtin: "sum", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] + b[i] } } }
+    @inlinable public static var product: Operation { Operation(builtin: "product", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] * b[i] } } }
 }
 
 extension Operation where T: Comparable {
     /// The smaller (larger) of each pair, by `<`; on a tie (or where `<` says neither, as with
     /// a NaN) the lower ranks' element.
-    @inlinable public static var min: Operation { Operation(name: "min", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = b[i] < a[i] ? b[i] : a[i] } } }
-    @inlinable public static var max: Operation { Operation(name: "max", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = b[i] > a[i] ? b[i] : a[i] } } }
+    @inlinable public static var min: Operation { Operation(builtin: "min", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = b[i] < a[i] ? b[i] : a[i] } } }
+    @inlinable public static var max: Operation { Operation(builtin: "max", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = b[i] > a[i] ? b[i] : a[i] } } }
 }
 
 extension Operation where T == Bool {
-    @inlinable public static var logicalAnd: Operation { Operation(name: "logicalAnd", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] && b[i] } } }
-    @inlinable public static var logicalOr: Operation { Operation(name: "logicalOr", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] || b[i] } } }
-    @inlinable public static var logicalXor: Operation { Operation(name: "logicalXor", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] != b[i] } } }
+    @inlinable public static var logicalAnd: Operation { Operation(builtin: "logicalAnd", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] && b[i] } } }
+    @inlinable public static var logicalOr: Operation { Operation(builtin: "logicalOr", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] || b[i] } } }
+    @inlinable public static var logicalXor: Operation { Operation(builtin: "logicalXor", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] != b[i] } } }
 }
 
 extension Operation where T: SIMD, T.Scalar: FixedWidthInteger {
-    @inlinable public static var sum: Operation { Operation(name: "sum", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] &+ b[i] } } }
-    @inlinable public static var product: Operation { Operation(name: "product", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] &* b[i] } } }
-    @inlinable public static var min: Operation { Operation(name: "min", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = pointwiseMin(a[i], b[i]) } } }
-    @inlinable public static var max: Operation { Operation(name: "max", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = pointwiseMax(a[i], b[i]) } } }
-    @inlinable public static var bitwiseAnd: Operation { Operation(name: "bitwiseAnd", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] & b[i] } } }
-    @inlinable public static var bitwiseOr: Operation { Operation(name: "bitwiseOr", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] | b[i] } } }
-    @inlinable public static var bitwiseXor: Operation { Operation(name: "bitwiseXor", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] ^ b[i] } } }
+    @inlinable public static var sum: Operation { Operation(builtin: "sum", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] &+ b[i] } } }
+    @inlinable public static var product: Operation { Operation(builtin: "product", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] &* b[i] } } }
+    @inlinable public static var min: Operation { Operation(builtin: "min", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = pointwiseMin(a[i], b[i]) } } }
+    @inlinable public static var max: Operation { Operation(builtin: "max", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = pointwiseMax(a[i], b[i]) } } }
+    @inlinable public static var bitwiseAnd: Operation { Operation(builtin: "bitwiseAnd", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] & b[i] } } }
+    @inlinable public static var bitwiseOr: Operation { Operation(builtin: "bitwiseOr", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] | b[i] } } }
+    @inlinable public static var bitwiseXor: Operation { Operation(builtin: "bitwiseXor", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] ^ b[i] } } }
 }
 
 extension Operation where T: SIMD, T.Scalar: BinaryFloatingPoint {
-    @inlinable public static var sum: Operation { Operation(name: "sum", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] + b[i] } } }
-    @inlinable public static var product: Operation { Operation(name: "product", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = a[i] * b[i] } } }
-    @inlinable public static var min: Operation { Operation(name: "min", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = pointwiseMin(a[i], b[i]) } } }
-    @inlinable public static var max: Operation { Operation(name: "max", commutative: true) { a, b, o, n in for i in 0..<n { o[i] = pointwiseMax(a[i], b[i]) } } }
+    @inlinable public static var sum: Operation { Operation(builtin: "sum", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] + b[i] } } }
+    @inlinable public static var product: Operation { Operation(builtin: "product", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = a[i] * b[i] } } }
+    @inlinable public static var min: Operation { Operation(builtin: "min", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = pointwiseMin(a[i], b[i]) } } }
+    @inlinable public static var max: Operation { Operation(builtin: "max", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o); for i in 0..<n { o[i] = pointwiseMax(a[i], b[i]) } } }
 }
 
 /// A value with the rank (or index) it came from: the element of MPI's MINLOC and MAXLOC
@@ -123,7 +140,7 @@ extension Operation {
     /// The smallest value and where it is; on a tie, the lower location (MPI_MINLOC).
     @inlinable
     public static func minloc<V>() -> Operation where T == Located<V> {
-        Operation(name: "minloc", commutative: true) { a, b, o, n in
+        Operation(builtin: "minloc", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o);
             for i in 0..<n {
                 let x = a[i], y = b[i]
                 o[i] = y.value < x.value || (y.value == x.value && y.location < x.location) ? y : x
@@ -134,7 +151,7 @@ extension Operation {
     /// The largest value and where it is; on a tie, the lower location (MPI_MAXLOC).
     @inlinable
     public static func maxloc<V>() -> Operation where T == Located<V> {
-        Operation(name: "maxloc", commutative: true) { a, b, o, n in
+        Operation(builtin: "maxloc", commutative: true) { a, b, o, n in let (a, b, o) = typed(a, b, o);
             for i in 0..<n {
                 let x = a[i], y = b[i]
                 o[i] = y.value > x.value || (y.value == x.value && y.location < x.location) ? y : x

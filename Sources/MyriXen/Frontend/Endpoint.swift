@@ -424,9 +424,7 @@ public final class MXEndpoint {
 
     /// What a blocking call waits for. Generic, so the common wait on one request is
     /// specialized: no closure context, no retain of the endpoint per poll.
-    protocol WaitCondition {
-        func holds(_ endpoint: MXEndpoint) -> Bool
-    }
+    typealias WaitCondition = MXWaitCondition
 
     struct RequestDone: WaitCondition {
         let request: Int32
@@ -500,6 +498,25 @@ public final class MXEndpoint {
 
     @inline(__always)
     func isDone(_ r: Int32) -> Bool { core.pointee.requests[r].pointee.state == RequestState.done }
+
+    /// Waits until `condition` holds, progressing the endpoint meanwhile and sleeping on its
+    /// event channel when nothing happens for a while (see `block`). For a layer above with
+    /// work of its own to advance while it waits (the MPI library's collective schedules do it
+    /// in `holds`). On timeout throws `timeout`.
+    public func wait<C: MXWaitCondition>(until condition: C, timeout: Duration? = nil) throws(MXError) {
+        try ensureUsable()
+        if condition.holds(self) { return }
+        try block(deadline: deadline(timeout), until: condition)
+    }
+
+    /// Whether `request` is done, without progressing anything or completing it (cheap enough
+    /// for a condition of `wait(until:)` to call on every round). False for a handle that is
+    /// no longer valid.
+    @inline(__always)
+    public func isDone(_ request: MXRequest) -> Bool {
+        guard !hot.pointee.closed, let r = try? core.pointee.validate(request) else { return false }
+        return isDone(r)
+    }
 
     /// Completes `request` if it is done: returns its status (and frees it), else nil.
     @inline(__always)

@@ -95,3 +95,9 @@ func getenvInt(_ name: String) -> Int? {
     guard let v = getenv(name) else { return nil }
     return Int(String(cString: v))
 }
+
+/// What `MXEndpoint.wait(until:)` waits for: `holds` is asked after every round of progress
+/// (and may advance work of its own, as a layer above the endpoint does).
+public protocol MXWaitCondition {
+    func holds(_ endpoint: MXEndpoint) -> Bool
+}
