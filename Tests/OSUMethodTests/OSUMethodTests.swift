@@ -40,8 +40,8 @@ final class OSUMethodTests: XCTestCase {
             XCTAssertEqual(message { _ = try OSUPlan.parseSizes(bad) }, "-m must be [MIN:]MAX with 1 <= MIN <= MAX <= 1073741824 (1 GiB), not '\(bad)'")
         }
         XCTAssertEqual(message { _ = try OSUPlan(.reduceScatter, sizes: 1...2) },
-                       "-m 1:2: reduce_scatter sums floats, and no size from MIN to MAX doubling is 4 B or more (try -m 4:2)")
-        XCTAssertEqual(message { _ = try OSUPlan(.allreduce, sizes: 3...5) }, "-m 3:5: allreduce sums floats, and no size from MIN to MAX doubling is 4 B or more (try -m 4:5)")
+                       "-m 1:2: reduce_scatter sums floats, and no size from MIN to MAX doubling is 4 B or more (try -m 4:MAX with MAX >= 4)")
+        XCTAssertEqual(message { _ = try OSUPlan(.allreduce, sizes: 3...5) }, "-m 3:5: allreduce sums floats, and no size from MIN to MAX doubling is 4 B or more (try -m 4:MAX with MAX >= 4)")
         XCTAssertEqual(message { _ = try OSUPlan(.bcast, iterations: 0) }, "-i must be at least 1, not 0")
         XCTAssertEqual(message { _ = try OSUPlan(.bcast, warmup: -1) }, "-x must be at least 0, not -1")
     }

@@ -173,7 +173,7 @@ int main(int argc, char **argv) {
     long last = lo; /* the largest size of the doubling sequence */
     while (last <= hi / 2) last *= 2;
     if (t == BARRIER) lo = last = 0;
-    else if (last < elem) return usage_error("-m: %s sums floats, and no size from MIN to MAX doubling is 4 B or more (try -m 4:MAX)", tests[t].name);
+    else if (last < elem) return usage_error("-m: %s sums floats, and no size from MIN to MAX doubling is 4 B or more (try -m 4:MAX with MAX >= 4)", tests[t].name);
     if (nranks < 2) {
         if (rank == 0) fprintf(stderr, "osu_coll: needs at least 2 ranks, got %d (mpiexec -n 2 ...)\n", nranks);
         MPI_Finalize();

@@ -84,7 +84,7 @@ public struct OSUPlan: Equatable, Sendable {
             size *= 2
         }
         guard !sizes.isEmpty else {
-            throw OSUOptionError("-m \(range.lowerBound):\(range.upperBound): \(test.rawValue) sums floats, and no size from MIN to MAX doubling is 4 B or more (try -m 4:\(range.upperBound))")
+            throw OSUOptionError("-m \(range.lowerBound):\(range.upperBound): \(test.rawValue) sums floats, and no size from MIN to MAX doubling is 4 B or more (try -m 4:MAX with MAX >= 4)")
         }
         steps = sizes
     }
