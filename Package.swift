@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "halo", targets: ["halo"]),
         .executable(name: "objects", targets: ["objects"]),
         .executable(name: "mpi_pingpong", targets: ["mpi_pingpong"]),
+        .executable(name: "mpibench", targets: ["mpibench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -55,6 +56,11 @@ let package = Package(
         .executableTarget(name: "mpi_pingpong", dependencies: ["MPI"], path: "Sources/Benchmarks/mpi_pingpong"),
         // The OSU collective method without MPI: tests, sizes and counts, the output layout.
         .target(name: "OSUMethod", path: "Sources/Benchmarks/OSUMethod"),
+        .executableTarget(
+            name: "mpibench",
+            dependencies: ["MPI", "OSUMethod", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Benchmarks/mpibench"
+        ),
         .executableTarget(
             name: "myrback",
             dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
