@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "pi", targets: ["pi"]),
         .executable(name: "halo", targets: ["halo"]),
         .executable(name: "objects", targets: ["objects"]),
+        .executable(name: "stats", targets: ["stats"]),
         .executable(name: "mpi_pingpong", targets: ["mpi_pingpong"]),
         .executable(name: "mpibench", targets: ["mpibench"]),
     ],
@@ -46,13 +47,14 @@ let package = Package(
         // A rank's start on the channel layer: PMI-1 plus endpoint addresses in the KVS.
         .target(name: "Bootstrap", dependencies: ["MyriXen", "PMI"]),
         // The Swift MPI library.
-        .target(name: "MPI", dependencies: ["Bootstrap", "MyriXen"]),
+        .target(name: "MPI", dependencies: ["Bootstrap", "MyriXen", "CMyriXen"]),
         // Example programs, runnable by name through bin/swiftrun.
         .executableTarget(name: "hello", dependencies: ["MPI"], path: "Sources/Examples/hello"),
         .executableTarget(name: "ring", dependencies: ["MPI"], path: "Sources/Examples/ring"),
         .executableTarget(name: "pi", dependencies: ["MPI"], path: "Sources/Examples/pi"),
         .executableTarget(name: "halo", dependencies: ["MPI"], path: "Sources/Examples/halo"),
         .executableTarget(name: "objects", dependencies: ["MPI"], path: "Sources/Examples/objects"),
+        .executableTarget(name: "stats", dependencies: ["MPI"], path: "Sources/Examples/stats"),
         .executableTarget(name: "mpi_pingpong", dependencies: ["MPI"], path: "Sources/Benchmarks/mpi_pingpong"),
         // The OSU collective method without MPI: tests, sizes and counts, the output layout.
         .target(name: "OSUMethod", path: "Sources/Benchmarks/OSUMethod"),
@@ -98,6 +100,8 @@ let package = Package(
             path: "Tests/LauncherTestRank"
         ),
         .executableTarget(name: "MPITestRank", dependencies: ["MPI", "MyriXen"], path: "Tests/MPITestRank"),
+        // A rank of the collective tests: every operation and algorithm, checked against a sequential reference.
+        .executableTarget(name: "CollectiveTestRank", dependencies: ["MPI"], path: "Tests/CollectiveTestRank"),
         // Launcher too: FaultTests checks that no job directory of swiftrun outlives its job.
         .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXen", "MyriXenTestSupport", "Launcher"]),
         .testTarget(name: "OSUMethodTests", dependencies: ["OSUMethod"]),

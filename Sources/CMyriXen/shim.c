@@ -515,3 +515,14 @@ uint32_t cmx_parse_ipv4(const char *s) {
     if (inet_pton(AF_INET, s, &a) != 1) return 0;
     return ntohl(a.s_addr);
 }
+
+int cmx_usable_cpus(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (int)n : 1;
+    }
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}

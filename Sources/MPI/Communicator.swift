@@ -59,6 +59,9 @@ public final class Communicator {
     let engine: CollectiveEngine
     var collectiveSequence = 0
     lazy var blockingSchedule = Schedule(comm: self)
+    var hostLayoutCache: HostLayout?
+    /// The shared segment of the intra-host collectives (IntraHost), once asked for.
+    var intraHostState = IntraHostState.unknown
 
     init(world: MXWorld, context: UInt16, ranks: [Int], myRank: Int, contexts: ContextIDs, engine: CollectiveEngine,
          errorHandler: ErrorHandler = .fatal) {

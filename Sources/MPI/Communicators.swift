@@ -145,9 +145,13 @@ extension Communicator {
     /// One communicator per host: the ranks that share memory (MPI_Comm_split_type SHARED).
     public func splitByHost() throws(MPIError) -> Communicator {
         try ensureUsable()
-        let host = Array((getenvString("SWIFTRUN_HOST") ?? BackendLocation.localHostName()).utf8)
-        let all = try allgatherv(host)
-        let color = all.firstIndex(of: host)!
+        let color: Int
+        if let l = layout {
+            color = l.hostOf[rank]
+        } else {
+            let host = Array(Communicator.hostName.utf8)
+            color = try allgatherv(host).firstIndex(of: host)!
+        }
         guard let c = try split(color: color, key: rank) else { throw MPIError(.intern, "split by host lost this rank") }
         return c
     }

@@ -68,6 +68,12 @@ final class PointToPointTests: XCTestCase {
         let (c4, o4) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", "4", BuiltProducts.path("objects")])
         XCTAssertEqual(c4, 0, o4)
         XCTAssertEqual(o4.split(separator: "\n").filter { $0.hasSuffix(" ok") }.count, 4, o4)
+        // stats: scatter (uneven chunks for 3 and 7 ranks), bcast, allreduce, checked at rank 0.
+        for n in [1, 3, 7] {
+            let (c, o) = runCapturing(BuiltProducts.path("swiftrun"), ["-n", String(n), BuiltProducts.path("stats"), "10000"])
+            XCTAssertEqual(c, 0, o)
+            XCTAssertTrue(o.hasPrefix("stats: 10000 values on \(n) ranks: mean ") && o.hasSuffix(" ok\n"), "stats on \(n): \(o)")
+        }
     }
 
     func testMPIPingpongValidatesEveryReceive() {

@@ -46,6 +46,41 @@ final class EndpointTests: XCTestCase {
         XCTAssertNil(Pattern.firstMismatch(UnsafeRawBufferPointer(rebasing: dst[0..<size]), seed: size), "size \(size)")
     }
 
+    /// Endpoints that name one key share one segment (what the MPI library's intra-host
+    /// collectives are built in); another key is other memory; the segment lives until its
+    /// last sharer closes; sizes and counts are bounded.
+    func testSharedSegmentsByKey() throws {
+        let key: UInt64 = 0x5EED_0001
+        let pa = try a.shareSegment(key: key, size: 8192)
+        let pb = try b.shareSegment(key: key, size: 8192)
+        XCTAssertNotEqual(pa, pb, "each endpoint has its own mapping")
+        XCTAssertEqual(pb.load(fromByteOffset: 4096, as: UInt64.self), 0, "a new segment is zeroed")
+        pa.storeBytes(of: 0xDEAD_BEEF, toByteOffset: 4096, as: UInt64.self)
+        XCTAssertEqual(pb.load(fromByteOffset: 4096, as: UInt64.self), 0xDEAD_BEEF, "one memory behind both")
+        let other = try b.shareSegment(key: key + 1, size: 8192)
+        XCTAssertEqual(other.load(fromByteOffset: 4096, as: UInt64.self), 0, "another key, another segment")
+        XCTAssertThrowsError(try b.shareSegment(key: key, size: 4096)) {
+            XCTAssertEqual(($0 as? MXError)?.code, .badParameter, "\($0)")
+        }
+        XCTAssertThrowsError(try a.shareSegment(key: key + 2, size: MXLimits.maxSharedSegmentBytes + 1)) {
+            XCTAssertEqual(($0 as? MXError)?.code, .badParameter, "\($0)")
+        }
+        // b already shares two; the bound counts segments, not asks for the same one.
+        for k in 2..<UInt64(MXLimits.sharedSegmentsPerEndpoint) { _ = try b.shareSegment(key: key + k, size: 4096) }
+        _ = try b.shareSegment(key: key, size: 8192)
+        XCTAssertThrowsError(try b.shareSegment(key: key + 99, size: 4096)) {
+            XCTAssertEqual(($0 as? MXError)?.code, .accessDenied, "\($0)")
+        }
+        // The segment outlives a's close (b still shares it) and goes with b's.
+        a.close()
+        XCTAssertEqual(pb.load(fromByteOffset: 4096, as: UInt64.self), 0xDEAD_BEEF)
+        b.close()
+        let c = try mx.openEndpoint(key: 0xC)
+        defer { c.close() }
+        let pc = try c.shareSegment(key: key, size: 8192)
+        XCTAssertEqual(pc.load(fromByteOffset: 4096, as: UInt64.self), 0, "the segment went with its last sharer")
+    }
+
     func testEverySizeClassArrivesIntact() throws {
         for size in [0, 1, 8, 32, 33, 128, 129, 1000, 4096, 4097, 65536, 1 << 20, 4 << 20] {
             try exchange(size: size)

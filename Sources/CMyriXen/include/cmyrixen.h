@@ -131,6 +131,9 @@ void cmx_raise_fd_limit(void);
 int cmx_signal_pipe(void);
 /// The last SIGINT, SIGTERM, SIGHUP or SIGQUIT the signal pipe's handler caught (0: none yet).
 int cmx_ending_signal(void);
+
+/* CPUs this process may run on (its affinity mask; at least 1). */
+int cmx_usable_cpus(void);
 /// Routes `sig` to the signal pipe (SA_RESTART).
 int cmx_catch_signal(int sig);
 /// Restores the default disposition of `sig`.

@@ -13,6 +13,9 @@ final class CollectiveEngine {
     var reports: [(handle: MXRequest, bytes: [UInt8])] = []
     var polls: UInt32 = 0
     unowned(unsafe) let endpoint: MXEndpoint
+    /// The host of every world rank (see `HostLayout`), once learnt.
+    var layoutState = LayoutState.unknown
+    var hostOfWorldRank: [Int] = []
 
     init(endpoint: MXEndpoint) { self.endpoint = endpoint }
 
@@ -105,6 +108,7 @@ extension Communicator {
     func runBlocking(_ name: StaticString, input: UnsafeRawPointer?, output: UnsafeMutableRawPointer?,
                      plan: (Schedule) throws(MPIError) -> Void) throws(MPIError) {
         try ensureUsable()
+        try learnLayoutIfNeeded()
         let s = blockingSchedule
         s.reset(name, sequence: nextSequence(), input: input, output: output)
         do { try plan(s) } catch {
@@ -140,6 +144,7 @@ extension Communicator {
                             keep: [AnyObject], plan: (Schedule) throws(MPIError) -> Void,
                             finish: @escaping () throws(MPIError) -> V) throws(MPIError) -> Request<V> {
         try ensureUsable()
+        try learnLayoutIfNeeded()
         let s = Schedule(comm: self)
         s.reset(name, sequence: nextSequence(), input: input, output: output)
         s.keepAlive = keep

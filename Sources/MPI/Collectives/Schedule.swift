@@ -56,6 +56,17 @@ final class Schedule {
     var baseInfo: UInt64 = 0
     var sequence = 0
 
+    // The ranks the algorithm being planned runs among, as 0..<size: every member of the
+    // communicator, or (for a phase of a host-aware algorithm) a subset, such as the ranks of
+    // one host or one leader per host. Peers named in steps are ranks of this view; the steps
+    // store ranks of the communicator.
+    var view: [Int]?
+    /// The view's size and this rank's place in it.
+    var size = 0
+    var rank = 0
+    /// While planning a phase that works on the output only: `.input()` means the output.
+    var inputIsOutput = false
+
     // Scratch memory, grown to the largest call and kept.
     var scratch: UnsafeMutableRawPointer
     var scratchCapacity = 0
@@ -104,6 +115,27 @@ final class Schedule {
         next = 0
         error = nil
         isDone = false
+        view = nil
+        size = comm.size
+        rank = comm.rank
+        inputIsOutput = false
+    }
+
+    /// Plans `body` among `members` (ranks of the communicator, this rank among them), in
+    /// place on the output with `onOutput`; then back to the whole communicator.
+    func within(_ members: [Int], onOutput: Bool = false, _ body: () -> Void) {
+        let saved = (view, size, rank, inputIsOutput)
+        view = members
+        size = members.count
+        rank = members.firstIndex(of: comm.rank)!
+        inputIsOutput = onOutput || inputIsOutput
+        body()
+        (view, size, rank, inputIsOutput) = saved
+    }
+
+    @inline(__always) func member(_ r: Int) -> Int { view?[r] ?? r }
+    @inline(__always) func map(_ p: Place) -> Place {
+        inputIsOutput && p.space == .input ? Place(space: .output, offset: p.offset) : p
     }
 
     func reduce<T>(with op: Operation<T>) {
@@ -125,12 +157,19 @@ final class Schedule {
         return .scratch(at)
     }
 
-    @inline(__always) func send(to peer: Int, from place: Place, bytes: Int) { steps.append(.send(peer: peer, from: place, bytes: bytes)) }
-    @inline(__always) func receive(from peer: Int, into place: Place, bytes: Int) { steps.append(.receive(peer: peer, into: place, bytes: bytes)) }
-    @inline(__always) func reduce(_ a: Place, _ b: Place, into out: Place, elements: Int) {
-        if elements > 0 { steps.append(.reduce(a: a, b: b, out: out, elements: elements)) }
+    /// Peers are ranks of the view (see `within`).
+    @inline(__always) func send(to peer: Int, from place: Place, bytes: Int) {
+        steps.append(.send(peer: member(peer), from: map(place), bytes: bytes))
     }
-    @inline(__always) func copy(from: Place, to: Place, bytes: Int) { if bytes > 0 { steps.append(.copy(from: from, to: to, bytes: bytes)) } }
+    @inline(__always) func receive(from peer: Int, into place: Place, bytes: Int) {
+        steps.append(.receive(peer: member(peer), into: map(place), bytes: bytes))
+    }
+    @inline(__always) func reduce(_ a: Place, _ b: Place, into out: Place, elements: Int) {
+        if elements > 0 { steps.append(.reduce(a: map(a), b: map(b), out: map(out), elements: elements)) }
+    }
+    @inline(__always) func copy(from: Place, to: Place, bytes: Int) {
+        if bytes > 0 { steps.append(.copy(from: map(from), to: map(to), bytes: bytes)) }
+    }
     /// Ends the round (a no-op after an empty one).
     @inline(__always) func round() {
         if let last = steps.last, case .round = last { return }

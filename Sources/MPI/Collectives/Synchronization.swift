@@ -16,6 +16,9 @@ extension Communicator {
 
     /// Waits until every member has called it (MPI_Barrier).
     public func barrier() throws(MPIError) {
+        if Selection.wantsSharedMemory(.barrier, bytes: 0), let shm = try intraHost() {
+            return SharedMemoryCollectives.barrier(shm)
+        }
         try runBlocking("barrier", input: nil, output: nil) { s in planBarrier(s) }
     }
 
@@ -25,7 +28,8 @@ extension Communicator {
     }
 
     func planBarrier(_ s: Schedule) {
-        switch Selection.choose(.barrier, CallShape(bytes: 0, ranks: size)) {
+        switch Selection.choose(.barrier, CallShape(bytes: 0, ranks: size, layout: layout)) {
+        case .hostAware: HostAwareBarrier.plan(s, layout: layout!)
         default: DisseminationBarrier.plan(s)
         }
     }
@@ -37,6 +41,9 @@ extension Communicator {
     public func bcast<T: BitwiseCopyable>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws(MPIError) {
         try check(root: root)
         let bytes = buffer.count * MemoryLayout<T>.stride
+        if Selection.wantsSharedMemory(.bcast, bytes: bytes), let shm = try intraHost() {
+            return try SharedMemoryCollectives.bcast(shm, UnsafeMutableRawPointer(buffer.baseAddress), bytes: bytes, root: root)
+        }
         try runBlocking("bcast", input: nil, output: UnsafeMutableRawPointer(buffer.baseAddress)) { s in
             planBcast(s, bytes: bytes, root: root)
         }
@@ -84,7 +91,12 @@ extension Communicator {
     }
 
     func planBcast(_ s: Schedule, bytes: Int, root: Int) {
-        switch Selection.choose(.bcast, CallShape(bytes: bytes, ranks: size)) {
+        switch Selection.choose(.bcast, CallShape(bytes: bytes, ranks: size, layout: layout)) {
+        case .hostAware:
+            HostAwareBcast.plan(s, bytes: bytes, root: root, layout: layout!) { s, bytes, root in
+                BinomialBcast.plan(s, bytes: bytes, root: root)
+            }
+        case .scatterAllgather: ScatterAllgatherBcast.plan(s, bytes: bytes, root: root)
         default: BinomialBcast.plan(s, bytes: bytes, root: root)
         }
     }

@@ -179,6 +179,14 @@ public final class Backend {
     var endpointsBySerial: [UInt64: EndpointRecord] = [:]
     var pairs: [PairKey: [UInt64: PairSide]] = [:]
     var grants = GrantTable()
+    /// Memory endpoints of this host share by a key they agreed on (`shareSegment`): the
+    /// object and the endpoints taking part; it goes when the last of them closes.
+    struct SharedSegment {
+        let fd: Int32
+        let size: Int
+        var members: Set<UInt64>
+    }
+    var segments: [UInt64: SharedSegment] = [:]
     var nextConnectionID: UInt32 = 1
     var nextSerial: UInt64 = 1
     var refusedConnects = 0
@@ -649,6 +657,12 @@ public final class Backend {
             ep.regions.remove(id: id)
             ep.regionUsed[id] = false
             reply(conn, token)
+        case .shareSegment:
+            guard let ep = conn.endpoint else { throw MXError(.closedEndpoint, "shareSegment needs an open endpoint") }
+            let key = try r.get(UInt64.self)
+            let size = Int(clamping: try r.get(UInt64.self))
+            let (ref, created) = try shareSegment(key: key, size: size, for: ep, conn: conn)
+            reply(conn, token) { w in w.put(ref.raw); w.put(created) }
         case .info:
             let info = backendInfo()
             reply(conn, token) { info.encode(to: &$0) }
@@ -801,8 +815,54 @@ public final class Backend {
         return (fd, p)
     }
 
+    /// Grants `ep` the segment named `key`, creating it (zeroed) if it is new. Whoever knows
+    /// the key takes part: the program makes it random and tells it only to its own.
+    func shareSegment(key: UInt64, size: Int, for ep: EndpointRecord, conn: Connection) throws(MXError) -> (GrantRef, Bool) {
+        guard size > 0 && size <= MXLimits.maxSharedSegmentBytes else {
+            throw MXError(.badParameter, "a shared segment of \(size) bytes; 1 to \(MXLimits.maxSharedSegmentBytes) bytes are allowed")
+        }
+        let taken = segments.values.filter { $0.members.contains(ep.serial) }.count
+        var created = false
+        if var seg = segments[key] {
+            guard seg.size == size else {
+                throw MXError(.badParameter, "the shared segment of this key has \(seg.size) bytes, not \(size)")
+            }
+            if !seg.members.contains(ep.serial) {
+                guard taken < MXLimits.sharedSegmentsPerEndpoint else {
+                    throw MXError(.accessDenied, "endpoint \(ep.index) already shares \(taken) segments, the most one may")
+                }
+                seg.members.insert(ep.serial)
+                segments[key] = seg
+            }
+        } else {
+            guard taken < MXLimits.sharedSegmentsPerEndpoint else {
+                throw MXError(.accessDenied, "endpoint \(ep.index) already shares \(taken) segments, the most one may")
+            }
+            let fd = try makeObject(name: "myrixen-segment", size: size, keepMapped: false, sealWriters: false) { _ in }.fd
+            grants.retain(fd: fd) // the segment's own share, released when its last member closes
+            segments[key] = SharedSegment(fd: fd, size: size, members: [ep.serial])
+            created = true
+        }
+        let seg = segments[key]!
+        return (grants.grant(fd: seg.fd, size: size, to: conn.id, writable: true, owners: [ep.serial]), created)
+    }
+
+    /// `ep` leaves every segment it shares; a segment without members goes.
+    func leaveSegments(_ ep: EndpointRecord) {
+        for (key, var seg) in segments where seg.members.contains(ep.serial) {
+            seg.members.remove(ep.serial)
+            if seg.members.isEmpty {
+                segments[key] = nil
+                grants.release(fd: seg.fd)
+            } else {
+                segments[key] = seg
+            }
+        }
+    }
+
     /// Closes an endpoint: peers hear of it, its grants are revoked, its memory goes.
     func teardown(_ ep: EndpointRecord) {
+        leaveSegments(ep)
         cmx_store_release_u32(ep.protectedPage + ProtectedPage.stateOffset, ProtectedPage.stateClosed)
         for peerSerial in ep.peers {
             guard let peer = endpointsBySerial[peerSerial] else { continue }

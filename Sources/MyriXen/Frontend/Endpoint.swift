@@ -31,6 +31,8 @@ public final class MXEndpoint {
     var abandonedConnects: [UInt32] = [] { didSet { updateControlWork() } }
     /// Set once the backend is gone; read only when `hot.failed`.
     var failure: MXError?
+    /// Shared segments mapped here (unmapped at close).
+    var sharedMappings: [(pointer: UnsafeMutableRawPointer, size: Int)] = []
 
     /// The flags every call reads, behind a pointer: no exclusivity check, no reference count.
     struct HotState {
@@ -99,6 +101,8 @@ public final class MXEndpoint {
         core.deallocate()
         SharedMemory.unmap(protectedMapping.0, size: protectedMapping.1)
         SharedMemory.unmap(unprotectedMapping.0, size: unprotectedMapping.1)
+        for m in sharedMappings { SharedMemory.unmap(m.pointer, size: m.size) }
+        sharedMappings = []
     }
 
     /// Frames toward peers of other hosts that are not acked yet are this endpoint's to
@@ -856,6 +860,26 @@ public final class MXEndpoint {
         s.pointee.context = context
         core.pointee.post(r, sender: sender)
         return core.pointee.handle(r)
+    }
+
+    // MARK: shared segments
+
+    /// Memory shared with other endpoints of this host (a layer above builds its own
+    /// protocols in it: the MPI library's intra-host collectives). Every endpoint that asks
+    /// with the same `key` gets the same `size` bytes, zeroed when the first asked; the key
+    /// is the only admission, so make it random and tell it only to those meant to share.
+    /// The mapping lasts until the endpoint closes; the memory, until the last sharer closes.
+    /// Not from inside a wait: it asks the backend and waits for the answer.
+    public func shareSegment(key: UInt64, size: Int) throws(MXError) -> UnsafeMutableRawPointer {
+        try ensureUsable()
+        guard size > 0 && size <= MXLimits.maxSharedSegmentBytes else {
+            throw MXError(.badParameter, "a shared segment of \(size) bytes; 1 to \(MXLimits.maxSharedSegmentBytes) bytes are allowed")
+        }
+        var reply = try connection.call(.shareSegment) { w in w.put(key); w.put(UInt64(size)) }
+        let ref = GrantRef(try reply.payload.get(UInt32.self))
+        let mapped = try connection.mapGrants([ref])
+        sharedMappings.append(mapped[0])
+        return mapped[0].pointer
     }
 
     /// Counters of this endpoint (also shown by `mx_info`).

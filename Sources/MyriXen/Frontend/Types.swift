@@ -70,11 +70,20 @@ public struct MXStatus: Sendable, Equatable {
 public struct MXEndpointOptions: Sendable {
     /// Largest message sent eagerly between endpoints of this host (MX: 4 KiB).
     public var rendezvousThreshold: Int
-    /// How long a waiter polls flat out before it starts yielding the CPU between polls.
-    public var spinMicroseconds: Int = 50
+    /// How long a waiter polls flat out before it starts yielding the CPU between polls:
+    /// 50 µs, or none when this host runs more ranks than this process may use CPUs (a rank
+    /// spinning there holds the CPU the rank it waits for needs).
+    public var spinMicroseconds: Int = MXEndpointOptions.isOversubscribed ? 0 : 50
     /// How long a waiter polls (yielding between polls, so oversubscribed ranks still run)
     /// before it sleeps on its event channel and costs no CPU.
     public var sleepAfterMicroseconds: Int = 1000
+
+    /// Whether the process manager placed more ranks on this host (`MPI_LOCALNRANKS`, set by
+    /// swiftrun and by hydra) than there are CPUs this process may run on.
+    public static let isOversubscribed: Bool = {
+        guard let ranks = getenvInt("MPI_LOCALNRANKS") else { return false }
+        return ranks > Int(cmx_usable_cpus())
+    }()
 
     public init(rendezvousThreshold: Int? = nil) {
         if let t = rendezvousThreshold {
@@ -90,6 +99,7 @@ public struct MXEndpointOptions: Sendable {
 #if canImport(Glibc)
 import Glibc
 #endif
+import CMyriXen
 
 func getenvInt(_ name: String) -> Int? {
     guard let v = getenv(name) else { return nil }

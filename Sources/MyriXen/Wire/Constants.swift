@@ -19,6 +19,10 @@ public enum MXLimits {
     public static let maxRanksPerJob = peerSpace
     /// Scatter/gather segments per operation.
     public static let maxSegments = 256
+    /// Largest segment endpoints of one host may share (`MXEndpoint.shareSegment`), and how
+    /// many one endpoint may take part in.
+    public static let maxSharedSegmentBytes = 64 << 20
+    public static let sharedSegmentsPerEndpoint = 16
     /// Registered regions per endpoint (8-bit region ids).
     public static let regionsPerEndpoint = 256
     /// Largest tiny message: data travels inside the send command.

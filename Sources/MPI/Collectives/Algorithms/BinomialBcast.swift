@@ -6,8 +6,8 @@
 enum BinomialBcast {
     /// Broadcasts `bytes` at `place` (the output) from `root`.
     static func plan(_ s: Schedule, bytes: Int, root: Int, at place: Place = .output()) {
-        let p = s.comm.size
-        let relative = (s.comm.rank - root + p) % p
+        let p = s.size
+        let relative = (s.rank - root + p) % p
         var mask = 1
         while mask < p {
             if relative & mask != 0 {

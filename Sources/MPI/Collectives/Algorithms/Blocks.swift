@@ -35,3 +35,23 @@ struct Blocks {
         return (offset(first), end - offset(first))
     }
 }
+
+extension Blocks {
+    /// Where the blocks of ranks `order(0), order(1), ...` start when packed one after another
+    /// in that order (`p + 1` offsets, the last one the total): nil for uniform blocks, whose
+    /// k-th starts at `k * uniform` whatever the order.
+    func packedStarts(_ p: Int, order: (Int) -> Int) -> [Int]? {
+        guard counts != nil else { return nil }
+        var out = [Int](repeating: 0, count: p + 1)
+        for k in 0..<p { out[k + 1] = out[k] + bytes(order(k)) }
+        return out
+    }
+}
+
+/// Offsets of blocks packed one after another: `starts[k]`, or `k * uniform` for uniform
+/// blocks (no array).
+struct PackedStarts {
+    let uniform: Int
+    let starts: [Int]?
+    @inline(__always) subscript(_ k: Int) -> Int { starts?[k] ?? k * uniform }
+}

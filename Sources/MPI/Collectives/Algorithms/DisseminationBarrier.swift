@@ -4,7 +4,7 @@
 /// every rank has heard, directly or not, from every other. Messages carry no data.
 enum DisseminationBarrier {
     static func plan(_ s: Schedule) {
-        let p = s.comm.size, me = s.comm.rank
+        let p = s.size, me = s.rank
         var k = 1
         while k < p {
             s.send(to: (me + k) % p, from: .input(), bytes: 0)

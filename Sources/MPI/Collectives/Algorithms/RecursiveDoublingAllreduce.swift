@@ -12,7 +12,7 @@ enum RecursiveDoublingAllreduce {
     /// `output` holds the result of `elements` elements (input copied there first unless in place).
     static func plan(_ s: Schedule, elements: Int) {
         let bytes = elements * s.elementSize
-        let p = s.comm.size, me = s.comm.rank
+        let p = s.size, me = s.rank
         s.copy(from: .input(), to: .output(), bytes: bytes)
         s.round()
         guard p > 1 else { return }

@@ -5,11 +5,13 @@
 /// (allgatherv).
 enum RingAllgather {
     /// Every rank's block, gathered into the output at the blocks' offsets; this rank's own
-    /// block comes from the input (or is in place already).
-    static func plan(_ s: Schedule, blocks: Blocks) {
-        let p = s.comm.size, me = s.comm.rank
-        s.copy(from: .input(), to: .output(blocks.offset(me)), bytes: blocks.bytes(me))
-        s.round()
+    /// block comes from the input, or is in the output already with `ownInPlace`.
+    static func plan(_ s: Schedule, blocks: Blocks, ownInPlace: Bool = false) {
+        let p = s.size, me = s.rank
+        if !ownInPlace {
+            s.copy(from: .input(), to: .output(blocks.offset(me)), bytes: blocks.bytes(me))
+            s.round()
+        }
         let right = (me + 1) % p, left = (me - 1 + p) % p
         for i in 0..<max(p - 1, 0) {
             let out = (me - i + p) % p, into = (me - i - 1 + p) % p

@@ -1,0 +1,49 @@
+@testable import MPI
+import MyriXen
+
+/// The intra-host collectives through the members' shared segment: taken on one host for
+/// short messages (no message crosses the channel), and wrong counts or arguments on one
+/// rank fail the call on every rank rather than reading stale memory.
+func sharedMemorySuite(_ h: Harness) throws {
+    // The ranks of this host (all of them on one machine; each VM's on emulated VMs).
+    let comm = try h.world.splitByHost()
+    let p = comm.size, me = comm.rank
+    guard p >= 2, p <= IntraHost.maxRanks else { return }
+    let saved = Selection.forced
+    defer { Selection.forced = saved }
+    Selection.forced = [:]
+    _ = try comm.allreduce(0, .sum) // the first call makes the segment (a bcast of its key over the channel)
+    let sent = comm.endpoint.counter(.messagesSent)
+    var sum = try comm.allreduce([Float](repeating: Float(me), count: 100), .sum)
+    try comm.barrier()
+    var value = me == p - 1 ? 42 : 0
+    value = try comm.bcast(value, root: p - 1)
+    h.expect(comm.endpoint.counter(.messagesSent) == sent,
+             "allreduce, barrier and bcast of short messages on one host sent \(comm.endpoint.counter(.messagesSent) - sent) messages")
+    h.expectEqual(sum, [Float](repeating: Float(p * (p - 1) / 2), count: 100), "shared-memory allreduce")
+    h.expect(value == 42, "shared-memory bcast: \(value)")
+    // Many calls in a row reuse both banks; a rank that runs ahead never overwrites what a
+    // slower one still reads (ranks sleep in turn to be slow).
+    for k in 0..<200 {
+        let got = try comm.allreduce(Int64(me * k), .sum)
+        h.expect(got == Int64(k * p * (p - 1) / 2), "allreduce \(k) of a run: \(got)")
+        var b = [Int32](repeating: me == k % p ? Int32(k) : -1, count: 3)
+        try comm.bcast(&b, root: k % p)
+        h.expectEqual(b, [Int32](repeating: Int32(k), count: 3), "bcast \(k) of a run")
+    }
+    // A count that differs on one rank: every rank fails with count, none reads stale data.
+    h.expectError(.count, "allreduce with rank 0 passing one element more") {
+        sum = try comm.allreduce([Float](repeating: 1, count: me == 0 ? 11 : 10), .sum)
+    }
+    // An output too small on one rank: buffer everywhere.
+    let small = me == p - 1
+    h.expectError(.buffer, "allreduce with rank \(p - 1)'s output too small") {
+        var out = [Float](repeating: 0, count: small ? 2 : 4)
+        try [Float](repeating: 1, count: 4).withUnsafeBufferPointer { i in
+            try out.withUnsafeMutableBufferPointer { o in try comm.allreduce(i, into: o, .sum) }
+        }
+    }
+    // And the communicator goes on working.
+    let after = try comm.allreduce(1, .sum)
+    h.expect(after == p, "allreduce after the failed ones: \(after)")
+}

@@ -1,0 +1,61 @@
+import XCTest
+import MPI
+import MyriXen
+import MyriXenTestSupport
+
+/// The collectives through swiftrun: one job per rank count runs every operation with every
+/// algorithm forced in turn (Tests/CollectiveTestRank), every rank checking its results
+/// against a sequential reference it computes itself.
+final class CollectiveTests: XCTestCase {
+    let swiftrun = BuiltProducts.path("swiftrun")
+    let rank = BuiltProducts.path("CollectiveTestRank")
+
+    /// `n` ranks, each of which must report its checks.
+    func expectAllRanks(_ n: Int, _ args: [String], environment: [String: String] = [:], _ what: String) {
+        let (code, out) = runCapturing(swiftrun, args, environment: environment)
+        XCTAssertEqual(code, 0, "\(what)\n\(out)")
+        for r in 0..<n {
+            XCTAssertTrue(out.range(of: "rank \(r): ok [0-9]+ checks\n", options: .regularExpression) != nil, "\(what): rank \(r)\n\(out)")
+        }
+    }
+
+    func testEveryCollectiveOnOneToNineRanks() {
+        for n in 1...9 {
+            expectAllRanks(n, ["--timeout", "120", "-n", String(n), rank], "\(n) ranks")
+        }
+    }
+
+    /// 16 ranks on 2 cores: waiting ranks yield and then sleep on their event channel.
+    func testSixteenRanksOversubscribed() {
+        expectAllRanks(16, ["--timeout", "120", "-n", "16", rank], "16 ranks oversubscribed")
+    }
+
+    /// 8 MiB worth of elements (the long-message algorithms, rendezvous underneath).
+    func testLargeMessagesOnFourAndFiveRanks() {
+        for n in [4, 5] {
+            expectAllRanks(n, ["--timeout", "300", "-n", String(n), rank, "--large"], "\(n) ranks, 8 MiB")
+        }
+    }
+
+    /// Two emulated VMs with two ranks each (pairs across VMs on the wire), once with one frame
+    /// in 29 lost on the wire.
+    func testAcrossTwoEmulatedVMs() throws {
+        guard let cluster = try EmulatedVMs() else { throw XCTSkip("needs root and iproute2 to make network namespaces") }
+        defer { cluster.remove() }
+        for (mapping, drop) in [("node", nil), ("slot", nil), ("node", "29")] as [(String, String?)] {
+            expectAllRanks(4, ["--timeout", "180", "-f", cluster.hostfile, "--map-by", mapping, "-n", "4", rank],
+                           environment: drop.map { [MXWire.dropEnvironment: $0] } ?? [:],
+                           "4 ranks by \(mapping) on two VMs, drop \(drop ?? "none")")
+        }
+    }
+
+    /// A forced algorithm that does not exist is an error of MPI.initialize naming the valid ones.
+    func testAnUnknownForcedAlgorithmIsAnErrorListingTheValidOnes() {
+        let (code, out) = runCapturing(swiftrun, ["-n", "2", rank], environment: ["MYRIXEN_COLL_ALLREDUCE": "fastest"])
+        XCTAssertNotEqual(code, 0, out)
+        XCTAssertTrue(out.contains("MYRIXEN_COLL_ALLREDUCE=fastest is not an algorithm of allreduce; valid: recursive_doubling"), out)
+        let (code2, out2) = runCapturing(swiftrun, ["-n", "1", rank], environment: ["MYRIXEN_COLL_ALLREDUSE": "ring"])
+        XCTAssertNotEqual(code2, 0, out2)
+        XCTAssertTrue(out2.contains("MYRIXEN_COLL_ALLREDUSE names no collective operation; valid variables: MYRIXEN_COLL_BARRIER"), out2)
+    }
+}
