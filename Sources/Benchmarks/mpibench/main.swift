@@ -71,15 +71,23 @@ struct Bench {
     let stats = UnsafeMutableBufferPointer<Double>.allocate(capacity: 4) // this rank's, min, max, sum
     let sum = Operation<Float>.sum
 
-    init(world: Communicator, plan: OSUPlan) {
+    /// Fails with the bytes it could not get.
+    init(world: Communicator, plan: OSUPlan) throws(OSUOptionError) {
         self.world = world
         self.plan = plan
         let test = plan.test, ranks = world.size
         let block = Swift.max(plan.steps.last!.size, MemoryLayout<Float>.size)
         let sendBytes = test == .alltoall || test == .scatter ? block * ranks : block
         let recvBytes = test == .alltoall || test == .allgather || test == .gather ? block * ranks : block
-        send = .allocate(byteCount: sendBytes, alignment: 4096)
-        recv = .allocate(byteCount: recvBytes, alignment: 4096)
+        func allocate(_ bytes: Int) throws(OSUOptionError) -> UnsafeMutableRawBufferPointer {
+            var p: UnsafeMutableRawPointer?
+            guard posix_memalign(&p, 4096, bytes) == 0, let p else {
+                throw OSUOptionError("rank \(world.rank) cannot allocate \(bytes) bytes (lower -m MAX)")
+            }
+            return UnsafeMutableRawBufferPointer(start: p, count: bytes)
+        }
+        send = try allocate(sendBytes)
+        recv = try allocate(recvBytes)
         if test.isReduction {
             send.initializeMemory(as: Float.self, repeating: 1)
             recv.initializeMemory(as: Float.self, repeating: 0)
@@ -201,8 +209,13 @@ guard world.size >= 2 else {
 }
 // "MyriXen MPI 0.1 (Swift, ...)" -> "MyriXen MPI 0.1", as osu_coll names its MPI.
 let library = MPI.libraryVersion.firstRange(of: " (").map { String(MPI.libraryVersion[..<$0.lowerBound]) } ?? MPI.libraryVersion
+let bench: Bench
+do { bench = try Bench(world: world, plan: plan) } catch {
+    complain(error.description)
+    mpi.abort(code: 2, message: "mpibench: \(error)")
+}
 do {
-    try Bench(world: world, plan: plan).run(library: library, full: command.full)
+    try bench.run(library: library, full: command.full)
 } catch {
     complain("rank \(world.rank): \(error)")
     mpi.abort(code: 1, message: "mpibench \(plan.test.rawValue): \(error)")
