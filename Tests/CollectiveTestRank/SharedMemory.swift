@@ -31,6 +31,31 @@ func sharedMemorySuite(_ h: Harness) throws {
         try comm.bcast(&b, root: k % p)
         h.expectEqual(b, [Int32](repeating: Int32(k), count: 3), "bcast \(k) of a run")
     }
+    // Long allreduces in chunks of a slot, each reduced a portion per rank: sizes around a
+    // chunk, a count no chunk or rank count divides, in place, a non-commutative operation
+    // (exactly in rank order), on the shared path as the channel counter shows.
+    let perChunk = IntraHost.slotBytes / MemoryLayout<Int32>.stride
+    for n in [IntraHost.shortBytes / 4 + 1, perChunk - 1, perChunk, perChunk + 1, 3 * perChunk + 13] {
+        let before = comm.endpoint.counter(.messagesSent)
+        let mine = (0..<n).map { Int32(contribution(rank: me, index: $0)) }
+        let want = (0..<n).map { i in (0..<p).reduce(Int32(0)) { $0 + Int32(contribution(rank: $1, index: i)) } }
+        h.expectEqual(try comm.allreduce(mine, .sum), want, "long shared-memory allreduce of \(n) Int32")
+        var inPlace = mine
+        try comm.allreduce(inPlace: &inPlace, .sum)
+        h.expectEqual(inPlace, want, "long shared-memory allreduce of \(n) Int32 in place")
+        h.expect(comm.endpoint.counter(.messagesSent) == before, "long allreduce of \(n) Int32 sent messages")
+    }
+    let matrices = (0..<5000).map { Matrix.of(me, $0) }
+    let product = (0..<5000).map { i in (1..<p).reduce(Matrix.of(0, i)) { Matrix.times($0, Matrix.of($1, i)) } }
+    h.expectEqual(try comm.allreduce(matrices, Matrix.product), product, "long shared-memory allreduce of a non-commutative product")
+    // A long count that differs on one rank, and a long one against a short one.
+    for (mine, other) in [(20_000, 20_001), (20_000, 100)] {
+        h.expectError(.count, "long allreduce with rank 0 passing \(other) elements, the others \(mine)") {
+            _ = try comm.allreduce([Float](repeating: 1, count: me == 0 ? other : mine), .sum)
+        }
+        let after = try comm.allreduce(2, .sum)
+        h.expect(after == 2 * p, "allreduce after a failed long one: \(after)")
+    }
     // A count that differs on one rank: every rank fails with count, none reads stale data.
     h.expectError(.count, "allreduce with rank 0 passing one element more") {
         sum = try comm.allreduce([Float](repeating: 1, count: me == 0 ? 11 : 10), .sum)

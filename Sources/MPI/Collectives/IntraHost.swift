@@ -16,8 +16,13 @@ import MyriXen
 /// `k` or above says its rank is done reading everything of the calls before `k`: a rank
 /// writes its slot of bank `k % 2` only after every flag reached `k - 1`.
 final class IntraHost {
-    /// Bytes a rank publishes in one call: larger messages take the channel's algorithms.
-    static let slotBytes = 8192
+    /// Bytes of one rank's slot: what a rank publishes in one call.
+    static let slotBytes = 64 << 10
+    /// Messages up to this go whole through the slots (every reader reduces them all);
+    /// longer allreduces go in chunks of a slot, each reduced a portion per rank
+    /// (`SharedMemoryCollectives.allreduceLong`), up to `longBytes`.
+    static let shortBytes = 8 << 10
+    static let longBytes = 4 << 20
     /// Members a segment serves (beyond that the flat algorithms do as well).
     static let maxRanks = 64
     static let lineBytes = 64

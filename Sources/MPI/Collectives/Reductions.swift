@@ -82,11 +82,19 @@ extension Communicator {
     public func allreduce<T: BitwiseCopyable>(_ input: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>,
                                               _ op: Operation<T>) throws(MPIError) {
         let n = input.count
-        if Selection.wantsSharedMemory(.allreduce, bytes: n * MemoryLayout<T>.stride), let shm = try intraHost() {
-            try SharedMemoryCollectives.reduce(shm, "allreduce", input: UnsafeRawPointer(input.baseAddress),
-                                                      output: UnsafeMutableRawPointer(output.baseAddress), elements: n,
-                                                      elementSize: MemoryLayout<T>.stride, root: 0, all: true,
-                                                      valid: output.count >= n, op.raw)
+        let bytes = n * MemoryLayout<T>.stride
+        if Selection.wantsSharedMemory(.allreduce, bytes: bytes), let shm = try intraHost() {
+            if bytes > IntraHost.shortBytes {
+                try SharedMemoryCollectives.allreduceLong(shm, input: UnsafeRawPointer(input.baseAddress!),
+                                                          output: UnsafeMutableRawPointer(output.baseAddress ?? UnsafeMutablePointer(mutating: input.baseAddress!)),
+                                                          elements: n, elementSize: MemoryLayout<T>.stride,
+                                                          valid: output.count >= n, op.raw)
+            } else {
+                try SharedMemoryCollectives.reduce(shm, "allreduce", input: UnsafeRawPointer(input.baseAddress),
+                                                   output: UnsafeMutableRawPointer(output.baseAddress), elements: n,
+                                                   elementSize: MemoryLayout<T>.stride, root: 0, all: true,
+                                                   valid: output.count >= n, op.raw)
+            }
             if output.count < n { throw MPIError(.buffer, "allreduce: an output of \(output.count) elements cannot take \(n)") }
             return
         }

@@ -88,10 +88,11 @@ enum Selection {
     }
 
     /// Whether a call of `op` of `bytes` goes through the members' shared segment: on one
-    /// host, up to `IntraHost.slotBytes`, unless another algorithm is forced. (Whether the
-    /// segment exists is `Communicator.intraHost()`'s to say.)
+    /// host, up to `IntraHost.shortBytes` (an allreduce up to `IntraHost.longBytes`), unless
+    /// another algorithm is forced. (Whether the segment exists is
+    /// `Communicator.intraHost()`'s to say.)
     static func wantsSharedMemory(_ op: CollectiveOperation, bytes: Int) -> Bool {
-        guard bytes <= IntraHost.slotBytes else { return false }
+        guard bytes <= (op == .allreduce ? IntraHost.longBytes : IntraHost.shortBytes) else { return false }
         if let f = forced[op] { return f == .sharedMemory }
         return true
     }

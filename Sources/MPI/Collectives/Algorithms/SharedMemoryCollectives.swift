@@ -1,7 +1,7 @@
 /// Barrier, broadcast, reduce and allreduce of short messages among ranks of one host,
 /// through their shared segment (IntraHost) rather than the channel: in the spirit of Open
 /// MPI's coll/xhc (Katevenis et al., Cluster 2022) and MPICH's release/gather collectives
-/// (Jain et al., SC18): data of up to `IntraHost.slotBytes` is copied into the sender's slot,
+/// (Jain et al., SC18): data of up to `IntraHost.shortBytes` is copied into the sender's slot,
 /// flags with a single writer say what is there, every reader reads the slots it needs
 /// directly. No message, no matching, no request: one store and one load per peer in the
 /// common case.
@@ -35,6 +35,66 @@ enum SharedMemoryCollectives {
         }
     }
 
+    /// Allreduce of a long message in chunks of a slot, two calls each (Jocksch et al.'s
+    /// reduce-scatter + allgather in shared memory, IJHPCA 2025, in its simplest form): in
+    /// the first every rank copies its chunk into its slot, then reduces its own portion of
+    /// the chunk (a p-th, whole elements) over every slot in rank order into its slot of the
+    /// next bank; in the second every rank copies every rank's reduced portion into its
+    /// output. Each byte is copied in once, reduced once by one rank, and copied out once per
+    /// rank, whatever p. The second call reads the bank of its own number, as the flags'
+    /// rule wants (see IntraHost).
+    static func allreduceLong(_ s: IntraHost, input: UnsafeRawPointer, output: UnsafeMutableRawPointer, elements: Int,
+                              elementSize: Int, valid: Bool,
+                              _ op: (UnsafeRawPointer, UnsafeRawPointer, UnsafeMutableRawPointer, Int) -> Void) throws(MPIError) {
+        let p = s.ranks
+        let perChunk = IntraHost.slotBytes / elementSize
+        var done = 0
+        // Every rank walks the same chunks (counts were checked in the first call).
+        let bytes = elements * elementSize
+        var firstCall = true
+        while done < elements || firstCall {
+            let n = min(perChunk, elements - done)
+            let call = s.begin()
+            s.mayWrite(call)
+            if valid && n > 0 { s.slot(call, s.me).copyMemory(from: input + done * elementSize, byteCount: n * elementSize) }
+            // The first chunk's call declares the whole message, so every rank agrees on the chunks.
+            s.declare(call, bytes: valid ? UInt64(firstCall ? bytes : n * elementSize) : IntraHost.invalid)
+            s.publish(call)
+            s.waitAll(call)
+            if firstCall {
+                for r in 0..<p where r != s.me {
+                    let theirs = s.declared(call, by: r)
+                    if theirs != UInt64(bytes) || !valid {
+                        // Leave the segment as the others do: they read the same declarations.
+                        s.publish(s.begin())
+                        throw valid ? s.mismatch("allreduce", r, theirs: theirs, mine: bytes)
+                                    : MPIError(.buffer, "allreduce: an output too small for \(elements) elements")
+                    }
+                }
+                firstCall = false
+            }
+            // My portion of this chunk: elements [lo, hi).
+            let lo = n * s.me / p, hi = n * (s.me + 1) / p
+            if hi > lo {
+                let at = lo * elementSize
+                let out = s.slot(call + 1, s.me) + at
+                op(s.slot(call, 0) + at, s.slot(call, 1) + at, out, hi - lo)
+                for r in 2..<max(p, 2) { op(out, s.slot(call, r) + at, out, hi - lo) }
+            }
+            let second = s.begin()
+            s.publish(second)
+            s.waitAll(second)
+            for r in 0..<p {
+                let a = n * r / p, b = n * (r + 1) / p
+                if b > a {
+                    (output + (done + a) * elementSize).copyMemory(from: s.slot(second, r) + a * elementSize, byteCount: (b - a) * elementSize)
+                }
+            }
+            done += n
+            if n == 0 { break }
+        }
+    }
+
     /// Every member's `input` combined into `output` at the root (`all`: at every member).
     /// `input` may be `output`. A member with `valid` false (its arguments were wrong)
     /// publishes nothing but that, and the others fail too; so do counts that differ.
@@ -51,7 +111,14 @@ enum SharedMemoryCollectives {
         s.waitAll(call)
         for r in 0..<s.ranks where r != s.me {
             let theirs = s.declared(call, by: r)
-            if theirs != UInt64(bytes) && valid { throw s.mismatch(name, r, theirs: theirs, mine: bytes) }
+            guard theirs == UInt64(bytes) || !valid else {
+                // A rank with a long message took the long path, which uses two calls: keep
+                // in step with it.
+                if (0..<s.ranks).contains(where: { s.declared(call, by: $0) != IntraHost.invalid && s.declared(call, by: $0) > UInt64(IntraHost.shortBytes) }) {
+                    s.publish(s.begin())
+                }
+                throw s.mismatch(name, r, theirs: theirs, mine: bytes)
+            }
         }
         guard bytes > 0, valid, let out = output else { return }
         op(s.slot(call, 0), s.slot(call, 1), out, elements)
