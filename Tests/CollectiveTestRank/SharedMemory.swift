@@ -56,6 +56,25 @@ func sharedMemorySuite(_ h: Harness) throws {
         let after = try comm.allreduce(2, .sum)
         h.expect(after == 2 * p, "allreduce after a failed long one: \(after)")
     }
+    // Alltoall through the slots: every block, in place too, and wrong arguments on one rank.
+    for n in [0, 1, 13, IntraHost.shortBytes / 8 / p] {
+        let before = comm.endpoint.counter(.messagesSent)
+        let blocks = (0..<p).map { r in (0..<n).map { UInt16(truncatingIfNeeded: contribution(rank: me * p + r, index: $0)) } }
+        let got = try comm.alltoall(blocks)
+        for r in 0..<p {
+            h.expectEqual(got[r], (0..<n).map { UInt16(truncatingIfNeeded: contribution(rank: r * p + me, index: $0)) }, "shared-memory alltoall of \(n), block from \(r)")
+        }
+        var flat = blocks.flatMap { $0 }
+        try comm.alltoall(inPlace: &flat)
+        h.expectEqual(flat, got.flatMap { $0 }, "shared-memory alltoall of \(n) in place")
+        h.expect(comm.endpoint.counter(.messagesSent) == before, "alltoall of \(n) through the segment sent messages")
+    }
+    h.expectError(.count, "alltoall with rank 0's input not \(p) blocks") {
+        var out = [Int32](repeating: 0, count: 4 * p + 1)
+        try [Int32](repeating: 1, count: me == 0 ? 4 * p + 1 : 4 * p).withUnsafeBufferPointer { i in
+            try out.withUnsafeMutableBufferPointer { o in try comm.alltoall(i, into: o) }
+        }
+    }
     // A count that differs on one rank: every rank fails with count, none reads stale data.
     h.expectError(.count, "allreduce with rank 0 passing one element more") {
         sum = try comm.allreduce([Float](repeating: 1, count: me == 0 ? 11 : 10), .sum)

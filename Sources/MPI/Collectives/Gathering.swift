@@ -400,9 +400,32 @@ extension Communicator {
     /// of `output` comes from rank r (MPI_Alltoall). Passing the same memory for both is the
     /// in-place form. Allocates nothing.
     public func alltoall<T: BitwiseCopyable>(_ input: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>) throws(MPIError) {
+        try alltoall(input, into: output, refusing: nil)
+    }
+
+    /// The buffer form; with `refusing`, this rank's arguments were wrong (`input` then only
+    /// says how long the others' are): it takes part in the call as the others do, on the
+    /// same path, and fails it there with that error, so they fail it too.
+    func alltoall<T: BitwiseCopyable>(_ input: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>,
+                                      refusing: MPIError?) throws(MPIError) {
         let stride = MemoryLayout<T>.stride
         let inPlace = sameMemory(input, output)
+        if Selection.wantsSharedMemory(.alltoall, bytes: input.count * stride), let shm = try intraHost() {
+            let invalid = refusing.map { $0.errorClass == .buffer ? IntraHost.invalid : IntraHost.invalidCount }
+                ?? (input.count % size != 0 ? IntraHost.invalidCount : output.count < input.count ? IntraHost.invalid : nil)
+            try SharedMemoryCollectives.alltoall(shm, input: UnsafeRawPointer(input.baseAddress), output: UnsafeMutableRawPointer(output.baseAddress),
+                                                 block: input.count / size * stride, invalid: invalid)
+            if let e = refusing { throw e }
+            guard input.count % size == 0 else {
+                throw MPIError(.count, "alltoall: an input of \(input.count) elements is not \(size) blocks of one count")
+            }
+            guard output.count >= input.count else {
+                throw MPIError(.buffer, "alltoall: an output of \(output.count) elements cannot take \(input.count)")
+            }
+            return
+        }
         try runBlocking("alltoall", input: UnsafeRawPointer(input.baseAddress), output: UnsafeMutableRawPointer(output.baseAddress)) { s throws(MPIError) in
+            if let e = refusing { throw e }
             guard input.count % size == 0 else {
                 throw MPIError(.count, "alltoall: an input of \(input.count) elements is not \(size) blocks of one count")
             }
@@ -418,7 +441,11 @@ extension Communicator {
     public func alltoall<T: BitwiseCopyable>(_ blocks: [[T]]) throws(MPIError) -> [[T]] {
         let n = blocks.first?.count ?? 0
         guard blocks.count == size, blocks.allSatisfy({ $0.count == n }) else {
-            try refuse(MPIError(.count, "alltoall: \(blocks.count) blocks of \(Set(blocks.map(\.count)).sorted()) elements; pass \(size) blocks of one count"))
+            // The others run the buffer form with size blocks of n: so does this rank, failing it.
+            let e = MPIError(.count, "alltoall: \(blocks.count) blocks of \(Set(blocks.map(\.count)).sorted()) elements; pass \(size) blocks of one count")
+            var placeholder = [T](unsafeUninitializedCapacity: n * size) { _, k in k = n * size }
+            try placeholder.withUnsafeMutableBufferPointer { (b) throws(MPIError) in try alltoall(UnsafeBufferPointer(b), into: b, refusing: e) }
+            throw e
         }
         let flat = blocks.flatMap { $0 }
         var out = [T](unsafeUninitializedCapacity: flat.count) { _, k in k = flat.count }
@@ -489,7 +516,11 @@ extension Communicator {
     /// block r comes from rank r (MPI_Alltoallv, with the counts exchanged by an alltoall first).
     public func alltoallv<T: BitwiseCopyable>(_ blocks: [[T]]) throws(MPIError) -> [[T]] {
         guard blocks.count == size else {
-            try refuse(MPIError(.count, "alltoallv: \(blocks.count) blocks for a communicator of \(size); pass one per rank"))
+            // The others start with an alltoall of their counts: this rank fails that one.
+            let e = MPIError(.count, "alltoallv: \(blocks.count) blocks for a communicator of \(size); pass one per rank")
+            var counts = [Int](repeating: 0, count: size)
+            try counts.withUnsafeMutableBufferPointer { (b) throws(MPIError) in try alltoall(UnsafeBufferPointer(b), into: b, refusing: e) }
+            throw e
         }
         let sendCounts = blocks.map(\.count)
         var receiveCounts = [Int](repeating: 0, count: size)

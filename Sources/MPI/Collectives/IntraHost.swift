@@ -57,20 +57,24 @@ final class IntraHost {
     @inline(__always) func publish(_ call: UInt64) { cmx_store_release_u64(flag(me), call) }
 
     /// What a rank says about its slot in `call` (before publishing it): its byte count, or
-    /// `invalid` when its output was too small. One word per bank, beside the flag.
+    /// `invalid`/`invalidCount` when its arguments were wrong. One word per bank, beside the flag.
     @inline(__always) func declare(_ call: UInt64, bytes: UInt64) {
         cmx_store_relaxed_u64(flag(me) + 8 + Int(call & 1) * 8, bytes)
     }
     @inline(__always) func declared(_ call: UInt64, by r: Int) -> UInt64 {
         cmx_load_relaxed_u64(flag(r) + 8 + Int(call & 1) * 8)
     }
+    /// A rank's output was too small (`invalid`), or its counts wrong (`invalidCount`).
     static let invalid = UInt64.max
+    static let invalidCount = UInt64.max - 1
 
     /// The error of a call where rank `r` declared `theirs` bytes and this rank `mine`.
     func mismatch(_ name: String, _ r: Int, theirs: UInt64, mine: Int) -> MPIError {
         if theirs == IntraHost.invalid {
-            // The one argument the shared path checks: an output too small for the count.
             return MPIError(.buffer, CollectiveTag.reportPrefix + "\(comm.describe(r)): \(name): its output is too small for the count")
+        }
+        if theirs == IntraHost.invalidCount {
+            return MPIError(.count, CollectiveTag.reportPrefix + "\(comm.describe(r)): \(name): its count does not fit the call")
         }
         return MPIError(.count, "\(name): \(comm.describe(r)) passes \(theirs) bytes where this rank passes \(mine) (are the counts the same on every rank?)")
     }

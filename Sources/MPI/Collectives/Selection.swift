@@ -62,7 +62,7 @@ enum Selection {
         .gather: [.linear, .binomial],
         .scatter: [.linear, .binomial],
         .allgather: [.recursiveDoubling, .bruck, .ring],
-        .alltoall: [.pairwise, .bruck],
+        .alltoall: [.pairwise, .bruck, .sharedMemory],
         .alltoallv: [.pairwise, .linear],
     ]
 

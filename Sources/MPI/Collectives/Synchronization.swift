@@ -78,10 +78,14 @@ extension Communicator {
     public func bcast<T: Codable>(_ value: T, root: Int) throws(MPIError) -> T {
         try check(root: root)
         var bytes: [UInt8] = []
+        var failure: MPIError?
         if rank == root {
-            do { bytes = try BinaryCoding.encode(value) } catch { throw MPIError(.other, "cannot encode \(T.self): \(error)") }
+            do { bytes = try BinaryCoding.encode(value) } catch { failure = MPIError(.other, "bcast: the root cannot encode \(T.self): \(error)") }
         }
-        let n = try bcast(bytes.count, root: root)
+        // The length goes first; -1 says the root could not encode, and every member fails.
+        let n = try bcast(failure == nil ? bytes.count : -1, root: root)
+        if let e = failure { throw e }
+        guard n >= 0 else { throw MPIError(.other, "bcast: \(describe(root)), the root, cannot encode its \(T.self)") }
         if rank != root { bytes = [UInt8](repeating: 0, count: n) }
         try bcast(&bytes, root: root)
         if rank == root { return value }

@@ -1,4 +1,4 @@
-/// Barrier, broadcast, reduce and allreduce of short messages among ranks of one host,
+/// Barrier, broadcast, allreduce and alltoall of short messages among ranks of one host,
 /// through their shared segment (IntraHost) rather than the channel: in the spirit of Open
 /// MPI's coll/xhc (Katevenis et al., Cluster 2022) and MPICH's release/gather collectives
 /// (Jain et al., SC18): data of up to `IntraHost.shortBytes` is copied into the sender's slot,
@@ -33,6 +33,28 @@ enum SharedMemoryCollectives {
             s.publish(call) // done reading
             if !ok { throw s.mismatch("bcast", root, theirs: theirs, mine: bytes) }
         }
+    }
+
+    /// Block r of every member's `input` to rank r, all at once: every rank copies its
+    /// blocks into its slot, publishes, waits for all, and copies block `me` of every slot
+    /// into its output. `input` may be `output`. Counts are declared and compared.
+    /// `invalid`: what this rank's arguments are wrong in (nil: they are right).
+    static func alltoall(_ s: IntraHost, input: UnsafeRawPointer?, output: UnsafeMutableRawPointer?, block: Int,
+                         invalid: UInt64?) throws(MPIError) {
+        let call = s.begin()
+        let bytes = block * s.ranks
+        let valid = invalid == nil
+        s.mayWrite(call)
+        if valid && bytes > 0 { s.slot(call, s.me).copyMemory(from: input!, byteCount: bytes) }
+        s.declare(call, bytes: invalid ?? UInt64(bytes))
+        s.publish(call)
+        s.waitAll(call)
+        for r in 0..<s.ranks where r != s.me {
+            let theirs = s.declared(call, by: r)
+            if theirs != UInt64(bytes) && valid { throw s.mismatch("alltoall", r, theirs: theirs, mine: bytes) }
+        }
+        guard valid, block > 0, let out = output else { return }
+        for r in 0..<s.ranks { (out + r * block).copyMemory(from: s.slot(call, r) + s.me * block, byteCount: block) }
     }
 
     /// Allreduce of a long message in chunks of a slot, two calls each (Jocksch et al.'s
