@@ -21,6 +21,7 @@ let package = Package(
         .executable(name: "objects", targets: ["objects"]),
         .executable(name: "stats", targets: ["stats"]),
         .executable(name: "mpi_pingpong", targets: ["mpi_pingpong"]),
+        .executable(name: "mpibench", targets: ["mpibench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -55,6 +56,13 @@ let package = Package(
         .executableTarget(name: "objects", dependencies: ["MPI"], path: "Sources/Examples/objects"),
         .executableTarget(name: "stats", dependencies: ["MPI"], path: "Sources/Examples/stats"),
         .executableTarget(name: "mpi_pingpong", dependencies: ["MPI"], path: "Sources/Benchmarks/mpi_pingpong"),
+        // The OSU collective method without MPI: tests, sizes and counts, the output layout.
+        .target(name: "OSUMethod", path: "Sources/Benchmarks/OSUMethod"),
+        .executableTarget(
+            name: "mpibench",
+            dependencies: ["MPI", "OSUMethod", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Benchmarks/mpibench"
+        ),
         .executableTarget(
             name: "myrback",
             dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -96,6 +104,7 @@ let package = Package(
         .executableTarget(name: "CollectiveTestRank", dependencies: ["MPI", "MyriXen"], path: "Tests/CollectiveTestRank"),
         // Launcher too: FaultTests checks that no job directory of swiftrun outlives its job.
         .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXen", "MyriXenTestSupport", "Launcher"]),
+        .testTarget(name: "OSUMethodTests", dependencies: ["OSUMethod"]),
         .testTarget(
             name: "LauncherTests",
             dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport"],

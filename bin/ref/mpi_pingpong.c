@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "library_name.h"
+
 enum { TAG_PING = 1, TAG_DATA = 2, TAG_ACK = 3, MAX_WINDOW = 1024 };
 
 static long opt_iters = -1, opt_warm = -1; /* -1: defaults */
@@ -69,23 +71,6 @@ static double bandwidth(char *sbuf, char *rbuf, int size) {
     }
     double seconds = MPI_Wtime() - start;
     return (double)size * iters * window / seconds / 1e6;
-}
-
-/* "MPICH Version: 4.0.2" / "Open MPI v4.1.4": the library's own text up to its first newline or comma. */
-static void library_name(char *out, int len) {
-    char text[MPI_MAX_LIBRARY_VERSION_STRING];
-    int n;
-    MPI_Get_library_version(text, &n);
-    text[strcspn(text, "\n,")] = '\0';
-    for (char *p = text; *p; p++) if (*p == '\t') *p = ' ';
-    char *s = text;
-    while (*s == ' ') s++;
-    char *e = s + strlen(s);
-    while (e > s && e[-1] == ' ') *--e = '\0';
-    int squeezed = 0; /* "MPICH Version:  4.0.2" -> single spaces */
-    for (char *p = s; *p; p++) if (!(*p == ' ' && p[1] == ' ')) s[squeezed++] = *p;
-    s[squeezed] = '\0';
-    snprintf(out, len, "%s", s);
 }
 
 static int usage_error(const char *msg) {

@@ -1,0 +1,153 @@
+// The OSU Micro-Benchmarks 7.x collective latency method, the parts that do not talk MPI: which
+// tests there are, which sizes each runs with how many iterations, how reduce_scatter splits its
+// data, and the output layout. mpibench (the Swift MPI library) uses it; bin/ref/osu_coll.c is the
+// same method in C against MPICH and Open MPI, and its comment describes the method in full.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One of OMB's blocking collective latency tests.
+public enum CollectiveTest: String, CaseIterable, Sendable {
+    case allreduce, bcast, reduce, allgather, alltoall, gather, scatter
+    case reduceScatter = "reduce_scatter"
+    case barrier
+
+    /// OMB's benchmark title, after "OSU MPI ".
+    public var title: String {
+        switch self {
+        case .allreduce: "Allreduce Latency Test"
+        case .bcast: "Broadcast Latency Test"
+        case .reduce: "Reduce Latency Test"
+        case .allgather: "Allgather Latency Test"
+        case .alltoall: "All-to-All Personalized Exchange Latency Test"
+        case .gather: "Gather Latency Test"
+        case .scatter: "Scatter Latency Test"
+        case .reduceScatter: "Reduce_scatter Latency Test"
+        case .barrier: "Barrier Latency Test"
+        }
+    }
+
+    /// Reductions sum Floats (MPI_FLOAT); the others move bytes (MPI_CHAR).
+    public var isReduction: Bool { self == .allreduce || self == .reduce || self == .reduceScatter }
+    /// Bytes per element.
+    public var elementSize: Int { isReduction ? MemoryLayout<Float>.size : 1 }
+    public var datatypeName: String { isReduction ? "MPI_FLOAT" : "MPI_CHAR" }
+    /// Whether rows carry a message size (barrier's single row does not).
+    public var hasSizes: Bool { self != .barrier }
+}
+
+/// A bad command line, in words that name the problem and the fix.
+public struct OSUOptionError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// What one test runs: sizes, and per size the element count and the iterations.
+public struct OSUPlan: Equatable, Sendable {
+    /// One row: `size` bytes, `count` elements, `warmup` untimed and `iterations` timed calls.
+    public struct Step: Equatable, Sendable {
+        public let size: Int, count: Int, iterations: Int, warmup: Int
+        public init(size: Int, count: Int, iterations: Int, warmup: Int) {
+            self.size = size; self.count = count; self.iterations = iterations; self.warmup = warmup
+        }
+    }
+
+    /// OMB's counts: 1000 timed after 100 warm-up up to `largeMessage` bytes, 100 after 10 above.
+    public static let largeMessage = 8192
+    public static let defaultRange = 1...(1 << 20)
+    public static let largestSize = 1 << 30
+
+    public let test: CollectiveTest
+    public let steps: [Step]
+
+    /// Sizes double from `range`'s lower bound while they fit; a size too small for one element
+    /// is skipped (reductions start at 4 B); barrier runs once, with size 0. `iterations` and
+    /// `warmup`, when given, replace both the small and the large counts (as OMB's -i and -x do).
+    public init(_ test: CollectiveTest, sizes range: ClosedRange<Int> = OSUPlan.defaultRange,
+                iterations: Int? = nil, warmup: Int? = nil) throws(OSUOptionError) {
+        guard range.lowerBound >= 1, range.upperBound <= OSUPlan.largestSize else {
+            throw OSUPlan.rangeError("\(range.lowerBound):\(range.upperBound)")
+        }
+        if let i = iterations, i < 1 { throw OSUOptionError("-i must be at least 1, not \(i)") }
+        if let x = warmup, x < 0 { throw OSUOptionError("-x must be at least 0, not \(x)") }
+        func step(_ size: Int) -> Step {
+            let large = size > OSUPlan.largeMessage
+            return Step(size: size, count: size / test.elementSize,
+                        iterations: iterations ?? (large ? 100 : 1000), warmup: warmup ?? (large ? 10 : 100))
+        }
+        self.test = test
+        guard test.hasSizes else { steps = [step(0)]; return }
+        var sizes: [Step] = []
+        var size = range.lowerBound
+        while size <= range.upperBound {
+            if size >= test.elementSize { sizes.append(step(size)) }
+            size *= 2
+        }
+        guard !sizes.isEmpty else {
+            throw OSUOptionError("-m \(range.lowerBound):\(range.upperBound): \(test.rawValue) sums floats, and no size from MIN to MAX doubling is 4 B or more (try -m 4:MAX with MAX >= 4)")
+        }
+        steps = sizes
+    }
+
+    /// "-m [MIN:]MAX": MAX alone keeps the default MIN (1).
+    public static func parseSizes(_ text: String) throws(OSUOptionError) -> ClosedRange<Int> {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        let numbers = parts.compactMap { Int($0) }
+        guard (1...2).contains(parts.count), numbers.count == parts.count else {
+            throw OSUOptionError("-m must be [MIN:]MAX, e.g. -m 4:1048576, not '\(text)'")
+        }
+        let lo = numbers.count == 2 ? numbers[0] : defaultRange.lowerBound, hi = numbers.last!
+        guard lo >= 1, lo <= hi, hi <= largestSize else { throw rangeError(text) }
+        return lo...hi
+    }
+
+    static func rangeError(_ sizes: String) -> OSUOptionError {
+        OSUOptionError("-m must be [MIN:]MAX with 1 <= MIN <= MAX <= \(largestSize) (1 GiB), not '\(sizes)'")
+    }
+
+    /// How OMB's osu_reduce_scatter splits `count` elements over `ranks`: `count / ranks` each,
+    /// one more for the first `count % ranks`; with fewer elements than ranks, one each for the
+    /// first `count` ranks.
+    public static func reduceScatterCounts(_ count: Int, ranks: Int) -> [Int] {
+        (0..<ranks).map { r in count < ranks ? (r < count ? 1 : 0) : count / ranks + (r < count % ranks ? 1 : 0) }
+    }
+}
+
+/// OMB 7.x's output: a blank line, a title, the datatype, the column header, one row per size.
+public enum OSUFormat {
+    /// printf, for OMB's exact field formats ("%-10d%18.2f").
+    public static func printf(_ format: String, _ arguments: CVarArg...) -> String {
+        withVaList(arguments) { list in
+            var buffer = [CChar](repeating: 0, count: 256)
+            let n = Int(vsnprintf(&buffer, buffer.count, format, list))
+            precondition(n >= 0 && n < buffer.count, "OSUFormat.printf: '\(format)' makes more than \(buffer.count - 1) characters")
+            return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+    }
+
+    /// printf's "%*s" for a header's text (String is no CVarArg here): right-aligned in `width`
+    /// characters, left-aligned for a negative width.
+    public static func field(_ text: String, _ width: Int) -> String {
+        let padding = String(repeating: " ", count: Swift.max(0, abs(width) - text.count))
+        return width < 0 ? text + padding : padding + text
+    }
+
+    /// The lines before the first row. `program` and `library` name what ran (OMB prints its own
+    /// version there): "# OSU 7.x method, mpibench: Allreduce Latency Test (MyriXen MPI 0.1, 2 ranks)".
+    public static func preamble(_ test: CollectiveTest, program: String, library: String, ranks: Int, full: Bool) -> [String] {
+        var lines = ["", "# OSU 7.x method, \(program): \(test.title) (\(library), \(ranks) ranks)"]
+        if test.hasSizes { lines.append("# Datatype: \(test.datatypeName).") }
+        var header = test.hasSizes ? field("# Size", -10) + field("Avg Latency(us)", 18) : "# Avg Latency(us)"
+        if full { header += field("Min Latency(us)", 18) + field("Max Latency(us)", 18) + field("Iterations", 12) }
+        lines.append(header)
+        return lines
+    }
+
+    /// A row: the average over ranks of each rank's mean latency, with `full` also the lowest
+    /// and highest rank's and the timed iterations.
+    public static func row(_ test: CollectiveTest, _ step: OSUPlan.Step, average: Double, min: Double, max: Double, full: Bool) -> String {
+        var line = test.hasSizes ? printf("%-10ld%18.2f", step.size, average) : printf("%17.2f", average)
+        if full { line += printf("%18.2f%18.2f%12ld", min, max, step.iterations) }
+        return line
+    }
+}

@@ -1,0 +1,224 @@
+// mpibench: the OSU Micro-Benchmarks 7.x collective latency tests through the Swift MPI library,
+// run under swiftrun, mpiexec.hydra or srun:
+//   swiftrun -n 4 mpibench TEST [-m [MIN:]MAX] [-i ITERS] [-x WARMUP] [-f]
+// Same method, options and output as bin/ref/osu_coll.c (its comment has the method in full), so
+// bin/bench-collectives can set the two side by side; OSUMethod holds the sizes, counts and the
+// output layout. Every call is timed alone, then a barrier; each rank's mean is reduced to rank 0
+// with min, max and sum, and a row shows the mean over ranks (-f: also min, max, iterations).
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import MPI
+import OSUMethod
+
+struct MPIBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mpibench",
+        abstract: "OSU-style collective latency tests on the Swift MPI library (run under swiftrun).",
+        discussion: """
+            Sizes double from MIN to MAX bytes; reductions (allreduce, reduce, reduce_scatter) sum \
+            Floats, so they start at 4 B. Defaults: 1000 timed calls after 100 warm-up up to 8 KiB, \
+            100 after 10 above; -i and -x set both. Roots are rank 0. Output: the OSU 7.x layout.
+            """)
+
+    @Argument(help: "The test: \(CollectiveTest.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var test: String
+
+    @Option(name: [.customShort("m"), .customLong("message-size")], help: ArgumentHelp("Sizes in bytes, [MIN:]MAX.", valueName: "min:max"))
+    var sizes = "\(OSUPlan.defaultRange.lowerBound):\(OSUPlan.defaultRange.upperBound)"
+
+    @Option(name: [.customShort("i"), .customLong("iterations")], help: "Timed calls per size (small and large sizes alike).")
+    var iterations: Int?
+
+    @Option(name: [.customShort("x"), .customLong("warmup")], help: "Untimed calls before them (small and large sizes alike).")
+    var warmup: Int?
+
+    @Flag(name: [.customShort("f"), .customLong("full")], help: "Also the lowest and highest rank's mean, and the iterations.")
+    var full = false
+
+    func plan() throws(OSUOptionError) -> OSUPlan {
+        guard let t = CollectiveTest(rawValue: test) else {
+            throw OSUOptionError("unknown test '\(test)'; the tests are \(CollectiveTest.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return try OSUPlan(t, sizes: try OSUPlan.parseSizes(sizes), iterations: iterations, warmup: warmup)
+    }
+
+    func validate() throws {
+        do { _ = try plan() } catch { throw ValidationError(error.description) }
+    }
+}
+
+/// One size's collective, on buffers prepared for it.
+enum Call {
+    case allreduce(UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>)
+    case reduce(UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>)
+    case reduceScatterBlock(UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>)
+    case reduceScatter(UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>, counts: [Int])
+    case bcast(UnsafeMutableBufferPointer<UInt8>)
+    case allgather(UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>)
+    case alltoall(UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>)
+    case gather(UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>)
+    case scatter(UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>)
+    case barrier
+}
+
+/// The test on this rank: its buffers (sized for the largest step), the timing loop, the statistics.
+struct Bench {
+    let world: Communicator
+    let plan: OSUPlan
+    let send: UnsafeMutableRawBufferPointer, recv: UnsafeMutableRawBufferPointer
+    let stats = UnsafeMutableBufferPointer<Double>.allocate(capacity: 4) // this rank's, min, max, sum
+    let sum = Operation<Float>.sum
+
+    /// Fails with the bytes it could not get.
+    init(world: Communicator, plan: OSUPlan) throws(OSUOptionError) {
+        self.world = world
+        self.plan = plan
+        let test = plan.test, ranks = world.size
+        let block = Swift.max(plan.steps.last!.size, MemoryLayout<Float>.size)
+        let sendBytes = test == .alltoall || test == .scatter ? block * ranks : block
+        let recvBytes = test == .alltoall || test == .allgather || test == .gather ? block * ranks : block
+        func allocate(_ bytes: Int) throws(OSUOptionError) -> UnsafeMutableRawBufferPointer {
+            var p: UnsafeMutableRawPointer?
+            guard posix_memalign(&p, 4096, bytes) == 0, let p else {
+                throw OSUOptionError("rank \(world.rank) cannot allocate \(bytes) bytes (lower -m MAX)")
+            }
+            return UnsafeMutableRawBufferPointer(start: p, count: bytes)
+        }
+        send = try allocate(sendBytes)
+        recv = try allocate(recvBytes)
+        if test.isReduction {
+            send.initializeMemory(as: Float.self, repeating: 1)
+            recv.initializeMemory(as: Float.self, repeating: 0)
+        } else {
+            send.initializeMemory(as: UInt8.self, repeating: 1)
+            recv.initializeMemory(as: UInt8.self, repeating: 0)
+        }
+        stats.initialize(repeating: 0)
+    }
+
+    func floats(_ b: UnsafeMutableRawBufferPointer, _ n: Int) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(start: b.baseAddress!.assumingMemoryBound(to: Float.self), count: n)
+    }
+    func bytes(_ b: UnsafeMutableRawBufferPointer, _ n: Int) -> UnsafeMutableBufferPointer<UInt8> {
+        UnsafeMutableBufferPointer(start: b.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n)
+    }
+
+    func prepare(_ step: OSUPlan.Step) -> Call {
+        let c = step.count, n = world.size
+        switch plan.test {
+        case .allreduce: return .allreduce(UnsafeBufferPointer(floats(send, c)), floats(recv, c))
+        case .reduce: return .reduce(UnsafeBufferPointer(floats(send, c)), floats(recv, c))
+        case .reduceScatter:
+            let counts = OSUPlan.reduceScatterCounts(c, ranks: n)
+            if counts.allSatisfy({ $0 == counts[0] }) {
+                return .reduceScatterBlock(UnsafeBufferPointer(floats(send, c)), floats(recv, counts[0]))
+            }
+            return .reduceScatter(UnsafeBufferPointer(floats(send, c)), floats(recv, counts[world.rank]), counts: counts)
+        case .bcast: return .bcast(bytes(send, c))
+        case .allgather: return .allgather(UnsafeBufferPointer(bytes(send, c)), bytes(recv, c * n))
+        case .alltoall: return .alltoall(UnsafeBufferPointer(bytes(send, c * n)), bytes(recv, c * n))
+        case .gather: return .gather(UnsafeBufferPointer(bytes(send, c)), bytes(recv, c * n))
+        case .scatter: return .scatter(UnsafeBufferPointer(bytes(send, c * n)), bytes(recv, c))
+        case .barrier: return .barrier
+        }
+    }
+
+    @inline(__always) func call(_ c: Call) throws(MPIError) {
+        switch c {
+        case let .allreduce(i, o): try world.allreduce(i, into: o, sum)
+        case let .reduce(i, o): try world.reduce(i, into: o, sum, root: 0)
+        case let .reduceScatterBlock(i, o): try world.reduceScatterBlock(i, into: o, sum)
+        case let .reduceScatter(i, o, counts): try world.reduceScatter(i, into: o, counts: counts, sum)
+        case let .bcast(b): try world.bcast(b, root: 0)
+        case let .allgather(i, o): try world.allgather(i, into: o)
+        case let .alltoall(i, o): try world.alltoall(i, into: o)
+        case let .gather(i, o): try world.gather(i, into: o, root: 0)
+        case let .scatter(i, o): try world.scatter(i, into: o, root: 0)
+        case .barrier: try world.barrier()
+        }
+    }
+
+    /// This rank's mean time of one call, in microseconds.
+    func latency(_ step: OSUPlan.Step) throws(MPIError) -> Double {
+        let c = prepare(step)
+        var total = 0.0
+        try world.barrier()
+        for i in 0..<(step.warmup + step.iterations) {
+            let t0 = MPIEnvironment.wtime()
+            try call(c)
+            let dt = MPIEnvironment.wtime() - t0
+            if i >= step.warmup { total += dt }
+            // osu_barrier times back-to-back barriers; every other test separates its calls.
+            if plan.test != .barrier { try world.barrier() }
+        }
+        return total * 1e6 / Double(step.iterations)
+    }
+
+    /// Every step; rank 0 prints the preamble and a row per step as it completes.
+    func run(library: String, full: Bool) throws(MPIError) {
+        if world.rank == 0 {
+            for line in OSUFormat.preamble(plan.test, program: "mpibench", library: library, ranks: world.size, full: full) { print(line) }
+            fflush(nil)
+        }
+        let mine = UnsafeBufferPointer(rebasing: stats[0..<1])
+        for step in plan.steps {
+            stats[0] = try latency(step)
+            try world.reduce(mine, into: UnsafeMutableBufferPointer(rebasing: stats[1..<2]), .min, root: 0)
+            try world.reduce(mine, into: UnsafeMutableBufferPointer(rebasing: stats[2..<3]), .max, root: 0)
+            try world.reduce(mine, into: UnsafeMutableBufferPointer(rebasing: stats[3..<4]), .sum, root: 0)
+            if world.rank == 0 {
+                print(OSUFormat.row(plan.test, step, average: stats[3] / Double(world.size), min: stats[1], max: stats[2], full: full))
+                fflush(nil)
+            }
+        }
+    }
+}
+
+func complain(_ s: String) {
+    let line = "mpibench: \(s)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+let mpi: MPIEnvironment
+do { mpi = try MPI.initialize() } catch {
+    complain("MPI did not start: \(error)")
+    exit(1)
+}
+let world = mpi.world
+// The command line is read once MPI runs, so only rank 0 says what is wrong with it (or prints
+// --help) and every rank ends with the same code.
+let command: MPIBench, plan: OSUPlan
+do {
+    command = try MPIBench.parse(Array(CommandLine.arguments.dropFirst()))
+    plan = try command.plan()
+} catch {
+    let code = MPIBench.exitCode(for: error)
+    if world.rank == 0 {
+        let text = MPIBench.fullMessage(for: error)
+        if code == .success { print(text) } else { complain(text) }
+    }
+    mpi.finalize()
+    exit(code.rawValue)
+}
+guard world.size >= 2 else {
+    if world.rank == 0 { complain("needs at least 2 ranks, got \(world.size) (swiftrun -n 2 mpibench ...)") }
+    mpi.finalize()
+    exit(2)
+}
+// "MyriXen MPI 0.1 (Swift, ...)" -> "MyriXen MPI 0.1", as osu_coll names its MPI.
+let library = MPI.libraryVersion.firstRange(of: " (").map { String(MPI.libraryVersion[..<$0.lowerBound]) } ?? MPI.libraryVersion
+let bench: Bench
+do { bench = try Bench(world: world, plan: plan) } catch {
+    complain(error.description)
+    mpi.abort(code: 2, message: "mpibench: \(error)")
+}
+do {
+    try bench.run(library: library, full: command.full)
+} catch {
+    complain("rank \(world.rank): \(error)")
+    mpi.abort(code: 1, message: "mpibench \(plan.test.rawValue): \(error)")
+}
+mpi.finalize()
+
