@@ -9,8 +9,9 @@ import MyriXen
 /// grants to each of them (`MXEndpoint.shareSegment`), under a random key the lowest rank
 /// draws and broadcasts.
 ///
-/// Layout: one 64-byte line per rank holding its flag, then two banks (by the parity of the
-/// call) of one data slot per rank. Every flag has a single writer, its rank, which stores
+/// Layout: one 64-byte line per rank holding its flag, the byte counts it declared and up to
+/// 16 bytes of data (per bank), then two banks (by the parity of the call) of one data slot
+/// per rank. Every flag has a single writer, its rank, which stores
 /// the number of its latest call (release) once it published its data in that call, or, for
 /// a rank that only reads (a broadcast's non-roots), once it is done reading. So a flag at
 /// `k` or above says its rank is done reading everything of the calls before `k`: a rank
@@ -46,6 +47,14 @@ import MyriXen
     @inline(__always) func flag(_ r: Int) -> UnsafeMutableRawPointer { base + r * IntraHost.lineBytes }
     @inline(__always) func slot(_ call: UInt64, _ r: Int) -> UnsafeMutableRawPointer {
         base + ranks * IntraHost.lineBytes + (Int(call & 1) * ranks + r) * IntraHost.slotBytes
+    }
+
+    /// Data up to this many bytes travels inside the rank's flag line (one per bank), so a
+    /// reader takes one cache miss for flag, count and data (XHC inlines tiny messages so).
+    static let inlineBytes = 16
+    /// Where rank `r`'s `bytes` of `call` are: inside its flag line when they fit, else its slot.
+    @inline(__always) func data(_ call: UInt64, _ r: Int, bytes: Int) -> UnsafeMutableRawPointer {
+        bytes <= IntraHost.inlineBytes ? flag(r) + 32 + Int(call & 1) * IntraHost.inlineBytes : slot(call, r)
     }
 
     /// Starts a call: its number.

@@ -77,7 +77,11 @@
     ]
 
     /// The forced algorithm per operation, from the environment (read once).
-    nonisolated(unsafe) public static var forced: [CollectiveOperation: CollectiveAlgorithm] = [:]
+    nonisolated(unsafe) public static var forced: [CollectiveOperation: CollectiveAlgorithm] = [:] {
+        didSet { anyForced = !forced.isEmpty }
+    }
+    /// Whether anything is forced: the common case then skips the lookup on every call.
+    nonisolated(unsafe) static var anyForced = false
 
     /// Reads every `MYRIXEN_COLL_*` variable: an unknown operation or algorithm is an error
     /// naming the valid ones.
@@ -103,13 +107,13 @@
     /// `Communicator.intraHost()`'s to say.)
     static func wantsSharedMemory(_ op: CollectiveOperation, bytes: Int) -> Bool {
         guard bytes <= (op == .allreduce ? IntraHost.longBytes : IntraHost.shortBytes) else { return false }
-        if let f = forced[op] { return f == .sharedMemory }
+        if anyForced, let f = forced[op] { return f == .sharedMemory }
         return true
     }
 
     /// The algorithm for one call.
     public static func choose(_ op: CollectiveOperation, _ shape: CallShape) -> CollectiveAlgorithm {
-        var chosen = forced[op] ?? rule(op, shape)
+        var chosen = (anyForced ? forced[op] : nil) ?? rule(op, shape)
         // Two levels need a layout (not yet learnt during the first call), shared memory
         // a segment and a short message (the public calls take that path before planning):
         // else the table meanwhile.

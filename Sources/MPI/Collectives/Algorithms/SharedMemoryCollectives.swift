@@ -22,14 +22,14 @@ enum SharedMemoryCollectives {
         let call = s.begin()
         if s.me == root {
             s.mayWrite(call)
-            if bytes > 0 { s.slot(call, root).copyMemory(from: buffer!, byteCount: bytes) }
+            if bytes > 0 { s.data(call, root, bytes: bytes).copyMemory(from: buffer!, byteCount: bytes) }
             s.declare(call, bytes: UInt64(bytes))
             s.publish(call)
         } else {
             s.wait(for: root, call)
             let theirs = s.declared(call, by: root)
             let ok = theirs == UInt64(bytes)
-            if ok && bytes > 0 { buffer!.copyMemory(from: s.slot(call, root), byteCount: bytes) }
+            if ok && bytes > 0 { buffer!.copyMemory(from: s.data(call, root, bytes: bytes), byteCount: bytes) }
             s.publish(call) // done reading
             if !ok { throw s.mismatch("bcast", root, theirs: theirs, mine: bytes) }
         }
@@ -45,7 +45,7 @@ enum SharedMemoryCollectives {
         let bytes = block * s.ranks
         let valid = invalid == nil
         s.mayWrite(call)
-        if valid && bytes > 0 { s.slot(call, s.me).copyMemory(from: input!, byteCount: bytes) }
+        if valid && bytes > 0 { s.data(call, s.me, bytes: bytes).copyMemory(from: input!, byteCount: bytes) }
         s.declare(call, bytes: invalid ?? UInt64(bytes))
         s.publish(call)
         s.waitAll(call)
@@ -54,7 +54,7 @@ enum SharedMemoryCollectives {
             if theirs != UInt64(bytes) && valid { throw s.mismatch("alltoall", r, theirs: theirs, mine: bytes) }
         }
         guard valid, block > 0, let out = output else { return }
-        for r in 0..<s.ranks { (out + r * block).copyMemory(from: s.slot(call, r) + s.me * block, byteCount: block) }
+        for r in 0..<s.ranks { (out + r * block).copyMemory(from: s.data(call, r, bytes: bytes) + s.me * block, byteCount: block) }
     }
 
     /// Allreduce of a long message in chunks of a slot, two calls each (Jocksch et al.'s
@@ -126,7 +126,7 @@ enum SharedMemoryCollectives {
         let call = s.begin()
         let bytes = elements * elementSize
         s.mayWrite(call)
-        if valid && bytes > 0 { s.slot(call, s.me).copyMemory(from: input!, byteCount: bytes) }
+        if valid && bytes > 0 { s.data(call, s.me, bytes: bytes).copyMemory(from: input!, byteCount: bytes) }
         s.declare(call, bytes: valid ? UInt64(bytes) : IntraHost.invalid)
         s.publish(call)
         guard all || s.me == root else { return }
@@ -143,7 +143,7 @@ enum SharedMemoryCollectives {
             }
         }
         guard bytes > 0, valid, let out = output else { return }
-        op(s.slot(call, 0), s.slot(call, 1), out, elements)
-        for r in 2..<max(s.ranks, 2) { op(out, s.slot(call, r), out, elements) }
+        op(s.data(call, 0, bytes: bytes), s.data(call, 1, bytes: bytes), out, elements)
+        for r in 2..<max(s.ranks, 2) { op(out, s.data(call, r, bytes: bytes), out, elements) }
     }
 }
