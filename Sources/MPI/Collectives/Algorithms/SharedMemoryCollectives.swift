@@ -26,11 +26,13 @@ enum SharedMemoryCollectives {
             s.declare(call, bytes: UInt64(bytes))
             s.publish(call)
         } else {
+            // Done with every call before this one: said first, so the store drains while
+            // this rank waits for the root (the root only ever needs calls before the last).
+            s.publish(call)
             s.wait(for: root, call)
             let theirs = s.declared(call, by: root)
             let ok = theirs == UInt64(bytes)
             if ok && bytes > 0 { buffer!.copyMemory(from: s.data(call, root, bytes: bytes), byteCount: bytes) }
-            s.publish(call) // done reading
             if !ok { throw s.mismatch("bcast", root, theirs: theirs, mine: bytes) }
         }
     }
