@@ -12,7 +12,7 @@ public enum MPI {
         guard MPIEnvironment.state.withLock({ $0 == .fresh }) else {
             throw MPIError(.other, "MPI is already initialized (or was finalized); initialize once per process")
         }
-        try Selection.configure(from: ProcessInfoEnvironment.all())
+        try Selection.configure(from: ChildProcess.currentEnvironment())
         let world: MXWorld
         do { world = try MXWorld.bootstrap() } catch let e as MXError {
             throw MPIError(e)
@@ -79,20 +79,6 @@ public final class MPIEnvironment {
     /// Ends the whole job with `code` (MPI_Abort). Does not return.
     public func abort(code: Int32, message: String = "") -> Never {
         bootstrap.pmi.abort(code: code, message: message.isEmpty ? "MPI_Abort(\(code))" : message)
-    }
-}
-
-/// The process's environment, as name -> value.
-enum ProcessInfoEnvironment {
-    static func all() -> [String: String] {
-        var out: [String: String] = [:]
-        var p = environ
-        while let entry = p.pointee {
-            let s = String(cString: entry)
-            if let eq = s.firstIndex(of: "=") { out[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
-            p += 1
-        }
-        return out
     }
 }
 

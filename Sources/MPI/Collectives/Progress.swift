@@ -12,6 +12,7 @@ import MyriXen
     /// Failure reports sent, until the channel took them (their bytes live here meanwhile).
     var reports: [(handle: MXRequest, bytes: [UInt8])] = []
     var polls: UInt32 = 0
+    var unexpectedSeen = 0
     unowned(unsafe) let endpoint: MXEndpoint
     /// The host of every world rank (see `HostLayout`), once learnt.
     public var layoutState = LayoutState.unknown
@@ -27,8 +28,11 @@ import MyriXen
 
     func advanceAll() {
         polls &+= 1
-        // A failure report is an unexpected message: look for one only when there are some.
-        let lookForReports = polls & 0x3F == 0 && endpoint.unexpectedCount > 0
+        // A failure report is an unexpected message: look for one when one came since the
+        // last look, and now and then while some wait (a report may sit behind others).
+        let unexpected = endpoint.unexpectedCount
+        let lookForReports = unexpected != unexpectedSeen || (polls & 0x3F == 0 && unexpected > 0)
+        unexpectedSeen = unexpected
         var i = 0
         while i < active.count {
             let s = active[i]
