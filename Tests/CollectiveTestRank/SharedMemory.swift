@@ -56,6 +56,24 @@ func sharedMemorySuite(_ h: Harness) throws {
         let after = try comm.allreduce(2, .sum)
         h.expect(after == 2 * p, "allreduce after a failed long one: \(after)")
     }
+    // Long broadcasts read straight from the root's buffer: no channel message, every root,
+    // sizes past the short path, a count a reader does not share failing that reader.
+    for bytes in [IntraHost.shortBytes + 1, (1 << 20) + 3] {
+        for root in Set([0, p - 1]).sorted() {
+            let before = comm.endpoint.counter(.messagesSent)
+            let want = (0..<bytes).map { UInt8(truncatingIfNeeded: contribution(rank: root, index: $0)) }
+            var buffer = me == root ? want : [UInt8](repeating: 0, count: bytes)
+            try comm.bcast(&buffer, root: root)
+            h.expectEqual(buffer, want, "single-copy bcast of \(bytes) bytes from \(root)")
+            h.expect(comm.endpoint.counter(.messagesSent) == before, "single-copy bcast of \(bytes) bytes sent messages")
+        }
+    }
+    var buffer = [UInt8](repeating: 1, count: me == 1 ? 20_001 : 20_000)
+    let failure = mismatchedBcast(comm, &buffer)
+    if let e = failure { h.expect(e.errorClass == .count, "single-copy bcast with a count rank 1 does not share: \(e)") }
+    h.expect(me != 1 || failure != nil, "single-copy bcast: rank 1 with another count got no error")
+    let afterBcast = try comm.allreduce(3, .sum)
+    h.expect(afterBcast == 3 * p, "allreduce after a mismatched single-copy bcast: \(afterBcast)")
     // Alltoall through the slots: every block, in place too, and wrong arguments on one rank.
     for n in [0, 1, 13, IntraHost.shortBytes / 8 / p] {
         let before = comm.endpoint.counter(.messagesSent)
@@ -90,4 +108,10 @@ func sharedMemorySuite(_ h: Harness) throws {
     // And the communicator goes on working.
     let after = try comm.allreduce(1, .sum)
     h.expect(after == p, "allreduce after the failed ones: \(after)")
+}
+
+/// A bcast's error, if it threw one.
+func mismatchedBcast(_ comm: Communicator, _ buffer: inout [UInt8]) -> MPIError? {
+    do { try comm.bcast(&buffer, root: 0) } catch { return error }
+    return nil
 }

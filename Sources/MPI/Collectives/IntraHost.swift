@@ -24,6 +24,8 @@ import MyriXen
     /// (`SharedMemoryCollectives.allreduceLong`), up to `longBytes`.
     public static let shortBytes = 8 << 10
     static let longBytes = 4 << 20
+    /// Longer broadcasts are read straight from the root's buffer (`bcastLong`) up to this.
+    public static let singleCopyBytes = 64 << 20
     /// Members a segment serves (beyond that the flat algorithms do as well).
     public static let maxRanks = 64
     static let lineBytes = 64
@@ -42,6 +44,28 @@ import MyriXen
         self.comm = comm
         ranks = comm.size
         me = comm.rank
+    }
+
+    /// Writes this rank's pid into its line, where readers of its buffers find it (done
+    /// before the members agree to use the segment, which orders it before any read).
+    static func announce(_ base: UnsafeMutableRawPointer, rank: Int) {
+        cmx_store_relaxed_u64(base + rank * lineBytes + 24, UInt64(getpid()))
+    }
+    @inline(__always) func pid(of r: Int) -> pid_t { pid_t(truncatingIfNeeded: cmx_load_relaxed_u64(flag(r) + 24)) }
+
+    /// Copies `bytes` from rank `r`'s memory at `address` into `into`, in one copy by the
+    /// kernel (process_vm_readv, as the channel's rendezvous pulls).
+    func read(from r: Int, address: UInt64, bytes: Int, into: UnsafeMutableRawPointer) throws(MPIError) {
+        var done = 0
+        while done < bytes {
+            var local = iovec(iov_base: into + done, iov_len: bytes - done)
+            var remote = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(address) + UInt(done)), iov_len: bytes - done)
+            let n = cmx_pull(pid(of: r), &local, 1, &remote, 1)
+            guard n > 0 else {
+                throw MPIError(.other, "cannot read \(comm.describe(r))'s buffer (pid \(pid(of: r))): \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
     }
 
     @inline(__always) func flag(_ r: Int) -> UnsafeMutableRawPointer { base + r * IntraHost.lineBytes }
@@ -163,6 +187,7 @@ extension Communicator {
         do { mapped = try endpoint.shareSegment(key: key, size: IntraHost.bytes(ranks: size)) } catch {
             mapped = nil
         }
+        if let m = mapped { IntraHost.announce(m, rank: rank) }
         // Every member must take the same path: the segment only if all of them have it.
         let everyone = try allreduce(Int32(mapped == nil ? 0 : 1), .min)
         guard everyone == 1, let base = mapped else { return nil }

@@ -42,6 +42,9 @@ extension Communicator {
         try check(root: root)
         let bytes = buffer.count * MemoryLayout<T>.stride
         if Selection.wantsSharedMemory(.bcast, bytes: bytes), let shm = try intraHost() {
+            if bytes > IntraHost.shortBytes {
+                return try SharedMemoryCollectives.bcastLong(shm, UnsafeMutableRawPointer(buffer.baseAddress!), bytes: bytes, root: root)
+            }
             return try SharedMemoryCollectives.bcast(shm, UnsafeMutableRawPointer(buffer.baseAddress), bytes: bytes, root: root)
         }
         try runBlocking("bcast", input: nil, output: UnsafeMutableRawPointer(buffer.baseAddress)) { s in

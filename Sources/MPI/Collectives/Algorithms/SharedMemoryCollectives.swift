@@ -1,3 +1,5 @@
+import CMyriXen
+
 /// Barrier, broadcast, allreduce and alltoall of short messages among ranks of one host,
 /// through their shared segment (IntraHost) rather than the channel: in the spirit of Open
 /// MPI's coll/xhc (Katevenis et al., Cluster 2022) and MPICH's release/gather collectives
@@ -34,6 +36,34 @@ enum SharedMemoryCollectives {
             let ok = theirs == UInt64(bytes)
             if ok && bytes > 0 { buffer!.copyMemory(from: s.data(call, root, bytes: bytes), byteCount: bytes) }
             if !ok { throw s.mismatch("bcast", root, theirs: theirs, mine: bytes) }
+        }
+    }
+
+    /// A long broadcast in one copy (Open MPI's XHC past its copy-in-copy-out threshold):
+    /// the root publishes where its buffer is; every other rank reads it straight from the
+    /// root's memory (process_vm_readv) and publishes that it is done; the root returns once
+    /// all are, since its caller may then change the buffer.
+    static func bcastLong(_ s: IntraHost, _ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws(MPIError) {
+        let call = s.begin()
+        let place = s.flag(s.me) + 32 + Int(call & 1) * IntraHost.inlineBytes
+        if s.me == root {
+            s.mayWrite(call)
+            cmx_store_relaxed_u64(place, UInt64(UInt(bitPattern: buffer)))
+            s.declare(call, bytes: UInt64(bytes))
+            s.publish(call)
+            s.waitAll(call)
+        } else {
+            s.wait(for: root, call)
+            let theirs = s.declared(call, by: root)
+            var failure: MPIError?
+            if theirs == UInt64(bytes) {
+                let address = cmx_load_relaxed_u64(s.flag(root) + 32 + Int(call & 1) * IntraHost.inlineBytes)
+                do { try s.read(from: root, address: address, bytes: bytes, into: buffer) } catch { failure = error }
+            } else {
+                failure = s.mismatch("bcast", root, theirs: theirs, mine: bytes)
+            }
+            s.publish(call) // done reading: the root may return
+            if let e = failure { throw e }
         }
     }
 
