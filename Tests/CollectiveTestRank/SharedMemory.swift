@@ -87,6 +87,28 @@ func sharedMemorySuite(_ h: Harness) throws {
         h.expectEqual(flat, got.flatMap { $0 }, "shared-memory alltoall of \(n) in place")
         h.expect(comm.endpoint.counter(.messagesSent) == before, "alltoall of \(n) through the segment sent messages")
     }
+    // Long blocks, read from every other rank's input in one copy (in place: the channel).
+    for block in [IntraHost.shortBytes / p + 8, (256 << 10) + 5] {
+        let before = comm.endpoint.counter(.messagesSent)
+        let blocks = (0..<p).map { r in (0..<block).map { UInt8(truncatingIfNeeded: contribution(rank: me * p + r, index: $0)) } }
+        let got = try comm.alltoall(blocks)
+        for r in 0..<p {
+            h.expectEqual(got[r], (0..<block).map { UInt8(truncatingIfNeeded: contribution(rank: r * p + me, index: $0)) }, "single-copy alltoall of \(block)-byte blocks, block from \(r)")
+        }
+        h.expect(comm.endpoint.counter(.messagesSent) == before, "single-copy alltoall of \(block)-byte blocks sent messages")
+        var flat = blocks.flatMap { $0 }
+        try comm.alltoall(inPlace: &flat)
+        h.expectEqual(flat, got.flatMap { $0 }, "alltoall of \(block)-byte blocks in place")
+    }
+    // Counts differing across the short/long line, and malformed blocks on one rank.
+    h.expectError(.count, "alltoall with rank 0's blocks long, the others' short") {
+        _ = try comm.alltoall([[UInt8]](repeating: [UInt8](repeating: 1, count: me == 0 ? 9000 : 10), count: p))
+    }
+    h.expectError(.count, "long alltoall with rank 0 passing \(p + 1) blocks") {
+        _ = try comm.alltoall([[UInt8]](repeating: [UInt8](repeating: 1, count: 9000), count: me == 0 ? p + 1 : p))
+    }
+    let afterAlltoall = try comm.allreduce(5, .sum)
+    h.expect(afterAlltoall == 5 * p, "allreduce after the failed long alltoalls: \(afterAlltoall)")
     h.expectError(.count, "alltoall with rank 0's input not \(p) blocks") {
         var out = [Int32](repeating: 0, count: 4 * p + 1)
         try [Int32](repeating: 1, count: me == 0 ? 4 * p + 1 : 4 * p).withUnsafeBufferPointer { i in

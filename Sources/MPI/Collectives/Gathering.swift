@@ -410,11 +410,20 @@ extension Communicator {
                                       refusing: MPIError?) throws(MPIError) {
         let stride = MemoryLayout<T>.stride
         let inPlace = sameMemory(input, output)
-        if Selection.wantsSharedMemory(.alltoall, bytes: input.count * stride), let shm = try intraHost() {
+        // In place, long blocks take the channel (the single-copy path reads the input while
+        // the output is written); every member passes in place or none, as MPI wants.
+        if Selection.wantsSharedMemory(.alltoall, bytes: input.count * stride),
+           !(inPlace && input.count * stride > IntraHost.shortBytes), let shm = try intraHost() {
             let invalid = refusing.map { $0.errorClass == .buffer ? IntraHost.invalid : IntraHost.invalidCount }
                 ?? (input.count % size != 0 ? IntraHost.invalidCount : output.count < input.count ? IntraHost.invalid : nil)
-            try SharedMemoryCollectives.alltoall(shm, input: UnsafeRawPointer(input.baseAddress), output: UnsafeMutableRawPointer(output.baseAddress),
-                                                 block: input.count / size * stride, invalid: invalid)
+            if input.count * stride > IntraHost.shortBytes {
+                try SharedMemoryCollectives.alltoallLong(shm, input: UnsafeRawPointer(input.baseAddress!),
+                                                         output: UnsafeMutableRawPointer(output.baseAddress ?? UnsafeMutablePointer(mutating: input.baseAddress!)),
+                                                         block: input.count / size * stride, invalid: invalid)
+            } else {
+                try SharedMemoryCollectives.alltoall(shm, input: UnsafeRawPointer(input.baseAddress), output: UnsafeMutableRawPointer(output.baseAddress),
+                                                     block: input.count / size * stride, invalid: invalid)
+            }
             if let e = refusing { throw e }
             guard input.count % size == 0 else {
                 throw MPIError(.count, "alltoall: an input of \(input.count) elements is not \(size) blocks of one count")
@@ -443,8 +452,12 @@ extension Communicator {
         guard blocks.count == size, blocks.allSatisfy({ $0.count == n }) else {
             // The others run the buffer form with size blocks of n: so does this rank, failing it.
             let e = MPIError(.count, "alltoall: \(blocks.count) blocks of \(Set(blocks.map(\.count)).sorted()) elements; pass \(size) blocks of one count")
-            var placeholder = [T](unsafeUninitializedCapacity: n * size) { _, k in k = n * size }
-            try placeholder.withUnsafeMutableBufferPointer { (b) throws(MPIError) in try alltoall(UnsafeBufferPointer(b), into: b, refusing: e) }
+            // Not in place, as the others' calls are not (the path depends on it).
+            let placeholder = [T](unsafeUninitializedCapacity: n * size) { _, k in k = n * size }
+            var out = placeholder
+            try placeholder.withUnsafeBufferPointer { (i) throws(MPIError) in
+                try out.withUnsafeMutableBufferPointer { (o) throws(MPIError) in try alltoall(i, into: o, refusing: e) }
+            }
             throw e
         }
         let flat = blocks.flatMap { $0 }
@@ -518,8 +531,11 @@ extension Communicator {
         guard blocks.count == size else {
             // The others start with an alltoall of their counts: this rank fails that one.
             let e = MPIError(.count, "alltoallv: \(blocks.count) blocks for a communicator of \(size); pass one per rank")
-            var counts = [Int](repeating: 0, count: size)
-            try counts.withUnsafeMutableBufferPointer { (b) throws(MPIError) in try alltoall(UnsafeBufferPointer(b), into: b, refusing: e) }
+            let counts = [Int](repeating: 0, count: size)
+            var received = counts
+            try counts.withUnsafeBufferPointer { (i) throws(MPIError) in
+                try received.withUnsafeMutableBufferPointer { (o) throws(MPIError) in try alltoall(i, into: o, refusing: e) }
+            }
             throw e
         }
         let sendCounts = blocks.map(\.count)

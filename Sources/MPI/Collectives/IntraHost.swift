@@ -101,6 +101,16 @@ import MyriXen
     static let invalid = UInt64.max
     static let invalidCount = UInt64.max - 1
 
+    /// After a mismatch seen in a one-call protocol: if some rank declared a long message it
+    /// took a two-call one, so this rank takes the second call too and all stay in step.
+    func keepInStepWithLongPath(_ call: UInt64) {
+        let long = (0..<ranks).contains { r in
+            let d = declared(call, by: r)
+            return d < IntraHost.invalidCount && d > UInt64(IntraHost.shortBytes)
+        }
+        if long { publish(begin()) }
+    }
+
     /// The error of a call where rank `r` declared `theirs` bytes and this rank `mine`.
     func mismatch(_ name: String, _ r: Int, theirs: UInt64, mine: Int) -> MPIError {
         if theirs == IntraHost.invalid {

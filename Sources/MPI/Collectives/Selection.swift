@@ -106,7 +106,7 @@
     /// another algorithm is forced. (Whether the segment exists is
     /// `Communicator.intraHost()`'s to say.)
     static func wantsSharedMemory(_ op: CollectiveOperation, bytes: Int) -> Bool {
-        let most = op == .allreduce ? IntraHost.longBytes : op == .bcast ? IntraHost.singleCopyBytes : IntraHost.shortBytes
+        let most = op == .allreduce ? IntraHost.longBytes : op == .bcast || op == .alltoall ? IntraHost.singleCopyBytes : IntraHost.shortBytes
         guard bytes <= most else { return false }
         if anyForced, let f = forced[op] { return f == .sharedMemory }
         return true

@@ -83,10 +83,50 @@ enum SharedMemoryCollectives {
         s.waitAll(call)
         for r in 0..<s.ranks where r != s.me {
             let theirs = s.declared(call, by: r)
-            if theirs != UInt64(bytes) && valid { throw s.mismatch("alltoall", r, theirs: theirs, mine: bytes) }
+            if theirs != UInt64(bytes) && valid {
+                s.keepInStepWithLongPath(call)
+                throw s.mismatch("alltoall", r, theirs: theirs, mine: bytes)
+            }
         }
         guard valid, block > 0, let out = output else { return }
         for r in 0..<s.ranks { (out + r * block).copyMemory(from: s.data(call, r, bytes: bytes) + s.me * block, byteCount: block) }
+    }
+
+    /// A long alltoall in one copy per block: every rank publishes where its input is, reads
+    /// its block of every other rank's input straight from that rank's memory
+    /// (process_vm_readv), then, in a second call, says it is done and waits until all are
+    /// (its caller may change its input once it returns). Not in place: the others read the
+    /// input while the output is written.
+    static func alltoallLong(_ s: IntraHost, input: UnsafeRawPointer, output: UnsafeMutableRawPointer, block: Int,
+                             invalid: UInt64?) throws(MPIError) {
+        let call = s.begin()
+        let bytes = block * s.ranks
+        let place = s.flag(s.me) + 32 + Int(call & 1) * IntraHost.inlineBytes
+        s.mayWrite(call)
+        cmx_store_relaxed_u64(place, UInt64(UInt(bitPattern: input)))
+        s.declare(call, bytes: invalid ?? UInt64(bytes))
+        s.publish(call)
+        s.waitAll(call)
+        var failure: MPIError?
+        for r in 0..<s.ranks where r != s.me {
+            let theirs = s.declared(call, by: r)
+            if theirs != UInt64(bytes) && invalid == nil { failure = s.mismatch("alltoall", r, theirs: theirs, mine: bytes); break }
+        }
+        if failure == nil && invalid == nil {
+            (output + s.me * block).copyMemory(from: input + s.me * block, byteCount: block)
+            for r in 0..<s.ranks where r != s.me {
+                let address = cmx_load_relaxed_u64(s.flag(r) + 32 + Int(call & 1) * IntraHost.inlineBytes)
+                do { try s.read(from: r, address: address + UInt64(s.me * block), bytes: block, into: output + r * block) } catch {
+                    failure = error
+                    break
+                }
+            }
+        }
+        // Both calls always, so every rank stays in step whatever failed.
+        let done = s.begin()
+        s.publish(done)
+        s.waitAll(done)
+        if let e = failure { throw e }
     }
 
     /// Allreduce of a long message in chunks of a slot, two calls each (Jocksch et al.'s
@@ -166,11 +206,7 @@ enum SharedMemoryCollectives {
         for r in 0..<s.ranks where r != s.me {
             let theirs = s.declared(call, by: r)
             guard theirs == UInt64(bytes) || !valid else {
-                // A rank with a long message took the long path, which uses two calls: keep
-                // in step with it.
-                if (0..<s.ranks).contains(where: { s.declared(call, by: $0) != IntraHost.invalid && s.declared(call, by: $0) > UInt64(IntraHost.shortBytes) }) {
-                    s.publish(s.begin())
-                }
+                s.keepInStepWithLongPath(call)
                 throw s.mismatch(name, r, theirs: theirs, mine: bytes)
             }
         }
