@@ -19,6 +19,10 @@ final class Harness {
         ("nonblocking", nonBlockingSuite),
         ("sharedmemory", sharedMemorySuite),
     ]
+    /// Suites that run only when named (they need something set up around the job).
+    nonisolated(unsafe) static var namedOnly: [(String, (Harness) throws -> Void)] = [
+        ("allocations", allocationSuite),
+    ]
 
     init(world: Communicator, large: Bool) {
         self.world = world

@@ -14,8 +14,9 @@ import Glibc
 let arguments = Array(CommandLine.arguments.dropFirst())
 let large = arguments.contains("--large")
 let chosen = arguments.filter { !$0.hasPrefix("--") }
-for name in chosen where name != "all" && !Harness.suites.contains(where: { $0.0 == name }) {
-    let line = "CollectiveTestRank: no suite \(name); suites: all \(Harness.suites.map(\.0).joined(separator: " "))\n"
+let everySuite = Harness.suites + Harness.namedOnly
+for name in chosen where name != "all" && !everySuite.contains(where: { $0.0 == name }) {
+    let line = "CollectiveTestRank: no suite \(name); suites: all \(everySuite.map(\.0).joined(separator: " "))\n"
     _ = line.withCString { write(2, $0, strlen($0)) }
     exit(2)
 }
@@ -27,6 +28,10 @@ do { mpi = try MPI.initialize() } catch {
 }
 let h = Harness(world: mpi.world, large: large)
 for (name, suite) in Harness.suites where chosen.isEmpty || chosen.contains("all") || chosen.contains(name) {
+    h.suite = name
+    try suite(h)
+}
+for (name, suite) in Harness.namedOnly where chosen.contains(name) {
     h.suite = name
     try suite(h)
 }

@@ -2,6 +2,9 @@ import XCTest
 import MPI
 import MyriXen
 import MyriXenTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The collectives through swiftrun: one job per rank count runs every operation with every
 /// algorithm forced in turn (Tests/CollectiveTestRank), every rank checking its results
@@ -46,6 +49,20 @@ final class CollectiveTests: XCTestCase {
             expectAllRanks(4, ["--timeout", "180", "-f", cluster.hostfile, "--map-by", mapping, "-n", "4", rank],
                            environment: drop.map { [MXWire.dropEnvironment: $0] } ?? [:],
                            "4 ranks by \(mapping) on two VMs, drop \(drop ?? "none")")
+        }
+    }
+
+    /// A thousand calls of each short collective through the shared segment allocate nothing
+    /// (every allocator call of the ranks is counted by a preloaded library).
+    func testSteadyStateAllocatesNothing() throws {
+        let source = "/" + #filePath.split(separator: "/").dropLast().joined(separator: "/") + "/Programs/count_allocations.c"
+        let library = "/tmp/mpitest-count-allocations-\(getpid()).so"
+        addTeardownBlock { unlink(library) }
+        let (c, o) = runCapturing("/usr/bin/cc", ["-shared", "-fPIC", "-O2", "-o", library, source])
+        guard c == 0 else { throw XCTSkip("cc cannot build the allocation counter: \(o)") }
+        for n in [2, 4] {
+            expectAllRanks(n, ["--timeout", "120", "-n", String(n), rank, "allocations"], environment: ["LD_PRELOAD": library],
+                           "\(n) ranks counting allocations")
         }
     }
 
