@@ -5,7 +5,7 @@ import Glibc
 
 /// The steady state allocates nothing: after a warm-up, a thousand calls of each blocking
 /// buffer form up to 8 KiB that runs through the host's shared segment (barrier, allreduce,
-/// bcast, alltoall) make no allocator call at all. (The channel's schedules, reduce or
+/// bcast, reduce, alltoall) make no allocator call at all. (The channel's schedules, reduce or
 /// allgather say, allocate in an unspecialized build such as this debug one, and now and then
 /// in release: 0 to 0.04 per call measured; not asserted yet.) Runs only with the counting
 /// library of Tests/MPITests/Programs/count_allocations.c preloaded (suite "allocations").
@@ -34,6 +34,7 @@ func allocationSuite(_ h: Harness) throws {
             ("barrier", { try comm.barrier() }),
             ("allreduce", { try comm.allreduce(one, into: mine, sum) }),
             ("bcast", { try comm.bcast(mine, root: 0) }),
+            ("reduce", { try comm.reduce(one, into: mine, sum, root: p - 1) }),
             ("alltoall", { try comm.alltoall(UnsafeBufferPointer(input), into: output) }),
         ]
         for (name, call) in calls {

@@ -56,6 +56,27 @@ func sharedMemorySuite(_ h: Harness) throws {
         let after = try comm.allreduce(2, .sum)
         h.expect(after == 2 * p, "allreduce after a failed long one: \(after)")
     }
+    // Reduce through the slots: every root, in rank order for a non-commutative operation,
+    // no channel message; a root's output too small fails the root.
+    for root in Set([0, p / 2, p - 1]).sorted() {
+        for n in [1, 13, IntraHost.shortBytes / MemoryLayout<Matrix>.stride] {
+            let before = comm.endpoint.counter(.messagesSent)
+            let got = try comm.reduce((0..<n).map { Matrix.of(me, $0) }, Matrix.product, root: root)
+            let want = (0..<n).map { i in (1..<p).reduce(Matrix.of(0, i)) { Matrix.times($0, Matrix.of($1, i)) } }
+            if me == root { h.expectEqual(got ?? [], want, "shared-memory reduce of \(n) matrices to \(root)") }
+            else { h.expect(got == nil, "shared-memory reduce: a result at non-root \(me)") }
+            h.expect(comm.endpoint.counter(.messagesSent) == before, "shared-memory reduce of \(n) to \(root) sent messages")
+        }
+    }
+    do {
+        var small = [Float](repeating: 0, count: 2)
+        let input = [Float](repeating: 1, count: 4)
+        let failure = reduceIntoSmall(comm, input, &small, root: p - 1)
+        h.expect(me == p - 1 ? failure?.errorClass == .buffer : failure == nil,
+                 "shared-memory reduce into a root's output too small: \(String(describing: failure))")
+        let afterReduce = try comm.allreduce(4, .sum)
+        h.expect(afterReduce == 4 * p, "allreduce after a failed reduce: \(afterReduce)")
+    }
     // Long broadcasts read straight from the root's buffer: no channel message, every root,
     // sizes past the short path, a count a reader does not share failing that reader.
     for bytes in [IntraHost.shortBytes + 1, (1 << 20) + 3] {
@@ -135,5 +156,15 @@ func sharedMemorySuite(_ h: Harness) throws {
 /// A bcast's error, if it threw one.
 func mismatchedBcast(_ comm: Communicator, _ buffer: inout [UInt8]) -> MPIError? {
     do { try comm.bcast(&buffer, root: 0) } catch { return error }
+    return nil
+}
+
+/// A reduce into `output`'s memory, and its error if it threw one.
+func reduceIntoSmall(_ comm: Communicator, _ input: [Float], _ output: inout [Float], root: Int) -> MPIError? {
+    do {
+        try input.withUnsafeBufferPointer { i in
+            try output.withUnsafeMutableBufferPointer { o in try comm.reduce(i, into: o, .sum, root: root) }
+        }
+    } catch let e as MPIError { return e } catch { return MPIError(.other, "\(error)") }
     return nil
 }

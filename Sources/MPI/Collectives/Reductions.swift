@@ -19,6 +19,16 @@ extension Communicator {
                                            _ op: Operation<T>, root: Int) throws(MPIError) {
         try check(root: root)
         let n = input.count
+        if Selection.wantsSharedMemory(.reduce, bytes: n * MemoryLayout<T>.stride), let shm = try intraHost() {
+            // The others publish and go; the root combines the slots in rank order.
+            let valid = rank != root || output.count >= n
+            try SharedMemoryCollectives.reduce(shm, "reduce", input: UnsafeRawPointer(input.baseAddress),
+                                               output: rank == root ? UnsafeMutableRawPointer(output.baseAddress) : nil,
+                                               elements: n, elementSize: MemoryLayout<T>.stride, root: root, all: false,
+                                               valid: valid, op.raw)
+            if !valid { throw MPIError(.buffer, "reduce: the root's output of \(output.count) elements cannot take \(n)") }
+            return
+        }
         try runBlocking("reduce", input: UnsafeRawPointer(input.baseAddress), output: UnsafeMutableRawPointer(output.baseAddress)) { s throws(MPIError) in
             guard rank != root || output.count >= n else {
                 throw MPIError(.buffer, "reduce: the root's output of \(output.count) elements cannot take \(n)")

@@ -64,7 +64,7 @@
     public static let algorithms: [CollectiveOperation: [CollectiveAlgorithm]] = [
         .barrier: [.dissemination, .hostAware, .sharedMemory],
         .bcast: [.binomial, .scatterAllgather, .hostAware, .sharedMemory],
-        .reduce: [.binomial, .rabenseifner],
+        .reduce: [.binomial, .rabenseifner, .sharedMemory],
         .allreduce: [.recursiveDoubling, .rabenseifner, .ring, .hostAware, .sharedMemory],
         .reduceScatter: [.recursiveHalving, .pairwise],
         .scan: [.recursiveDoubling],
