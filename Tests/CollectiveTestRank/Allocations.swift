@@ -5,10 +5,11 @@ import Glibc
 
 /// The steady state allocates nothing: after a warm-up, a thousand calls of each blocking
 /// buffer form up to 8 KiB that runs through the host's shared segment (barrier, allreduce,
-/// bcast, reduce, alltoall) make no allocator call of their own (see the bound below). (The channel's schedules, reduce or
-/// allgather say, allocate in an unspecialized build such as this debug one, and now and then
-/// in release: 0 to 0.04 per call measured; not asserted yet.) Runs only with the counting
-/// library of Tests/MPITests/Programs/count_allocations.c preloaded (suite "allocations").
+/// bcast, reduce, alltoall) make no allocator call of their own (see the bound below). (The
+/// channel's schedules, allgather or gather say, allocate in an unspecialized build such as
+/// this debug one, and now and then in release: 0 to 0.04 per call measured; not asserted
+/// yet.) Runs only with the counting library of Tests/MPITests/Programs/count_allocations.c
+/// preloaded (suite "allocations").
 func allocationSuite(_ h: Harness) throws {
     guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "myrixen_test_allocations") else {
         h.fail("the allocation suite needs count_allocations.so preloaded (LD_PRELOAD)")
