@@ -50,11 +50,7 @@ extension Communicator {
 
     /// One value from every member, combined, at the root; nil elsewhere.
     public func reduce<T: BitwiseCopyable>(_ value: T, _ op: Operation<T>, root: Int) throws(MPIError) -> T? {
-        var v = value
-        try withUnsafeMutablePointer(to: &v) { (p) throws(MPIError) in
-            let b = UnsafeMutableBufferPointer(start: p, count: 1)
-            try reduce(UnsafeBufferPointer(b), into: b, op, root: root)
-        }
+        let v = try inPlaceElement(value) { (b) throws(MPIError) in try reduce(UnsafeBufferPointer(b), into: b, op, root: root) }
         return rank == root ? v : nil
     }
 
@@ -133,12 +129,7 @@ extension Communicator {
 
     /// One value from every member, combined.
     public func allreduce<T: BitwiseCopyable>(_ value: T, _ op: Operation<T>) throws(MPIError) -> T {
-        var v = value
-        try withUnsafeMutablePointer(to: &v) { (p) throws(MPIError) in
-            let b = UnsafeMutableBufferPointer(start: p, count: 1)
-            try allreduce(UnsafeBufferPointer(b), into: b, op)
-        }
-        return v
+        try inPlaceElement(value) { (b) throws(MPIError) in try allreduce(UnsafeBufferPointer(b), into: b, op) }
     }
 
     /// Starts an allreduce (MPI_Iallreduce); the request gives the combined values.
@@ -334,12 +325,7 @@ extension Communicator {
 
     /// The combination of ranks 0...rank's `value`.
     public func scan<T: BitwiseCopyable>(_ value: T, _ op: Operation<T>) throws(MPIError) -> T {
-        var v = value
-        try withUnsafeMutablePointer(to: &v) { (p) throws(MPIError) in
-            let b = UnsafeMutableBufferPointer(start: p, count: 1)
-            try scan(UnsafeBufferPointer(b), into: b, op)
-        }
-        return v
+        try inPlaceElement(value) { (b) throws(MPIError) in try scan(UnsafeBufferPointer(b), into: b, op) }
     }
 
     /// The in-place form (MPI_IN_PLACE): `values` becomes the combination of ranks 0...rank's.
@@ -356,11 +342,7 @@ extension Communicator {
 
     /// The combination of ranks 0..<rank's `value`; nil at rank 0.
     public func exscan<T: BitwiseCopyable>(_ value: T, _ op: Operation<T>) throws(MPIError) -> T? {
-        var v = value
-        try withUnsafeMutablePointer(to: &v) { (p) throws(MPIError) in
-            let b = UnsafeMutableBufferPointer(start: p, count: 1)
-            try exscan(UnsafeBufferPointer(b), into: b, op)
-        }
+        let v = try inPlaceElement(value) { (b) throws(MPIError) in try exscan(UnsafeBufferPointer(b), into: b, op) }
         return rank == 0 ? nil : v
     }
 

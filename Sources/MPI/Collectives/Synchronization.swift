@@ -59,9 +59,7 @@ extension Communicator {
 
     /// The root's value, on every member (what the others pass is ignored).
     public func bcast<T: BitwiseCopyable>(_ value: T, root: Int) throws(MPIError) -> T {
-        var v = value
-        try withUnsafeMutablePointer(to: &v) { (p) throws(MPIError) in try bcast(UnsafeMutableBufferPointer(start: p, count: 1), root: root) }
-        return v
+        try inPlaceElement(value) { (b) throws(MPIError) in try bcast(b, root: root) }
     }
 
     /// Starts a broadcast (MPI_Ibcast) of `values` (the root's; the others pass as many
@@ -106,6 +104,17 @@ extension Communicator {
         case .scatterAllgather: ScatterAllgatherBcast.plan(s, bytes: bytes, root: root)
         default: BinomialBcast.plan(s, bytes: bytes, root: root)
         }
+    }
+}
+
+extension Communicator {
+    /// `value` as a one-element buffer for an in-place call of a buffer form; the element as
+    /// the call left it. (The single-value forms of every collective.)
+    @inline(__always)
+    func inPlaceElement<T: BitwiseCopyable>(_ value: T, _ body: (UnsafeMutableBufferPointer<T>) throws(MPIError) -> Void) throws(MPIError) -> T {
+        var v = value
+        try withUnsafeMutablePointer(to: &v) { (p) throws(MPIError) in try body(UnsafeMutableBufferPointer(start: p, count: 1)) }
+        return v
     }
 }
 
