@@ -18,6 +18,7 @@ final class Harness {
         ("gathering", gatheringSuite),
         ("nonblocking", nonBlockingSuite),
         ("sharedmemory", sharedMemorySuite),
+        ("unencodable", unencodableSuite),
     ]
     /// Suites that run only when named (they need something set up around the job).
     nonisolated(unsafe) static var namedOnly: [(String, (Harness) throws -> Void)] = [

@@ -69,3 +69,20 @@ func synchronizationSuite(_ h: Harness) throws {
         }
     }
 }
+
+/// A value whose encoding always fails: the object path's failure at the root.
+struct Unencodable: Codable {
+    struct Refused: Error {}
+    var name = "not bitwise" // a String, so the object path is the one taken
+    init() {}
+    init(from decoder: Decoder) throws { throw Refused() }
+    func encode(to encoder: Encoder) throws { throw Refused() }
+}
+
+/// A Codable bcast whose root cannot encode fails on every member (none waits for bytes).
+func unencodableSuite(_ h: Harness) throws {
+    let comm = h.world
+    h.expectError(.other, "bcast of a value the root cannot encode") { _ = try comm.bcast(Unencodable(), root: comm.size - 1) }
+    let after = try comm.allreduce(1, .sum)
+    h.expect(after == comm.size, "allreduce after a failed Codable bcast: \(after)")
+}
