@@ -264,6 +264,9 @@ public final class LocalJob {
 
     func startRanks() throws(LaunchError) {
         var base = baseEnvironment()
+        // The CPUs the ranks share here, before each is bound to its part (whether they are
+        // oversubscribed, and so must not spin, follows from it).
+        if base[MXDefaults.hostCPUsEnvironment] == nil { base[MXDefaults.hostCPUsEnvironment] = String(cmx_usable_cpus()) }
         if plan.pmiPort {
             var port: Int32 = 0
             pmiListener = cmx_listen_loopback(&port)

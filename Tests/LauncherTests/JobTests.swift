@@ -3,6 +3,7 @@ import Dispatch
 import Launcher
 import MyriXen
 import MyriXenTestSupport
+import CMyriXen
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -245,6 +246,10 @@ final class JobTests: XCTestCase {
         XCTAssertTrue(over.output.contains("rank \(cores.count) not bound"), over.output)
         let bound = run(["-n", "1", "--bind-to", "core", "/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status"])
         XCTAssertTrue(bound.output.contains("Cpus_allowed_list:\t\(cores[0].processingUnits.map(String.init).joined(separator: ","))"), bound.output)
+        // Bound to a core each, ranks still learn how many CPUs the job shares on the host, so
+        // ranks that fit are not taken as oversubscribed (they may spin).
+        let told = run(["-n", "1", "--bind-to", "core", "/bin/sh", "-c", "echo cpus=$\(MXDefaults.hostCPUsEnvironment)"])
+        XCTAssertTrue(told.output.contains("cpus=\(cmx_usable_cpus())\n"), told.output)
     }
 
     func testAHostfileOfThisHost() throws {

@@ -79,10 +79,12 @@ public struct MXEndpointOptions: Sendable {
     public var sleepAfterMicroseconds: Int = 1000
 
     /// Whether the process manager placed more ranks on this host (`MPI_LOCALNRANKS`, set by
-    /// swiftrun and by hydra) than there are CPUs this process may run on.
+    /// swiftrun and by hydra) than there are CPUs for them: the ones swiftrun says the job may
+    /// use there (`MYRIXEN_HOST_CPUS`: a rank bound to one core still has a core to itself
+    /// when the ranks fit), else those this process may run on.
     public static let isOversubscribed: Bool = {
         guard let ranks = getenvInt("MPI_LOCALNRANKS") else { return false }
-        return ranks > Int(cmx_usable_cpus())
+        return ranks > (getenvInt(MXDefaults.hostCPUsEnvironment) ?? Int(cmx_usable_cpus()))
     }()
 
     public init(rendezvousThreshold: Int? = nil) {

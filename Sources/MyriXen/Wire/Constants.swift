@@ -56,6 +56,9 @@ public enum MXDefaults {
     public static let thresholdEnvironment = "MYRIXEN_RNDV_THRESHOLD"
     /// Environment variable overriding a pair ring's size (KiB).
     public static let ringSizeEnvironment = "MYRIXEN_RING_KB"
+    /// Environment variable in which swiftrun tells its ranks how many CPUs the job may use on
+    /// their host (its own affinity, before it binds each rank to a share of it).
+    public static let hostCPUsEnvironment = "MYRIXEN_HOST_CPUS"
     /// Seconds an on-demand backend lingers with no frontend before it exits.
     public static let onDemandIdleSeconds = 10
 }
