@@ -81,6 +81,32 @@ final class EndpointTests: XCTestCase {
         XCTAssertEqual(pc.load(fromByteOffset: 4096, as: UInt64.self), 0, "the segment went with its last sharer")
     }
 
+    func testLeavingASegmentGivesItBack() throws {
+        let key: UInt64 = 0x5EED_1000
+        let pa = try a.shareSegment(key: key, size: 8192)
+        let pb = try b.shareSegment(key: key, size: 8192)
+        XCTAssertEqual(try a.shareSegment(key: key, size: 8192), pa, "asking again gives the same mapping")
+        pa.storeBytes(of: 0xFEED, toByteOffset: 64, as: UInt64.self)
+        try a.leaveSegment(key: key)
+        XCTAssertEqual(pb.load(fromByteOffset: 64, as: UInt64.self), 0xFEED, "b still shares it")
+        XCTAssertThrowsError(try a.leaveSegment(key: key)) { XCTAssertEqual(($0 as? MXError)?.code, .badParameter, "\($0)") }
+        let again = try a.shareSegment(key: key, size: 8192)
+        XCTAssertEqual(again.load(fromByteOffset: 64, as: UInt64.self), 0xFEED, "rejoined while b stayed: the same memory")
+        try a.leaveSegment(key: key)
+        try b.leaveSegment(key: key)
+        let fresh = try a.shareSegment(key: key, size: 8192)
+        XCTAssertEqual(fresh.load(fromByteOffset: 64, as: UInt64.self), 0, "the segment went with its last sharer")
+        try a.leaveSegment(key: key)
+        // Leaving frees a place under the bound: an endpoint that made and left many keeps sharing.
+        for k in 0..<UInt64(3 * MXLimits.sharedSegmentsPerEndpoint) {
+            let p = try b.shareSegment(key: key + 1 + k, size: 4096)
+            p.storeBytes(of: k, as: UInt64.self)
+            try b.leaveSegment(key: key + 1 + k)
+        }
+        for k in 0..<UInt64(MXLimits.sharedSegmentsPerEndpoint) { _ = try b.shareSegment(key: key + 100 + k, size: 4096) }
+        XCTAssertThrowsError(try b.shareSegment(key: key + 99, size: 4096)) { XCTAssertEqual(($0 as? MXError)?.code, .accessDenied, "\($0)") }
+    }
+
     func testEverySizeClassArrivesIntact() throws {
         for size in [0, 1, 8, 32, 33, 128, 129, 1000, 4096, 4097, 65536, 1 << 20, 4 << 20] {
             try exchange(size: size)

@@ -663,6 +663,14 @@ public final class Backend {
             let size = Int(clamping: try r.get(UInt64.self))
             let (ref, created) = try shareSegment(key: key, size: size, for: ep, conn: conn)
             reply(conn, token) { w in w.put(ref.raw); w.put(created) }
+        case .leaveSegment:
+            guard let ep = conn.endpoint else { throw MXError(.closedEndpoint, "leaveSegment needs an open endpoint") }
+            let key = try r.get(UInt64.self)
+            guard segments[key]?.members.contains(ep.serial) == true else {
+                throw MXError(.badParameter, "endpoint \(ep.index) does not share a segment of that key")
+            }
+            leave(key: key, ep)
+            reply(conn, token)
         case .info:
             let info = backendInfo()
             reply(conn, token) { info.encode(to: &$0) }
@@ -849,14 +857,19 @@ public final class Backend {
 
     /// `ep` leaves every segment it shares; a segment without members goes.
     func leaveSegments(_ ep: EndpointRecord) {
-        for (key, var seg) in segments where seg.members.contains(ep.serial) {
-            seg.members.remove(ep.serial)
-            if seg.members.isEmpty {
-                segments[key] = nil
-                grants.release(fd: seg.fd)
-            } else {
-                segments[key] = seg
-            }
+        for (key, seg) in segments where seg.members.contains(ep.serial) { leave(key: key, ep) }
+    }
+
+    /// `ep` leaves the segment of `key` (its grants of it are revoked, so it counts no more
+    /// among the endpoint's segments); the segment goes with its last member.
+    func leave(key: UInt64, _ ep: EndpointRecord) {
+        guard var seg = segments[key], seg.members.remove(ep.serial) != nil else { return }
+        for (ref, g) in grants.grants where g.fd == seg.fd && g.owners.contains(ep.serial) { grants.revoke(GrantRef(ref)) }
+        if seg.members.isEmpty {
+            segments[key] = nil
+            grants.release(fd: seg.fd)
+        } else {
+            segments[key] = seg
         }
     }
 

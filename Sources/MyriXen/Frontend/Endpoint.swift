@@ -31,8 +31,8 @@ public final class MXEndpoint {
     var abandonedConnects: [UInt32] = [] { didSet { updateControlWork() } }
     /// Set once the backend is gone; read only when `hot.failed`.
     var failure: MXError?
-    /// Shared segments mapped here (unmapped at close).
-    var sharedMappings: [(pointer: UnsafeMutableRawPointer, size: Int)] = []
+    /// Shared segments mapped here, by key (unmapped at close or when left).
+    var sharedMappings: [(key: UInt64, pointer: UnsafeMutableRawPointer, size: Int)] = []
 
     /// The flags every call reads, behind a pointer: no exclusivity check, no reference count.
     struct HotState {
@@ -868,18 +868,38 @@ public final class MXEndpoint {
     /// protocols in it: the MPI library's intra-host collectives). Every endpoint that asks
     /// with the same `key` gets the same `size` bytes, zeroed when the first asked; the key
     /// is the only admission, so make it random and tell it only to those meant to share.
-    /// The mapping lasts until the endpoint closes; the memory, until the last sharer closes.
-    /// Not from inside a wait: it asks the backend and waits for the answer.
+    /// The mapping lasts until the endpoint closes or leaves it (`leaveSegment`); the memory,
+    /// until the last sharer is gone. Not from inside a wait: it asks the backend and waits
+    /// for the answer. Asking again with a key already shared gives the same mapping.
     public func shareSegment(key: UInt64, size: Int) throws(MXError) -> UnsafeMutableRawPointer {
         try ensureUsable()
         guard size > 0 && size <= MXLimits.maxSharedSegmentBytes else {
             throw MXError(.badParameter, "a shared segment of \(size) bytes; 1 to \(MXLimits.maxSharedSegmentBytes) bytes are allowed")
         }
+        if let m = sharedMappings.first(where: { $0.key == key }) {
+            guard m.size == size else {
+                throw MXError(.badParameter, "the shared segment of this key has \(m.size) bytes, not \(size)")
+            }
+            return m.pointer
+        }
         var reply = try connection.call(.shareSegment) { w in w.put(key); w.put(UInt64(size)) }
         let ref = GrantRef(try reply.payload.get(UInt32.self))
         let mapped = try connection.mapGrants([ref])
-        sharedMappings.append(mapped[0])
+        sharedMappings.append((key, mapped[0].pointer, mapped[0].size))
         return mapped[0].pointer
+    }
+
+    /// Gives back the segment of `key`: unmaps it here (its memory must not be touched
+    /// again) and leaves it at the backend, which frees it once its last sharer left, and
+    /// which counts it no more among this endpoint's segments.
+    public func leaveSegment(key: UInt64) throws(MXError) {
+        try ensureUsable()
+        guard let i = sharedMappings.firstIndex(where: { $0.key == key }) else {
+            throw MXError(.badParameter, "this endpoint shares no segment of that key")
+        }
+        let m = sharedMappings.remove(at: i)
+        SharedMemory.unmap(m.pointer, size: m.size)
+        _ = try connection.call(.leaveSegment) { w in w.put(key) }
     }
 
     /// Counters of this endpoint (also shown by `mx_info`).

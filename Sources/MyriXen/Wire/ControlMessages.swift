@@ -20,6 +20,7 @@ public enum ControlType: UInt16, Sendable {
     case resolveHost = 18       // name string
     case resolveNIC = 19        // nicID u64
     case shareSegment = 20      // key u64, size u64 -> grant u32, created bool
+    case leaveSegment = 21      // key u64
     // Events (backend to frontend).
     case peerAttached = 30      // PeerGrant (+ the peer's event channel)
     case peerDetached = 31      // nicID u64, endpoint u16, session u32
