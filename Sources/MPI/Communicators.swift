@@ -185,6 +185,7 @@ extension Communicator {
         guard context > 3 else { throw MPIError(.comm, "the world and self communicators cannot be freed") }
         freed.pointee = true
         contexts.release(context)
+        leaveIntraHost()
     }
 }
 

@@ -5,6 +5,7 @@ import MyriXen
 /// short messages (no message crosses the channel), and wrong counts or arguments on one
 /// rank fail the call on every rank rather than reading stale memory.
 func sharedMemorySuite(_ h: Harness) throws {
+    var scratch = [Float](repeating: 0, count: 20_001)
     // The ranks of this host (all of them on one machine; each VM's on emulated VMs).
     let comm = try h.world.splitByHost()
     let p = comm.size, me = comm.rank
@@ -53,8 +54,7 @@ func sharedMemorySuite(_ h: Harness) throws {
         h.expectError(.count, "long allreduce with rank 0 passing \(other) elements, the others \(mine)") {
             _ = try comm.allreduce([Float](repeating: 1, count: me == 0 ? other : mine), .sum)
         }
-        let after = try comm.allreduce(2, .sum)
-        h.expect(after == 2 * p, "allreduce after a failed long one: \(after)")
+        try inStep(comm, h, "after a long allreduce with rank 0 passing \(other) elements")
     }
     // Reduce through the slots: every root, in rank order for a non-commutative operation,
     // no channel message; a root's output too small fails the root.
@@ -68,6 +68,31 @@ func sharedMemorySuite(_ h: Harness) throws {
             h.expect(comm.endpoint.counter(.messagesSent) == before, "shared-memory reduce of \(n) to \(root) sent messages")
         }
     }
+    // Long reduces, chunk after chunk while the root combines: every root, in place (a root
+    // after the first stages its input), exactly in rank order, no channel message.
+    for root in Set([0, 1, p - 1]).sorted() {
+        for n in [IntraHost.shortBytes / MemoryLayout<Matrix>.stride + 1, 3 * IntraHost.slotBytes / MemoryLayout<Matrix>.stride + 13] {
+            let before = comm.endpoint.counter(.messagesSent)
+            let want = (0..<n).map { i in (1..<p).reduce(Matrix.of(0, i)) { Matrix.times($0, Matrix.of($1, i)) } }
+            let got = try comm.reduce((0..<n).map { Matrix.of(me, $0) }, Matrix.product, root: root)
+            if me == root { h.expectEqual(got ?? [], want, "long shared-memory reduce of \(n) matrices to \(root)") }
+            var inPlace = (0..<n).map { Matrix.of(me, $0) }
+            try inPlace.withUnsafeMutableBufferPointer { b in
+                if me == root { try comm.reduce(UnsafeBufferPointer(b), into: b, Matrix.product, root: root) }
+                else { try comm.reduce(UnsafeBufferPointer(b), into: UnsafeMutableBufferPointer(start: nil, count: 0), Matrix.product, root: root) }
+            }
+            if me == root { h.expectEqual(inPlace, want, "long shared-memory reduce of \(n) matrices in place at \(root)") }
+            h.expect(comm.endpoint.counter(.messagesSent) == before, "long shared-memory reduce of \(n) to \(root) sent messages")
+        }
+    }
+    // Counts that differ on either side of a chunk or of the short size: every rank that
+    // receives fails, and all stay in step (the next call works).
+    for (rootCount, otherCount) in [(20_000, 100), (100, 20_000), (20_000, 20_001)] {
+        let failure = reduceIntoSmall(comm, [Float](repeating: 1, count: me == 0 ? rootCount : otherCount),
+                                      &scratch, root: 0)
+        h.expect(me != 0 || failure?.errorClass == .count, "reduce with the root passing \(rootCount), the others \(otherCount): \(String(describing: failure))")
+        try inStep(comm, h, "after a reduce with the root passing \(rootCount), the others \(otherCount)")
+    }
     do {
         var small = [Float](repeating: 0, count: 2)
         let input = [Float](repeating: 1, count: 4)
@@ -77,24 +102,28 @@ func sharedMemorySuite(_ h: Harness) throws {
         let afterReduce = try comm.allreduce(4, .sum)
         h.expect(afterReduce == 4 * p, "allreduce after a failed reduce: \(afterReduce)")
     }
-    // Long broadcasts read straight from the root's buffer: no channel message, every root,
-    // sizes past the short path, a count a reader does not share failing that reader.
-    for bytes in [IntraHost.shortBytes + 1, (1 << 20) + 3] {
+    // Long broadcasts in chunks, copied in by the root while the others copy the one before
+    // out: no channel message, every root, one chunk, several, a whole bank and more.
+    for bytes in [IntraHost.shortBytes + 1, (1 << 20) + 3, 4 * p * IntraHost.slotBytes + 7] {
         for root in Set([0, p - 1]).sorted() {
             let before = comm.endpoint.counter(.messagesSent)
             let want = (0..<bytes).map { UInt8(truncatingIfNeeded: contribution(rank: root, index: $0)) }
             var buffer = me == root ? want : [UInt8](repeating: 0, count: bytes)
             try comm.bcast(&buffer, root: root)
-            h.expectEqual(buffer, want, "single-copy bcast of \(bytes) bytes from \(root)")
-            h.expect(comm.endpoint.counter(.messagesSent) == before, "single-copy bcast of \(bytes) bytes sent messages")
+            h.expectEqual(buffer, want, "shared-memory bcast of \(bytes) bytes from \(root)")
+            h.expect(comm.endpoint.counter(.messagesSent) == before, "shared-memory bcast of \(bytes) bytes sent messages")
         }
     }
-    var buffer = [UInt8](repeating: 1, count: me == 1 ? 20_001 : 20_000)
-    let failure = mismatchedBcast(comm, &buffer)
-    if let e = failure { h.expect(e.errorClass == .count, "single-copy bcast with a count rank 1 does not share: \(e)") }
-    h.expect(me != 1 || failure != nil, "single-copy bcast: rank 1 with another count got no error")
-    let afterBcast = try comm.allreduce(3, .sum)
-    h.expect(afterBcast == 3 * p, "allreduce after a mismatched single-copy bcast: \(afterBcast)")
+    // A count rank 1 does not share, in one chunk or several, on either side of the short
+    // size: rank 1 fails, so do the others when the root's message takes several chunks,
+    // and all stay in step.
+    for (rootCount, oneCount) in [(20_000, 20_001), (200_000, 100), (100, 200_000), (20, 8)] {
+        var buffer = [UInt8](repeating: 1, count: me == 1 ? oneCount : rootCount)
+        let failure = mismatchedBcast(comm, &buffer)
+        if let e = failure { h.expect(e.errorClass == .count, "bcast with a count rank 1 does not share: \(e)") }
+        h.expect(me != 1 || failure != nil, "bcast of \(rootCount) bytes: rank 1 with \(oneCount) got no error")
+        try inStep(comm, h, "after a bcast of \(rootCount) bytes with rank 1 passing \(oneCount)")
+    }
     // Alltoall through the slots: every block, in place too, and wrong arguments on one rank.
     for n in [0, 1, 13, IntraHost.shortBytes / 8 / p] {
         let before = comm.endpoint.counter(.messagesSent)
@@ -108,15 +137,16 @@ func sharedMemorySuite(_ h: Harness) throws {
         h.expectEqual(flat, got.flatMap { $0 }, "shared-memory alltoall of \(n) in place")
         h.expect(comm.endpoint.counter(.messagesSent) == before, "alltoall of \(n) through the segment sent messages")
     }
-    // Long blocks, read from every other rank's input in one copy (in place: the channel).
-    for block in [IntraHost.shortBytes / p + 8, (256 << 10) + 5] {
+    // Long blocks in pieces through the slots, and blocks too large for the cache read from
+    // every other rank's input in one copy (in place: through the slots).
+    for block in [IntraHost.shortBytes / p + 8, (256 << 10) + 5, IntraHost.singleCopyFootprint / (2 * p * p) + 5] {
         let before = comm.endpoint.counter(.messagesSent)
         let blocks = (0..<p).map { r in (0..<block).map { UInt8(truncatingIfNeeded: contribution(rank: me * p + r, index: $0)) } }
         let got = try comm.alltoall(blocks)
         for r in 0..<p {
-            h.expectEqual(got[r], (0..<block).map { UInt8(truncatingIfNeeded: contribution(rank: r * p + me, index: $0)) }, "single-copy alltoall of \(block)-byte blocks, block from \(r)")
+            h.expectEqual(got[r], (0..<block).map { UInt8(truncatingIfNeeded: contribution(rank: r * p + me, index: $0)) }, "shared-memory alltoall of \(block)-byte blocks, block from \(r)")
         }
-        h.expect(comm.endpoint.counter(.messagesSent) == before, "single-copy alltoall of \(block)-byte blocks sent messages")
+        h.expect(comm.endpoint.counter(.messagesSent) == before, "shared-memory alltoall of \(block)-byte blocks sent messages")
         var flat = blocks.flatMap { $0 }
         try comm.alltoall(inPlace: &flat)
         h.expectEqual(flat, got.flatMap { $0 }, "alltoall of \(block)-byte blocks in place")
@@ -128,8 +158,15 @@ func sharedMemorySuite(_ h: Harness) throws {
     h.expectError(.count, "long alltoall with rank 0 passing \(p + 1) blocks") {
         _ = try comm.alltoall([[UInt8]](repeating: [UInt8](repeating: 1, count: 9000), count: me == 0 ? p + 1 : p))
     }
-    let afterAlltoall = try comm.allreduce(5, .sum)
-    h.expect(afterAlltoall == 5 * p, "allreduce after the failed long alltoalls: \(afterAlltoall)")
+    // Large blocks with rank 0 alone in place: its slots against the others' single copy.
+    do {
+        let block = IntraHost.singleCopyFootprint / (2 * p * p) + 5
+        h.expectError(.arg, "large alltoall with rank 0 alone in place") {
+            var flat = [UInt8](repeating: 1, count: block * p)
+            if me == 0 { try comm.alltoall(inPlace: &flat) } else { _ = try comm.alltoall([[UInt8]](repeating: [UInt8](repeating: 1, count: block), count: p)) }
+        }
+    }
+    try inStep(comm, h, "after the failed long alltoalls")
     h.expectError(.count, "alltoall with rank 0's input not \(p) blocks") {
         var out = [Int32](repeating: 0, count: 4 * p + 1)
         try [Int32](repeating: 1, count: me == 0 ? 4 * p + 1 : 4 * p).withUnsafeBufferPointer { i in
@@ -147,6 +184,18 @@ func sharedMemorySuite(_ h: Harness) throws {
         try [Float](repeating: 1, count: 4).withUnsafeBufferPointer { i in
             try out.withUnsafeMutableBufferPointer { o in try comm.allreduce(i, into: o, .sum) }
         }
+    }
+    // Communicators made and freed, more than an endpoint may share segments at once: each
+    // gets its own (after the call that makes it, no channel message), since a freed one
+    // gives its segment back.
+    for k in 0..<(MXLimits.sharedSegmentsPerEndpoint + 4) {
+        let c = try h.world.splitByHost()
+        _ = try c.allreduce(k, .sum)
+        let before = c.endpoint.counter(.messagesSent)
+        let got = try c.allreduce(k + me, .sum)
+        h.expect(got == p * k + p * (p - 1) / 2, "allreduce on freed-and-made communicator \(k): \(got)")
+        h.expect(c.endpoint.counter(.messagesSent) == before, "communicator \(k) of a row made and freed took the channel, not a segment")
+        try c.free()
     }
     // And the communicator goes on working.
     let after = try comm.allreduce(1, .sum)
@@ -167,4 +216,19 @@ func reduceIntoSmall(_ comm: Communicator, _ input: [Float], _ output: inout [Fl
         }
     } catch let e as MPIError { return e } catch { return MPIError(.other, "\(error)") }
     return nil
+}
+
+/// Checks that the members still run their calls in step: a rank a call ahead or behind would
+/// read another call's slots, so values that differ from call to call come out wrong.
+func inStep(_ comm: Communicator, _ h: Harness, _ what: String) throws {
+    let p = comm.size, me = comm.rank
+    for k in 1...3 {
+        let sum = try comm.allreduce(Int64(k * 1000 + me), .sum)
+        h.expect(sum == Int64(p * k * 1000 + p * (p - 1) / 2), "allreduce \(k) \(what): \(sum)")
+        let value = try comm.bcast(me == k % p ? 77 * k : -1, root: k % p)
+        h.expect(value == 77 * k, "bcast \(k) \(what): \(value)")
+        var b = [Int64](repeating: Int64(me), count: 3)
+        try comm.reduce(inPlace: &b, .max, root: (k + 1) % p)
+        if me == (k + 1) % p { h.expectEqual(b, [Int64](repeating: Int64(p - 1), count: 3), "reduce \(k) \(what)") }
+    }
 }

@@ -33,6 +33,16 @@ final class CollectiveTests: XCTestCase {
         expectAllRanks(16, ["--timeout", "120", "-n", "16", rank], "16 ranks oversubscribed")
     }
 
+    /// The shared segment's two ways of working: few, large calls where the ranks outnumber
+    /// the CPUs (crowded, as every job of more than two ranks here), many smaller ones
+    /// pipelined where each rank has a CPU (told so, whatever this machine has).
+    func testSharedSegmentCrowdedAndNot() {
+        for (n, cpus) in [(2, 1), (4, 4), (5, 8)] {
+            expectAllRanks(n, ["--timeout", "120", "-n", String(n), rank, "sharedmemory"], environment: [MXDefaults.hostCPUsEnvironment: String(cpus)],
+                           "\(n) ranks told of \(cpus) CPUs")
+        }
+    }
+
     /// 8 MiB worth of elements (the long-message algorithms, rendezvous underneath).
     func testLargeMessagesOnFourAndFiveRanks() {
         for n in [4, 5] {

@@ -410,20 +410,11 @@ extension Communicator {
                                       refusing: MPIError?) throws(MPIError) {
         let stride = MemoryLayout<T>.stride
         let inPlace = sameMemory(input, output)
-        // In place, long blocks take the channel (the single-copy path reads the input while
-        // the output is written); every member passes in place or none, as MPI wants.
-        if Selection.wantsSharedMemory(.alltoall, bytes: input.count * stride),
-           !(inPlace && input.count * stride > IntraHost.shortBytes), let shm = try intraHost() {
+        if Selection.wantsSharedMemory(.alltoall), let shm = try intraHost() {
             let invalid = refusing.map { $0.errorClass == .buffer ? IntraHost.invalid : IntraHost.invalidCount }
                 ?? (input.count % size != 0 ? IntraHost.invalidCount : output.count < input.count ? IntraHost.invalid : nil)
-            if input.count * stride > IntraHost.shortBytes {
-                try SharedMemoryCollectives.alltoallLong(shm, input: UnsafeRawPointer(input.baseAddress!),
-                                                         output: UnsafeMutableRawPointer(output.baseAddress ?? UnsafeMutablePointer(mutating: input.baseAddress!)),
-                                                         block: input.count / size * stride, invalid: invalid)
-            } else {
-                try SharedMemoryCollectives.alltoall(shm, input: UnsafeRawPointer(input.baseAddress), output: UnsafeMutableRawPointer(output.baseAddress),
-                                                     block: input.count / size * stride, invalid: invalid)
-            }
+            try SharedMemoryCollectives.alltoall(shm, input: UnsafeRawPointer(input.baseAddress), output: UnsafeMutableRawPointer(output.baseAddress),
+                                                 block: input.count / size * stride, invalid: invalid)
             if let e = refusing { throw e }
             guard input.count % size == 0 else {
                 throw MPIError(.count, "alltoall: an input of \(input.count) elements is not \(size) blocks of one count")

@@ -17,15 +17,19 @@ import MyriXen
 /// `k` or above says its rank is done reading everything of the calls before `k`: a rank
 /// writes its slot of bank `k % 2` only after every flag reached `k - 1`.
 @_spi(Testing) public final class IntraHost {
-    /// Bytes of one rank's slot: what a rank publishes in one call.
+    /// Bytes of one rank's slot: what a rank publishes in one call (four times that on a
+    /// crowded host, `slot`).
     public static let slotBytes = 64 << 10
-    /// Messages up to this go whole through the slots (every reader reduces them all);
-    /// longer allreduces go in chunks of a slot, each reduced a portion per rank
-    /// (`SharedMemoryCollectives.allreduceLong`), up to `longBytes`.
+    /// Reductions up to this go whole through the slots (every reader reduces them all);
+    /// longer ones go in chunks of a slot, each reduced a portion per rank
+    /// (`SharedMemoryCollectives.reduceLong`).
     public static let shortBytes = 8 << 10
-    static let longBytes = 4 << 20
-    /// Longer broadcasts are read straight from the root's buffer (`bcastLong`) up to this.
-    public static let singleCopyBytes = 64 << 20
+    /// An alltoall whose blocks, in and out, come to this many bytes in all (p² × block × 2)
+    /// reads every other rank's input in one copy by the kernel rather than copying it in and
+    /// out of the segment: past the last-level cache (16 MiB on this machine kind) the second
+    /// copy costs memory bandwidth, more than the kernel's slower copy saves (measured:
+    /// docs/collectives.md).
+    public static let singleCopyFootprint = 16 << 20
     /// Members a segment serves (beyond that the flat algorithms do as well).
     public static let maxRanks = 64
     static let lineBytes = 64
@@ -37,40 +41,56 @@ import MyriXen
     var calls: UInt64 = 0
     unowned(unsafe) let comm: Communicator
 
-    static func bytes(ranks: Int) -> Int { ranks * lineBytes + 2 * ranks * slotBytes }
+    /// Whether the members share fewer CPUs than they are (oversubscribed): every call is a
+    /// meeting of all, which there costs a round of context switches, so the protocols take
+    /// as few calls as they can, in slots four times as large.
+    let crowded: Bool
+    /// Bytes of one rank's slot in this segment.
+    let slot: Int
 
-    init(base: UnsafeMutableRawPointer, comm: Communicator) {
+    static func slotBytes(crowded: Bool) -> Int { crowded ? 4 * slotBytes : slotBytes }
+    static func bytes(ranks: Int, crowded: Bool) -> Int { ranks * lineBytes + 2 * ranks * slotBytes(crowded: crowded) }
+
+    /// The segment's key (what `leave` gives back).
+    let key: UInt64
+
+    init(base: UnsafeMutableRawPointer, key: UInt64, comm: Communicator, crowded: Bool) {
         self.base = base
+        self.key = key
         self.comm = comm
+        self.crowded = crowded
+        slot = IntraHost.slotBytes(crowded: crowded)
         ranks = comm.size
         me = comm.rank
     }
 
-    /// Writes this rank's pid into its line, where readers of its buffers find it (done
-    /// before the members agree to use the segment, which orders it before any read).
-    static func announce(_ base: UnsafeMutableRawPointer, rank: Int) {
-        cmx_store_relaxed_u64(base + rank * lineBytes + 24, UInt64(getpid()))
-    }
-    @inline(__always) func pid(of r: Int) -> pid_t { pid_t(truncatingIfNeeded: cmx_load_relaxed_u64(flag(r) + 24)) }
+    @inline(__always) func flag(_ r: Int) -> UnsafeMutableRawPointer { base + r * IntraHost.lineBytes }
 
-    /// Copies `bytes` from rank `r`'s memory at `address` into `into`, in one copy by the
-    /// kernel (process_vm_readv, as the channel's rendezvous pulls).
-    func read(from r: Int, address: UInt64, bytes: Int, into: UnsafeMutableRawPointer) throws(MPIError) {
+    /// Where this rank's `buffer` is, for the others to read it in `call` (`read`): its address
+    /// and pid, in its inline data.
+    @inline(__always) func expose(_ call: UInt64, _ buffer: UnsafeRawPointer) {
+        cmx_store_relaxed_u64(inline(call, me), UInt64(UInt(bitPattern: buffer)))
+        cmx_store_relaxed_u64(inline(call, me) + 8, UInt64(getpid()))
+    }
+
+    /// Copies `bytes` at `offset` of the buffer rank `r` exposed in `call` into `into`, in one
+    /// copy by the kernel (process_vm_readv, as the channel's rendezvous pulls).
+    func read(_ call: UInt64, from r: Int, offset: Int, bytes: Int, into: UnsafeMutableRawPointer) throws(MPIError) {
+        let address = UInt(cmx_load_relaxed_u64(inline(call, r))) + UInt(offset)
+        let pid = pid_t(truncatingIfNeeded: cmx_load_relaxed_u64(inline(call, r) + 8))
         var done = 0
         while done < bytes {
             var local = iovec(iov_base: into + done, iov_len: bytes - done)
-            var remote = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(address) + UInt(done)), iov_len: bytes - done)
-            let n = cmx_pull(pid(of: r), &local, 1, &remote, 1)
+            var remote = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: address + UInt(done)), iov_len: bytes - done)
+            let n = cmx_pull(pid, &local, 1, &remote, 1)
             guard n > 0 else {
-                throw MPIError(.other, "cannot read \(comm.describe(r))'s buffer (pid \(pid(of: r))): \(String(cString: strerror(errno)))")
+                throw MPIError(.other, "cannot read \(comm.describe(r))'s buffer (pid \(pid)): \(String(cString: strerror(errno)))")
             }
             done += n
         }
     }
-
-    @inline(__always) func flag(_ r: Int) -> UnsafeMutableRawPointer { base + r * IntraHost.lineBytes }
     @inline(__always) func slot(_ call: UInt64, _ r: Int) -> UnsafeMutableRawPointer {
-        base + ranks * IntraHost.lineBytes + (Int(call & 1) * ranks + r) * IntraHost.slotBytes
+        base + ranks * IntraHost.lineBytes + (Int(call & 1) * ranks + r) * slot
     }
 
     /// Data up to this many bytes travels inside the rank's flag line (one per bank), so a
@@ -78,7 +98,20 @@ import MyriXen
     static let inlineBytes = 16
     /// Where rank `r`'s `bytes` of `call` are: inside its flag line when they fit, else its slot.
     @inline(__always) func data(_ call: UInt64, _ r: Int, bytes: Int) -> UnsafeMutableRawPointer {
-        bytes <= IntraHost.inlineBytes ? flag(r) + 32 + Int(call & 1) * IntraHost.inlineBytes : slot(call, r)
+        bytes <= IntraHost.inlineBytes ? inline(call, r) : slot(call, r)
+    }
+    /// Rank `r`'s inline data of `call`, in its flag line.
+    @inline(__always) func inline(_ call: UInt64, _ r: Int) -> UnsafeMutableRawPointer {
+        flag(r) + 32 + Int(call & 1) * IntraHost.inlineBytes
+    }
+
+    /// The chunk a broadcast of `bytes` goes in: the whole message up to 4 KiB, else about an
+    /// eighth of it (a pipeline of eight, each stage a copy in by the root and a copy out by
+    /// the others) between 4 KiB and a whole bank (every rank's slot of it, which only the
+    /// root writes in a broadcast); on a crowded host, a whole bank. Every rank computes it
+    /// from the same count.
+    @inline(__always) func bcastChunk(_ bytes: Int) -> Int {
+        crowded ? ranks * slot : min(ranks * slot, max(4 << 10, (bytes / 8 + 4095) & ~4095))
     }
 
     /// Starts a call: its number.
@@ -89,27 +122,23 @@ import MyriXen
 
     @inline(__always) func publish(_ call: UInt64) { cmx_store_release_u64(flag(me), call) }
 
-    /// What a rank says about its slot in `call` (before publishing it): its byte count, or
-    /// `invalid`/`invalidCount` when its arguments were wrong. One word per bank, beside the flag.
+    /// What a rank says about its part in `call` (before publishing it): its byte count, or
+    /// `invalid`/`invalidCount` when its arguments were wrong. Three words beside the flag, by
+    /// `call % 3`: a rank that only reads (a broadcast's non-root) declares without waiting
+    /// for the others' flags, and is never more than two calls ahead of one still reading
+    /// its declaration (every call waits for a writer that waited for all at the one before).
     @inline(__always) func declare(_ call: UInt64, bytes: UInt64) {
-        cmx_store_relaxed_u64(flag(me) + 8 + Int(call & 1) * 8, bytes)
+        cmx_store_relaxed_u64(flag(me) + 8 + Int(call % 3) * 8, bytes)
     }
     @inline(__always) func declared(_ call: UInt64, by r: Int) -> UInt64 {
-        cmx_load_relaxed_u64(flag(r) + 8 + Int(call & 1) * 8)
+        cmx_load_relaxed_u64(flag(r) + 8 + Int(call % 3) * 8)
     }
     /// A rank's output was too small (`invalid`), or its counts wrong (`invalidCount`).
     static let invalid = UInt64.max
     static let invalidCount = UInt64.max - 1
-
-    /// After a mismatch seen in a one-call protocol: if some rank declared a long message it
-    /// took a two-call one, so this rank takes the second call too and all stay in step.
-    func keepInStepWithLongPath(_ call: UInt64) {
-        let long = (0..<ranks).contains { r in
-            let d = declared(call, by: r)
-            return d < IntraHost.invalidCount && d > UInt64(IntraHost.shortBytes)
-        }
-        if long { publish(begin()) }
-    }
+    /// Added to a declared count by a rank whose protocol reads the others' buffers in one
+    /// copy (`SharedMemoryCollectives.alltoall`, not in place): one in place among them fails all.
+    static let singleCopyMark: UInt64 = 1 << 60
 
     /// The error of a call where rank `r` declared `theirs` bytes and this rank `mine`.
     func mismatch(_ name: String, _ r: Int, theirs: UInt64, mine: Int) -> MPIError {
@@ -119,7 +148,20 @@ import MyriXen
         if theirs == IntraHost.invalidCount {
             return MPIError(.count, CollectiveTag.reportPrefix + "\(comm.describe(r)): \(name): its count does not fit the call")
         }
-        return MPIError(.count, "\(name): \(comm.describe(r)) passes \(theirs) bytes where this rank passes \(mine) (are the counts the same on every rank?)")
+        if theirs ^ UInt64(mine) == IntraHost.singleCopyMark {
+            return MPIError(.arg, "\(name): \(comm.describe(r)) and this rank disagree on in place (every rank passes its data in place, or none does)")
+        }
+        return MPIError(.count, "\(name): \(comm.describe(r)) passes \(theirs & ~IntraHost.singleCopyMark) bytes where this rank passes \(UInt64(mine) & ~IntraHost.singleCopyMark) (are the counts the same on every rank?)")
+    }
+
+    /// Fails unless every rank declared `bytes` in `call` (after every flag reached it):
+    /// what a protocol of several calls checks before its second, so that on a mismatch all
+    /// ranks leave after the first call and stay in step.
+    func expectEveryone(_ call: UInt64, declared bytes: Int, _ name: String) throws(MPIError) {
+        for r in 0..<ranks where r != me {
+            let theirs = declared(call, by: r)
+            if theirs != UInt64(bytes) { throw mismatch(name, r, theirs: theirs, mine: bytes) }
+        }
     }
 
     /// Waits until rank `r`'s flag reached `call`.
@@ -192,18 +234,28 @@ extension Communicator {
             return nil
         }
         intraHostState = .unavailable // while it is being made, the calls below go flat
-        let key = try bcast(rank == 0 ? UInt64.random(in: 1...UInt64.max) : 0, root: 0)
+        // The lowest rank draws the key and says whether the host is crowded, for all alike.
+        var agreed: [UInt64] = rank == 0 ? [UInt64.random(in: 1...UInt64.max), MXEndpointOptions.isOversubscribed ? 1 : 0] : [0, 0]
+        try bcast(&agreed, root: 0)
+        let crowded = agreed[1] == 1
         var mapped: UnsafeMutableRawPointer?
-        do { mapped = try endpoint.shareSegment(key: key, size: IntraHost.bytes(ranks: size)) } catch {
+        do { mapped = try endpoint.shareSegment(key: agreed[0], size: IntraHost.bytes(ranks: size, crowded: crowded)) } catch {
             mapped = nil
         }
-        if let m = mapped { IntraHost.announce(m, rank: rank) }
         // Every member must take the same path: the segment only if all of them have it.
         let everyone = try allreduce(Int32(mapped == nil ? 0 : 1), .min)
         guard everyone == 1, let base = mapped else { return nil }
-        let s = IntraHost(base: base, comm: self)
+        let s = IntraHost(base: base, key: agreed[0], comm: self, crowded: crowded)
         intraHostState = .ready(s)
         return s
+    }
+
+    /// Gives this communicator's segment back (when it is freed): unmapped here, and gone
+    /// once every member left it, so a program that makes and frees communicators keeps
+    /// getting segments (an endpoint shares at most 16 at once).
+    func leaveIntraHost() {
+        if case let .ready(s) = intraHostState { try? endpoint.leaveSegment(key: s.key) }
+        intraHostState = .unavailable
     }
 
     enum IntraHostState {

@@ -19,13 +19,12 @@ extension Communicator {
                                            _ op: Operation<T>, root: Int) throws(MPIError) {
         try check(root: root)
         let n = input.count
-        if Selection.wantsSharedMemory(.reduce, bytes: n * MemoryLayout<T>.stride), let shm = try intraHost() {
-            // The others publish and go; the root combines the slots in rank order.
+        if Selection.wantsSharedMemory(.reduce), MemoryLayout<T>.stride <= IntraHost.slotBytes, let shm = try intraHost() {
+            // The root combines the others' slots and its input in rank order, chunk by chunk.
             let valid = rank != root || output.count >= n
-            try SharedMemoryCollectives.reduce(shm, "reduce", input: UnsafeRawPointer(input.baseAddress),
+            try SharedMemoryCollectives.reduce(shm, input: UnsafeRawPointer(input.baseAddress),
                                                output: rank == root ? UnsafeMutableRawPointer(output.baseAddress) : nil,
-                                               elements: n, elementSize: MemoryLayout<T>.stride, root: root, all: false,
-                                               valid: valid, op.raw)
+                                               elements: n, elementSize: MemoryLayout<T>.stride, root: root, valid: valid, op.raw)
             if !valid { throw MPIError(.buffer, "reduce: the root's output of \(output.count) elements cannot take \(n)") }
             return
         }
@@ -89,17 +88,15 @@ extension Communicator {
                                               _ op: Operation<T>) throws(MPIError) {
         let n = input.count
         let bytes = n * MemoryLayout<T>.stride
-        if Selection.wantsSharedMemory(.allreduce, bytes: bytes), let shm = try intraHost() {
+        if Selection.wantsSharedMemory(.allreduce), MemoryLayout<T>.stride <= IntraHost.slotBytes, let shm = try intraHost() {
             if bytes > IntraHost.shortBytes {
                 try SharedMemoryCollectives.allreduceLong(shm, input: UnsafeRawPointer(input.baseAddress!),
-                                                          output: UnsafeMutableRawPointer(output.baseAddress ?? UnsafeMutablePointer(mutating: input.baseAddress!)),
-                                                          elements: n, elementSize: MemoryLayout<T>.stride,
-                                                          valid: output.count >= n, op.raw)
+                                                          output: UnsafeMutableRawPointer(output.baseAddress!), elements: n,
+                                                          elementSize: MemoryLayout<T>.stride, valid: output.count >= n, op.raw)
             } else {
-                try SharedMemoryCollectives.reduce(shm, "allreduce", input: UnsafeRawPointer(input.baseAddress),
-                                                   output: UnsafeMutableRawPointer(output.baseAddress), elements: n,
-                                                   elementSize: MemoryLayout<T>.stride, root: 0, all: true,
-                                                   valid: output.count >= n, op.raw)
+                try SharedMemoryCollectives.allreduce(shm, input: UnsafeRawPointer(input.baseAddress),
+                                                      output: UnsafeMutableRawPointer(output.baseAddress), elements: n,
+                                                      elementSize: MemoryLayout<T>.stride, valid: output.count >= n, op.raw)
             }
             if output.count < n { throw MPIError(.buffer, "allreduce: an output of \(output.count) elements cannot take \(n)") }
             return

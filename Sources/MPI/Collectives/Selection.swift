@@ -101,13 +101,12 @@
         forced = out
     }
 
-    /// Whether a call of `op` of `bytes` goes through the members' shared segment: on one
-    /// host, up to `IntraHost.shortBytes` (an allreduce up to `IntraHost.longBytes`), unless
-    /// another algorithm is forced. (Whether the segment exists is
+    /// Whether a call of `op` (barrier, bcast, reduce, allreduce, alltoall) goes through the
+    /// members' shared segment: on one host, at every size, unless another algorithm is
+    /// forced. The choice never depends on the count, so ranks whose counts differ still
+    /// meet on one path and fail there together. (Whether the segment exists is
     /// `Communicator.intraHost()`'s to say.)
-    static func wantsSharedMemory(_ op: CollectiveOperation, bytes: Int) -> Bool {
-        let most = op == .allreduce ? IntraHost.longBytes : op == .bcast || op == .alltoall ? IntraHost.singleCopyBytes : IntraHost.shortBytes
-        guard bytes <= most else { return false }
+    static func wantsSharedMemory(_ op: CollectiveOperation) -> Bool {
         if anyForced, let f = forced[op] { return f == .sharedMemory }
         return true
     }

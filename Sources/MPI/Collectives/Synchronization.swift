@@ -16,7 +16,7 @@ extension Communicator {
 
     /// Waits until every member has called it (MPI_Barrier).
     public func barrier() throws(MPIError) {
-        if Selection.wantsSharedMemory(.barrier, bytes: 0), let shm = try intraHost() {
+        if Selection.wantsSharedMemory(.barrier), let shm = try intraHost() {
             return SharedMemoryCollectives.barrier(shm)
         }
         try runBlocking("barrier", input: nil, output: nil) { s in planBarrier(s) }
@@ -41,10 +41,7 @@ extension Communicator {
     public func bcast<T: BitwiseCopyable>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws(MPIError) {
         try check(root: root)
         let bytes = buffer.count * MemoryLayout<T>.stride
-        if Selection.wantsSharedMemory(.bcast, bytes: bytes), let shm = try intraHost() {
-            if bytes > IntraHost.shortBytes {
-                return try SharedMemoryCollectives.bcastLong(shm, UnsafeMutableRawPointer(buffer.baseAddress!), bytes: bytes, root: root)
-            }
+        if Selection.wantsSharedMemory(.bcast), let shm = try intraHost() {
             return try SharedMemoryCollectives.bcast(shm, UnsafeMutableRawPointer(buffer.baseAddress), bytes: bytes, root: root)
         }
         try runBlocking("bcast", input: nil, output: UnsafeMutableRawPointer(buffer.baseAddress)) { s in
