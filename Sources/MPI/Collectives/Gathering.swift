@@ -70,6 +70,11 @@ extension Communicator {
     func planGather(_ s: Schedule, block: Int, root: Int) {
         switch Selection.choose(.gather, CallShape(bytes: block, ranks: size, layout: layout)) {
         case .linear: LinearGather.plan(s, blocks: Blocks(uniform: block), mine: block, root: root)
+        case .hostAware:
+            // Within a host, straight to its leader (shared memory: linear, as on one host).
+            HostAwareGather.plan(s, block: block, root: root, layout: layout!) { s, root in
+                LinearGather.plan(s, blocks: Blocks(uniform: block), mine: block, root: root)
+            }
         default: BinomialGather.plan(s, block: block, root: root)
         }
     }

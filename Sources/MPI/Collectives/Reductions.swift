@@ -72,9 +72,20 @@ extension Communicator {
     }
 
     func planReduce(_ s: Schedule, elements: Int, root: Int, commutative: Bool) {
-        let shape = CallShape(bytes: elements * s.elementSize, ranks: size, elements: elements, commutative: commutative)
+        let shape = CallShape(bytes: elements * s.elementSize, ranks: size, layout: layout, elements: elements, commutative: commutative)
         switch Selection.choose(.reduce, shape) {
         case .rabenseifner: RabenseifnerReduce.plan(s, elements: elements, root: root)
+        case .hostAware:
+            let layout = layout!
+            HostAwareReduce.plan(s, elements: elements, root: root, commutative: commutative, layout: layout) { s, root in
+                // Within a host and among the leaders, the flat choice for that many ranks.
+                let flat = CallShape(bytes: shape.bytes, ranks: s.size, elements: elements, commutative: commutative)
+                if Selection.rule(.reduce, flat) == .rabenseifner && commutative {
+                    RabenseifnerReduce.plan(s, elements: elements, root: root)
+                } else {
+                    BinomialReduce.plan(s, elements: elements, root: root, commutative: commutative)
+                }
+            }
         default: BinomialReduce.plan(s, elements: elements, root: root, commutative: commutative)
         }
     }

@@ -66,6 +66,10 @@ final class Schedule {
     var rank = 0
     /// While planning a phase that works on the output only: `.input()` means the output.
     var inputIsOutput = false
+    /// Where the view's input and output are, when not this rank's own (`within`): a
+    /// leader's partial result in scratch, between the levels of a two-level algorithm.
+    var inputAt: Place?
+    var outputAt: Place?
 
     // Scratch memory, grown to the largest call and kept.
     var scratch: UnsafeMutableRawPointer
@@ -119,23 +123,38 @@ final class Schedule {
         size = comm.size
         rank = comm.rank
         inputIsOutput = false
+        inputAt = nil
+        outputAt = nil
     }
 
     /// Plans `body` among `members` (ranks of the communicator, this rank among them), in
-    /// place on the output with `onOutput`; then back to the whole communicator.
-    func within(_ members: [Int], onOutput: Bool = false, _ body: () -> Void) {
-        let saved = (view, size, rank, inputIsOutput)
+    /// place on the output with `onOutput`, or with its input and output elsewhere (`input`,
+    /// `output`: places of the whole communicator's schedule, scratch reserved before); then
+    /// back to the whole communicator.
+    func within(_ members: [Int], onOutput: Bool = false, input: Place? = nil, output: Place? = nil, _ body: () -> Void) {
+        let saved = (view, size, rank, inputIsOutput, inputAt, outputAt)
         view = members
         size = members.count
         rank = members.firstIndex(of: comm.rank)!
         inputIsOutput = onOutput || inputIsOutput
+        if let i = input { inputAt = i }
+        if let o = output { outputAt = o }
         body()
-        (view, size, rank, inputIsOutput) = saved
+        (view, size, rank, inputIsOutput, inputAt, outputAt) = saved
     }
 
     @inline(__always) func member(_ r: Int) -> Int { view?[r] ?? r }
     @inline(__always) func map(_ p: Place) -> Place {
-        inputIsOutput && p.space == .input ? Place(space: .output, offset: p.offset) : p
+        switch p.space {
+        case .input:
+            if let i = inputAt { return i.advanced(by: p.offset) }
+            return inputIsOutput ? map(Place(space: .output, offset: p.offset)) : p
+        case .output:
+            if let o = outputAt { return o.advanced(by: p.offset) }
+            return p
+        case .scratch:
+            return p
+        }
     }
 
     func reduce<T>(with op: Operation<T>) {

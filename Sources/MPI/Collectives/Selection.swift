@@ -64,12 +64,12 @@
     public static let algorithms: [CollectiveOperation: [CollectiveAlgorithm]] = [
         .barrier: [.dissemination, .hostAware, .sharedMemory],
         .bcast: [.binomial, .scatterAllgather, .hostAware, .sharedMemory],
-        .reduce: [.binomial, .rabenseifner, .sharedMemory],
+        .reduce: [.binomial, .rabenseifner, .hostAware, .sharedMemory],
         .allreduce: [.recursiveDoubling, .rabenseifner, .ring, .hostAware, .sharedMemory],
         .reduceScatter: [.recursiveHalving, .pairwise],
         .scan: [.recursiveDoubling],
         .exscan: [.recursiveDoubling],
-        .gather: [.linear, .binomial],
+        .gather: [.linear, .binomial, .hostAware],
         .scatter: [.linear, .binomial],
         .allgather: [.recursiveDoubling, .bruck, .ring],
         .alltoall: [.pairwise, .bruck, .sharedMemory],
@@ -144,6 +144,7 @@
             // rounds). Across hosts, as MPICH: scatter + allgather from 512 KiB and p > 2.
             return shape.hosts > 1 && shape.ranks > 2 && shape.bytes >= Threshold.bcastLong ? .scatterAllgather : .binomial
         case .reduce:
+            if shape.isHierarchical && (shape.commutative || shape.layout!.isConsecutive) { return .hostAware }
             return shape.bytes < Threshold.reduceLong || shape.elements < pof2 ? .binomial : .rabenseifner
         case .allreduce:
             if shape.isHierarchical && (shape.commutative || shape.layout!.isConsecutive) { return .hostAware }
@@ -154,6 +155,7 @@
             let long = shape.bytes >= Threshold.reduceScatterLong && pof2 != shape.ranks
             return long || !shape.commutative ? .pairwise : .recursiveHalving
         case .scan, .exscan: return .recursiveDoubling
+        case .gather where shape.isHierarchical: return .hostAware
         case .gather, .scatter:
             // One host: linear measured faster at every size (4-16 ranks, 64 B to 1 MiB: each
             // round of a tree costs a wake-up). Across hosts, binomial for short blocks, as MPICH.
