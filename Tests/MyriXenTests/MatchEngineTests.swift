@@ -86,3 +86,40 @@ final class MatchEngineTests: XCTestCase {
         for r in Int32(0)..<1000 { XCTAssertEqual(engine.arrive(matchInfo: UInt64(999 - r)), 999 - r) }
     }
 }
+
+/// The unexpected payloads' buffers: reused by size class, so a steady state of the same
+/// sizes arriving unexpected allocates nothing; what exceeds the classes or the kept count
+/// goes back to the system.
+final class BufferPoolTests: XCTestCase {
+    func testBuffersAreReusedBySizeClass() {
+        var pool = BufferPool()
+        defer { pool.destroy() }
+        XCTAssertEqual(BufferPool.sizeClass(1), 0)
+        XCTAssertEqual(BufferPool.sizeClass(64), 0)
+        XCTAssertEqual(BufferPool.sizeClass(65), 1)
+        XCTAssertEqual(BufferPool.sizeClass(64 << 10), 10)
+        XCTAssertNil(BufferPool.sizeClass((64 << 10) + 1))
+        let a = pool.take(100)!
+        a.storeBytes(of: 0xABCD, as: UInt64.self)
+        pool.give(a, bytes: 100)
+        let b = pool.take(128)! // the same class (65 to 128 bytes): the same buffer again
+        XCTAssertEqual(a, b)
+        XCTAssertEqual(pool.reused, 1)
+        let c = pool.take(129)! // the next class: a new one
+        XCTAssertNotEqual(b, c)
+        pool.give(b, bytes: 128)
+        pool.give(c, bytes: 129)
+        // More outstanding than a class keeps: the extra ones are freed, the rest come back.
+        let many = (0..<(BufferPool.kept + 10)).map { _ in pool.take(8)! }
+        for m in many { pool.give(m, bytes: 8) }
+        let before = pool.reused
+        let again = (0..<BufferPool.kept).map { _ in pool.take(8)! }
+        XCTAssertEqual(pool.reused - before, BufferPool.kept, "every one of them from the pool")
+        XCTAssertEqual(Set(again).count, BufferPool.kept)
+        for m in again { pool.give(m, bytes: 8) }
+        // Longer than the largest class: straight from and to the system.
+        let big = pool.take(1 << 20)!
+        big.storeBytes(of: 1, toByteOffset: (1 << 20) - 8, as: UInt64.self)
+        pool.give(big, bytes: 1 << 20)
+    }
+}

@@ -22,6 +22,16 @@ import MyriXen
 
     @inline(__always) var isIdle: Bool { active.isEmpty && reports.isEmpty }
 
+    /// Whether `s` is among the schedules in flight (by index: see Schedule.round).
+    func isActive(_ s: Schedule) -> Bool {
+        var i = 0
+        while i < active.count {
+            if active[i] === s { return true }
+            i += 1
+        }
+        return false
+    }
+
     /// Advances everything in flight once (cheap when nothing is).
     @inline(__always)
     func poll() { if !isIdle { advanceAll() } }
@@ -99,11 +109,13 @@ extension Communicator {
     /// Resolves (connects, the first time) every peer the plan talks to, before it runs: a
     /// schedule never connects from inside the engine.
     func resolvePeers(of s: Schedule) throws(MPIError) {
-        for step in s.steps {
-            switch step {
+        var i = 0
+        while i < s.steps.count { // by index: see Schedule.round
+            switch s.steps[i] {
             case let .send(peer, _, _), let .receive(peer, _, _): _ = try address(peer)
             default: break
             }
+            i += 1
         }
     }
 
@@ -134,7 +146,7 @@ extension Communicator {
     /// Runs a started schedule to its end; throws its failure.
     func complete(_ s: Schedule) throws(MPIError) {
         if !s.isDone {
-            if !engine.active.contains(where: { $0 === s }) { engine.active.append(s) }
+            if !engine.isActive(s) { engine.active.append(s) }
             do { try endpoint.wait(until: CollectiveEngine.ScheduleOver(engine: engine, schedule: s)) } catch {
                 s.fail(failure(error, peer: nil))
             }

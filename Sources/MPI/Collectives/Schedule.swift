@@ -189,10 +189,14 @@ final class Schedule {
     @inline(__always) func copy(from: Place, to: Place, bytes: Int) {
         if bytes > 0 { steps.append(.copy(from: map(from), to: map(to), bytes: bytes)) }
     }
-    /// Ends the round (a no-op after an empty one).
+    /// Ends the round (a no-op after an empty one). (By index, as every walk of `steps`:
+    /// Collection's generic `last` or iterator allocate a coroutine frame per element in an
+    /// unspecialized build.)
     @inline(__always) func round() {
-        if let last = steps.last, case .round = last { return }
-        if !steps.isEmpty { steps.append(.round) }
+        let n = steps.count
+        guard n > 0 else { return }
+        if case .round = steps[n - 1] { return }
+        steps.append(.round)
     }
 
     // MARK: running

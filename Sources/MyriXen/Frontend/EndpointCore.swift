@@ -111,6 +111,8 @@ struct EndpointCore {
     let myPID: Int32
     var requests = SlotPool(capacity: 1024, blank: RequestSlot())
     var unexpected = SlotPool(capacity: 256, blank: UnexpectedSlot())
+    /// The unexpected eager payloads' memory, reused by size.
+    var unexpectedData = BufferPool()
     var engine = MatchEngine(capacity: 1024)
     var cache = RegistrationCache()
     var peers: UnsafeMutablePointer<Peer>
@@ -151,6 +153,7 @@ struct EndpointCore {
         for i in 0..<Int(unexpected.count) where unexpected.isAllocated(Int32(i)) {
             if let d = unexpected[Int32(i)].pointee.data { free(d) }
         }
+        unexpectedData.destroy()
         for i in 0..<Int(peerCount) {
             for (p, s) in peers[i].mappings { SharedMemory.unmap(p, size: s) }
             closeDescriptor(peers[i].eventFD)
@@ -543,7 +546,7 @@ struct EndpointCore {
                  length: m.length, token: m.token)
         } else {
             deliverEager(r, from: m.peer, data: m.data, length: m.length, flags: m.flags, token: m.token)
-            if let d = m.data { free(d) }
+            if let d = m.data { unexpectedData.give(d, bytes: m.length) }
         }
         unexpected.free(u)
     }
@@ -617,7 +620,7 @@ struct EndpointCore {
                 deliverEager(r, from: p, data: cell + RecordLayout.headerSize, length: length, flags: flags, token: token)
             } else {
                 let u = unexpected.allocate()
-                let data: UnsafeMutableRawPointer? = length > 0 ? malloc(length) : nil
+                let data: UnsafeMutableRawPointer? = length > 0 ? unexpectedData.take(length) : nil
                 if let d = data { d.copyMemory(from: cell + RecordLayout.headerSize, byteCount: length) }
                 unexpected[u].pointee = UnexpectedSlot(peer: p, matchInfo: matchInfo, length: length,
                                                        kind: kind, flags: flags, token: token, data: data)

@@ -61,9 +61,10 @@ public struct RegistrationCache {
     }
 
     public mutating func unpin(regionID: UInt32) {
-        if let i = entries.firstIndex(where: { $0.regionID == regionID }), entries[i].pins > 0 {
-            entries[i].pins -= 1
-        }
+        // By index: the generic firstIndex(where:) allocates per element unspecialized.
+        var i = 0
+        while i < entries.count && entries[i].regionID != regionID { i += 1 }
+        if i < entries.count && entries[i].pins > 0 { entries[i].pins -= 1 }
     }
 
     /// Entries overlapping `[base, base + length)` that are not pinned: what to deregister when
