@@ -177,13 +177,16 @@ func sharedMemorySuite(_ h: Harness) throws {
     h.expectError(.count, "allreduce with rank 0 passing one element more") {
         sum = try comm.allreduce([Float](repeating: 1, count: me == 0 ? 11 : 10), .sum)
     }
-    // An output too small on one rank: buffer everywhere.
+    // An output too small on one rank, short or long (empty, even): buffer everywhere.
     let small = me == p - 1
-    h.expectError(.buffer, "allreduce with rank \(p - 1)'s output too small") {
-        var out = [Float](repeating: 0, count: small ? 2 : 4)
-        try [Float](repeating: 1, count: 4).withUnsafeBufferPointer { i in
-            try out.withUnsafeMutableBufferPointer { o in try comm.allreduce(i, into: o, .sum) }
+    for (n, smallCount) in [(4, 2), (20_000, 0)] {
+        h.expectError(.buffer, "allreduce of \(n) with rank \(p - 1)'s output of \(smallCount)") {
+            var out = [Float](repeating: 0, count: small ? smallCount : n)
+            try [Float](repeating: 1, count: n).withUnsafeBufferPointer { i in
+                try out.withUnsafeMutableBufferPointer { o in try comm.allreduce(i, into: o, .sum) }
+            }
         }
+        try inStep(comm, h, "after an allreduce of \(n) into an output too small")
     }
     // Communicators made and freed, more than an endpoint may share segments at once: each
     // gets its own (after the call that makes it, no channel message), since a freed one

@@ -20,9 +20,9 @@ import MyriXen
     /// Bytes of one rank's slot: what a rank publishes in one call (four times that on a
     /// crowded host, `slot`).
     public static let slotBytes = 64 << 10
-    /// Reductions up to this go whole through the slots (every reader reduces them all);
-    /// longer ones go in chunks of a slot, each reduced a portion per rank
-    /// (`SharedMemoryCollectives.reduceLong`).
+    /// Allreduces up to this go whole through the slots (every reader reduces them all);
+    /// longer ones go in chunks, each rank reducing a portion of each
+    /// (`SharedMemoryCollectives.allreduceLong`).
     public static let shortBytes = 8 << 10
     /// An alltoall whose blocks, in and out, come to this many bytes in all (p² × block × 2)
     /// reads every other rank's input in one copy by the kernel rather than copying it in and
@@ -244,7 +244,10 @@ extension Communicator {
         }
         // Every member must take the same path: the segment only if all of them have it.
         let everyone = try allreduce(Int32(mapped == nil ? 0 : 1), .min)
-        guard everyone == 1, let base = mapped else { return nil }
+        guard everyone == 1, let base = mapped else {
+            if mapped != nil { try? endpoint.leaveSegment(key: agreed[0]) } // not used: given back
+            return nil
+        }
         let s = IntraHost(base: base, key: agreed[0], comm: self, crowded: crowded)
         intraHostState = .ready(s)
         return s

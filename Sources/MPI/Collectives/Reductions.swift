@@ -102,7 +102,9 @@ extension Communicator {
         if Selection.wantsSharedMemory(.allreduce), MemoryLayout<T>.stride <= IntraHost.slotBytes, let shm = try intraHost() {
             if bytes > IntraHost.shortBytes {
                 try SharedMemoryCollectives.allreduceLong(shm, input: UnsafeRawPointer(input.baseAddress!),
-                                                          output: UnsafeMutableRawPointer(output.baseAddress!), elements: n,
+                                                          // (a too-small, even empty, output is declared and never written)
+                                                          output: UnsafeMutableRawPointer(output.baseAddress ?? UnsafeMutablePointer(mutating: input.baseAddress!)),
+                                                          elements: n,
                                                           elementSize: MemoryLayout<T>.stride, valid: output.count >= n, op.raw)
             } else {
                 try SharedMemoryCollectives.allreduce(shm, input: UnsafeRawPointer(input.baseAddress),
