@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 @_spi(Testing) import MPI
 import MyriXen
 
@@ -188,6 +191,21 @@ func sharedMemorySuite(_ h: Harness) throws {
         }
         try inStep(comm, h, "after an allreduce of \(n) into an output too small")
     }
+    // A rank waiting long on the segment (here for rank 0, busy for a second) naps
+    // longer and longer: it costs next to no CPU, as a wait on the channel does.
+    do {
+        func cpu() -> Double {
+            var t = timespec()
+            clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+            return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+        }
+        try comm.barrier()
+        let before = cpu(), start = monotonicSeconds()
+        if me == 0 { usleep(1_000_000) }
+        try comm.barrier()
+        let used = cpu() - before, waited = monotonicSeconds() - start
+        if me != 0 { h.expect(used < 0.025 * waited, "a rank waiting \(waited) s in a shared-memory barrier used \(used) s of CPU") }
+    }
     // Communicators made and freed, more than an endpoint may share segments at once: each
     // gets its own (after the call that makes it, no channel message), since a freed one
     // gives its segment back.
@@ -223,6 +241,12 @@ func reduceIntoSmall(_ comm: Communicator, _ input: [Float], _ output: inout [Fl
 
 /// Checks that the members still run their calls in step: a rank a call ahead or behind would
 /// read another call's slots, so values that differ from call to call come out wrong.
+func monotonicSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+
 func inStep(_ comm: Communicator, _ h: Harness, _ what: String) throws {
     let p = comm.size, me = comm.rank
     for k in 1...3 {
