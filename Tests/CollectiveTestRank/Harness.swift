@@ -23,6 +23,7 @@ final class Harness {
     /// Suites that run only when named (they need something set up around the job).
     nonisolated(unsafe) static var namedOnly: [(String, (Harness) throws -> Void)] = [
         ("allocations", allocationSuite),
+        ("killed", killedSuite),
     ]
 
     init(world: Communicator, large: Bool) {

@@ -76,6 +76,19 @@ final class CollectiveTests: XCTestCase {
         }
     }
 
+    /// A rank killed while the others wait for it in collectives (on the shared segment and on
+    /// the channel): the job ends promptly, the dead rank named, nothing left behind.
+    func testARankKilledInACollectiveEndsTheJob() {
+        let start = monotonicNanoseconds()
+        let (code, out) = runCapturing(swiftrun, ["--timeout", "60", "-n", "4", rank, "killed"])
+        let seconds = Double(monotonicNanoseconds() - start) / 1e9
+        XCTAssertNotEqual(code, 0, out)
+        XCTAssertTrue(out.contains("rank 3 (pid"), out)
+        XCTAssertTrue(out.contains("killed by signal 9 (SIGKILL)"), out)
+        XCTAssertFalse(out.contains("a collective with a killed rank completed"), out)
+        XCTAssertLessThan(seconds, 10, "the waiting ranks were ended promptly\n\(out)")
+    }
+
     /// A forced algorithm that does not exist is an error of MPI.initialize naming the valid ones.
     func testAnUnknownForcedAlgorithmIsAnErrorListingTheValidOnes() {
         let (code, out) = runCapturing(swiftrun, ["-n", "2", rank], environment: ["MYRIXEN_COLL_ALLREDUCE": "fastest"])
