@@ -200,10 +200,10 @@ func sharedMemorySuite(_ h: Harness) throws {
             return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
         }
         try comm.barrier()
-        let before = cpu(), start = monotonicSeconds()
+        let before = cpu(), start = monotonicNanoseconds()
         if me == 0 { usleep(1_000_000) }
         try comm.barrier()
-        let used = cpu() - before, waited = monotonicSeconds() - start
+        let used = cpu() - before, waited = Double(monotonicNanoseconds() - start) / 1e9
         if me != 0 { h.expect(used < 0.025 * waited, "a rank waiting \(waited) s in a shared-memory barrier used \(used) s of CPU") }
     }
     // Communicators made and freed, more than an endpoint may share segments at once: each
@@ -241,12 +241,6 @@ func reduceIntoSmall(_ comm: Communicator, _ input: [Float], _ output: inout [Fl
 
 /// Checks that the members still run their calls in step: a rank a call ahead or behind would
 /// read another call's slots, so values that differ from call to call come out wrong.
-func monotonicSeconds() -> Double {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
-}
-
 func inStep(_ comm: Communicator, _ h: Harness, _ what: String) throws {
     let p = comm.size, me = comm.rank
     for k in 1...3 {

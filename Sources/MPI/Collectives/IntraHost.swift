@@ -53,6 +53,8 @@ import MyriXen
 
     /// The segment's key (what `leave` gives back).
     let key: UInt64
+    /// This process, for the others' single-copy reads of its buffers (`expose`).
+    let pid = getpid()
 
     init(base: UnsafeMutableRawPointer, key: UInt64, comm: Communicator, crowded: Bool) {
         self.base = base
@@ -70,7 +72,7 @@ import MyriXen
     /// and pid, in its inline data.
     @inline(__always) func expose(_ call: UInt64, _ buffer: UnsafeRawPointer) {
         cmx_store_relaxed_u64(inline(call, me), UInt64(UInt(bitPattern: buffer)))
-        cmx_store_relaxed_u64(inline(call, me) + 8, UInt64(getpid()))
+        cmx_store_relaxed_u64(inline(call, me) + 8, UInt64(pid))
     }
 
     /// Copies `bytes` at `offset` of the buffer rank `r` exposed in `call` into `into`, in one

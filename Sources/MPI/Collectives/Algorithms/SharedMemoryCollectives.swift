@@ -230,7 +230,6 @@ enum SharedMemoryCollectives {
         while true {
             let n = min(perChunk, elements - done)
             let at = done * elementSize
-            let small = bytes <= IntraHost.inlineBytes
             if s.me == root {
                 if staged { s.mayWrite(call) }
                 if staged && valid && n > 0 { s.slot(call, s.me).copyMemory(from: input! + at, byteCount: n * elementSize) }
@@ -245,16 +244,16 @@ enum SharedMemoryCollectives {
                     let out = output! + at
                     let mine = staged ? UnsafeRawPointer(s.slot(call, s.me)) : input! + at
                     // Rank r's part of this chunk (no closure: it would box `call` on the heap).
-                    let lhs = 0 == s.me ? mine : UnsafeRawPointer(small ? s.inline(call, 0) : s.slot(call, 0))
-                    let rhs = 1 == s.me ? mine : UnsafeRawPointer(small ? s.inline(call, 1) : s.slot(call, 1))
+                    let lhs = 0 == s.me ? mine : UnsafeRawPointer(s.data(call, 0, bytes: bytes))
+                    let rhs = 1 == s.me ? mine : UnsafeRawPointer(s.data(call, 1, bytes: bytes))
                     op(lhs, rhs, out, n)
                     for r in 2..<max(p, 2) {
-                        op(out, r == s.me ? mine : UnsafeRawPointer(small ? s.inline(call, r) : s.slot(call, r)), out, n)
+                        op(out, r == s.me ? mine : UnsafeRawPointer(s.data(call, r, bytes: bytes)), out, n)
                     }
                 }
             } else {
                 s.mayWrite(call)
-                if n > 0 { (small ? s.inline(call, s.me) : s.slot(call, s.me)).copyMemory(from: input! + at, byteCount: n * elementSize) }
+                if n > 0 { s.data(call, s.me, bytes: bytes).copyMemory(from: input! + at, byteCount: n * elementSize) }
                 if call == first { s.declare(call, bytes: UInt64(bytes)) }
                 s.publish(call)
             }
