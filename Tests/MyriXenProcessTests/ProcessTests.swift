@@ -77,21 +77,51 @@ class PeerProcessTestCase: XCTestCase {
     }
 
     /// A peer process echoes a message of each size; every echo is checked byte for byte.
-    func checkEcho(sizes: [Int]) throws {
-        let p = try spawnPeer("echo", ["--sizes", sizes.map(String.init).joined(separator: ",")])
+    /// `peerOptions` go to the peer (e.g. `--threshold`, `--copy-limit`); with `short`, the
+    /// peer receives into a buffer that many bytes shorter and echoes what it took; with
+    /// `segmented`, the echo is received into segments of odd lengths.
+    func checkEcho(sizes: [Int], peerOptions: [String] = [], short: Int = 0, segmented: Bool = false,
+                   file: StaticString = #filePath, line: UInt = #line) throws {
+        let p = try spawnPeer("echo", ["--sizes", sizes.map(String.init).joined(separator: ","), "--short", String(short)] + peerOptions)
         let (peer, _) = try hello()
-        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: sizes.max() ?? 1, alignment: 4096)
-        let back = UnsafeMutableRawBufferPointer.allocate(byteCount: sizes.max() ?? 1, alignment: 4096)
+        // A guard band after the echo's bytes, which nothing may write.
+        let band = 256
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: max(sizes.max() ?? 1, 1), alignment: 4096)
+        let back = UnsafeMutableRawBufferPointer.allocate(byteCount: (sizes.max() ?? 0) + band, alignment: 4096)
         defer { out.deallocate(); back.deallocate() }
         for size in sizes {
+            let kept = max(size - short, 0)
             let view = UnsafeMutableRawBufferPointer(rebasing: out[0..<size])
             Pattern.fill(view, seed: size)
+            UnsafeMutableRawBufferPointer(rebasing: back[kept..<(kept + band)]).initializeMemory(as: UInt8.self, repeating: 0xEE)
             let s = try ep.isend(UnsafeRawBufferPointer(view), to: peer, matchInfo: UInt64(size))
-            let st = try ep.wait(try ep.irecv(UnsafeMutableRawBufferPointer(rebasing: back[0..<size]), matchInfo: PeerTag.echo | UInt64(size)), timeout: .seconds(30))
-            _ = try ep.wait(s, timeout: .seconds(30))
-            XCTAssertEqual(st.messageLength, size)
-            XCTAssertEqual(st.source, peer)
-            XCTAssertNil(Pattern.firstMismatch(UnsafeRawBufferPointer(rebasing: back[0..<size]), seed: size), "echo of \(size) bytes")
+            let echo = PeerTag.echo | UInt64(size)
+            let st: MXStatus
+            if segmented {
+                // Segments of 1, 4095, 8191 and 16321 bytes, then the rest: pieces of the
+                // message straddle segment ends.
+                var segs: [MXSegment] = []
+                var at = 0
+                for len in [1, 4095, 8191, 16321] where at < kept {
+                    let n = min(len, kept - at)
+                    segs.append(MXSegment(back.baseAddress! + at, length: n))
+                    at += n
+                }
+                if at < kept || segs.isEmpty { segs.append(MXSegment(back.baseAddress! + at, length: kept - at)) }
+                st = try segs.withUnsafeBufferPointer { try ep.wait(try ep.irecv(segments: $0, matchInfo: echo), timeout: .seconds(30)) }
+            } else {
+                st = try ep.wait(try ep.irecv(UnsafeMutableRawBufferPointer(rebasing: back[0..<kept]), matchInfo: echo), timeout: .seconds(30))
+            }
+            let sent = try ep.wait(s, timeout: .seconds(30))
+            XCTAssertEqual(st.messageLength, kept, "echo of \(size) bytes", file: file, line: line)
+            XCTAssertEqual(st.source, peer, file: file, line: line)
+            if size > ep.rendezvousThreshold {
+                XCTAssertEqual(sent.transferredLength, kept, "the sender of \(size) bytes learns what was taken", file: file, line: line)
+            }
+            XCTAssertNil(Pattern.firstMismatch(UnsafeRawBufferPointer(rebasing: back[0..<kept]), seed: size), "echo of \(size) bytes",
+                         file: file, line: line)
+            XCTAssertTrue(back[kept..<(kept + band)].allSatisfy { $0 == 0xEE }, "nothing written past the \(kept) bytes of the echo of \(size)",
+                          file: file, line: line)
         }
         try done(peer)
         assertExit(p)
@@ -138,6 +168,52 @@ final class ProcessTests: PeerProcessTestCase {
     func testEverySizeClassRoundTripsBetweenProcesses() throws {
         try checkEcho(sizes: [0, 1, 8, 32, 33, 128, 129, 1000, 4096, 4097, 32768, 65536, 1 << 20, 4 << 20])
         XCTAssertGreaterThan(ep.counter(.rendezvousPulls), 0, "large echoes were pulled across processes")
+    }
+
+    /// Every path a message of one host can take (eager; rendezvous moved by copy through the
+    /// ring; rendezvous pulled by cross-memory attach), at sizes one below, at and one above
+    /// each threshold and piece boundary, with the thresholds configured both ways, whole,
+    /// truncated and into segments, byte for byte.
+    func testEveryPathAroundEveryThresholdByteForByte() throws {
+        let piece = 16320  // a 64 KiB ring's largest piece
+        func around(_ xs: [Int]) -> [Int] { xs.flatMap { [$0 - 1, $0, $0 + 1] } }
+        let configurations: [(threshold: Int, copyLimit: Int)] = [
+            (MXLimits.rendezvousThresholdLocal, Int.max),  // the defaults when ranks have CPUs
+            (2048, 0),                                      // every rendezvous by CMA
+            (16000, 100_000),                               // copy up to 100,000 B, CMA above
+        ]
+        for c in configurations {
+            ep.close()
+            var o = MXEndpointOptions(rendezvousThreshold: c.threshold)
+            o.localCopyLimit = c.copyLimit
+            ep = try mx.openEndpoint(key: key, options: o)
+            let peerOptions = ["--threshold", String(c.threshold), "--copy-limit", String(c.copyLimit)]
+            var sizes = [0, 1] + around([c.threshold, 8192, 16384, piece, 2 * piece, 8 * piece, 65536, 1 << 20])
+            if c.copyLimit > 0 && c.copyLimit < Int.max { sizes += around([c.copyLimit]) }
+            sizes = Array(Set(sizes.filter { $0 >= 0 })).sorted()
+            try checkEcho(sizes: sizes, peerOptions: peerOptions)
+            try checkEcho(sizes: sizes, peerOptions: peerOptions, short: 7, segmented: true)
+        }
+        XCTAssertGreaterThan(ep.counter(.rendezvousPulls), 0)
+    }
+
+    /// A sender that sleeps while the pair ring is full is woken as the receiver frees cells
+    /// (it would otherwise sleep out its poll, a second, for every ring's worth).
+    func testASenderSleepingOnAFullRingIsWokenAsTheReceiverDrains() throws {
+        ep.close()
+        var o = MXEndpointOptions()
+        o.spinMicroseconds = 0
+        o.sleepAfterMicroseconds = 0
+        ep = try mx.openEndpoint(key: key, options: o)
+        let start = monotonicNanoseconds()
+        // 8 MiB by copy and 8 MiB by CMA (which the receiver pulls alone) for contrast, then
+        // 200 eager messages of 8 KiB, which fill the ring many times over.
+        try checkEcho(sizes: [8 << 20], peerOptions: ["--copy-limit", String(Int.max)])
+        try checkEcho(sizes: [8 << 20], peerOptions: ["--copy-limit", "0"])
+        try checkSenders(1, count: 200, sizes: [8192])
+        let seconds = Double(monotonicNanoseconds() - start) / 1e9
+        XCTAssertGreaterThan(ep.counter(.wakeups), 0, "the sender slept and was woken")
+        XCTAssertLessThan(seconds, 10, "nobody slept out a poll per ring's worth (\(seconds) s)")
     }
 
     func testEightSendersToOneReceiver() throws {

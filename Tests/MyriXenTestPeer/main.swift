@@ -43,7 +43,11 @@ if role == "other-user" {
 
 do {
     let mx = try MXContext(socketPath: socket, startBackend: false)
-    let ep = try mx.openEndpoint(key: 0x7E57)
+    // --threshold and --copy-limit: the endpoint's eager limit and largest message pulled by
+    // copy (else the defaults and their environment overrides).
+    var options = MXEndpointOptions(rendezvousThreshold: option(args, "--threshold").flatMap { Int($0) })
+    if let c = option(args, "--copy-limit").flatMap({ Int($0) }) { options.localCopyLimit = c }
+    let ep = try mx.openEndpoint(key: 0x7E57, options: options)
     if role == "wrong-key" {
         do throws(MXError) {
             _ = try ep.connect(nicID: nic, endpointID: targetEndpoint, key: targetKey &+ 1)
@@ -70,14 +74,17 @@ do {
     switch role {
     case "echo":
         // Receive each size, check it byte for byte, send it back. With --pause-ms, first
-        // compute (call nothing) that long.
+        // compute (call nothing) that long. With --short N, receive into a buffer N bytes
+        // shorter (the message is truncated) and send back what was taken.
         if let ms = option(args, "--pause-ms").flatMap({ UInt32($0) }) { usleep(ms * 1000) }
+        let short = option(args, "--short").flatMap { Int($0) } ?? 0
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(sizes.max() ?? 1, 1), alignment: 64)
         for size in sizes {
-            let view = UnsafeMutableRawBufferPointer(rebasing: buf[0..<size])
+            let kept = max(size - short, 0)
+            let view = UnsafeMutableRawBufferPointer(rebasing: buf[0..<kept])
             let st = try ep.wait(try ep.irecv(view, matchInfo: UInt64(size)), timeout: .seconds(60))
-            guard st.messageLength == size, st.transferredLength == size else {
-                fail("size \(size): got \(st.messageLength) bytes, transferred \(st.transferredLength)")
+            guard st.messageLength == size, st.transferredLength == kept else {
+                fail("size \(size): got \(st.messageLength) bytes, transferred \(st.transferredLength), not \(kept)")
             }
             if let bad = Pattern.firstMismatch(UnsafeRawBufferPointer(view), seed: size) { fail("size \(size): byte \(bad) differs") }
             _ = try ep.wait(try ep.isend(UnsafeRawBufferPointer(view), to: test, matchInfo: PeerTag.echo | UInt64(size)), timeout: .seconds(60))

@@ -400,7 +400,7 @@ final class EndpointTests: XCTestCase {
 
     func testRegionTableFullWhenEveryRegionIsInUse() throws {
         // 256 large sends in flight, from 256 distinct buffers, pin every region.
-        let size = 5000
+        let size = MXLimits.rendezvousThresholdLocal + 1000
         let n = MXLimits.regionsPerEndpoint
         let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: size * (n + 1), alignment: 4096)
         defer { pool.deallocate() }

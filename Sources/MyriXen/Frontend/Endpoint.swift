@@ -57,6 +57,10 @@ public final class MXEndpoint {
             closeDescriptor(wireSocket)
             throw MXError(.badParameter, "the rendezvous threshold must be >= 0, not \(options.rendezvousThreshold)")
         }
+        guard options.localCopyLimit >= 0 else {
+            closeDescriptor(wireSocket)
+            throw MXError(.badParameter, "the local copy limit must be >= 0 (\(MXDefaults.copyLimitEnvironment), bytes), not \(options.localCopyLimit)")
+        }
         self.connection = connection
         board = Int(opened.board)
         endpointID = Int(opened.endpoint)
@@ -78,7 +82,8 @@ public final class MXEndpoint {
         unprotectedMapping = maps[1]
         core = .allocate(capacity: 1)
         core.initialize(to: EndpointCore(protectedPage: maps[0].pointer, unprotected: maps[1].pointer,
-                                         threshold: options.rendezvousThreshold))
+                                         threshold: options.rendezvousThreshold,
+                                         localCopyLimit: options.localCopyLimit))
         core.pointee.wire.fd = wireSocket
         _ = cmx_allow_pull_from_any()
     }

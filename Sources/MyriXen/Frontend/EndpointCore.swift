@@ -133,13 +133,19 @@ struct EndpointCore {
     var errors: [Int32: MXError] = [:]
     /// The wire to other hosts (EndpointWire.swift).
     var wire = WireState()
+    /// Rendezvous messages moved by copy, in pieces (EndpointPull.swift).
+    var pulls = PullState()
+    /// Largest rendezvous message between endpoints of this host moved by copy through the
+    /// pair ring; larger ones are pulled by cross-memory attach (`MXEndpointOptions.localCopyLimit`).
+    let localCopyLimit: Int
 
     static let recordsPerPeerPerRound = 32
 
-    init(protectedPage: UnsafeRawPointer, unprotected: UnsafeMutableRawPointer, threshold: Int) {
+    init(protectedPage: UnsafeRawPointer, unprotected: UnsafeMutableRawPointer, threshold: Int, localCopyLimit: Int) {
         self.protectedPage = protectedPage
         self.unprotected = unprotected
         self.threshold = threshold
+        self.localCopyLimit = localCopyLimit
         myPID = getpid()
         peerCapacity = Int32(MXLimits.maxPeers)
         peers = .allocate(capacity: MXLimits.maxPeers)
@@ -441,7 +447,7 @@ struct EndpointCore {
             }
             pendingNotifies = remaining
         }
-        if wire.hasPending && flushPendingPulls() { progressed = true }
+        if pulls.hasPending && flushPendingPulls() { progressed = true }
         if backlogged > 0 {
             for p in 0..<Int(peerCount) where peers[p].backlogHead >= 0 {
                 while peers[p].backlogHead >= 0 {
@@ -593,6 +599,8 @@ struct EndpointCore {
                 progressed = true
                 batch += 1
             }
+            // A sender waiting for room in this ring hears of the cells just freed.
+            if batch > 0 && peers[p].inbound.producerWaited() { kick(Int32(p)) }
             if peers[p].inbound.isCorrupt {
                 count(.drops)
                 peerGone(Int32(p), reason: "wrote a malformed record into its ring")
@@ -600,7 +608,8 @@ struct EndpointCore {
             }
         }
         if wire.linkCount > 0 && wireProgress() { progressed = true }
-        if backlogged > 0 || !pendingNotifies.isEmpty || wire.hasPending {
+        if !pulls.outgoing.isEmpty && pumpPulls() { progressed = true }
+        if backlogged > 0 || !pendingNotifies.isEmpty || pulls.hasPending {
             if flushBacklog() { progressed = true }
         }
         return progressed
@@ -645,6 +654,10 @@ struct EndpointCore {
             }
         case RecordKind.notify.rawValue:
             completeSend(token: token, flags: flags, transferred: length)
+        case RecordKind.pullRequest.rawValue:
+            servePull(p, cell, length: length)
+        case RecordKind.pullReply.rawValue:
+            receivePiece(p, cell, length: length)
         default:
             count(.drops)
         }
@@ -679,13 +692,17 @@ struct EndpointCore {
         complete(r)
     }
 
-    /// The pull engine: copies a rendezvous message straight out of the sender's registered
-    /// region into the receive buffer (one copy, via cross-memory attach), then notifies.
+    /// A rendezvous message matched receive `r`: asks for it by copy (EndpointPull.swift), or
+    /// copies it straight out of the sender's registered region into the receive buffer (one
+    /// copy, via cross-memory attach), then notifies.
     mutating func pull(_ r: Int32, from p: Int32, region: UInt32, generation: UInt32, offset: UInt64,
                        length: Int, token: UInt64) {
         let s = requests[r]
         let peer = peers + Int(p)
-        if peer.pointee.link >= 0 {
+        // Over the wire, and on this host when both sides run at once, the data comes by copy
+        // in pieces; a peer in this very process is read directly.
+        if peer.pointee.link >= 0
+            || (length <= localCopyLimit && !peer.pointee.isSelf && peer.pointee.pid != myPID) {
             requestPull(r, from: p, region: region, generation: generation, offset: offset, length: length, token: token)
             return
         }
@@ -795,6 +812,7 @@ struct EndpointCore {
             }
         }
         if peers[Int(p)].link >= 0 { wireDropPeer(p) }
+        pulls.drop(peer: p)
         // Rendezvous descriptors from it can no longer be pulled.
         for u in engine.unexpectedIDs() where unexpected[u].pointee.peer == p && unexpected[u].pointee.kind == RecordKind.rendezvous.rawValue {
             engine.removeUnexpected(u)

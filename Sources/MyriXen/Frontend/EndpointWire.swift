@@ -48,27 +48,6 @@ struct WireLink {
     var unacked: Bool { base != nextSeq }
 }
 
-/// A rendezvous send being served to a remote receiver, piece by piece.
-struct OutgoingPull {
-    var peer: Int32
-    var request: Int32
-    var source: UnsafeRawPointer
-    var length: Int
-    var sent: Int
-    var receiverHandle: UInt64
-}
-
-/// A pull request that waits for room in the link's window.
-struct PendingPull {
-    var request: Int32
-    /// The request's generation: a slot freed and reused meanwhile is not this pull.
-    var generation: UInt32
-    var peer: Int32
-    var region: UInt32
-    var regionGeneration: UInt32
-    var offset: UInt64
-}
-
 /// An endpoint's wire: its own UDP socket (granted by the backend at open), its links, the
 /// pulls it serves and those it waits to ask for.
 struct WireState {
@@ -81,10 +60,6 @@ struct WireState {
     /// Placeholder ring memory for peers of other hosts (never written: they have no rings).
     var inert: UnsafeMutableRawPointer?
     var largePool: [UnsafeMutableRawPointer] = []
-    var outgoingPulls: [OutgoingPull] = []
-    var pendingPulls: [PendingPull] = []
-    /// Refusals of pulls (peer, receiver's request) that wait for window room.
-    var pendingRefusals: [(peer: Int32, receiver: UInt64)] = []
     /// Lost-frame testing: one data frame in N, at random, is not sent (`MYRIXEN_WIRE_DROP`).
     /// Random, as real losses are: a fixed period could line up with the resend cycle and
     /// lose the same frame every time.
@@ -111,9 +86,6 @@ struct WireState {
     static let inertCells = 64
 
     static func addressKey(_ ip: UInt32, _ port: UInt16) -> UInt64 { UInt64(ip) << 16 | UInt64(port) }
-
-    /// Pull requests or refusals waiting for window room.
-    var hasPending: Bool { !pendingPulls.isEmpty || !pendingRefusals.isEmpty }
 
     mutating func destroy() {
         if let l = links {
@@ -287,6 +259,17 @@ extension EndpointCore {
         return true
     }
 
+    /// Lets the frame just reserved on link `l` carry `length` bytes of the sender's own memory
+    /// after its record, without a copy (a piece of a pull, from the send request `owner`).
+    @inline(__always)
+    mutating func wireAttach(_ l: Int32, _ data: UnsafeRawPointer, _ length: Int, owner: Int32) {
+        let link = wire.links! + Int(l)
+        let f = link.pointee.frames + Int(link.pointee.nextSeq & UInt32(MXWire.window - 1))
+        f.pointee.external = data
+        f.pointee.externalLength = length
+        f.pointee.owner = owner
+    }
+
     /// An ack-only frame (no sequence number).
     mutating func sendAck(_ l: Int32) {
         let link = wire.links! + Int(l)
@@ -353,9 +336,10 @@ extension EndpointCore {
     var wireAwaitsAcks: Bool {
         mutating get {
             for l in 0..<Int(wire.linkCount) where wire.links![l].unacked && peers[Int(wire.links![l].peer)].alive { return true }
-            if wire.outgoingPulls.contains(where: { peers[Int($0.peer)].alive }) { return true }
-            if wire.pendingPulls.contains(where: { peers[Int($0.peer)].alive }) { return true }
-            if wire.pendingRefusals.contains(where: { peers[Int($0.peer)].alive }) { return true }
+            func waits(_ p: Int32) -> Bool { peers[Int(p)].alive && peers[Int(p)].link >= 0 }
+            if pulls.outgoing.contains(where: { waits($0.peer) }) { return true }
+            if pulls.pending.contains(where: { waits($0.peer) }) { return true }
+            if pulls.refusals.contains(where: { waits($0.peer) }) { return true }
             return pendingNotifies.contains { peers[Int($0.peer)].alive && peers[Int($0.peer)].link >= 0 }
         }
     }
@@ -370,7 +354,7 @@ extension EndpointCore {
         // it is looked at once every 20 µs at most; while busy, every other pass.
         if wire.quietPasses > 0 {
             wire.quietPasses -= 1
-            return !wire.outgoingPulls.isEmpty && pumpPulls()
+            return false
         }
         var progressed = false
         let now = monotonicNanoseconds()
@@ -391,7 +375,6 @@ extension EndpointCore {
             if progressed { wire.lastTraffic = now }
             wire.quietPasses = progressed ? 0 : (idle ? WireState.quietSkip : 1)
         }
-        if !wire.outgoingPulls.isEmpty && pumpPulls() { progressed = true }
         // Acks and resend timers: after frames came in, else every 100 µs.
         guard progressed || now &- wire.lastScan >= WireState.scanNanoseconds else { return progressed }
         wire.lastScan = now
@@ -473,202 +456,19 @@ extension EndpointCore {
         if Shm.load(f, FrameLayout.flagsOffset, as: UInt8.self) & FrameFlags.ackNow != 0 {
             link.pointee.ackOwed = max(link.pointee.ackOwed, MXWire.ackEvery)
         }
-        switch kind {
-        case RecordKind.pullRequest.rawValue: servePull(p, cell, length: length)
-        case RecordKind.pullReply.rawValue: receivePiece(p, cell, length: length)
-        default: handleRecord(p, cell, kind: kind, length: length)
-        }
+        handleRecord(p, cell, kind: kind, length: length)
     }
 
-    // MARK: rendezvous over the wire
-
-    /// Receiver: the message matched; ask the sender for what fits the buffer.
-    mutating func requestPull(_ r: Int32, from p: Int32, region: UInt32, generation: UInt32, offset: UInt64,
-                              length: Int, token: UInt64) {
-        let s = requests[r]
-        s.pointee.pullToken = token
-        s.pointee.pullWant = min(length, s.pointee.length)
-        s.pointee.transferred = 0
-        guard s.pointee.pullWant > 0 else { return pulled(r, from: p, token: token) }
-        s.pointee.flags |= RequestFlag.pulling
-        let pending = PendingPull(request: r, generation: s.pointee.generation, peer: p, region: region,
-                                  regionGeneration: generation, offset: offset)
-        if !writePullRequest(pending) { wire.pendingPulls.append(pending) }
-    }
-
-    mutating func writePullRequest(_ q: PendingPull) -> Bool {
-        guard let cell = reserveRecord(Int(q.peer), payload: RecordLayout.rndvPayloadSize) else { return false }
-        let s = requests[q.request]
-        Shm.store(cell, RecordLayout.kindOffset, RecordKind.pullRequest.rawValue)
-        Shm.store(cell, RecordLayout.flagsOffset, UInt8(0))
-        Shm.store(cell, RecordLayout.lengthOffset, UInt32(truncatingIfNeeded: s.pointee.pullWant))
-        Shm.store(cell, RecordLayout.auxOffset, s.pointee.pullToken)
-        Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(s.pointee.generation) << 32 | UInt64(UInt32(bitPattern: q.request)))
-        Shm.store(cell, RecordLayout.rndvRegionOffset, q.region)
-        Shm.store(cell, RecordLayout.rndvGenerationOffset, q.regionGeneration)
-        Shm.store(cell, RecordLayout.rndvOffsetOffset, q.offset)
-        publishRecord(Int(q.peer), cell)
-        return true
-    }
-
-    /// Pull requests (and refusals) that waited for window room: each goes once its own
-    /// peer's window has room (a full window toward one peer holds up no other).
-    mutating func flushPendingPulls() -> Bool {
-        let before = wire.pendingRefusals.count + wire.pendingPulls.count
-        var refusals = wire.pendingRefusals
-        refusals.removeAll { q in !peers[Int(q.peer)].alive || writeRefusal(q.peer, q.receiver) }
-        wire.pendingRefusals = refusals
-        var pulls = wire.pendingPulls
-        pulls.removeAll { q in
-            let s = requests[q.request]
-            guard s.pointee.state == RequestState.pending, s.pointee.generation == q.generation,
-                  s.pointee.flags & RequestFlag.pulling != 0 else { return true }
-            return writePullRequest(q)
-        }
-        wire.pendingPulls = pulls
-        return wire.pendingRefusals.count + wire.pendingPulls.count < before
-    }
-
-    /// Sender: the receiver asks for the data. The region is checked against our own table
-    /// (a pull serves only what lies inside the region), then the pieces go out as the window
-    /// allows, straight from the send buffer.
-    mutating func servePull(_ p: Int32, _ cell: UnsafeMutableRawPointer, length want: Int) {
-        let token = Shm.load(cell, RecordLayout.auxOffset, as: UInt64.self)
-        let receiver = Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self)
-        let r = Int32(bitPattern: UInt32(truncatingIfNeeded: token))
-        let s: UnsafeMutablePointer<RequestSlot>? = r >= 0 && Int(r) < requests.count ? requests[r] : nil
-        guard let s, s.pointee.generation == UInt32(truncatingIfNeeded: token >> 32),
-              s.pointee.state == RequestState.pending, s.pointee.peer == p,
-              s.pointee.flags & (RequestFlag.awaitingNotify | RequestFlag.rendezvous) == RequestFlag.awaitingNotify | RequestFlag.rendezvous,
-              !wire.outgoingPulls.contains(where: { $0.request == r }) else {
-            count(.refusedPulls)
-            return refusePull(p, receiver)
-        }
-        // The send's own region, as its rendezvous named it: the peer chooses nothing but the
-        // length, and only what lies inside the region is served.
-        guard want <= s.pointee.length, s.pointee.regionID >= 0,
-              Shm.load(cell, RecordLayout.rndvRegionOffset, as: UInt32.self) == UInt32(s.pointee.regionID),
-              Shm.load(cell, RecordLayout.rndvGenerationOffset, as: UInt32.self) == s.pointee.regionGeneration,
-              Shm.load(cell, RecordLayout.rndvOffsetOffset, as: UInt64.self) == s.pointee.regionOffset,
-              let address = RegionTable.resolve(page: protectedPage, id: UInt32(s.pointee.regionID),
-                                                generation: s.pointee.regionGeneration,
-                                                offset: s.pointee.regionOffset, length: UInt64(want)) else {
-            count(.refusedPulls)
-            refusePull(p, receiver)
-            s.pointee.flags &= ~RequestFlag.awaitingNotify
-            unpinRegion(r)
-            return fail(r, MXError(.pullRefused, "the receiver asked for \(want) bytes outside the message's region; pull refused"))
-        }
-        wire.outgoingPulls.append(OutgoingPull(peer: p, request: r, source: UnsafeRawPointer(bitPattern: UInt(address))!,
-                                               length: want, sent: 0, receiverHandle: receiver))
-        _ = pumpPulls()
-    }
-
-    mutating func refusePull(_ p: Int32, _ receiver: UInt64) {
-        if !writeRefusal(p, receiver) { wire.pendingRefusals.append((p, receiver)) }
-    }
-
-    mutating func writeRefusal(_ p: Int32, _ receiver: UInt64) -> Bool {
-        guard let cell = reserveRecord(Int(p), payload: 0) else { return false }
-        Shm.store(cell, RecordLayout.kindOffset, RecordKind.pullReply.rawValue)
-        Shm.store(cell, RecordLayout.flagsOffset, RecordFlags.refused)
-        Shm.store(cell, RecordLayout.lengthOffset, UInt32(0))
-        Shm.store(cell, RecordLayout.auxOffset, receiver)
-        Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(0))
-        publishRecord(Int(p), cell)
-        return true
-    }
-
-    /// Sends pieces of the pulls being served while their links have window room.
-    mutating func pumpPulls() -> Bool {
-        var progressed = false
-        var i = 0
-        while i < wire.outgoingPulls.count {
-            var op = wire.outgoingPulls[i]
-            let link = peers[Int(op.peer)].link
-            if peers[Int(op.peer)].alive && requests[op.request].pointee.state == RequestState.pending {
-                while op.sent < op.length {
-                    let piece = min(MXWire.maxFrameData, op.length - op.sent)
-                    guard let cell = wireReserve(link, payload: 0) else { break }
-                    Shm.store(cell, RecordLayout.kindOffset, RecordKind.pullReply.rawValue)
-                    Shm.store(cell, RecordLayout.flagsOffset, UInt8(0))
-                    Shm.store(cell, RecordLayout.lengthOffset, UInt32(piece))
-                    Shm.store(cell, RecordLayout.auxOffset, op.receiverHandle)
-                    Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(op.sent))
-                    let l = wire.links! + Int(link)
-                    let f = l.pointee.frames + Int(l.pointee.nextSeq & UInt32(MXWire.window - 1))
-                    f.pointee.external = op.source + op.sent
-                    f.pointee.externalLength = piece
-                    f.pointee.owner = op.request
-                    wireCommit(link)
-                    op.sent += piece
-                    progressed = true
-                }
-                if op.sent < op.length {
-                    wire.outgoingPulls[i] = op
-                    i += 1
-                    continue
-                }
-            }
-            wire.outgoingPulls.remove(at: i)
-        }
-        return progressed
-    }
-
-    /// Receiver: a piece of the message (in order: the link delivers in sequence).
-    mutating func receivePiece(_ p: Int32, _ cell: UnsafeMutableRawPointer, length: Int) {
-        let handle = Shm.load(cell, RecordLayout.auxOffset, as: UInt64.self)
-        let r = Int32(bitPattern: UInt32(truncatingIfNeeded: handle))
-        guard r >= 0 && Int(r) < requests.count else { count(.drops); return }
-        let s = requests[r]
-        guard s.pointee.generation == UInt32(truncatingIfNeeded: handle >> 32), s.pointee.state == RequestState.pending,
-              s.pointee.flags & RequestFlag.pulling != 0, s.pointee.peer == p else { count(.drops); return }
-        if Shm.load(cell, RecordLayout.flagsOffset, as: UInt8.self) & RecordFlags.refused != 0 {
-            s.pointee.flags &= ~RequestFlag.pulling
-            count(.refusedPulls)
-            return fail(r, MXError(.pullRefused, "the sender refused the pull of its \(s.pointee.messageLength)-byte message"))
-        }
-        let offset = s.pointee.transferred
-        guard Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self) == UInt64(offset), length > 0,
-              length <= s.pointee.pullWant - offset else {
-            return peerGone(p, reason: "sent a piece of a pull that was not asked for")
-        }
-        scatter(s, from: cell + RecordLayout.headerSize, count: length, at: offset)
-        s.pointee.transferred += length
-        if s.pointee.transferred == s.pointee.pullWant {
-            s.pointee.flags &= ~RequestFlag.pulling
-            pulled(r, from: p, token: s.pointee.pullToken)
-        }
-    }
-
-    /// Copies `n` bytes to `offset` of a receive's buffer(s) (the caller checked they fit).
-    mutating func scatter(_ s: UnsafeMutablePointer<RequestSlot>, from src: UnsafeRawPointer, count n: Int, at offset: Int) {
-        guard let v = s.pointee.segments else {
-            (s.pointee.buffer! + offset).copyMemory(from: src, byteCount: n)
-            return
-        }
-        var skip = offset
-        var done = 0
-        for i in 0..<Int(s.pointee.segmentCount) where done < n {
-            let len = v[i].iov_len
-            if skip >= len { skip -= len; continue }
-            let k = min(len - skip, n - done)
-            (v[i].iov_base! + skip).copyMemory(from: src + done, byteCount: k)
-            done += k
-            skip = 0
-        }
-    }
-
-    /// A rendezvous send toward another host ended (completed or failed): no frame may point
+    /// A rendezvous send ended (completed or failed): its pull stops, and no frame may point
     /// into its buffer any more. Pieces still unacked get a copy of their bytes (the buffer is
-    /// still valid now; its owner may free it once the request is done); its pull stops.
+    /// still valid now; its owner may free it once the request is done).
     mutating func releaseWireReferences(_ r: Int32) {
         let s = requests[r]
         guard s.pointee.kind == MXStatus.Kind.send.rawValue, s.pointee.flags & RequestFlag.rendezvous != 0,
               s.pointee.peer >= 0, s.pointee.peer < peerCount else { return }
+        if !pulls.outgoing.isEmpty { pulls.outgoing.removeAll { $0.request == r } }
         let l = peers[Int(s.pointee.peer)].link
         guard l >= 0 else { return }
-        wire.outgoingPulls.removeAll { $0.request == r }
         // A peer that is gone sends nothing again (wireDropPeer empties its window).
         guard peers[Int(s.pointee.peer)].alive else { return }
         let link = wire.links! + Int(l)
@@ -713,8 +513,5 @@ extension EndpointCore {
             link.pointee.frames[f].externalLength = 0
             link.pointee.frames[f].owner = -1
         }
-        wire.outgoingPulls.removeAll { $0.peer == p }
-        wire.pendingPulls.removeAll { $0.peer == p }
-        wire.pendingRefusals.removeAll { $0.peer == p }
     }
 }

@@ -77,6 +77,14 @@ public struct MXEndpointOptions: Sendable {
     /// How long a waiter polls (yielding between polls, so oversubscribed ranks still run)
     /// before it sleeps on its event channel and costs no CPU.
     public var sleepAfterMicroseconds: Int = 1000
+    /// Largest rendezvous message between endpoints of this host moved by copy, in pieces
+    /// through the pair ring (the sender copies one in while the receiver copies the one
+    /// before out); larger ones are pulled by cross-memory attach, one copy by the receiver
+    /// alone. By default every size when the ranks of this host each have a CPU (both sides
+    /// copy at once), none when they share CPUs (the two copies would take turns, with a
+    /// switch per ring's worth); `MYRIXEN_COPY_LIMIT` (bytes) overrides.
+    public var localCopyLimit: Int = getenvInt(MXDefaults.copyLimitEnvironment)
+        ?? (MXEndpointOptions.isOversubscribed || cmx_usable_cpus() < 2 ? 0 : Int.max)
 
     /// Whether the process manager placed more ranks on this host (`MPI_LOCALNRANKS`, set by
     /// swiftrun and by hydra) than there are CPUs for them: the ones swiftrun says the job may

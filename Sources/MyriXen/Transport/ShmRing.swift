@@ -50,6 +50,10 @@ public struct RingProducer {
     /// never more cells than the record header's 16-bit cell count can say.
     public var maxPayload: Int { Int(min(cells / 4, 32768)) * RingLayout.cellSize - RecordLayout.headerSize }
 
+    /// The piece of a message copied through the ring (`pullReply`): the largest payload that
+    /// is a whole number of cells, so pieces keep the message's own alignment.
+    public var maxPiece: Int { maxPayload & ~(RingLayout.cellSize - 1) }
+
     /// Reserves room for a record with `payload` bytes and returns its first cell, or nil when
     /// the ring is full for now. Fill the header fields and payload, then `publish`.
     @inline(__always)
@@ -60,7 +64,14 @@ public struct RingProducer {
         let total = needed <= contiguous ? needed : needed + contiguous
         if tail + total - cachedHead > cells {
             cachedHead = cmx_load_acquire_u64(header + RingLayout.headOffset)
-            if tail + total - cachedHead > cells { return nil }
+            if tail + total - cachedHead > cells {
+                // Full: ask the consumer to wake us when it frees cells, then look once more
+                // (the fence orders the flag before that look, against its head store).
+                cmx_store_relaxed_u64(header + RingLayout.producerWaitingOffset, 1)
+                cmx_fence_seq_cst()
+                cachedHead = cmx_load_acquire_u64(header + RingLayout.headOffset)
+                if tail + total - cachedHead > cells { return nil }
+            }
         }
         if needed > contiguous {
             // Pad to the end of the ring; the record starts again at cell 0.
@@ -126,7 +137,8 @@ public struct RingConsumer {
                 release(cell)
                 continue
             }
-            if kind == RecordKind.eager.rawValue && length > Int(n) * RingLayout.cellSize - RecordLayout.headerSize {
+            if (kind == RecordKind.eager.rawValue || kind == RecordKind.pullReply.rawValue)
+                && length > Int(n) * RingLayout.cellSize - RecordLayout.headerSize {
                 isCorrupt = true
                 return nil
             }
@@ -150,5 +162,17 @@ public struct RingConsumer {
         }
         head &+= UInt64(n)
         cmx_store_release_u64(header + RingLayout.headOffset, head)
+    }
+
+    /// Whether the producer waited for room (it is told of the freed cells: the flag is
+    /// cleared). Ask after releasing records; the fence orders the head store before the look,
+    /// as the producer's orders its flag before its last look at the head.
+    @inline(__always)
+    public mutating func producerWaited() -> Bool {
+        let flag = header + RingLayout.producerWaitingOffset
+        cmx_fence_seq_cst()
+        guard cmx_load_relaxed_u64(flag) != 0 else { return false }
+        cmx_store_relaxed_u64(flag, 0)
+        return true
     }
 }

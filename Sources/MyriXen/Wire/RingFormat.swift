@@ -12,6 +12,9 @@ public enum RingLayout {
     public static let cellsOffset = 8
     /// Consumer position, in cells (own cache line: written by the receiver only).
     public static let headOffset = 64
+    /// Non-zero while the producer waits for room (own cache line): set by the producer when
+    /// a record does not fit, cleared by the consumer, which then wakes it if it sleeps.
+    public static let producerWaitingOffset = 128
     public static let magic: UInt32 = 0x4D59_5258 // "MYRX"
     /// Default data size of one pair ring (64 KiB: 1,024 cells).
     public static let defaultDataBytes = 64 * 1024
@@ -51,12 +54,13 @@ public enum RecordKind: UInt8, Sendable {
     case notify = 3
     /// Filler up to the ring's end; the next record starts at cell 0.
     case padding = 4
-    /// Wire only, receiver to sender: send me `length` bytes of your rendezvous message (aux =
-    /// the sender's token, match info = the receiver's request, then the rendezvous fields).
+    /// Receiver to sender (frame or ring): send me `length` bytes of your rendezvous message
+    /// by copy (aux = the sender's token, match info = the receiver's request, then the
+    /// rendezvous fields).
     case pullRequest = 5
-    /// Wire only, sender to receiver: a piece of a pulled message (aux = the receiver's
-    /// request, match info = offset in the message, length = bytes here; `refused` flag when
-    /// the sender refused the pull).
+    /// Sender to receiver: a piece of a pulled message, inline (aux = the receiver's request,
+    /// match info = offset in the message, length = bytes here; `refused` flag when the sender
+    /// refused the pull).
     case pullReply = 6
 }
 
