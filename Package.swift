@@ -2,6 +2,17 @@
 // MyriXen: MX-style user-level messaging for clusters of (emulated) Xen VMs, with an MPI stack on top.
 import PackageDescription
 
+// The programs users run link Swift's runtime and standard library statically in release builds:
+// a job starts a backend and its ranks, and loading and relocating the shared Swift libraries
+// was the largest part of a short job's launch (docs/performance.md, "Launch").
+let staticRuntime: [LinkerSetting] = [.unsafeFlags(["-static-stdlib"], .when(platforms: [.linux], configuration: .release))]
+// swift-argument-parser links FoundationEssentials, whose static archive needs these after it.
+let staticRuntimeWithFoundation: [LinkerSetting] = [
+    .unsafeFlags(["-static-stdlib", "-Xlinker", "--start-group", "-lFoundationEssentials", "-l_FoundationCollections",
+                  "-l_FoundationCShims", "-lswiftSynchronization", "-Xlinker", "--end-group"],
+                 .when(platforms: [.linux], configuration: .release)),
+]
+
 let package = Package(
     name: "MyriXen",
     platforms: [.macOS(.v13)],
@@ -43,37 +54,41 @@ let package = Package(
         .target(name: "PMI"),
         // swiftrun's logic: options, hostfiles, mapping, binding, the PMI-1 server, the job.
         .target(name: "Launcher", dependencies: ["PMI", "MyriXen", "CMyriXen"]),
-        .executableTarget(name: "swiftrun", dependencies: ["Launcher"]),
+        .executableTarget(name: "swiftrun", dependencies: ["Launcher"], linkerSettings: staticRuntime),
         // A rank's start on the channel layer: PMI-1 plus endpoint addresses in the KVS.
         .target(name: "Bootstrap", dependencies: ["MyriXen", "PMI"]),
         // The Swift MPI library.
         .target(name: "MPI", dependencies: ["Bootstrap", "MyriXen", "CMyriXen"]),
         // Example programs, runnable by name through bin/swiftrun.
-        .executableTarget(name: "hello", dependencies: ["MPI"], path: "Sources/Examples/hello"),
-        .executableTarget(name: "ring", dependencies: ["MPI"], path: "Sources/Examples/ring"),
-        .executableTarget(name: "pi", dependencies: ["MPI"], path: "Sources/Examples/pi"),
-        .executableTarget(name: "halo", dependencies: ["MPI"], path: "Sources/Examples/halo"),
-        .executableTarget(name: "objects", dependencies: ["MPI"], path: "Sources/Examples/objects"),
-        .executableTarget(name: "stats", dependencies: ["MPI"], path: "Sources/Examples/stats"),
-        .executableTarget(name: "mpi_pingpong", dependencies: ["MPI"], path: "Sources/Benchmarks/mpi_pingpong"),
+        .executableTarget(name: "hello", dependencies: ["MPI"], path: "Sources/Examples/hello", linkerSettings: staticRuntime),
+        .executableTarget(name: "ring", dependencies: ["MPI"], path: "Sources/Examples/ring", linkerSettings: staticRuntime),
+        .executableTarget(name: "pi", dependencies: ["MPI"], path: "Sources/Examples/pi", linkerSettings: staticRuntime),
+        .executableTarget(name: "halo", dependencies: ["MPI"], path: "Sources/Examples/halo", linkerSettings: staticRuntime),
+        .executableTarget(name: "objects", dependencies: ["MPI"], path: "Sources/Examples/objects", linkerSettings: staticRuntime),
+        .executableTarget(name: "stats", dependencies: ["MPI"], path: "Sources/Examples/stats", linkerSettings: staticRuntime),
+        .executableTarget(name: "mpi_pingpong", dependencies: ["MPI"], path: "Sources/Benchmarks/mpi_pingpong", linkerSettings: staticRuntime),
         // The OSU collective method without MPI: tests, sizes and counts, the output layout.
         .target(name: "OSUMethod", path: "Sources/Benchmarks/OSUMethod"),
         .executableTarget(
             name: "mpibench",
             dependencies: ["MPI", "OSUMethod", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Sources/Benchmarks/mpibench"
+            path: "Sources/Benchmarks/mpibench",
+            linkerSettings: staticRuntimeWithFoundation
         ),
         .executableTarget(
             name: "myrback",
-            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            linkerSettings: staticRuntimeWithFoundation
         ),
         .executableTarget(
             name: "mx_info",
-            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            linkerSettings: staticRuntimeWithFoundation
         ),
         .executableTarget(
             name: "mx_pingpong",
-            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            linkerSettings: staticRuntimeWithFoundation
         ),
         // A peer process the multi-process tests start: it opens endpoints and runs scripted roles.
         .executableTarget(

@@ -180,12 +180,23 @@ extension LocalJob {
     func loseAgent(_ h: Int, _ why: String) {
         agents[h]?.lost = true
         agents[h]?.channel?.close()
-        let stranded = ranks.indices.filter { ranks[$0].remote && ranks[$0].placement.host == h && ranks[$0].outcome == nil }
-        for k in stranded { ranks[k].outcome = .signalled(SIGKILL) }
-        if ending == nil && !stranded.isEmpty {
+        let noneStranded = endRanks(onHost: h, as: .signalled(SIGKILL))
+        if ending == nil && !noneStranded {
             say("lost the agent of \(plan.hosts[h].name) (\(why)); ending the job")
             end(.failed(code: 1), with: SIGTERM)
         }
+    }
+
+    /// The ranks of host `h` that an agent was to run and that have no outcome yet end with
+    /// `outcome` (their agent is gone, or never came). Returns whether there were none.
+    @discardableResult
+    func endRanks(onHost h: Int, as outcome: ChildProcess.Outcome) -> Bool {
+        var none = true
+        for r in ranks.indices where ranks[r].remote && ranks[r].placement.host == h && ranks[r].outcome == nil {
+            ranks[r].outcome = outcome
+            none = false
+        }
+        return none
     }
 
     /// At the end: what agents and launchers still had to say, for up to half a second.
@@ -221,9 +232,11 @@ extension LocalJob {
             return
         }
         if ending != nil {
-            // Too late: the job is ending. The agent hears nothing and exits; its host is done.
+            // Too late: the job is ending. The agent hears nothing and exits; its host is done,
+            // and so are the ranks it was to start (the job waited for them forever).
             c.close()
             agents[h]?.lost = true
+            _ = endRanks(onHost: h, as: .signalled(SIGKILL))
             return
         }
         agents[h]?.channel = c

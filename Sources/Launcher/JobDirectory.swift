@@ -111,9 +111,15 @@ public enum JobDirectory {
         guard let d = opendir(base) else { return [] }
         defer { closedir(d) }
         var names: Set<String> = []
+        let lead = Array(prefix.utf8)
         while let e = readdir(d) {
-            let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-            if owner(of: name) != nil { names.insert(name) }
+            // Only names that start with the prefix become strings: /tmp may hold thousands.
+            let name: String? = withUnsafePointer(to: e.pointee.d_name) { p in
+                let c = UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self)
+                for i in 0..<lead.count where c[i] != lead[i] { return nil }
+                return String(cString: c)
+            }
+            if let name, owner(of: name) != nil { names.insert(name) }
         }
         return names
     }

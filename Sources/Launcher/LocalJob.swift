@@ -174,11 +174,20 @@ public final class LocalJob {
         for sig in Self.handledSignals { _ = cmx_catch_signal(sig) }
         signal(SIGPIPE, SIG_IGN)
         defer { cleanup() }
-        JobDirectory.removeStale() // what jobs killed with SIGKILL left
+        Timeline.mark("planned")
         try startBackends()
+        Timeline.mark("backends started")
         try startAgents()
         try startRanks()
+        Timeline.mark("ranks started")
+        // What jobs killed with SIGKILL left: swept while the ranks load (scanning a crowded
+        // /tmp took a millisecond before the first rank could start).
+        JobDirectory.removeStale()
         loop()
+        Timeline.mark("ranks ended")
+        cleanup()
+        Timeline.mark("cleaned up")
+        if plan.verbose && !isAgent { say("timeline since start: \(Timeline.summary)") }
         return exitCode()
     }
 
@@ -211,25 +220,25 @@ public final class LocalJob {
             // Such a host reaches the job's other hosts over its network: its boards get a wire,
             // `auto` unless the job's MYRIXEN_WIRE says otherwise.
             if isAgent { args += ["--hostname", host.name, "--wire", wireSpecification() ?? "auto"] }
-            let command = [exe] + args
+            // Socket activation: the socket is bound and listening before the backend runs, so
+            // ranks start at once and their connections wait in its queue while the backend
+            // starts (it inherits the socket as descriptor 3). Waiting for a backend to bind
+            // its own took most of a short job's launch (docs/performance.md).
+            let listener: Int32
             do {
-                backends[h] = (try ChildProcess.spawnTied(command[0], Array(command.dropFirst())), socket)
+                listener = try BackendLocation.listen(at: socket)
+            } catch {
+                throw LaunchError("cannot make the backend socket of \(host.name) at \(socket): \(error.message)", exitCode: 1)
+            }
+            defer { close(listener) }
+            // Tied with SIGURG, not SIGTERM: a SIGTERM while the backend still loads would end it
+            // before it can clean up (its socket and the job's directory stayed behind). SIGURG
+            // is ignored until its handler is in, and the backend then checks that we still run.
+            args += ["--listen-fd", "3", "--launcher-pid", String(getpid())]
+            do {
+                backends[h] = (try ChildProcess.spawnTied(exe, args, deathSignal: SIGURG, passing: listener, as: 3), socket)
             } catch {
                 throw LaunchError("cannot start the backend of \(host.name) (\(exe)): \(error.message)", exitCode: 1)
-            }
-        }
-        // Ranks must find their backend listening, or they would start backends of their own.
-        let deadline = monotonicNanoseconds() + 5_000_000_000
-        for (h, b) in backends.sorted(by: { $0.key < $1.key }) {
-            while access(b.socket, F_OK) != 0 {
-                if let outcome = b.process?.poll() {
-                    backends[h]?.process = nil
-                    throw LaunchError("the backend of \(plan.hosts[h].name) ended at start (\(outcome))", exitCode: 1)
-                }
-                guard monotonicNanoseconds() < deadline else {
-                    throw LaunchError("the backend of \(plan.hosts[h].name) did not start within 5 s", exitCode: 1)
-                }
-                usleep(500)
             }
         }
     }
@@ -513,9 +522,7 @@ public final class LocalJob {
             let unreached = agents.keys.filter { k in agents[k]!.channel == nil && !agents[k]!.lost && (k == h || (plan.hosts[k].slurm && plan.hosts[h].slurm)) }
             for k in unreached {
                 agents[k]?.lost = true
-                for r in ranks.indices where ranks[r].remote && ranks[r].placement.host == k && ranks[r].outcome == nil {
-                    ranks[r].outcome = .exited(255)
-                }
+                endRanks(onHost: k, as: .exited(255))
             }
             if !unreached.isEmpty && ending == nil {
                 let said = String(decoding: agents[h]?.stderrText ?? [], as: UTF8.self)
@@ -652,7 +659,10 @@ public final class LocalJob {
     /// The job's PMI server answers one message of rank index `i`.
     func handlePMI(_ i: Int, _ m: PMIMessage) {
         do {
-            if plan.verbose { say("PMI rank \(ranks[i].placement.rank): \(m)") }
+            if plan.verbose {
+                say("PMI rank \(ranks[i].placement.rank): \(m)")
+                Timeline.mark("first PMI message")
+            }
             ranks[i].spokePMI = true
             let out = server.handle(m, from: ranks[i].placement.rank)
             for reply in out.replies { sendPMI(i, reply) }
@@ -671,7 +681,9 @@ public final class LocalJob {
                         say("rank \(rank) (pid \(ranks[index(rank)].pid)) on \(hostname(of: rank)) aborted the job with code \(code)\(message.isEmpty ? "" : ": \(message)")")
                         end(.failed(code: code), with: SIGTERM)
                     }
-                case .barrierReleased: released()
+                case .barrierReleased:
+                    if plan.verbose { Timeline.mark("first PMI barrier released") }
+                    released()
                 case let .kvsFull(rank):
                     let k = index(rank)
                     if k >= 0 && k < ranks.count {
@@ -800,9 +812,7 @@ public final class LocalJob {
             for (h, a) in agents where !a.done && !a.lost {
                 agents[h]?.lost = true
                 a.process?.signal(SIGKILL)
-                for r in ranks.indices where ranks[r].remote && ranks[r].placement.host == h && ranks[r].outcome == nil {
-                    ranks[r].outcome = .signalled(SIGKILL)
-                }
+                endRanks(onHost: h, as: .signalled(SIGKILL))
                 say("gave up on the agent of \(plan.hosts[h].name): silent 5 s after the job ended")
             }
             giveUpAt = nil
@@ -844,7 +854,12 @@ public final class LocalJob {
         }
     }
 
+    /// Set once `cleanup` ran (run calls it to time it; its deferred call then does nothing).
+    var cleanedUp = false
+
     func cleanup() {
+        guard !cleanedUp else { return }
+        cleanedUp = true
         // Nothing of the job outlives it: ranks (and what they left in their group), the backend.
         if pgid > 0 {
             kill(-pgid, SIGKILL)

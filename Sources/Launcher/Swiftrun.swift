@@ -8,6 +8,7 @@ public enum Swiftrun {
     public static let version = "swiftrun 0.1 (MyriXen; PMI-1)"
 
     public static func main() -> Never {
+        Timeline.start = monotonicNanoseconds()
         // Started with stdin, stdout or stderr closed (some CI systems do that), the next
         // descriptors we open would take those numbers and be mistaken for them.
         for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) < 0 {
@@ -31,6 +32,7 @@ public enum Swiftrun {
         if options.showHelp { print(LaunchOptions.usage); return 0 }
         if options.showVersion { print(version); return 0 }
         let plan = try makePlan(options, environment: environment)
+        Timeline.mark("plan made")
         return try LocalJob(plan).run()
     }
 
@@ -55,6 +57,7 @@ public enum Swiftrun {
             source = "this host"
         }
         let topology = try? HostTopology.load()
+        Timeline.mark("topology read")
         let cores = topology.map { max(1, $0.cores.count) } ?? 1
         let placements = try Mapper.map(apps: options.apps, hosts: hosts, perNode: options.perNode, mapBy: options.mapBy,
                                         oversubscribe: options.oversubscribe, source: source, defaultCount: cores)

@@ -58,6 +58,12 @@ struct Myrback: ParsableCommand {
     @Flag(name: .long, help: "At exit remove the socket's directory if it is empty, though it existed before (a launcher's private job directory). Without it only a directory myrback created is removed.")
     var removeEmptyDirectory = false
 
+    @Option(name: .long, help: "The launcher that started this backend (it starts it tied with SIGURG): if it is gone by the time the backend runs, or goes later, the backend stops and cleans up.")
+    var launcherPid: Int32?
+
+    @Option(name: .long, help: "Serve the listening socket on this inherited descriptor, already bound to --socket (a launcher's socket activation: its ranks connect while the backend starts).")
+    var listenFd: Int32?
+
     @Flag(name: .long, help: "Stay in the foreground (the default unless --daemonize).")
     var foreground = false
 
@@ -76,6 +82,10 @@ struct Myrback: ParsableCommand {
             throw ValidationError("--max-connections must be 1 to \(MXLimits.maxConnections), not \(maxConnections)")
         }
         if let i = idleExit, i < 1 { throw ValidationError("--idle-exit must be at least 1 second, not \(i)") }
+        if let fd = listenFd {
+            guard socket != nil else { throw ValidationError("--listen-fd needs --socket, the path the descriptor is bound to") }
+            guard fd >= 0, !daemonize else { throw ValidationError("--listen-fd takes a descriptor number >= 0, and excludes --daemonize") }
+        }
         let t = try hostTimeoutSeconds()
         if t < 1 || t > 86_400 {
             throw ValidationError("--host-timeout (or \(MXWire.hostTimeoutEnvironment)) must be 1 to 86400 seconds, not \(t)")
@@ -83,6 +93,15 @@ struct Myrback: ParsableCommand {
     }
 
     func run() throws {
+        // Told to stop while still starting (a launcher killed right after starting us), the
+        // backend still cleans up: the handlers come first, and the loop checks the flag first.
+        signal(SIGPIPE, SIG_IGN)
+        signal(SIGTERM) { _ in stopFlag = 1 }
+        signal(SIGINT) { _ in stopFlag = 1 }
+        signal(SIGURG) { _ in stopFlag = 1 }
+        // A launcher ties its backend to itself with SIGURG, whose default is to be ignored: one
+        // that came before the handler above would have been lost, so look once it is in place.
+        if let p = launcherPid, getppid() != p { stopFlag = 1 }
         // A daemon keeps nothing of its spawner but stdio (which it moves to /dev/null).
         if daemonize { BackendLocation.closeInheritedDescriptors() }
         var config = Backend.Configuration(
@@ -96,6 +115,7 @@ struct Myrback: ParsableCommand {
         config.idleExitSeconds = idleExit
         config.maxConnections = maxConnections
         config.removeEmptyDirectory = removeEmptyDirectory
+        config.inheritedListener = listenFd ?? -1
         config.hostTimeoutSeconds = try hostTimeoutSeconds()
         config.verbose = verbose
         let wireSpec = wire ?? getenv(MXWire.environment).map { String(cString: $0) } ?? "none"
@@ -112,9 +132,6 @@ struct Myrback: ParsableCommand {
         if daemonize {
             do { try BackendLocation.daemonize() } catch { throw error }
         }
-        signal(SIGPIPE, SIG_IGN)
-        signal(SIGTERM) { _ in stopFlag = 1 }
-        signal(SIGINT) { _ in stopFlag = 1 }
         if verbose {
             let wired = config.wire.map { ", wire \(NICAddressing.formatIPv4($0)):\(MXWire.port)" } ?? ""
             print("myrback: serving \(config.boards) board(s) of \(config.hostname) at \(config.socketPath)\(wired) (pid \(getpid()))")

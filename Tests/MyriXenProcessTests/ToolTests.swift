@@ -197,6 +197,33 @@ final class ToolTests: XCTestCase {
         mx.finalize()
     }
 
+    func testSocketActivationServesTheInheritedSocketAndRefusesAnythingElse() throws {
+        let dir = try TestBackend(start: false)
+        defer { dir.stop() }
+        // Not a listening socket (the shell's stdin, here a pipe or /dev/null): refused.
+        let (code, out) = runCapturing(BuiltProducts.path("myrback"), ["--socket", dir.socketPath, "--listen-fd", "0"])
+        XCTAssertNotEqual(code, 0, out)
+        XCTAssertTrue(out.contains("descriptor 0 is not a listening Unix seqpacket socket"), out)
+        XCTAssertTrue(runCapturing(BuiltProducts.path("myrback"), ["--listen-fd", "3"]).output.contains("--listen-fd needs --socket"))
+        // The socket a launcher bound: a frontend connects before the backend runs, and is served.
+        let listener = try BackendLocation.listen(at: dir.socketPath)
+        let backend = try ChildProcess.spawnTied(BuiltProducts.path("myrback"), ["--socket", dir.socketPath, "--listen-fd", "3", "--foreground"],
+                                                 passing: listener, as: 3)
+        close(listener)
+        var ended = false
+        defer { if !ended { backend.signal(SIGKILL); _ = backend.wait() } }
+        let mx = try MXContext(socketPath: dir.socketPath, startBackend: false)
+        let ep = try mx.openEndpoint()
+        XCTAssertEqual(try mx.info().endpoints.count, 1)
+        ep.close()
+        mx.finalize()
+        backend.signal(SIGTERM)
+        let outcome = backend.wait(seconds: 5)
+        ended = outcome != nil
+        XCTAssertEqual(outcome, .exited(0))
+        XCTAssertNotEqual(access(dir.socketPath, F_OK), 0, "the backend removed the socket it was given")
+    }
+
     func testPingpongPrintsOSUStyleRows() throws {
         let dir = try TestBackend(start: false)
         defer { dir.stop() }

@@ -44,6 +44,8 @@ int cmx_eventfd(void);
 int cmx_seqpacket_socket(void);
 /// bind+listen on a Unix path (length-checked). -1/errno on failure, ENAMETOOLONG if too long.
 int cmx_unix_listen(int fd, const char *path, int backlog);
+/* Whether fd is a listening Unix-domain seqpacket socket (one a launcher bound for us). */
+int cmx_is_seqpacket_listener(int fd);
 /// accept4 with SOCK_CLOEXEC.
 int cmx_accept(int fd);
 /// Sets O_NONBLOCK on a descriptor (a listener accepts until EAGAIN). 0 or -1/errno.

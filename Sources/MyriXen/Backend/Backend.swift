@@ -30,6 +30,9 @@ public final class Backend {
         /// create it: a launcher's private job directory (it created the directory for its
         /// backends, and may be gone by then).
         public var removeEmptyDirectory = false
+        /// A socket already bound to `socketPath` and listening, made by a launcher so that its
+        /// ranks may connect while this backend still starts (socket activation); -1: bind here.
+        public var inheritedListener: Int32 = -1
 
         public init(socketPath: String, hostname: String) {
             self.socketPath = socketPath
@@ -252,6 +255,16 @@ public final class Backend {
             throw MXError(.badParameter, "another myrback already serves \(path)")
         }
         lockWasHeld = true
+        if config.inheritedListener >= 0 {
+            let fd = config.inheritedListener
+            guard cmx_is_seqpacket_listener(fd) != 0 else {
+                throw MXError(.badParameter, "descriptor \(fd) is not a listening Unix seqpacket socket; start myrback without --listen-fd, or pass the socket the launcher bound at \(path)")
+            }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            listenFD = fd
+            cmx_raise_fd_limit()
+            return
+        }
         // What stands at the path is removed only if it is a socket (one a dead backend left).
         var st = stat()
         if lstat(path, &st) == 0 {
@@ -260,17 +273,7 @@ public final class Backend {
             }
             unlink(path)
         }
-        let fd = try check("socket") { cmx_seqpacket_socket() }
-        let oldMask = umask(0o077)
-        let rc = cmx_unix_listen(fd, path, 128)
-        let err = errno
-        umask(oldMask)
-        if rc < 0 {
-            closeDescriptor(fd)
-            throw MXError(.system, "cannot listen on \(path): \(String(cString: strerror(err)))")
-        }
-        listenFD = fd
-        chmod(path, 0o600)
+        listenFD = try BackendLocation.listen(at: path)
         cmx_raise_fd_limit() // two ring objects per connected pair
     }
 

@@ -104,6 +104,23 @@ public enum BackendLocation {
     }
 
     /// The executable `name` in the folder of the running program, if it is there.
+    /// A backend's listening socket bound at `path`, private to this user (mode 0600), with
+    /// room for `SOMAXCONN` connections waiting to be accepted. Close-on-exec.
+    public static func listen(at path: String) throws(MXError) -> Int32 {
+        let fd = cmx_seqpacket_socket()
+        guard fd >= 0 else { throw systemError("socket(AF_UNIX, SOCK_SEQPACKET)") }
+        let oldMask = umask(0o077)
+        let rc = cmx_unix_listen(fd, path, SOMAXCONN)
+        let err = errno
+        umask(oldMask)
+        if rc < 0 {
+            closeDescriptor(fd)
+            throw MXError(.system, "cannot listen on \(path): \(String(cString: strerror(err)))")
+        }
+        chmod(path, 0o600)
+        return fd
+    }
+
     public static func besideThisProgram(_ name: String) -> String? {
         let path = directory(of: ChildProcess.currentExecutable()) + "/" + name
         return access(path, X_OK) == 0 ? path : nil

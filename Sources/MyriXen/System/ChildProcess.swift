@@ -34,12 +34,14 @@ public struct ChildProcess: Sendable {
     /// Starts `path` in a process group of its own; the kernel sends it `deathSignal` if this
     /// process dies (so a helper such as a job's backend never outlives its launcher; SIGTERM
     /// lets it clean up first).
-    public static func spawnTied(_ path: String, _ arguments: [String], deathSignal: Int32 = SIGTERM) throws(MXError) -> ChildProcess {
+    /// With `passing`, the child inherits that descriptor as number `as` (nothing else).
+    public static func spawnTied(_ path: String, _ arguments: [String], deathSignal: Int32 = SIGTERM,
+                                 passing fd: Int32 = -1, as target: Int32 = -1) throws(MXError) -> ChildProcess {
         var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) }
         argv.append(nil)
         defer { argv.forEach { free($0) } }
         var childErrno: Int32 = 0
-        let pid = cmx_spawn_rank(path, argv, environ, nil, -1, -1, -1, -1, -1, 0, nil, 0, deathSignal, &childErrno)
+        let pid = cmx_spawn_rank(path, argv, environ, nil, -1, -1, -1, fd, target, 0, nil, 0, deathSignal, &childErrno)
         guard pid > 0 else { throw systemError("starting \(path)", childErrno != 0 ? childErrno : errno) }
         return ChildProcess(pid: pid)
     }

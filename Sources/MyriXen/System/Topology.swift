@@ -1,4 +1,7 @@
 import CHwloc
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// This host's processing topology, read with hwloc (Debian's libhwloc). The launcher maps and
 /// binds ranks with it; `mx_info` shows it next to the board.
@@ -33,11 +36,19 @@ public struct HostTopology: Sendable, Equatable {
 
     /// Loads the topology of the machine this process runs on.
     public static func load() throws(MXError) -> HostTopology {
+        // Cores, packages and NUMA nodes need none of hwloc's plugins (PCI, OpenCL, GL, XML
+        // import); loading them (libxml2, ICU) took 2 of a launch's first milliseconds. Unless
+        // the user points hwloc at plugins, it looks for them nowhere, for this load only (the
+        // variable is not left for the ranks).
+        let ownPluginPath = getenv("HWLOC_PLUGINS_PATH") == nil
+        if ownPluginPath { setenv("HWLOC_PLUGINS_PATH", "/dev/null", 1) }
+        defer { if ownPluginPath { unsetenv("HWLOC_PLUGINS_PATH") } }
         var topology: hwloc_topology_t?
         guard hwloc_topology_init(&topology) == 0, let t = topology else {
             throw MXError(.system, "hwloc could not initialize a topology")
         }
         defer { hwloc_topology_destroy(t) }
+        _ = hwloc_topology_set_io_types_filter(t, HWLOC_TYPE_FILTER_KEEP_NONE)
         guard hwloc_topology_load(t) == 0 else { throw MXError(.system, "hwloc could not load this host's topology") }
         func count(_ type: hwloc_obj_type_t) -> Int { max(0, Int(hwloc_get_nbobjs_by_type(t, type))) }
         var cores: [Core] = []
