@@ -104,6 +104,10 @@ do {
         let n = Int(args.count > 1 ? args[1] : "100") ?? 100
         let filler = String(repeating: "x", count: 3000)
         for i in 0..<n { out("rank \(myRank) line \(i) \(filler) end") }
+    case "options":
+        // What the channel decides from the launcher's word on this host (bound ranks too).
+        let o = MXEndpointOptions()
+        out("rank \(myRank) copy limit \(o.localCopyLimit == Int.max ? "all" : String(o.localCopyLimit)) oversubscribed \(MXEndpointOptions.isOversubscribed)")
     case "where":
         let world = try MXWorld.bootstrap()
         let host = String(cString: getenv("SWIFTRUN_HOST") ?? strdup("?"))

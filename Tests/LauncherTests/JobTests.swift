@@ -250,6 +250,14 @@ final class JobTests: XCTestCase {
         // ranks that fit are not taken as oversubscribed (they may spin).
         let told = run(["-n", "1", "--bind-to", "core", "/bin/sh", "-c", "echo cpus=$\(MXDefaults.hostCPUsEnvironment)"])
         XCTAssertTrue(told.output.contains("cpus=\(cmx_usable_cpus())\n"), told.output)
+        // So ranks bound to a core each, as many as the cores, move large messages by copy
+        // through the ring (both copy at once); one rank more and they take the CMA pull.
+        if cores.count >= 2 {
+            let fit = run(["-n", String(cores.count), rank, "options", marker])
+            for r in 0..<cores.count { XCTAssertTrue(fit.output.contains("rank \(r) copy limit all oversubscribed false"), fit.output) }
+            let crowded = run(["-n", String(cores.count + 1), rank, "options", marker])
+            for r in 0...cores.count { XCTAssertTrue(crowded.output.contains("rank \(r) copy limit 0 oversubscribed true"), crowded.output) }
+        }
     }
 
     func testAHostfileOfThisHost() throws {

@@ -84,7 +84,7 @@ public struct MXEndpointOptions: Sendable {
     /// copy at once), none when they share CPUs (the two copies would take turns, with a
     /// switch per ring's worth); `MYRIXEN_COPY_LIMIT` (bytes) overrides.
     public var localCopyLimit: Int = getenvInt(MXDefaults.copyLimitEnvironment)
-        ?? (MXEndpointOptions.isOversubscribed || cmx_usable_cpus() < 2 ? 0 : Int.max)
+        ?? (MXEndpointOptions.isOversubscribed || MXEndpointOptions.hostCPUs < 2 ? 0 : Int.max)
 
     /// Whether the process manager placed more ranks on this host (`MPI_LOCALNRANKS`, set by
     /// swiftrun and by hydra) than there are CPUs for them: the ones swiftrun says the job may
@@ -92,8 +92,12 @@ public struct MXEndpointOptions: Sendable {
     /// when the ranks fit), else those this process may run on.
     public static let isOversubscribed: Bool = {
         guard let ranks = getenvInt("MPI_LOCALNRANKS") else { return false }
-        return ranks > (getenvInt(MXDefaults.hostCPUsEnvironment) ?? Int(cmx_usable_cpus()))
+        return ranks > hostCPUs
     }()
+
+    /// The CPUs the ranks of this host share: `MYRIXEN_HOST_CPUS` (swiftrun's affinity, before
+    /// it bound each rank to its part of it), else those this process may run on.
+    public static let hostCPUs: Int = getenvInt(MXDefaults.hostCPUsEnvironment) ?? Int(cmx_usable_cpus())
 
     public init(rendezvousThreshold: Int? = nil) {
         if let t = rendezvousThreshold {
