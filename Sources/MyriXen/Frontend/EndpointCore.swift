@@ -390,19 +390,15 @@ struct EndpointCore {
         let rendezvous = s.pointee.flags & RequestFlag.rendezvous != 0
         let payload = rendezvous ? RecordLayout.rndvPayloadSize : s.pointee.length
         guard let cell = reserveRecord(p, payload: payload) else { return false }
-        Shm.store(cell, RecordLayout.matchInfoOffset, s.pointee.matchInfo)
-        Shm.store(cell, RecordLayout.lengthOffset, UInt32(truncatingIfNeeded: s.pointee.length))
-        Shm.store(cell, RecordLayout.auxOffset, UInt64(s.pointee.generation) << 32 | UInt64(UInt32(bitPattern: r)))
+        let token = Record.token(r, s.pointee.generation)
         if rendezvous {
-            Shm.store(cell, RecordLayout.kindOffset, RecordKind.rendezvous.rawValue)
-            Shm.store(cell, RecordLayout.flagsOffset, UInt8(0))
-            Shm.store(cell, RecordLayout.rndvRegionOffset, UInt32(s.pointee.regionID))
-            Shm.store(cell, RecordLayout.rndvGenerationOffset, s.pointee.regionGeneration)
-            Shm.store(cell, RecordLayout.rndvOffsetOffset, s.pointee.regionOffset)
+            Record.write(cell, kind: .rendezvous, length: s.pointee.length, matchInfo: s.pointee.matchInfo, aux: token)
+            Record.writeRegion(cell, region: UInt32(s.pointee.regionID), generation: s.pointee.regionGeneration,
+                               offset: s.pointee.regionOffset)
         } else {
-            Shm.store(cell, RecordLayout.kindOffset, RecordKind.eager.rawValue)
-            Shm.store(cell, RecordLayout.flagsOffset, s.pointee.flags & RequestFlag.sync != 0 ? RecordFlags.sync : 0)
-            gather(s, into: cell + RecordLayout.headerSize)
+            Record.write(cell, kind: .eager, flags: s.pointee.flags & RequestFlag.sync != 0 ? RecordFlags.sync : 0,
+                         length: s.pointee.length, matchInfo: s.pointee.matchInfo, aux: token)
+            gather(s, into: Record.payload(cell))
         }
         publishRecord(p, cell)
         count(.messagesSent)
@@ -482,10 +478,7 @@ struct EndpointCore {
     @inline(__always)
     mutating func writeNotify(_ p: Int32, token: UInt64, flags: UInt8, transferred: Int) -> Bool {
         guard let cell = reserveRecord(Int(p), payload: 0) else { return false }
-        Shm.store(cell, RecordLayout.kindOffset, RecordKind.notify.rawValue)
-        Shm.store(cell, RecordLayout.flagsOffset, flags)
-        Shm.store(cell, RecordLayout.lengthOffset, UInt32(truncatingIfNeeded: transferred))
-        Shm.store(cell, RecordLayout.auxOffset, token)
+        Record.write(cell, kind: .notify, flags: flags, length: transferred, aux: token)
         publishRecord(Int(p), cell)
         return true
     }
@@ -619,27 +612,25 @@ struct EndpointCore {
     /// Handles one record; `kind` and `length` are what the ring checked (never re-read from
     /// shared memory, which the peer could rewrite meanwhile).
     mutating func handleRecord(_ p: Int32, _ cell: UnsafeMutableRawPointer, kind: UInt8, length: Int) {
-        let matchInfo = Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self)
-        let flags = Shm.load(cell, RecordLayout.flagsOffset, as: UInt8.self)
-        let token = Shm.load(cell, RecordLayout.auxOffset, as: UInt64.self)
+        let matchInfo = Record.matchInfo(cell)
+        let flags = Record.flags(cell)
+        let token = Record.aux(cell)
         switch kind {
         case RecordKind.eager.rawValue:
             if let r = engine.arrive(matchInfo: matchInfo) {
                 matched(r, from: p, matchInfo: matchInfo, length: length)
-                deliverEager(r, from: p, data: cell + RecordLayout.headerSize, length: length, flags: flags, token: token)
+                deliverEager(r, from: p, data: Record.payload(cell), length: length, flags: flags, token: token)
             } else {
                 let u = unexpected.allocate()
                 let data: UnsafeMutableRawPointer? = length > 0 ? unexpectedData.take(length) : nil
-                if let d = data { d.copyMemory(from: cell + RecordLayout.headerSize, byteCount: length) }
+                if let d = data { d.copyMemory(from: Record.payload(cell), byteCount: length) }
                 unexpected[u].pointee = UnexpectedSlot(peer: p, matchInfo: matchInfo, length: length,
                                                        kind: kind, flags: flags, token: token, data: data)
                 engine.enqueueUnexpected(u, matchInfo: matchInfo)
                 count(.unexpectedMessages)
             }
         case RecordKind.rendezvous.rawValue:
-            let region = Shm.load(cell, RecordLayout.rndvRegionOffset, as: UInt32.self)
-            let generation = Shm.load(cell, RecordLayout.rndvGenerationOffset, as: UInt32.self)
-            let offset = Shm.load(cell, RecordLayout.rndvOffsetOffset, as: UInt64.self)
+            let (region, generation, offset) = Record.region(cell)
             if let r = engine.arrive(matchInfo: matchInfo) {
                 matched(r, from: p, matchInfo: matchInfo, length: length)
                 pull(r, from: p, region: region, generation: generation, offset: offset, length: length, token: token)

@@ -80,14 +80,9 @@ extension EndpointCore {
     mutating func writePullRequest(_ q: PendingPull) -> Bool {
         guard let cell = reserveRecord(Int(q.peer), payload: RecordLayout.rndvPayloadSize) else { return false }
         let s = requests[q.request]
-        Shm.store(cell, RecordLayout.kindOffset, RecordKind.pullRequest.rawValue)
-        Shm.store(cell, RecordLayout.flagsOffset, UInt8(0))
-        Shm.store(cell, RecordLayout.lengthOffset, UInt32(truncatingIfNeeded: s.pointee.pullWant))
-        Shm.store(cell, RecordLayout.auxOffset, s.pointee.pullToken)
-        Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(s.pointee.generation) << 32 | UInt64(UInt32(bitPattern: q.request)))
-        Shm.store(cell, RecordLayout.rndvRegionOffset, q.region)
-        Shm.store(cell, RecordLayout.rndvGenerationOffset, q.regionGeneration)
-        Shm.store(cell, RecordLayout.rndvOffsetOffset, q.offset)
+        Record.write(cell, kind: .pullRequest, length: s.pointee.pullWant,
+                     matchInfo: Record.token(q.request, s.pointee.generation), aux: s.pointee.pullToken)
+        Record.writeRegion(cell, region: q.region, generation: q.regionGeneration, offset: q.offset)
         publishRecord(Int(q.peer), cell)
         return true
     }
@@ -114,8 +109,9 @@ extension EndpointCore {
     /// (a pull serves only what lies inside the region), then the pieces go out as the
     /// transport has room.
     mutating func servePull(_ p: Int32, _ cell: UnsafeMutableRawPointer, length want: Int) {
-        let token = Shm.load(cell, RecordLayout.auxOffset, as: UInt64.self)
-        let receiver = Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self)
+        let token = Record.aux(cell)
+        let receiver = Record.matchInfo(cell)
+        let asked = Record.region(cell)
         let r = Int32(bitPattern: UInt32(truncatingIfNeeded: token))
         let s: UnsafeMutablePointer<RequestSlot>? = r >= 0 && Int(r) < requests.count ? requests[r] : nil
         guard let s, s.pointee.generation == UInt32(truncatingIfNeeded: token >> 32),
@@ -128,9 +124,8 @@ extension EndpointCore {
         // The send's own region, as its rendezvous named it: the peer chooses nothing but the
         // length, and only what lies inside the region is served.
         guard want <= s.pointee.length, s.pointee.regionID >= 0,
-              Shm.load(cell, RecordLayout.rndvRegionOffset, as: UInt32.self) == UInt32(s.pointee.regionID),
-              Shm.load(cell, RecordLayout.rndvGenerationOffset, as: UInt32.self) == s.pointee.regionGeneration,
-              Shm.load(cell, RecordLayout.rndvOffsetOffset, as: UInt64.self) == s.pointee.regionOffset,
+              asked.id == UInt32(s.pointee.regionID), asked.generation == s.pointee.regionGeneration,
+              asked.offset == s.pointee.regionOffset,
               let address = RegionTable.resolve(page: protectedPage, id: UInt32(s.pointee.regionID),
                                                 generation: s.pointee.regionGeneration,
                                                 offset: s.pointee.regionOffset, length: UInt64(want)) else {
@@ -151,11 +146,7 @@ extension EndpointCore {
 
     mutating func writeRefusal(_ p: Int32, _ receiver: UInt64) -> Bool {
         guard let cell = reserveRecord(Int(p), payload: 0) else { return false }
-        Shm.store(cell, RecordLayout.kindOffset, RecordKind.pullReply.rawValue)
-        Shm.store(cell, RecordLayout.flagsOffset, RecordFlags.refused)
-        Shm.store(cell, RecordLayout.lengthOffset, UInt32(0))
-        Shm.store(cell, RecordLayout.auxOffset, receiver)
-        Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(0))
+        Record.write(cell, kind: .pullReply, flags: RecordFlags.refused, length: 0, aux: receiver)
         publishRecord(Int(p), cell)
         return true
     }
@@ -183,7 +174,7 @@ extension EndpointCore {
                         piece = min(EndpointCore.ringPiece(op.length, peers[p].out.maxPiece), op.length - op.sent)
                         guard let cell = peers[p].out.reserve(payload: piece) else { break }
                         writePieceHeader(cell, op, piece)
-                        (cell + RecordLayout.headerSize).copyMemory(from: op.source + op.sent, byteCount: piece)
+                        Record.payload(cell).copyMemory(from: op.source + op.sent, byteCount: piece)
                         publishRecord(p, cell)
                     }
                     op.sent += piece
@@ -202,32 +193,28 @@ extension EndpointCore {
 
     @inline(__always)
     func writePieceHeader(_ cell: UnsafeMutableRawPointer, _ op: OutgoingPull, _ piece: Int) {
-        Shm.store(cell, RecordLayout.kindOffset, RecordKind.pullReply.rawValue)
-        Shm.store(cell, RecordLayout.flagsOffset, UInt8(0))
-        Shm.store(cell, RecordLayout.lengthOffset, UInt32(piece))
-        Shm.store(cell, RecordLayout.auxOffset, op.receiverHandle)
-        Shm.store(cell, RecordLayout.matchInfoOffset, UInt64(op.sent))
+        Record.write(cell, kind: .pullReply, length: piece, matchInfo: UInt64(op.sent), aux: op.receiverHandle)
     }
 
     /// Receiver: a piece of the message (in order: the link delivers in sequence).
     mutating func receivePiece(_ p: Int32, _ cell: UnsafeMutableRawPointer, length: Int) {
-        let handle = Shm.load(cell, RecordLayout.auxOffset, as: UInt64.self)
+        let handle = Record.aux(cell)
         let r = Int32(bitPattern: UInt32(truncatingIfNeeded: handle))
         guard r >= 0 && Int(r) < requests.count else { count(.drops); return }
         let s = requests[r]
         guard s.pointee.generation == UInt32(truncatingIfNeeded: handle >> 32), s.pointee.state == RequestState.pending,
               s.pointee.flags & RequestFlag.pulling != 0, s.pointee.peer == p else { count(.drops); return }
-        if Shm.load(cell, RecordLayout.flagsOffset, as: UInt8.self) & RecordFlags.refused != 0 {
+        if Record.flags(cell) & RecordFlags.refused != 0 {
             s.pointee.flags &= ~RequestFlag.pulling
             count(.refusedPulls)
             return fail(r, MXError(.pullRefused, "the sender refused the pull of its \(s.pointee.messageLength)-byte message"))
         }
         let offset = s.pointee.transferred
-        guard Shm.load(cell, RecordLayout.matchInfoOffset, as: UInt64.self) == UInt64(offset), length > 0,
+        guard Record.matchInfo(cell) == UInt64(offset), length > 0,
               length <= s.pointee.pullWant - offset else {
             return peerGone(p, reason: "sent a piece of a pull that was not asked for")
         }
-        scatter(s, from: cell + RecordLayout.headerSize, count: length, at: offset)
+        scatter(s, from: Record.payload(cell), count: length, at: offset)
         s.pointee.transferred += length
         if s.pointee.transferred == s.pointee.pullWant {
             s.pointee.flags &= ~RequestFlag.pulling

@@ -440,8 +440,8 @@ extension EndpointCore {
         let cell = f + FrameLayout.headerSize
         let body = n - FrameLayout.headerSize - RecordLayout.headerSize
         guard body >= 0 else { return peerGone(p, reason: "sent a malformed frame") }
-        let kind = Shm.load(cell, RecordLayout.kindOffset, as: UInt8.self)
-        let length = Int(Shm.load(cell, RecordLayout.lengthOffset, as: UInt32.self))
+        let kind = Record.kind(cell)
+        let length = Record.length(cell)
         let wellFormed: Bool
         switch kind {
         case RecordKind.eager.rawValue, RecordKind.pullReply.rawValue: wellFormed = body == length

@@ -76,7 +76,7 @@ public struct RingProducer {
         if needed > contiguous {
             // Pad to the end of the ring; the record starts again at cell 0.
             let pad = data + Int(index) * RingLayout.cellSize
-            Shm.store(pad, RecordLayout.kindOffset, RecordKind.padding.rawValue)
+            Record.write(pad, kind: .padding, length: 0, aux: 0)
             Shm.store(pad, RecordLayout.cellsOffset, UInt16(contiguous))
             cmx_store_release_u64(pad, tail + 1)
             tail += contiguous
@@ -92,7 +92,7 @@ public struct RingProducer {
     /// Makes the reserved record visible to the consumer (release store of its stamp).
     @inline(__always)
     public mutating func publish(_ cell: UnsafeMutableRawPointer) {
-        let needed = UInt64(Shm.load(cell, RecordLayout.cellsOffset, as: UInt16.self))
+        let needed = UInt64(Record.cells(cell))
         cmx_store_release_u64(cell, tail + 1)
         tail += needed
     }
@@ -128,9 +128,9 @@ public struct RingConsumer {
             let index = head & (cells - 1)
             let cell = data + Int(index) * RingLayout.cellSize
             if cmx_load_acquire_u64(cell) != head &+ 1 { return nil }
-            let n = UInt64(Shm.load(cell, RecordLayout.cellsOffset, as: UInt16.self))
-            let length = Int(Shm.load(cell, RecordLayout.lengthOffset, as: UInt32.self))
-            let kind = Shm.load(cell, RecordLayout.kindOffset, as: UInt8.self)
+            let n = UInt64(Record.cells(cell))
+            let length = Record.length(cell)
+            let kind = Record.kind(cell)
             guard n >= 1, index + n <= cells else { isCorrupt = true; return nil }
             if kind == RecordKind.padding.rawValue {
                 recordCells = Int(n)
