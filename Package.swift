@@ -7,8 +7,8 @@ import PackageDescription
 // was the largest part of a short job's launch (docs/performance.md, "Launch").
 let staticRuntime: [LinkerSetting] = [.unsafeFlags(["-static-stdlib"], .when(platforms: [.linux], configuration: .release))]
 // swift-argument-parser links FoundationEssentials, whose static archive needs these after it.
-let staticRuntimeWithFoundation: [LinkerSetting] = [
-    .unsafeFlags(["-static-stdlib", "-Xlinker", "--start-group", "-lFoundationEssentials", "-l_FoundationCollections",
+let staticRuntimeWithFoundation: [LinkerSetting] = staticRuntime + [
+    .unsafeFlags(["-Xlinker", "--start-group", "-lFoundationEssentials", "-l_FoundationCollections",
                   "-l_FoundationCShims", "-lswiftSynchronization", "-Xlinker", "--end-group"],
                  .when(platforms: [.linux], configuration: .release)),
 ]

@@ -156,10 +156,11 @@ import MyriXen
         return MPIError(.count, "\(name): \(comm.describe(r)) passes \(theirs & ~IntraHost.singleCopyMark) bytes where this rank passes \(UInt64(mine) & ~IntraHost.singleCopyMark) (are the counts the same on every rank?)")
     }
 
-    /// Fails unless every rank declared `bytes` in `call` (after every flag reached it):
-    /// what a protocol of several calls checks before its second, so that on a mismatch all
-    /// ranks leave after the first call and stay in step.
+    /// Fails unless every rank declared `bytes` in `call` (waiting until every flag reached
+    /// it): what a protocol of several calls checks before its second, so that on a mismatch
+    /// all ranks leave after the first call and stay in step.
     func expectEveryone(_ call: UInt64, declared bytes: Int, _ name: String) throws(MPIError) {
+        waitAll(call)
         for r in 0..<ranks where r != me {
             let theirs = declared(call, by: r)
             if theirs != UInt64(bytes) { throw mismatch(name, r, theirs: theirs, mine: bytes) }

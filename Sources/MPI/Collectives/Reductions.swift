@@ -77,7 +77,7 @@ extension Communicator {
         case .rabenseifner: RabenseifnerReduce.plan(s, elements: elements, root: root)
         case .hostAware:
             let layout = layout!
-            HostAwareReduce.plan(s, elements: elements, root: root, commutative: commutative, layout: layout) { s, root in
+            HostAwareReduce.plan(s, elements: elements, root: root, layout: layout) { s, root in
                 // Within a host and among the leaders, the flat choice for that many ranks.
                 let flat = CallShape(bytes: shape.bytes, ranks: s.size, elements: elements, commutative: commutative)
                 if Selection.rule(.reduce, flat) == .rabenseifner && commutative {

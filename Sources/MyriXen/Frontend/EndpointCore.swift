@@ -224,7 +224,7 @@ struct EndpointCore {
             s.pointee.flags &= ~RequestFlag.posted
         }
         if s.pointee.flags & RequestFlag.backlogged != 0 { unlinkBacklog(r) }
-        releaseWireReferences(r)
+        stopServing(r)
         unpinRegion(r)
         s.pointee.failed = true
         errors[r] = error
@@ -673,7 +673,7 @@ struct EndpointCore {
         guard s.pointee.generation == generation, s.pointee.state == RequestState.pending,
               s.pointee.flags & RequestFlag.awaitingNotify != 0 else { count(.drops); return }
         s.pointee.flags &= ~RequestFlag.awaitingNotify
-        releaseWireReferences(r)
+        stopServing(r)
         unpinRegion(r)
         if flags & RecordFlags.refused != 0 {
             fail(r, MXError(.pullRefused, "the receiver could not pull the message (region gone or access out of bounds)"))

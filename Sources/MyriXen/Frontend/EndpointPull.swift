@@ -33,7 +33,6 @@ struct PendingPull {
     var offset: UInt64
 }
 
-
 /// The pulls an endpoint serves and those it waits to ask for (or refuse).
 struct PullState {
     var outgoing: [OutgoingPull] = []
@@ -62,6 +61,12 @@ extension EndpointCore {
         min(maxPiece, max(8192, (length / 8) & ~(RingLayout.cellSize - 1)))
     }
 
+    /// A rendezvous send ended (completed or failed): its pieces stop going out, whatever the
+    /// transport, and over the wire no frame points into its buffer any more.
+    mutating func stopServing(_ r: Int32) {
+        if !pulls.outgoing.isEmpty { pulls.outgoing.removeAll { $0.request == r } }
+        releaseWireReferences(r)
+    }
 
     /// Receiver: the message matched; ask the sender for what fits the buffer.
     mutating func requestPull(_ r: Int32, from p: Int32, region: UInt32, generation: UInt32, offset: UInt64,

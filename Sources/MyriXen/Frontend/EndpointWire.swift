@@ -459,14 +459,13 @@ extension EndpointCore {
         handleRecord(p, cell, kind: kind, length: length)
     }
 
-    /// A rendezvous send ended (completed or failed): its pull stops, and no frame may point
+    /// A rendezvous send toward another host ended (completed or failed): no frame may point
     /// into its buffer any more. Pieces still unacked get a copy of their bytes (the buffer is
     /// still valid now; its owner may free it once the request is done).
     mutating func releaseWireReferences(_ r: Int32) {
         let s = requests[r]
         guard s.pointee.kind == MXStatus.Kind.send.rawValue, s.pointee.flags & RequestFlag.rendezvous != 0,
               s.pointee.peer >= 0, s.pointee.peer < peerCount else { return }
-        if !pulls.outgoing.isEmpty { pulls.outgoing.removeAll { $0.request == r } }
         let l = peers[Int(s.pointee.peer)].link
         guard l >= 0 else { return }
         // A peer that is gone sends nothing again (wireDropPeer empties its window).

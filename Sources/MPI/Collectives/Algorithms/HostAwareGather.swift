@@ -15,7 +15,7 @@ enum HostAwareGather {
         s.within(mine, output: hostBlocks) { flat(s, mine.firstIndex(of: leader)!) }
         guard me == leader else { return }
         if me != root {
-            s.within(leaders) { s.send(to: leaders.firstIndex(of: root)!, from: hostBlocks!, bytes: mine.count * block) }
+            s.within(leaders) { s.send(to: layout.hostOf[root], from: hostBlocks!, bytes: mine.count * block) }
             s.round()
             return
         }

@@ -8,7 +8,7 @@
 /// a contiguous range, and the leaders come in host order): a non-commutative operation goes
 /// two levels only then (Selection.choose).
 enum HostAwareReduce {
-    static func plan(_ s: Schedule, elements: Int, root: Int, commutative: Bool, layout: HostLayout,
+    static func plan(_ s: Schedule, elements: Int, root: Int, layout: HostLayout,
                      flat: (Schedule, Int) -> Void) {
         let bytes = elements * s.elementSize
         let me = s.comm.rank
@@ -19,6 +19,6 @@ enum HostAwareReduce {
         let partial = me == leader && me != root ? s.scratch(bytes) : nil
         s.within(mine, output: partial) { flat(s, mine.firstIndex(of: leader)!) }
         guard me == leader else { return }
-        s.within(leaders, onOutput: true, input: partial) { flat(s, leaders.firstIndex(of: root)!) }
+        s.within(leaders, onOutput: true, input: partial) { flat(s, layout.hostOf[root]) }
     }
 }

@@ -41,13 +41,12 @@ enum SharedMemoryCollectives {
             let theirs = s.declared(first, by: root)
             guard theirs == UInt64(bytes) else { throw s.mismatch("bcast", root, theirs: theirs, mine: bytes) }
         }
-        let total = bytes
-        let chunk = s.bcastChunk(total)
+        let chunk = s.bcastChunk(bytes)
         var done = 0
         var call = first
         while true {
-            let n = min(chunk, total - done)
-            let area = total <= IntraHost.inlineBytes ? s.inline(call, root) : s.slot(call, 0)
+            let n = min(chunk, bytes - done)
+            let area = bytes <= IntraHost.inlineBytes ? s.inline(call, root) : s.slot(call, 0)
             if s.me == root {
                 if n > 0 { area.copyMemory(from: buffer! + done, byteCount: n) }
                 s.publish(call)
@@ -56,11 +55,8 @@ enum SharedMemoryCollectives {
                 if n > 0 { (buffer! + done).copyMemory(from: area, byteCount: n) }
             }
             done += n
-            guard done < total else { return }
-            if call == first {
-                s.waitAll(first)
-                try s.expectEveryone(first, declared: total, "bcast")
-            }
+            guard done < bytes else { return }
+            if call == first { try s.expectEveryone(first, declared: bytes, "bcast") }
             call = s.begin()
             if s.me == root { s.mayWrite(call) } else { s.publish(call) }
         }
@@ -260,10 +256,7 @@ enum SharedMemoryCollectives {
             done += n
             if done >= elements { return }
             // Before a second call (no call begun and left unpublished): everyone's count.
-            if call == first && s.me != root {
-                s.waitAll(first)
-                try s.expectEveryone(first, declared: bytes, "reduce")
-            }
+            if call == first && s.me != root { try s.expectEveryone(first, declared: bytes, "reduce") }
             call = s.begin()
         }
     }
