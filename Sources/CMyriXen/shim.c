@@ -26,6 +26,8 @@
 #include <net/if.h>
 #include <sys/uio.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <netinet/udp.h>
 
 extern char **environ;
 
@@ -429,6 +431,13 @@ void cmx_raise_fd_limit(void) {
     }
 }
 
+static void cmx_ipv4_to(struct sockaddr_in *a, uint32_t ip, uint16_t port) {
+    memset(a, 0, sizeof *a);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(ip);
+    a->sin_port = htons(port);
+}
+
 int cmx_udp_socket(uint32_t ip, uint16_t port, int buffer_bytes) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
@@ -438,10 +447,7 @@ int cmx_udp_socket(uint32_t ip, uint16_t port, int buffer_bytes) {
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buffer_bytes, sizeof buffer_bytes) < 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
     struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(ip);
-    a.sin_port = htons(port);
+    cmx_ipv4_to(&a, ip, port);
     if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) {
         int e = errno;
         close(fd);
@@ -461,10 +467,7 @@ int cmx_udp_port(int fd) {
 ssize_t cmx_udp_send(int fd, uint32_t ip, uint16_t port, const void *head, size_t head_len,
                      const void *body, size_t body_len) {
     struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(ip);
-    a.sin_port = htons(port);
+    cmx_ipv4_to(&a, ip, port);
     struct iovec v[2] = {{(void *)head, head_len}, {(void *)body, body_len}};
     struct msghdr m;
     memset(&m, 0, sizeof m);
@@ -487,6 +490,111 @@ ssize_t cmx_udp_recv(int fd, void *buf, size_t cap, uint32_t *ip, uint16_t *port
         *port = ntohs(a.sin_port);
     }
     return r;
+}
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+ssize_t cmx_udp_sendv(int fd, uint32_t ip, uint16_t port, const struct iovec *iov, int count, int segment) {
+    struct sockaddr_in a;
+    cmx_ipv4_to(&a, ip, port);
+    union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } control;
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_name = &a;
+    m.msg_namelen = sizeof a;
+    m.msg_iov = (struct iovec *)iov;
+    m.msg_iovlen = count;
+    if (segment > 0) {
+        memset(&control, 0, sizeof control);
+        m.msg_control = control.buf;
+        m.msg_controllen = sizeof control.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t size = (uint16_t)segment;
+        memcpy(CMSG_DATA(c), &size, sizeof size);
+    }
+    ssize_t n;
+    do { n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+int cmx_udp_sendmany(int fd, uint32_t ip, uint16_t port, const struct iovec *iov, const int *lengths, int count) {
+    enum { most = 64 };
+    struct sockaddr_in a;
+    cmx_ipv4_to(&a, ip, port);
+    struct mmsghdr m[most];
+    if (count > most) count = most;
+    memset(m, 0, sizeof(struct mmsghdr) * (size_t)count);
+    const struct iovec *v = iov;
+    for (int i = 0; i < count; i++) {
+        m[i].msg_hdr.msg_name = &a;
+        m[i].msg_hdr.msg_namelen = sizeof a;
+        m[i].msg_hdr.msg_iov = (struct iovec *)v;
+        m[i].msg_hdr.msg_iovlen = lengths[i];
+        v += lengths[i];
+    }
+    int n;
+    do { n = sendmmsg(fd, m, (unsigned)count, MSG_DONTWAIT | MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+int cmx_udp_enable_gro(int fd) {
+    int on = 1;
+    return setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on);
+}
+
+ssize_t cmx_udp_recv_segments(int fd, void *buf, size_t cap, uint32_t *ip, uint16_t *port, int *segment) {
+    struct sockaddr_in a;
+    struct iovec v = {buf, cap};
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_name = &a;
+    m.msg_namelen = sizeof a;
+    m.msg_iov = &v;
+    m.msg_iovlen = 1;
+    m.msg_control = control.buf;
+    m.msg_controllen = sizeof control.buf;
+    ssize_t r;
+    do { r = recvmsg(fd, &m, MSG_DONTWAIT | MSG_TRUNC); } while (r < 0 && errno == EINTR);
+    if (r < 0) return r;
+    *ip = ntohl(a.sin_addr.s_addr);
+    *port = ntohs(a.sin_port);
+    *segment = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int size = 0;
+            memcpy(&size, CMSG_DATA(c), sizeof size);
+            if (size > 0 && size < r) *segment = size;
+        }
+    }
+    return r;
+}
+
+int cmx_interface_mtu(uint32_t ip) {
+    struct ifaddrs *list, *i;
+    int mtu = 0;
+    if (getifaddrs(&list) < 0) return 0;
+    for (i = list; i && !mtu; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+        if (ntohl(((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr) != ip) continue;
+        struct ifreq r;
+        memset(&r, 0, sizeof r);
+        strncpy(r.ifr_name, i->ifa_name, IFNAMSIZ - 1);
+        int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (s < 0) break;
+        if (ioctl(s, SIOCGIFMTU, &r) == 0) mtu = r.ifr_mtu;
+        close(s);
+    }
+    freeifaddrs(list);
+    return mtu;
 }
 
 uint32_t cmx_first_ipv4(void) {

@@ -39,6 +39,18 @@ struct Myrback: ParsableCommand {
     @Option(name: .long, help: "Seconds another host on the wire may stay silent before the pairs with it end (default: $MYRIXEN_HOST_TIMEOUT or \(MXWire.defaultHostTimeoutSeconds)).")
     var hostTimeout: Int?
 
+    @Option(name: .long, help: "Take the wire's MTU as this, where a path between hosts has a smaller one than this host's interface (576-65535; default: $MYRIXEN_WIRE_MTU or the interface's). Frames are never larger than the MTU allows.")
+    var wireMtu: Int?
+
+    func wireMTU() throws -> Int? {
+        if let m = wireMtu { return m }
+        guard let p = getenv(MXWire.mtuEnvironment) else { return nil }
+        guard let m = Int(String(cString: p)) else {
+            throw ValidationError("\(MXWire.mtuEnvironment)='\(String(cString: p))' is not a number of bytes")
+        }
+        return m
+    }
+
     /// The host timeout: the option, else the environment's, else the default.
     func hostTimeoutSeconds() throws -> Int {
         if let t = hostTimeout { return t }
@@ -86,6 +98,9 @@ struct Myrback: ParsableCommand {
             guard socket != nil else { throw ValidationError("--listen-fd needs --socket, the path the descriptor is bound to") }
             guard fd >= 0, !daemonize else { throw ValidationError("--listen-fd takes a descriptor number >= 0, and excludes --daemonize") }
         }
+        if let m = try wireMTU(), m < 576 || m > 65_535 {
+            throw ValidationError("--wire-mtu (or \(MXWire.mtuEnvironment)) must be 576 to 65535 bytes, not \(m)")
+        }
         let t = try hostTimeoutSeconds()
         if t < 1 || t > 86_400 {
             throw ValidationError("--host-timeout (or \(MXWire.hostTimeoutEnvironment)) must be 1 to 86400 seconds, not \(t)")
@@ -117,6 +132,7 @@ struct Myrback: ParsableCommand {
         config.removeEmptyDirectory = removeEmptyDirectory
         config.inheritedListener = listenFd ?? -1
         config.hostTimeoutSeconds = try hostTimeoutSeconds()
+        config.wireMTU = try wireMTU()
         config.verbose = verbose
         let wireSpec = wire ?? getenv(MXWire.environment).map { String(cString: $0) } ?? "none"
         config.wire = try Backend.wireAddress(wireSpec)

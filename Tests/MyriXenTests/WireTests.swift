@@ -24,15 +24,18 @@ final class WireTests: XCTestCase {
         try open()
     }
 
-    func open(drop: Int? = nil) throws {
-        hostA = try TestBackend(wire: "\(subnet).1")
-        hostB = try TestBackend(wire: "\(subnet).2")
+    /// `mtu`: both backends' `--wire-mtu` (nil: the loopback's, 64 KiB); `environment`: the
+    /// endpoints' wire knobs while they connect (when they read them).
+    func open(mtu: Int? = nil, environment: [String: String] = [:]) throws {
+        let options = mtu.map { ["--wire-mtu", String($0)] } ?? []
+        hostA = try TestBackend(wire: "\(subnet).1", arguments: options)
+        hostB = try TestBackend(wire: "\(subnet).2", arguments: options)
         mxA = try hostA.context()
         mxB = try hostB.context()
         a = try mxA.openEndpoint(key: 0xA)
         b = try mxB.openEndpoint(key: 0xB)
-        if let d = drop { setenv(MXWire.dropEnvironment, String(d), 1) }
-        defer { unsetenv(MXWire.dropEnvironment) }
+        for (k, v) in environment { setenv(k, v, 1) }
+        defer { for k in environment.keys { unsetenv(k) } }
         toB = try a.connect(nicID: b.nicID, endpointID: b.endpointID, key: 0xB)
         toA = try b.connect(nicID: a.nicID, endpointID: a.endpointID, key: 0xA)
     }
@@ -116,7 +119,55 @@ final class WireTests: XCTestCase {
         XCTAssertGreaterThan(b.counter(.rendezvousPulls), 0, "above 32 KiB the receiver pulls")
         XCTAssertEqual(b.counter(.drops), 0)
         let report = MXInfoReport.render(try mxA.info())
-        XCTAssertTrue(report.contains("wire: \(a.counter(.framesSent)) frames sent, \(a.counter(.framesReceived)) received"), report)
+        XCTAssertTrue(report.contains("wire: \(a.counter(.framesSent)) frames sent in \(a.counter(.frameSends)) sends, \(a.counter(.framesReceived)) received in \(a.counter(.frameReceives)) receives"), report)
+    }
+
+    /// Every size class and the sizes one below, at and one above each boundary of the wire's
+    /// framing, at MTU 1500, 9000 and the loopback's, with segmentation offload on and off:
+    /// whole, truncated and into segments, byte for byte; no frame larger than the MTU allows;
+    /// frames go in batches (runs the kernel cuts, or sendmmsg) and, with offload, arrive
+    /// coalesced.
+    func testEveryFramingBoundaryAtEveryMTUWithAndWithoutOffload() throws {
+        for mtu in [1500, 9000, nil] {
+            for offload in [true, false] {
+                tearDown()
+                try open(mtu: mtu, environment: offload ? [:] : [MXWire.offloadEnvironment: "0"])
+                let frame = MXWire.frameLimit(mtu: mtu ?? 65_536)
+                let inline = WireState.headBytes - FrameLayout.headerSize - RecordLayout.headerSize
+                let oneFrame = frame - FrameLayout.headerSize - RecordLayout.headerSize
+                let chunk = frame - FrameLayout.headerSize
+                let threshold = MXLimits.rendezvousThresholdRemote
+                var sizes = [0, 1, 8, inline, 2 * chunk - RecordLayout.headerSize, threshold, 7 * oneFrame, 1 << 20]
+                    .flatMap { [$0 - 1, $0, $0 + 1] }.filter { $0 >= 0 }
+                sizes += [oneFrame - 1, oneFrame, oneFrame + 1, 4 << 20]
+                let label = "MTU \(mtu.map(String.init) ?? "loopback"), offload \(offload)"
+                for size in Set(sizes).sorted() {
+                    let (r, s) = try exchange(size: size)
+                    XCTAssertEqual(r.transferredLength, size, "\(label), \(size) B")
+                    XCTAssertEqual(s.transferredLength, size, "\(label), \(size) B")
+                    if size > 7 {
+                        let (t, _) = try exchange(size: size, receiveSize: size - 7)
+                        XCTAssertEqual(t.transferredLength, size - 7, "\(label), \(size) B truncated")
+                        XCTAssertTrue(t.isTruncated)
+                    }
+                    if size > 2 { _ = try exchange(size: size, segments: true) }
+                }
+                for e in [a!, b!] {
+                    XCTAssertLessThanOrEqual(e.core.pointee.wire.largestFrame, frame, "\(label): no frame larger than the MTU allows")
+                    XCTAssertEqual(e.counter(.drops), 0, label)
+                }
+                XCTAssertGreaterThan(b.core.pointee.wire.largestFrame, frame / 2, "\(label): pieces fill frames")
+                // Runs of frames: a sends the data (b only requests, notifies and acks). A
+                // loopback frame is as large as one system call takes.
+                guard mtu != nil else { continue }
+                XCTAssertLessThan(a.counter(.frameSends) * 2, a.counter(.framesSent), "\(label): frames go in batches")
+                if offload {
+                    XCTAssertLessThan(b.counter(.frameReceives) * 2, b.counter(.framesReceived), "\(label): runs arrive coalesced")
+                } else {
+                    XCTAssertEqual(b.counter(.frameReceives), b.counter(.framesReceived), "\(label): one frame per receive")
+                }
+            }
+        }
     }
 
     func testSegmentsAndSynchronousSends() throws {
@@ -177,12 +228,46 @@ final class WireTests: XCTestCase {
     func testLostFramesAreResent() throws {
         tearDown()
         // One data frame in five that each endpoint sends is lost on the way.
-        try open(drop: 5)
+        try open(environment: [MXWire.dropEnvironment: "5"])
         for round in 0..<40 {
             for size in [16, 3000, 70_000] { _ = try exchange(size: size + round) }
         }
         XCTAssertGreaterThan(a.counter(.resentFrames), 0, "frames were lost and resent")
         XCTAssertGreaterThan(b.counter(.drops), 0, "frames after a lost one are dropped and come again")
+    }
+
+    /// Frames lost, duplicated and reordered at MTU 1500, with offload on and off: 400 messages
+    /// of every size class, all sent before any is received, each delivered exactly once, in
+    /// order, byte for byte.
+    func testLostDuplicatedAndReorderedFramesAtMTU1500() throws {
+        for offload in [true, false] {
+            tearDown()
+            var knobs = [MXWire.dropEnvironment: "25", MXWire.duplicateEnvironment: "10", MXWire.reorderEnvironment: "4"]
+            if !offload { knobs[MXWire.offloadEnvironment] = "0" }
+            try open(mtu: 1500, environment: knobs)
+            let sizes = (0..<400).map { i in [0, 8, 200, 1500, 5000, 20_000, 40_000, 200_000][i % 8] + i % 7 }
+            var buffers = sizes.enumerated().map { (i, n) in (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) } }
+            var sends: [(MXEndpoint, MXRequest)] = []
+            for i in 0..<sizes.count {
+                try buffers[i].withUnsafeBytes { sends.append((a, try a.isend($0, to: toB, matchInfo: 42))) }
+                if i % 8 == 0 { try b.progress(); try a.progress() }
+            }
+            var inbox = [UInt8](repeating: 0, count: 210_000)
+            for i in 0..<sizes.count {
+                let r = try inbox.withUnsafeMutableBytes { try b.irecv($0, matchInfo: 42) }
+                let st = try finish([(b, r)])[0]
+                XCTAssertEqual(st.messageLength, sizes[i], "offload \(offload): message \(i) in order")
+                XCTAssertTrue(inbox[0..<sizes[i]].elementsEqual(buffers[i]), "offload \(offload): message \(i) intact")
+            }
+            _ = try finish(sends)
+            // Exactly once: nothing more arrives.
+            for _ in 0..<2000 { try a.progress(); try b.progress() }
+            XCTAssertNil(try b.iprobe(matchInfo: 42), "offload \(offload): no message twice")
+            XCTAssertGreaterThan(a.counter(.resentFrames), 0, "offload \(offload): lost frames were resent")
+            XCTAssertGreaterThan(b.counter(.drops), 0, "offload \(offload): duplicates and early frames were dropped")
+            XCTAssertLessThanOrEqual(b.core.pointee.wire.largestFrame, MXWire.frameLimit(mtu: 1500))
+            buffers.removeAll()
+        }
     }
 
     func testConnectFailuresAreClear() throws {

@@ -164,6 +164,21 @@ ssize_t cmx_udp_send(int fd, uint32_t ip, uint16_t port, const void *head, size_
                      const void *body, size_t body_len);
 /// Receives one datagram without blocking; fills the sender's address. -1/errno when none.
 ssize_t cmx_udp_recv(int fd, void *buf, size_t cap, uint32_t *ip, uint16_t *port);
+/// Sends the `count` iovecs as one datagram; with `segment` > 0, as datagrams of `segment` bytes
+/// each (the last may be shorter) in one system call, cut by the kernel (UDP_SEGMENT).
+/// Returns bytes sent or -1/errno (EAGAIN/ENOBUFS when the socket buffer is full).
+ssize_t cmx_udp_sendv(int fd, uint32_t ip, uint16_t port, const struct iovec *iov, int count, int segment);
+/// Sends `count` datagrams in one system call (sendmmsg): datagram i is the next `lengths[i]`
+/// iovecs of `iov`. Returns how many datagrams went (the first ones), or -1/errno.
+int cmx_udp_sendmany(int fd, uint32_t ip, uint16_t port, const struct iovec *iov, const int *lengths, int count);
+/// Asks for coalesced receives (UDP_GRO): a run of datagrams of one sender may arrive as one.
+/// 0, or -1/errno where the kernel cannot.
+int cmx_udp_enable_gro(int fd);
+/// Receives one datagram without blocking, or a coalesced run of them: then `*segment` is the
+/// size of each (the last may be shorter), else 0. Fills the sender's address. -1/errno when none.
+ssize_t cmx_udp_recv_segments(int fd, void *buf, size_t cap, uint32_t *ip, uint16_t *port, int *segment);
+/// The MTU of the interface that has `ip`, or 0 when no interface has it.
+int cmx_interface_mtu(uint32_t ip);
 /// The first IPv4 address of an interface that is up and not loopback, or 0 when none.
 uint32_t cmx_first_ipv4(void);
 /// The netmask of the interface that has `ip`, or 0 when no interface has it.

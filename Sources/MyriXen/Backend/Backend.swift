@@ -23,6 +23,8 @@ public final class Backend {
         public var wire: UInt32?
         /// Seconds another host may stay silent before its pairs with this one end.
         public var hostTimeoutSeconds = MXWire.defaultHostTimeoutSeconds
+        /// The wire's MTU, where smaller than its interface's (nil: the interface's).
+        public var wireMTU: Int?
         /// Control connections served at once (at most `MXLimits.maxConnectionsPerProcess` of one
         /// process); more are refused with `tooManyConnections`.
         public var maxConnections = MXLimits.maxConnections
@@ -199,6 +201,9 @@ public final class Backend {
     public let nicIDs: [UInt64]
     var wireFD: Int32 = -1
     var wireNetmask: UInt32 = 0
+    /// The largest frame this host's link takes (`MXWire.frameLimit`), told to its endpoints
+    /// and to the hosts they pair with.
+    var wireFrameLimit: UInt32 = 0
     var remoteConnects: [UInt32: RemoteConnect] = [:]
     var nextRemoteConnect: UInt32 = 1
     /// Hosts this one has pairs with: when each was last heard from, and last told we live.
@@ -800,7 +805,8 @@ public final class Backend {
         grants.retain(fd: ufd)
         log("endpoint \(board).\(index) opened by pid \(conn.pid)")
         return (OpenedEndpoint(board: UInt16(board), endpoint: UInt16(index), nicID: nic, session: session,
-                               protectedPage: pref, unprotectedPage: uref, wirePort: wire.port), wire.fd)
+                               protectedPage: pref, unprotectedPage: uref, wirePort: wire.port,
+                               wireFrameLimit: wireFrameLimit), wire.fd)
     }
 
     /// Creates a shared-memory object, fills it through a temporary (or kept) mapping, and seals

@@ -59,6 +59,11 @@ extension Backend {
         }
         wireFD = fd
         wireNetmask = mask
+        // Loopback (the tests' wire) reports no MTU of its own for 127.x addresses other than
+        // 127.0.0.1: take the loopback's.
+        let mtu = Int(cmx_interface_mtu(ip))
+        let linkMTU = mtu > 0 ? mtu : (ip >> 24 == 127 ? Int(cmx_interface_mtu(0x7F00_0001)) : 1500)
+        wireFrameLimit = UInt32(MXWire.frameLimit(mtu: min(linkMTU, config.wireMTU ?? linkMTU)))
     }
 
     /// A wire socket for a new endpoint: same address, a port of its own.
@@ -103,7 +108,7 @@ extension Backend {
         nextRemoteConnect &+= 1
         let request = boardMessage(.connectRequest) { w in
             w.put(id); w.put(nicIDs[me.board]); w.put(UInt16(me.index)); w.put(me.session); w.put(me.wirePort); w.put(me.wireBuffer)
-            w.put(nicID); w.put(UInt16(endpoint)); w.put(key)
+            w.put(wireFrameLimit); w.put(nicID); w.put(UInt16(endpoint)); w.put(key)
         }
         let now = monotonicNanoseconds()
         remoteConnects[id] = RemoteConnect(conn: conn, token: token, serial: me.serial, target: nicID,
@@ -166,13 +171,14 @@ extension Backend {
         let source = RemoteKey(nicID: try r.get(), endpoint: try r.get(), session: try r.get())
         let sourcePort = try r.get(UInt16.self)
         let sourceBuffer = try r.get(UInt32.self)
+        let sourceFrameLimit = try r.get(UInt32.self)
         let nicID = try r.get(UInt64.self)
         let index = Int(try r.get(UInt16.self))
         let key = try r.get(UInt32.self)
         func answer(_ error: MXError?, session: UInt32 = 0, wirePort: UInt16 = 0, wireBuffer: UInt32 = 0) {
             sendBoard(ip, port: port, boardMessage(.connectReply) { w in
                 w.put(id); w.put(error?.code.rawValue ?? ""); w.put(error?.message ?? "")
-                w.put(session); w.put(wirePort); w.put(wireBuffer)
+                w.put(session); w.put(wirePort); w.put(wireBuffer); w.put(wireFrameLimit)
             })
         }
         // A source that is not on the wire it claims cannot be answered honestly.
@@ -191,7 +197,7 @@ extension Backend {
         track(host: ip)
         if target.remotePeers.insert(source).inserted {
             let peer = RemotePeer(nicID: source.nicID, endpoint: source.endpoint, session: source.session, ipv4: ip,
-                                  port: sourcePort, receiveBuffer: sourceBuffer)
+                                  port: sourcePort, receiveBuffer: sourceBuffer, frameLimit: sourceFrameLimit)
             target.owner.post(ControlMessage.encode(.remotePeerAttached, token: 0) { peer.encode(to: &$0) })
             target.bumpAttachGeneration()
             log("endpoint \(board).\(index) accepted \(NICAddressing.format(source.nicID)) endpoint \(source.endpoint)")
@@ -206,6 +212,7 @@ extension Backend {
         let session = try r.get(UInt32.self)
         let port = try r.get(UInt16.self)
         let buffer = try r.get(UInt32.self)
+        let frameLimit = try r.get(UInt32.self)
         guard let c = remoteConnects[id], NICAddressing.wireAddress(of: c.target).ipv4 == ip else { return }
         remoteConnects[id] = nil
         // The initiator may have closed meanwhile: then nobody waits for the answer.
@@ -218,7 +225,7 @@ extension Backend {
         me.remotePeers.insert(RemoteKey(nicID: c.target, endpoint: c.endpoint, session: session))
         track(host: ip)
         let peer = RemotePeer(nicID: c.target, endpoint: c.endpoint, session: session, ipv4: ip, port: port,
-                              receiveBuffer: buffer)
+                              receiveBuffer: buffer, frameLimit: frameLimit)
         conn.post(ControlMessage.encode(.reply, token: c.token, flags: ControlFlags.remotePeer) { peer.encode(to: &$0) })
     }
 

@@ -85,6 +85,7 @@ public final class MXEndpoint {
                                          threshold: options.rendezvousThreshold,
                                          localCopyLimit: options.localCopyLimit))
         core.pointee.wire.fd = wireSocket
+        core.pointee.wire.frameLimit = Int(opened.wireFrameLimit)
         _ = cmx_allow_pull_from_any()
     }
 

@@ -170,11 +170,11 @@ extension EndpointCore {
                 while op.sent < op.length {
                     let piece: Int
                     if link >= 0 {
-                        piece = min(MXWire.maxFrameData, op.length - op.sent)
+                        piece = min(wire.links![Int(link)].pieceBytes, op.length - op.sent)
                         guard let cell = wireReserve(link, payload: 0) else { break }
                         writePieceHeader(cell, op, piece)
                         wireAttach(link, op.source + op.sent, piece, owner: op.request)
-                        wireCommit(link)
+                        wireCommit(link, pump: false)
                     } else {
                         piece = min(EndpointCore.ringPiece(op.length, peers[p].out.maxPiece), op.length - op.sent)
                         guard let cell = peers[p].out.reserve(payload: piece) else { break }
@@ -185,6 +185,8 @@ extension EndpointCore {
                     op.sent += piece
                     progressed = true
                 }
+                // The pieces queued go in batches, each one system call.
+                if link >= 0 { wirePump(link) }
                 if op.sent < op.length {
                     pulls.outgoing[i] = op
                     i += 1

@@ -3,16 +3,24 @@ import Glibc
 #endif
 import CMyriXen
 
-/// One frame of a link's send window: its bytes (frame header, record, eager data), and for a
-/// piece of a pull, the sender's own memory it carries without a copy.
+/// One frame of a link's send window: its head (in the link's head arena: the frame header,
+/// and the whole record when it is small), then what follows it on the wire: a slice of a
+/// record staged in a block, or a piece of the sender's own memory (a pull, without a copy).
 struct WireFrame {
-    var buffer: UnsafeMutableRawPointer?
-    var capacity = 0
-    var length = 0
-    var external: UnsafeRawPointer?
-    var externalLength = 0
-    /// The send request whose memory `external` points into.
+    var headLength = 0
+    var body: UnsafeRawPointer?
+    var bodyLength = 0
+    /// The send request whose memory `body` points into, or -1.
     var owner: Int32 = -1
+    /// A block this frame gives back once acked: the last frame of a staged record owns it
+    /// (acks are cumulative: the record's earlier frames are acked by then), as does a kept
+    /// copy of a piece.
+    var block: UnsafeMutableRawPointer?
+    var blockBytes = 0
+    /// Flags that stay with the frame whenever it goes (`FrameFlags.continued`).
+    var flags: UInt8 = 0
+
+    var length: Int { headLength + bodyLength }
 }
 
 /// The reliable wire toward one peer endpoint of another host: a send window of sequenced
@@ -24,7 +32,11 @@ struct WireLink {
     let peerSession: UInt32
     /// Bytes that may be in flight toward the peer (its receive buffer's share).
     let maxInFlightBytes: Int
+    /// The largest frame toward the peer: what both hosts' links take unfragmented.
+    let frameBytes: Int
     var frames: UnsafeMutablePointer<WireFrame>
+    /// `MXWire.window` heads of `WireState.headBytes` each, one per frame slot.
+    let heads: UnsafeMutableRawPointer
     /// Sequence numbers: [base, transmitNext) in flight, [transmitNext, nextSeq) queued.
     var nextSeq: UInt32 = 0
     var base: UInt32 = 0
@@ -36,6 +48,10 @@ struct WireLink {
     var resendInterval = MXWire.firstResendNanoseconds
     /// Set when a frame's bytes could not be kept (out of memory): the pair ends.
     var broken = false
+    /// A record reserved in a block, cut into frames when committed.
+    var staged: UnsafeMutableRawPointer?
+    var stagedBytes = 0
+    var stagedBlockBytes = 0
     /// Receive side.
     var expected: UInt32 = 0
     var ackOwed = 0
@@ -44,8 +60,52 @@ struct WireLink {
     var gap = false
     /// Resent at once on the peer's word of a gap, once per base.
     var fastResent = false
+    /// A record longer than one frame, gathered as its frames arrive (in order).
+    var assembly: UnsafeMutableRawPointer?
+    var assembled = 0
 
     var unacked: Bool { base != nextSeq }
+
+    @inline(__always)
+    func slot(_ seq: UInt32) -> UnsafeMutablePointer<WireFrame> { frames + Int(seq & UInt32(MXWire.window - 1)) }
+    @inline(__always)
+    func head(_ seq: UInt32) -> UnsafeMutableRawPointer { heads + Int(seq & UInt32(MXWire.window - 1)) * WireState.headBytes }
+    /// Data bytes of one piece of a pull: a whole frame less its two headers.
+    var pieceBytes: Int { frameBytes - FrameLayout.headerSize - RecordLayout.headerSize }
+}
+
+/// Testing knobs (`MXWire.dropEnvironment` and the two after it): one data frame in N, at
+/// random, is lost on its way out, sent twice, or sent after the frames that follow it. Random,
+/// as real losses are: a fixed period could line up with the resend cycle and lose the same
+/// frame every time.
+struct WireImpairment {
+    var drop: UInt64 = 0
+    var duplicate: UInt64 = 0
+    var reorder: UInt64 = 0
+    var state: UInt64 = 1
+    /// The frame a batch stopped before, because it is to be lost.
+    var dropNext = false
+
+    init() {}
+
+    init(environment: Void) {
+        func oneIn(_ name: String) -> UInt64 { getenv(name).flatMap { UInt64(String(cString: $0)) } ?? 0 }
+        drop = oneIn(MXWire.dropEnvironment)
+        duplicate = oneIn(MXWire.duplicateEnvironment)
+        reorder = oneIn(MXWire.reorderEnvironment)
+        state = UInt64(UInt32(bitPattern: getpid())) | 1
+    }
+
+    /// True one time in `n` (never for 0).
+    @inline(__always)
+    mutating func roll(_ n: UInt64) -> Bool {
+        guard n > 0 else { return false }
+        // xorshift64
+        state ^= state << 13
+        state ^= state >> 7
+        state ^= state << 17
+        return state % n == 0
+    }
 }
 
 /// An endpoint's wire: its own UDP socket (granted by the backend at open), its links, the
@@ -53,31 +113,45 @@ struct WireLink {
 struct WireState {
     var fd: Int32 = -1
     var session: UInt32 = 0
+    /// The largest frame this host's link takes (from the backend).
+    var frameLimit = MXWire.minFrame
+    /// Frames go to the kernel in runs it cuts itself (UDP_SEGMENT), and arrive coalesced
+    /// (UDP_GRO); off (`MYRIXEN_WIRE_OFFLOAD=0`, or a kernel that cannot), runs of frames go
+    /// in one sendmmsg and arrive one by one.
+    var offload = true
     var links: UnsafeMutablePointer<WireLink>?
     var linkCount: Int32 = 0
     var linkByAddress: [UInt64: Int32] = [:]
     var receiveBuffer: UnsafeMutableRawPointer?
+    /// Scratch for one batch: two iovecs per frame (head, body), and each frame's count.
+    var iov: UnsafeMutablePointer<iovec>?
+    var iovCounts: UnsafeMutablePointer<Int32>?
     /// Placeholder ring memory for peers of other hosts (never written: they have no rings).
     var inert: UnsafeMutableRawPointer?
+    var smallPool: [UnsafeMutableRawPointer] = []
     var largePool: [UnsafeMutableRawPointer] = []
-    /// Lost-frame testing: one data frame in N, at random, is not sent (`MYRIXEN_WIRE_DROP`).
-    /// Random, as real losses are: a fixed period could line up with the resend cycle and
-    /// lose the same frame every time.
+    var impair = WireImpairment()
+    /// The largest frame received so far (the tests check it against the MTU).
+    var largestFrame = 0
     var quietPasses = 0
     var lastScan: UInt64 = 0
     var lastPoll: UInt64 = 0
     var lastTraffic: UInt64 = 0
-    var dropEvery: UInt64 = 0
-    var dropState: UInt64 = 0
 
+    /// One receive: a datagram, or a coalesced run of them (at most an IPv4 datagram's bytes).
     static let receiveCapacity = 65_536
-    /// Frames of up to `smallFrame` bytes keep their buffer in their window slot; larger ones
-    /// take a block of `largeBlock` bytes from the endpoint's pool and give it back once
-    /// acked (no allocation per message, and no link keeps 256 large buffers). The pool keeps
-    /// at most `poolBlocks` idle blocks.
-    static let smallFrame = 4096
-    static let largeBlock = FrameLayout.maxSize
+    /// A frame's head: frame header, record header and up to 72 bytes of a small record's data.
+    static let headBytes = 128
+    /// Records too long for a head are staged in blocks of one of two sizes, from the
+    /// endpoint's pools (no allocation per message, and no link keeps its own buffers); a block
+    /// goes back once the frames that carry it are acked. A large block holds the longest
+    /// eager record and any frame's piece of a pull. Each pool keeps at most `poolBlocks` idle.
+    static let smallBlock = 4096
+    static let largeBlock = 65_536
     static let poolBlocks = 128
+    /// The longest record gathered from several frames: an eager message up to the wire's
+    /// rendezvous threshold.
+    static let assemblyBytes = RecordLayout.headerSize + MXLimits.rendezvousThresholdRemote
     /// Passes that skip the socket (and the clock) after it was found empty, while idle.
     static let quietSkip = 15
     static let idleAfterNanoseconds: UInt64 = 200_000
@@ -87,16 +161,44 @@ struct WireState {
 
     static func addressKey(_ ip: UInt32, _ port: UInt16) -> UInt64 { UInt64(ip) << 16 | UInt64(port) }
 
+    /// A block of at least `bytes` (at most `largeBlock`), and its size; nil when out of memory.
+    @inline(__always)
+    mutating func takeBlock(_ bytes: Int) -> (UnsafeMutableRawPointer, Int)? {
+        if bytes <= WireState.smallBlock {
+            guard let b = smallPool.popLast() ?? malloc(WireState.smallBlock) else { return nil }
+            return (b, WireState.smallBlock)
+        }
+        guard let b = largePool.popLast() ?? malloc(WireState.largeBlock) else { return nil }
+        return (b, WireState.largeBlock)
+    }
+
+    @inline(__always)
+    mutating func giveBlock(_ b: UnsafeMutableRawPointer, _ bytes: Int) {
+        if bytes == WireState.smallBlock && smallPool.count < WireState.poolBlocks {
+            smallPool.append(b)
+        } else if bytes == WireState.largeBlock && largePool.count < WireState.poolBlocks {
+            largePool.append(b)
+        } else {
+            free(b)
+        }
+    }
+
     mutating func destroy() {
         if let l = links {
             for i in 0..<Int(linkCount) {
-                for f in 0..<MXWire.window { free(l[i].frames[f].buffer) }
+                for f in 0..<MXWire.window { free(l[i].frames[f].block) }
                 l[i].frames.deallocate()
+                l[i].heads.deallocate()
+                free(l[i].assembly)
             }
             l.deallocate()
         }
+        for b in smallPool { free(b) }
         for b in largePool { free(b) }
+        smallPool.removeAll()
         largePool.removeAll()
+        iov?.deallocate()
+        iovCounts?.deallocate()
         free(receiveBuffer)
         free(inert)
         closeDescriptor(fd)
@@ -112,21 +214,28 @@ extension EndpointCore {
         if wire.links == nil {
             wire.links = .allocate(capacity: MXLimits.maxPeers)
             wire.receiveBuffer = malloc(WireState.receiveCapacity)
+            wire.iov = .allocate(capacity: 2 * MXWire.maxBatchFrames)
+            wire.iovCounts = .allocate(capacity: MXWire.maxBatchFrames)
             wire.inert = calloc(1, RingLayout.headerPage + WireState.inertCells * RingLayout.cellSize)
             formatRing(wire.inert!, dataBytes: WireState.inertCells * RingLayout.cellSize)
             wire.session = Shm.load(protectedPage, ProtectedPage.sessionOffset, as: UInt32.self)
+            wire.smallPool.reserveCapacity(WireState.poolBlocks)
             wire.largePool.reserveCapacity(WireState.poolBlocks)
-            wire.dropEvery = getenv(MXWire.dropEnvironment).flatMap { UInt64(String(cString: $0)) } ?? 0
-            wire.dropState = UInt64(UInt32(bitPattern: getpid())) | 1
+            wire.impair = WireImpairment(environment: ())
+            wire.offload = getenv(MXWire.offloadEnvironment).map { String(cString: $0) != "0" } ?? true
+            // Coalesced receives are the kernel's to give or not: without them frames come one by one.
+            if wire.offload { _ = cmx_udp_enable_gro(wire.fd) }
         }
         let p = peerCount
         let l = wire.linkCount
         let frames = UnsafeMutablePointer<WireFrame>.allocate(capacity: MXWire.window)
         frames.initialize(repeating: WireFrame(), count: MXWire.window)
+        let heads = UnsafeMutableRawPointer.allocate(byteCount: MXWire.window * WireState.headBytes, alignment: 64)
+        let frameBytes = min(MXWire.maxFrame, max(MXWire.minFrame, min(wire.frameLimit, Int(g.frameLimit))))
         (wire.links! + Int(l)).initialize(to: WireLink(
             peer: p, ipv4: g.ipv4, port: g.port, peerSession: g.session,
-            maxInFlightBytes: max(Int(g.receiveBuffer) / MXWire.inFlightShareOfReceiveBuffer, 2 * FrameLayout.maxSize),
-            frames: frames))
+            maxInFlightBytes: max(Int(g.receiveBuffer) / MXWire.inFlightShareOfReceiveBuffer, 2 * frameBytes),
+            frameBytes: frameBytes, frames: frames, heads: heads))
         wire.linkCount += 1
         wire.linkByAddress[WireState.addressKey(g.ipv4, g.port)] = l
         let inert = wire.inert!
@@ -136,127 +245,78 @@ extension EndpointCore {
             inbound: RingConsumer(base: inert, cells: WireState.inertCells),
             peerProtected: UnsafeRawPointer(inert), peerUnprotected: UnsafeRawPointer(inert),
             eventFD: -1, mappings: [],
-            eagerMax: min(MXLimits.rendezvousThresholdRemote, MXWire.maxFrameData), link: l))
+            eagerMax: MXLimits.rendezvousThresholdRemote, link: l))
         peerCount += 1
         return p
     }
 
     // MARK: sending frames
 
-    /// Room for a record in the next frame of link `l`; nil when the window is full.
+    /// Room for a record of `payload` bytes of data toward link `l`; nil when the window (or
+    /// memory) has none. A small record is written in the next frame's head; a longer one in a
+    /// block, cut into frames of the link's size when committed.
     @inline(__always)
     mutating func wireReserve(_ l: Int32, payload: Int) -> UnsafeMutableRawPointer? {
         let link = wire.links! + Int(l)
-        guard link.pointee.nextSeq &- link.pointee.base < UInt32(MXWire.window) else { return nil }
-        let f = link.pointee.frames + Int(link.pointee.nextSeq & UInt32(MXWire.window - 1))
-        let size = FrameLayout.headerSize + RecordLayout.headerSize + payload
-        if f.pointee.capacity < size {
-            if size > WireState.smallFrame {
-                guard let block = wire.largePool.popLast() ?? malloc(WireState.largeBlock) else { return nil }
-                free(f.pointee.buffer)
-                f.pointee.buffer = block
-                f.pointee.capacity = WireState.largeBlock
-            } else {
-                guard let b = realloc(f.pointee.buffer, WireState.smallFrame) else { return nil }
-                f.pointee.buffer = b
-                f.pointee.capacity = WireState.smallFrame
-            }
+        let free = UInt32(MXWire.window) &- (link.pointee.nextSeq &- link.pointee.base)
+        let recordBytes = RecordLayout.headerSize + payload
+        if FrameLayout.headerSize + recordBytes <= WireState.headBytes {
+            guard free >= 1 else { return nil }
+            let seq = link.pointee.nextSeq
+            let f = link.pointee.slot(seq)
+            let h = link.pointee.head(seq)
+            Frame.stamp(h, .data, source: wire.session, target: link.pointee.peerSession, sequence: seq)
+            f.pointee.headLength = FrameLayout.headerSize + recordBytes
+            f.pointee.body = nil
+            f.pointee.bodyLength = 0
+            f.pointee.owner = -1
+            f.pointee.flags = 0
+            link.pointee.staged = nil
+            return h + FrameLayout.headerSize
         }
-        let b = f.pointee.buffer!
-        stampHeader(b, .data, link)
-        Shm.store(b, FrameLayout.sequenceOffset, link.pointee.nextSeq)
-        f.pointee.length = size
-        f.pointee.external = nil
-        f.pointee.externalLength = 0
-        f.pointee.owner = -1
-        return b + FrameLayout.headerSize
+        let chunk = link.pointee.frameBytes - FrameLayout.headerSize
+        guard recordBytes <= WireState.largeBlock, UInt32((recordBytes + chunk - 1) / chunk) <= free,
+              let (block, size) = wire.takeBlock(recordBytes) else { return nil }
+        link.pointee.staged = block
+        link.pointee.stagedBytes = recordBytes
+        link.pointee.stagedBlockBytes = size
+        return block
     }
 
-    /// A frame header's fixed part: who to whom.
+    /// The reserved record is filled: its frames join the window and go out as it allows
+    /// (with `pump` false, once the caller has queued what else it has: a batch of them).
     @inline(__always)
-    func stampHeader(_ b: UnsafeMutableRawPointer, _ type: FrameType, _ link: UnsafeMutablePointer<WireLink>) {
-        Shm.store(b, FrameLayout.magicOffset, FrameLayout.magic)
-        Shm.store(b, FrameLayout.typeOffset, type.rawValue)
-        Shm.store(b, FrameLayout.versionOffset, FrameLayout.version)
-        Shm.store(b, FrameLayout.sourceSessionOffset, wire.session)
-        Shm.store(b, FrameLayout.targetSessionOffset, link.pointee.peerSession)
-    }
-
-    /// Sends a frame with the link's current ack (and gap flag, and `extraFlags`); on success
-    /// the link owes no ack any more. The testing knob may drop data frames here.
-    @inline(__always)
-    mutating func sendFrame(_ link: UnsafeMutablePointer<WireLink>, _ b: UnsafeMutableRawPointer, _ length: Int,
-                            _ external: UnsafeRawPointer?, _ externalLength: Int, droppable: Bool,
-                            extraFlags: UInt8 = 0) -> Bool {
-        Shm.store(b, FrameLayout.ackOffset, link.pointee.expected)
-        Shm.store(b, FrameLayout.flagsOffset, (link.pointee.gap ? FrameFlags.gap : 0) | extraFlags)
-        var lost = false
-        if droppable && wire.dropEvery > 0 {
-            // xorshift64
-            wire.dropState ^= wire.dropState << 13
-            wire.dropState ^= wire.dropState >> 7
-            wire.dropState ^= wire.dropState << 17
-            lost = wire.dropState % wire.dropEvery == 0
-        }
-        guard lost || cmx_udp_send(wire.fd, link.pointee.ipv4, link.pointee.port, b, length, external, externalLength) >= 0 else {
-            return false
-        }
-        wire.lastTraffic = monotonicNanoseconds()
-        link.pointee.ackOwed = 0
-        link.pointee.gap = false
-        return true
-    }
-
-    /// The reserved frame is filled: it joins the window and goes out if the window allows.
-    @inline(__always)
-    mutating func wireCommit(_ l: Int32) {
+    mutating func wireCommit(_ l: Int32, pump: Bool = true) {
         let link = wire.links! + Int(l)
         if !link.pointee.unacked {
             link.pointee.timerStart = monotonicNanoseconds()
             link.pointee.resendInterval = MXWire.firstResendNanoseconds
         }
-        link.pointee.nextSeq &+= 1
-        wirePump(l)
-    }
-
-    /// Sends queued frames while fewer than `maxInFlight` frames, and no more bytes than the
-    /// peer's share, are unacked (always at least one).
-    @inline(__always)
-    mutating func wirePump(_ l: Int32) {
-        let link = wire.links! + Int(l)
-        while link.pointee.transmitNext != link.pointee.nextSeq
-                && link.pointee.transmitNext &- link.pointee.base < MXWire.maxInFlight {
-            let seq = link.pointee.transmitNext
-            let size = frameSize(link, seq)
-            guard link.pointee.inFlightBytes == 0 || link.pointee.inFlightBytes + size <= link.pointee.maxInFlightBytes else { return }
-            // The last frame the limits let out while more wait asks for an ack at once (the
-            // receiver would otherwise wait for four frames or 1 ms).
-            let next = seq &+ 1
-            let blocks = next != link.pointee.nextSeq
-                && (next &- link.pointee.base >= MXWire.maxInFlight
-                    || link.pointee.inFlightBytes + size + frameSize(link, next) > link.pointee.maxInFlightBytes)
-            guard transmit(l, seq, ackNow: blocks) else { return }
-            link.pointee.inFlightBytes += size
-            link.pointee.transmitNext &+= 1
+        if let block = link.pointee.staged {
+            link.pointee.staged = nil
+            let total = link.pointee.stagedBytes
+            let chunk = link.pointee.frameBytes - FrameLayout.headerSize
+            var offset = 0
+            while offset < total {
+                let seq = link.pointee.nextSeq
+                let f = link.pointee.slot(seq)
+                Frame.stamp(link.pointee.head(seq), .data, source: wire.session, target: link.pointee.peerSession, sequence: seq)
+                let n = min(chunk, total - offset)
+                f.pointee.headLength = FrameLayout.headerSize
+                f.pointee.body = UnsafeRawPointer(block + offset)
+                f.pointee.bodyLength = n
+                f.pointee.owner = -1
+                offset += n
+                let last = offset == total
+                f.pointee.flags = last ? 0 : FrameFlags.continued
+                f.pointee.block = last ? block : nil
+                f.pointee.blockBytes = last ? link.pointee.stagedBlockBytes : 0
+                link.pointee.nextSeq &+= 1
+            }
+        } else {
+            link.pointee.nextSeq &+= 1
         }
-    }
-
-    @inline(__always)
-    func frameSize(_ link: UnsafeMutablePointer<WireLink>, _ seq: UInt32) -> Int {
-        let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
-        return f.pointee.length + f.pointee.externalLength
-    }
-
-    /// Sends one frame of the window, with the current ack. False when the socket would block
-    /// (or failed): the frame stays queued.
-    @inline(__always)
-    mutating func transmit(_ l: Int32, _ seq: UInt32, ackNow: Bool) -> Bool {
-        let link = wire.links! + Int(l)
-        let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
-        guard sendFrame(link, f.pointee.buffer!, f.pointee.length, f.pointee.external, f.pointee.externalLength,
-                        droppable: true, extraFlags: ackNow ? FrameFlags.ackNow : 0) else { return false }
-        count(.framesSent)
-        return true
+        if pump { wirePump(l) }
     }
 
     /// Lets the frame just reserved on link `l` carry `length` bytes of the sender's own memory
@@ -264,19 +324,144 @@ extension EndpointCore {
     @inline(__always)
     mutating func wireAttach(_ l: Int32, _ data: UnsafeRawPointer, _ length: Int, owner: Int32) {
         let link = wire.links! + Int(l)
-        let f = link.pointee.frames + Int(link.pointee.nextSeq & UInt32(MXWire.window - 1))
-        f.pointee.external = data
-        f.pointee.externalLength = length
+        let f = link.pointee.slot(link.pointee.nextSeq)
+        f.pointee.body = data
+        f.pointee.bodyLength = length
         f.pointee.owner = owner
     }
 
-    /// An ack-only frame (no sequence number).
+    /// Sends queued frames while fewer than `maxInFlight` frames, and no more bytes than the
+    /// peer's share, are unacked (always at least one): in batches, each one system call.
+    @inline(__always)
+    mutating func wirePump(_ l: Int32) {
+        let link = wire.links! + Int(l)
+        while link.pointee.transmitNext != link.pointee.nextSeq
+                && link.pointee.transmitNext &- link.pointee.base < MXWire.maxInFlight {
+            let first = link.pointee.transmitNext
+            let firstSize = link.pointee.slot(first).pointee.length
+            let inFlight = link.pointee.inFlightBytes
+            guard inFlight == 0 || inFlight + firstSize <= link.pointee.maxInFlightBytes else { return }
+            if wire.impair.drop > 0 && (wire.impair.dropNext || wire.impair.roll(wire.impair.drop)) {
+                // Lost on its way: it counts as sent.
+                wire.impair.dropNext = false
+                link.pointee.inFlightBytes += firstSize
+                link.pointee.transmitNext &+= 1
+                count(.framesSent)
+                continue
+            }
+            // The batch: with offload, frames of the link's frame size ended by at most one
+            // shorter (the kernel cuts the run where we would); without, any frames.
+            var frames = 1
+            var bytes = firstSize
+            var seq = first &+ 1
+            var previous = firstSize
+            while seq != link.pointee.nextSeq && seq &- link.pointee.base < MXWire.maxInFlight
+                    && frames < MXWire.maxBatchFrames && (!wire.offload || previous == link.pointee.frameBytes) {
+                let size = link.pointee.slot(seq).pointee.length
+                guard inFlight + bytes + size <= link.pointee.maxInFlightBytes, bytes + size <= MXWire.maxBatchBytes else { break }
+                if wire.impair.drop > 0 && wire.impair.roll(wire.impair.drop) {
+                    wire.impair.dropNext = true
+                    break
+                }
+                frames += 1
+                bytes += size
+                previous = size
+                seq &+= 1
+            }
+            // The last frame the limits let out while more wait asks for an ack at once (the
+            // receiver would otherwise wait for four frames or 1 ms).
+            let blocks = seq != link.pointee.nextSeq
+                && (seq &- link.pointee.base >= MXWire.maxInFlight
+                    || inFlight + bytes + link.pointee.slot(seq).pointee.length > link.pointee.maxInFlightBytes)
+            let sent = transmitBatch(link, first, frames, ackNow: blocks)
+            if sent < 0 { continue } // the kernel cannot cut runs: offload is off now, try again
+            guard sent > 0 else { return }
+            var done = bytes
+            if sent < frames {
+                done = 0
+                for i in 0..<sent { done += link.pointee.slot(first &+ UInt32(i)).pointee.length }
+            }
+            link.pointee.inFlightBytes += done
+            link.pointee.transmitNext &+= UInt32(sent)
+            count(.framesSent, sent)
+            count(.frameSends)
+            wire.lastTraffic = monotonicNanoseconds()
+            link.pointee.ackOwed = 0
+            link.pointee.gap = false
+        }
+    }
+
+    /// Sends `frames` frames of the window from `first` with the link's current ack: one
+    /// system call (a run the kernel cuts, or several datagrams). Returns how many went (0 when
+    /// the socket would block or failed), or -1 when the kernel cannot cut runs (offload is
+    /// then turned off).
+    @inline(__always)
+    mutating func transmitBatch(_ link: UnsafeMutablePointer<WireLink>, _ first: UInt32, _ frames: Int, ackNow: Bool) -> Int {
+        let iov = wire.iov!
+        let counts = wire.iovCounts!
+        let ack = link.pointee.expected
+        let gap: UInt8 = link.pointee.gap ? FrameFlags.gap : 0
+        var v = 0
+        for i in 0..<frames {
+            let seq = first &+ UInt32(i)
+            let f = link.pointee.slot(seq)
+            let h = link.pointee.head(seq)
+            Frame.setAck(h, ack, flags: f.pointee.flags | gap | (ackNow && i == frames - 1 ? FrameFlags.ackNow : 0))
+            iov[v] = iovec(iov_base: h, iov_len: f.pointee.headLength)
+            counts[i] = 1
+            v += 1
+            if let body = f.pointee.body, f.pointee.bodyLength > 0 {
+                iov[v] = iovec(iov_base: UnsafeMutableRawPointer(mutating: body), iov_len: f.pointee.bodyLength)
+                counts[i] = 2
+                v += 1
+            }
+        }
+        let fd = wire.fd, ip = link.pointee.ipv4, port = link.pointee.port
+        var skip = 0
+        if frames >= 2 && wire.impair.reorder > 0 && wire.impair.roll(wire.impair.reorder) {
+            // Testing: the first frame goes after the rest.
+            skip = 1
+        }
+        let rest = UnsafePointer(iov + Int(counts[0]) * skip)
+        let restIov = v - Int(counts[0]) * skip
+        let sent: Int
+        if frames - skip == 1 {
+            sent = cmx_udp_sendv(fd, ip, port, rest, Int32(restIov), 0) >= 0 ? 1 : 0
+        } else if wire.offload {
+            if cmx_udp_sendv(fd, ip, port, rest, Int32(restIov), Int32(link.pointee.frameBytes)) >= 0 {
+                sent = frames - skip
+            } else if errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP {
+                wire.offload = false
+                return -1
+            } else {
+                sent = 0
+            }
+        } else {
+            sent = max(0, Int(cmx_udp_sendmany(fd, ip, port, rest, counts + skip, Int32(frames - skip))))
+        }
+        if skip == 1 {
+            guard sent == frames - 1 else { return 0 }
+            // Sent late, or lost when the socket is full: either way the window resends it.
+            _ = cmx_udp_sendv(fd, ip, port, iov, counts[0], 0)
+            return frames
+        }
+        if sent > 0 && wire.impair.duplicate > 0 && wire.impair.roll(wire.impair.duplicate) {
+            _ = cmx_udp_sendv(fd, ip, port, iov, counts[0], 0)
+        }
+        return sent
+    }
+
+    /// An ack-only frame (no sequence number); the link owes no ack any more.
     mutating func sendAck(_ l: Int32) {
         let link = wire.links! + Int(l)
         var header = (UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &header) { h in
-            stampHeader(h.baseAddress!, .ack, link)
-            _ = sendFrame(link, h.baseAddress!, FrameLayout.headerSize, nil, 0, droppable: false)
+            Frame.stamp(h.baseAddress!, .ack, source: wire.session, target: link.pointee.peerSession)
+            Frame.setAck(h.baseAddress!, link.pointee.expected, flags: link.pointee.gap ? FrameFlags.gap : 0)
+            guard cmx_udp_send(wire.fd, link.pointee.ipv4, link.pointee.port, h.baseAddress!, FrameLayout.headerSize, nil, 0) >= 0 else { return }
+            wire.lastTraffic = monotonicNanoseconds()
+            link.pointee.ackOwed = 0
+            link.pointee.gap = false
         }
     }
 
@@ -289,6 +474,18 @@ extension EndpointCore {
         link.pointee.timerStart = now
     }
 
+    /// Forgets what a frame of the window holds, giving back its block.
+    @inline(__always)
+    mutating func clearFrame(_ f: UnsafeMutablePointer<WireFrame>) {
+        if let b = f.pointee.block {
+            wire.giveBlock(b, f.pointee.blockBytes)
+            f.pointee.block = nil
+        }
+        f.pointee.body = nil
+        f.pointee.bodyLength = 0
+        f.pointee.owner = -1
+    }
+
     /// Frees the frames the peer acknowledged (all before `ack`).
     @inline(__always)
     mutating func applyAck(_ l: Int32, _ ack: UInt32, now: UInt64) {
@@ -297,23 +494,11 @@ extension EndpointCore {
         guard newly != 0, newly <= link.pointee.nextSeq &- link.pointee.base else { return }
         var seq = link.pointee.base
         while seq != ack {
-            let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
+            let f = link.pointee.slot(seq)
             if Int32(bitPattern: seq &- link.pointee.transmitNext) < 0 {
-                link.pointee.inFlightBytes -= f.pointee.length + f.pointee.externalLength
+                link.pointee.inFlightBytes -= f.pointee.length
             }
-            // A large buffer goes back to the pool (or away, when the pool is full).
-            if f.pointee.capacity > WireState.smallFrame {
-                if f.pointee.capacity == WireState.largeBlock && wire.largePool.count < WireState.poolBlocks {
-                    wire.largePool.append(f.pointee.buffer!)
-                } else {
-                    free(f.pointee.buffer)
-                }
-                f.pointee.buffer = nil
-                f.pointee.capacity = 0
-            }
-            f.pointee.external = nil
-            f.pointee.externalLength = 0
-            f.pointee.owner = -1
+            clearFrame(f)
             seq &+= 1
         }
         link.pointee.base = ack
@@ -367,10 +552,20 @@ extension EndpointCore {
             for _ in 0..<64 {
                 var ip: UInt32 = 0
                 var port: UInt16 = 0
-                let n = cmx_udp_recv(wire.fd, buffer, WireState.receiveCapacity, &ip, &port)
+                var segment: Int32 = 0
+                let n = cmx_udp_recv_segments(wire.fd, buffer, WireState.receiveCapacity, &ip, &port, &segment)
                 if n < 0 { break }
                 progressed = true
-                handleFrame(buffer, length: n, from: ip, port: port, now: now)
+                count(.frameReceives)
+                guard n <= WireState.receiveCapacity else { count(.drops); continue }
+                // A coalesced run: frames of `segment` bytes, the last perhaps shorter.
+                let step = segment > 0 ? Int(segment) : n
+                if step > wire.largestFrame { wire.largestFrame = step }
+                var offset = 0
+                while offset < n {
+                    handleFrame(buffer + offset, length: min(step, n - offset), from: ip, port: port, now: now)
+                    offset += step
+                }
             }
             if progressed { wire.lastTraffic = now }
             wire.quietPasses = progressed ? 0 : (idle ? WireState.quietSkip : 1)
@@ -399,13 +594,11 @@ extension EndpointCore {
         return progressed
     }
 
-    /// One datagram: checked (magic, link, sessions, sequence, record geometry), its ack
-    /// applied, its record handled in order. Anything else is dropped.
+    /// One frame: checked (magic, link, sessions, sequence, record geometry), its ack applied,
+    /// its record handled in order (a record longer than a frame once its last frame is in).
+    /// Anything else is dropped.
     mutating func handleFrame(_ f: UnsafeMutableRawPointer, length n: Int, from ip: UInt32, port: UInt16, now: UInt64) {
-        guard n >= FrameLayout.headerSize, n <= WireState.receiveCapacity,
-              Shm.load(f, FrameLayout.magicOffset, as: UInt32.self) == FrameLayout.magic,
-              Shm.load(f, FrameLayout.versionOffset, as: UInt8.self) == FrameLayout.version,
-              let l = wire.linkByAddress[WireState.addressKey(ip, port)] else {
+        guard Frame.isFrame(f, length: n), let l = wire.linkByAddress[WireState.addressKey(ip, port)] else {
             // Perhaps a peer whose attach event or connect reply is still to be read: read
             // control events next (its frame comes again).
             controlPending = true
@@ -414,31 +607,55 @@ extension EndpointCore {
         }
         let link = wire.links! + Int(l)
         let p = link.pointee.peer
-        guard peers[Int(p)].alive,
-              Shm.load(f, FrameLayout.sourceSessionOffset, as: UInt32.self) == link.pointee.peerSession,
-              Shm.load(f, FrameLayout.targetSessionOffset, as: UInt32.self) == wire.session else { count(.drops); return }
+        guard peers[Int(p)].alive, Frame.source(f) == link.pointee.peerSession, Frame.target(f) == wire.session else {
+            count(.drops)
+            return
+        }
         count(.framesReceived)
-        let ack = Shm.load(f, FrameLayout.ackOffset, as: UInt32.self)
+        let ack = Frame.ack(f)
+        let flags = Frame.flags(f)
         applyAck(l, ack, now: now)
-        if Shm.load(f, FrameLayout.flagsOffset, as: UInt8.self) & FrameFlags.gap != 0 && ack == link.pointee.base
+        if flags & FrameFlags.gap != 0 && ack == link.pointee.base
             && link.pointee.transmitNext != link.pointee.base && !link.pointee.fastResent {
             // The peer lost a frame: go back to it now (once for this base; the timer covers
             // a lost resend).
             goBack(link, now: now)
             link.pointee.fastResent = true
         }
-        guard Shm.load(f, FrameLayout.typeOffset, as: UInt8.self) == FrameType.data.rawValue else { return }
-        guard Shm.load(f, FrameLayout.sequenceOffset, as: UInt32.self) == link.pointee.expected else {
+        guard Frame.type(f) == FrameType.data.rawValue else { return }
+        let seq = Frame.sequence(f)
+        guard seq == link.pointee.expected else {
             // A duplicate (our ack was lost) or a frame after a lost one: say where we are.
             count(.drops)
-            if Int32(bitPattern: Shm.load(f, FrameLayout.sequenceOffset, as: UInt32.self) &- link.pointee.expected) > 0 {
-                link.pointee.gap = true
-            }
+            if Int32(bitPattern: seq &- link.pointee.expected) > 0 { link.pointee.gap = true }
             link.pointee.ackOwed = MXWire.ackEvery
             return
         }
-        let cell = f + FrameLayout.headerSize
-        let body = n - FrameLayout.headerSize - RecordLayout.headerSize
+        link.pointee.expected &+= 1
+        if link.pointee.ackOwed == 0 { link.pointee.ackDue = now + MXWire.ackDelayNanoseconds }
+        link.pointee.ackOwed += 1
+        if flags & FrameFlags.ackNow != 0 { link.pointee.ackOwed = max(link.pointee.ackOwed, MXWire.ackEvery) }
+        var cell = f + FrameLayout.headerSize
+        var recordBytes = n - FrameLayout.headerSize
+        if flags & FrameFlags.continued != 0 || link.pointee.assembled > 0 {
+            // A record longer than a frame: gathered until its last frame.
+            guard recordBytes > 0, link.pointee.assembled + recordBytes <= WireState.assemblyBytes else {
+                return peerGone(p, reason: "sent a malformed frame")
+            }
+            if link.pointee.assembly == nil {
+                guard let a = malloc(WireState.assemblyBytes) else {
+                    return peerGone(p, reason: "could not be served: out of memory gathering a long record")
+                }
+                link.pointee.assembly = a
+            }
+            (link.pointee.assembly! + link.pointee.assembled).copyMemory(from: cell, byteCount: recordBytes)
+            link.pointee.assembled += recordBytes
+            guard flags & FrameFlags.continued == 0 else { return }
+            cell = link.pointee.assembly!
+            recordBytes = link.pointee.assembled
+            link.pointee.assembled = 0
+        }
+        let body = recordBytes - RecordLayout.headerSize
         guard body >= 0 else { return peerGone(p, reason: "sent a malformed frame") }
         let kind = Record.kind(cell)
         let length = Record.length(cell)
@@ -450,18 +667,12 @@ extension EndpointCore {
         default: wellFormed = false
         }
         guard wellFormed else { return peerGone(p, reason: "sent a malformed frame") }
-        link.pointee.expected &+= 1
-        if link.pointee.ackOwed == 0 { link.pointee.ackDue = now + MXWire.ackDelayNanoseconds }
-        link.pointee.ackOwed += 1
-        if Shm.load(f, FrameLayout.flagsOffset, as: UInt8.self) & FrameFlags.ackNow != 0 {
-            link.pointee.ackOwed = max(link.pointee.ackOwed, MXWire.ackEvery)
-        }
         handleRecord(p, cell, kind: kind, length: length)
     }
 
     /// A rendezvous send toward another host ended (completed or failed): no frame may point
-    /// into its buffer any more. Pieces still unacked get a copy of their bytes (the buffer is
-    /// still valid now; its owner may free it once the request is done).
+    /// into its buffer any more. Pieces still unacked get a copy of their bytes in a block (the
+    /// buffer is still valid now; its owner may free it once the request is done).
     mutating func releaseWireReferences(_ r: Int32) {
         let s = requests[r]
         guard s.pointee.kind == MXStatus.Kind.send.rawValue, s.pointee.flags & RequestFlag.rendezvous != 0,
@@ -473,25 +684,18 @@ extension EndpointCore {
         let link = wire.links! + Int(l)
         var seq = link.pointee.base
         while seq != link.pointee.nextSeq {
-            let f = link.pointee.frames + Int(seq & UInt32(MXWire.window - 1))
-            if f.pointee.owner == r, let data = f.pointee.external {
-                let size = f.pointee.length + f.pointee.externalLength
-                // A piece is at most a frame: a pool block holds it with its header.
-                if f.pointee.capacity < size, let block = wire.largePool.popLast() ?? malloc(WireState.largeBlock) {
-                    block.copyMemory(from: f.pointee.buffer!, byteCount: f.pointee.length)
-                    free(f.pointee.buffer)
-                    f.pointee.buffer = block
-                    f.pointee.capacity = WireState.largeBlock
-                }
-                if f.pointee.capacity >= size {
-                    (f.pointee.buffer! + f.pointee.length).copyMemory(from: data, byteCount: f.pointee.externalLength)
-                    f.pointee.length = size
-                    f.pointee.externalLength = 0
+            let f = link.pointee.slot(seq)
+            if f.pointee.owner == r, let data = f.pointee.body {
+                if let (block, size) = wire.takeBlock(f.pointee.bodyLength) {
+                    block.copyMemory(from: data, byteCount: f.pointee.bodyLength)
+                    f.pointee.body = UnsafeRawPointer(block)
+                    f.pointee.block = block
+                    f.pointee.blockBytes = size
                 } else {
                     // No memory for the copy: this frame can never go again; the pair ends.
                     link.pointee.broken = true
+                    f.pointee.body = nil
                 }
-                f.pointee.external = nil
                 f.pointee.owner = -1
             }
             seq &+= 1
@@ -503,14 +707,15 @@ extension EndpointCore {
     /// The peer's link is dead: nothing of it is sent again, its pulls stop.
     mutating func wireDropPeer(_ p: Int32) {
         let link = wire.links! + Int(peers[Int(p)].link)
+        var seq = link.pointee.base
+        while seq != link.pointee.nextSeq {
+            clearFrame(link.pointee.slot(seq))
+            seq &+= 1
+        }
         link.pointee.base = link.pointee.nextSeq
         link.pointee.transmitNext = link.pointee.nextSeq
         link.pointee.inFlightBytes = 0
         link.pointee.ackOwed = 0
-        for f in 0..<MXWire.window {
-            link.pointee.frames[f].external = nil
-            link.pointee.frames[f].externalLength = 0
-            link.pointee.frames[f].owner = -1
-        }
+        link.pointee.assembled = 0
     }
 }

@@ -24,7 +24,7 @@ public enum MXInfoReport {
                         pad(String(e.counter(.drops)), 7), String(e.counter(.refusedPulls)),
                     ].joined())
                     if e.counter(.framesSent) + e.counter(.framesReceived) > 0 {
-                        out.append("        wire: \(e.counter(.framesSent)) frames sent, \(e.counter(.framesReceived)) received, \(e.counter(.resentFrames)) resent")
+                        out.append("        wire: \(e.counter(.framesSent)) frames sent in \(e.counter(.frameSends)) sends, \(e.counter(.framesReceived)) received in \(e.counter(.frameReceives)) receives, \(e.counter(.resentFrames)) resent")
                     }
                     if listRegions {
                         for r in e.regions {

@@ -139,7 +139,8 @@ public struct PeerGrant: WireCodable, Sendable, Equatable {
 }
 
 /// A peer endpoint on another host, reached over the wire: its identity, the address of its
-/// wire socket and how much that socket's receive buffer holds (what may be in flight to it).
+/// wire socket, how much that socket's receive buffer holds (what may be in flight to it) and
+/// the largest frame its host's link takes (`MXWire.frameLimit`).
 public struct RemotePeer: WireCodable, Sendable, Equatable {
     public var nicID: UInt64
     public var endpoint: UInt16
@@ -147,19 +148,21 @@ public struct RemotePeer: WireCodable, Sendable, Equatable {
     public var ipv4: UInt32
     public var port: UInt16
     public var receiveBuffer: UInt32
+    public var frameLimit: UInt32
 
-    public init(nicID: UInt64, endpoint: UInt16, session: UInt32, ipv4: UInt32, port: UInt16, receiveBuffer: UInt32) {
+    public init(nicID: UInt64, endpoint: UInt16, session: UInt32, ipv4: UInt32, port: UInt16, receiveBuffer: UInt32,
+                frameLimit: UInt32) {
         self.nicID = nicID; self.endpoint = endpoint; self.session = session; self.ipv4 = ipv4; self.port = port
-        self.receiveBuffer = receiveBuffer
+        self.receiveBuffer = receiveBuffer; self.frameLimit = frameLimit
     }
 
     public func encode(to w: inout ByteWriter) {
-        w.put(nicID); w.put(endpoint); w.put(session); w.put(ipv4); w.put(port); w.put(receiveBuffer)
+        w.put(nicID); w.put(endpoint); w.put(session); w.put(ipv4); w.put(port); w.put(receiveBuffer); w.put(frameLimit)
     }
 
     public init(from r: inout ByteReader) throws(MXError) {
         nicID = try r.get(); endpoint = try r.get(); session = try r.get(); ipv4 = try r.get(); port = try r.get()
-        receiveBuffer = try r.get()
+        receiveBuffer = try r.get(); frameLimit = try r.get()
     }
 }
 
@@ -172,23 +175,26 @@ public struct OpenedEndpoint: WireCodable, Sendable {
     public var protectedPage: GrantRef
     public var unprotectedPage: GrantRef
     /// The port of the endpoint's wire socket (the reply's descriptor), 0 when the board has no
-    /// wire.
+    /// wire, and the largest frame this host's link takes (`MXWire.frameLimit`).
     public var wirePort: UInt16
+    public var wireFrameLimit: UInt32
 
     public init(board: UInt16, endpoint: UInt16, nicID: UInt64, session: UInt32, protectedPage: GrantRef,
-                unprotectedPage: GrantRef, wirePort: UInt16 = 0) {
+                unprotectedPage: GrantRef, wirePort: UInt16 = 0, wireFrameLimit: UInt32 = 0) {
         self.board = board; self.endpoint = endpoint; self.nicID = nicID; self.session = session
         self.protectedPage = protectedPage; self.unprotectedPage = unprotectedPage; self.wirePort = wirePort
+        self.wireFrameLimit = wireFrameLimit
     }
 
     public func encode(to w: inout ByteWriter) {
         w.put(board); w.put(endpoint); w.put(nicID); w.put(session)
-        w.put(protectedPage.raw); w.put(unprotectedPage.raw); w.put(wirePort)
+        w.put(protectedPage.raw); w.put(unprotectedPage.raw); w.put(wirePort); w.put(wireFrameLimit)
     }
 
     public init(from r: inout ByteReader) throws(MXError) {
         board = try r.get(); endpoint = try r.get(); nicID = try r.get(); session = try r.get()
         protectedPage = GrantRef(try r.get()); unprotectedPage = GrantRef(try r.get()); wirePort = try r.get()
+        wireFrameLimit = try r.get()
     }
 }
 

@@ -111,6 +111,9 @@ public enum MXCounter: Int, CaseIterable, Sendable {
     case unexpectedMessages, rendezvousPulls, pulledBytes
     case refusedPulls, drops, wakeups
     case framesSent, framesReceived, resentFrames
+    /// System calls that sent frames, and receives that got them: fewer than the frames when
+    /// they go in batches and arrive coalesced.
+    case frameSends, frameReceives
 
     public var name: String {
         switch self {
@@ -127,6 +130,8 @@ public enum MXCounter: Int, CaseIterable, Sendable {
         case .framesSent: "wire frames sent"
         case .framesReceived: "wire frames received"
         case .resentFrames: "wire frames resent"
+        case .frameSends: "wire sends (system calls)"
+        case .frameReceives: "wire receives (system calls)"
         }
     }
 

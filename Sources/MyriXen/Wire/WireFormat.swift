@@ -13,14 +13,31 @@ public enum MXWire {
     public static let environment = "MYRIXEN_WIRE"
     /// Socket buffer of each wire socket (root gets it even past the system limits).
     static let socketBufferBytes: Int32 = 4 << 20
-    /// Data bytes one frame carries (eager payload or a piece of a pull).
-    public static let maxFrameData = 60 * 1024
+    /// A frame is one UDP datagram that fits the link's MTU unfragmented: at most the MTU less
+    /// the IP and UDP headers, of both ends' links (`frameLimit`), and never more than an IPv4
+    /// datagram holds, nor less than IPv4's minimum reassembly size (576) allows.
+    static let ipUDPHeaders = 28
+    static let maxFrame = 65_507
+    static let minFrame = 576 - ipUDPHeaders
+    /// myrback's default for `--wire-mtu`, where set: take the wire's MTU as this (at most the
+    /// interface's), for a path whose MTU is smaller than the host's link.
+    public static let mtuEnvironment = "MYRIXEN_WIRE_MTU"
+    /// The largest frame between a host whose wire interface has MTU `mtu` and any other.
+    public static func frameLimit(mtu: Int) -> Int { min(maxFrame, max(minFrame, mtu - ipUDPHeaders)) }
+    /// Frames of one link handed to the kernel in one system call: a run of frames of the
+    /// link's frame size (the last may be shorter), cut by the kernel (UDP segmentation
+    /// offload), at most this many and `maxBatchBytes` in all (what one IPv4 datagram holds).
+    static let maxBatchFrames = 64
+    static let maxBatchBytes = maxFrame
+    /// Testing and fallback: `0` sends every frame as a datagram of its own (several per
+    /// system call, sendmmsg) and receives them one by one (no UDP_SEGMENT, no UDP_GRO).
+    public static let offloadEnvironment = "MYRIXEN_WIRE_OFFLOAD"
     /// Frames of one pair kept until acked (queued and in flight); a power of two.
     static let window = 256
     /// Frames of one pair in flight at once, and at most a quarter of the bytes the peer's
     /// socket says it can hold (the kernel reports twice what it stores of payload, and
     /// several peers may send at once).
-    static let maxInFlight: UInt32 = 64
+    static let maxInFlight: UInt32 = 192
     static let inFlightShareOfReceiveBuffer = 4
     /// Acks: at once when this many frames are unacked, else after `ackDelayNanoseconds`.
     static let ackEvery = 4
@@ -44,8 +61,11 @@ public enum MXWire {
     /// A backend's connect request to another host: resent every 250 ms, for up to 10 s.
     static let connectResendNanoseconds: UInt64 = 250_000_000
     static let connectGiveUpNanoseconds: UInt64 = 10_000_000_000
-    /// Testing knob read by endpoints: drop one data frame in N, at random, on its way out.
+    /// Testing knobs read by endpoints: one data frame in N, at random, is dropped on its way
+    /// out, sent twice, or sent after the frames that follow it.
     public static let dropEnvironment = "MYRIXEN_WIRE_DROP"
+    public static let duplicateEnvironment = "MYRIXEN_WIRE_DUP"
+    public static let reorderEnvironment = "MYRIXEN_WIRE_REORDER"
 }
 
 /// Layout of an endpoint-to-endpoint frame: this header, then a record laid out exactly as in a
@@ -61,9 +81,7 @@ enum FrameLayout {
     static let ackOffset = 20           // u32: the next sequence number the sender expects back
     static let headerSize = 24
     static let magic: UInt32 = 0x4657_584D // "MXWF"
-    static let version: UInt8 = 1
-    /// The largest frame: header, record header, data.
-    static let maxSize = headerSize + RecordLayout.headerSize + MXWire.maxFrameData
+    static let version: UInt8 = 2
 }
 
 enum FrameFlags {
@@ -72,6 +90,9 @@ enum FrameFlags {
     static let gap: UInt8 = 1
     /// The sender can send no more until acked: ack at once.
     static let ackNow: UInt8 = 2
+    /// The record goes on in the next frame (a record longer than one frame: each frame after
+    /// the first carries only the record's next bytes).
+    static let continued: UInt8 = 4
 }
 
 enum FrameType: UInt8 {
@@ -82,10 +103,11 @@ enum FrameType: UInt8 {
 /// Backend-to-backend messages on the boards' port: magic "MXWC", type, then fields.
 enum BoardMessage: UInt8 {
     /// id u32, source NIC u64, source endpoint u16, source session u32, source port u16,
-    /// source receive buffer u32, target NIC u64, target endpoint u16, key u32
+    /// source receive buffer u32, source frame limit u32, target NIC u64, target endpoint u16,
+    /// key u32
     case connectRequest = 1
     /// id u32, error code string (empty: accepted), message string, target session u32,
-    /// target port u16, target receive buffer u32
+    /// target port u16, target receive buffer u32, target frame limit u32
     case connectReply = 2
     /// An endpoint closed or died: NIC u64, endpoint u16, session u32, then the peer it had on
     /// the receiving host: NIC u64, endpoint u16, session u32
