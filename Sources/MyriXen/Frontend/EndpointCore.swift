@@ -23,8 +23,9 @@ struct Peer {
     var mappings: [(UnsafeMutableRawPointer, Int)]
     /// Largest message sent eager to this peer (the rest goes by rendezvous).
     var eagerMax: Int
-    /// The wire link to a peer on another host, or -1 for a peer of this host (rings).
-    var link: Int32 = -1
+    /// The pair's rings (a peer of this host), or a wire link (another host). A peer of
+    /// another host has no rings: `out` and `inbound` are placeholders never written.
+    var transport: PeerTransport = .ring
 }
 
 /// Request flags.
@@ -415,20 +416,22 @@ struct EndpointCore {
     /// Room for a record toward peer `p`: in the pair's ring, or in a frame of its wire link.
     @inline(__always)
     mutating func reserveRecord(_ p: Int, payload: Int) -> UnsafeMutableRawPointer? {
-        let link = peers[p].link
-        return link < 0 ? peers[p].out.reserve(payload: payload) : wireReserve(link, payload: payload)
+        switch peers[p].transport {
+        case .ring: return peers[p].out.reserve(payload: payload)
+        case .wire(let l): return wire.reserve(l, payload: payload)
+        }
     }
 
     /// Hands a filled record to the peer: publishes it in the ring (waking the peer if it
     /// sleeps), or sends its frame.
     @inline(__always)
     mutating func publishRecord(_ p: Int, _ cell: UnsafeMutableRawPointer) {
-        let link = peers[p].link
-        if link < 0 {
+        switch peers[p].transport {
+        case .ring:
             peers[p].out.publish(cell)
             kick(Int32(p))
-        } else {
-            wireCommit(link)
+        case .wire(let l):
+            wire.commit(l)
         }
     }
 
@@ -582,7 +585,7 @@ struct EndpointCore {
             return true
         }
         var progressed = false
-        for p in 0..<Int(peerCount) where peers[p].alive && peers[p].link < 0 {
+        for p in 0..<Int(peerCount) where peers[p].alive && peers[p].transport == .ring {
             // At most a batch per peer per round: with several busy senders, messages from all of
             // them reach the matching in turn (any-source receives are served fairly).
             var batch = 0
@@ -692,7 +695,7 @@ struct EndpointCore {
         let peer = peers + Int(p)
         // Over the wire, and on this host when both sides run at once, the data comes by copy
         // in pieces; a peer in this very process is read directly.
-        if peer.pointee.link >= 0
+        if peer.pointee.transport != .ring
             || (length <= localCopyLimit && !peer.pointee.isSelf && peer.pointee.pid != myPID) {
             requestPull(r, from: p, region: region, generation: generation, offset: offset, length: length, token: token)
             return
@@ -802,7 +805,7 @@ struct EndpointCore {
                 fail(i, err)
             }
         }
-        if peers[Int(p)].link >= 0 { wireDropPeer(p) }
+        if let l = peers[Int(p)].transport.link { wire.drop(l) }
         pulls.drop(peer: p)
         // Rendezvous descriptors from it can no longer be pulled.
         for u in engine.unexpectedIDs() where unexpected[u].pointee.peer == p && unexpected[u].pointee.kind == RecordKind.rendezvous.rawValue {

@@ -165,19 +165,20 @@ extension EndpointCore {
         while i < pulls.outgoing.count {
             var op = pulls.outgoing[i]
             let p = Int(op.peer)
-            let link = peers[p].link
+            let transport = peers[p].transport
             if peers[p].alive && requests[op.request].pointee.state == RequestState.pending {
-                while op.sent < op.length {
+                pieces: while op.sent < op.length {
                     let piece: Int
-                    if link >= 0 {
-                        piece = min(wire.links![Int(link)].pieceBytes, op.length - op.sent)
-                        guard let cell = wireReserve(link, payload: 0) else { break }
+                    switch transport {
+                    case .wire(let l):
+                        piece = min(wire.links![Int(l)].pieceBytes, op.length - op.sent)
+                        guard let cell = wire.reserve(l, payload: 0) else { break pieces }
                         writePieceHeader(cell, op, piece)
-                        wireAttach(link, op.source + op.sent, piece, owner: op.request)
-                        wireCommit(link, pump: false)
-                    } else {
+                        wire.attach(l, op.source + op.sent, piece, owner: op.request)
+                        wire.commit(l, pump: false)
+                    case .ring:
                         piece = min(EndpointCore.ringPiece(op.length, peers[p].out.maxPiece), op.length - op.sent)
-                        guard let cell = peers[p].out.reserve(payload: piece) else { break }
+                        guard let cell = peers[p].out.reserve(payload: piece) else { break pieces }
                         writePieceHeader(cell, op, piece)
                         Record.payload(cell).copyMemory(from: op.source + op.sent, byteCount: piece)
                         publishRecord(p, cell)
@@ -186,7 +187,7 @@ extension EndpointCore {
                     progressed = true
                 }
                 // The pieces queued go in batches, each one system call.
-                if link >= 0 { wirePump(link) }
+                if let l = transport.link { wire.pump(l) }
                 if op.sent < op.length {
                     pulls.outgoing[i] = op
                     i += 1
