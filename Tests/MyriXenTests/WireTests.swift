@@ -236,6 +236,33 @@ final class WireTests: XCTestCase {
         XCTAssertGreaterThan(b.counter(.drops), 0, "frames after a lost one are dropped and come again")
     }
 
+    /// An eager send is done once queued, its frames sent straight from the buffer: the buffer
+    /// may be overwritten at once, and what is resent (one frame in three is lost) is still
+    /// the message as it was sent.
+    func testAnEagerSendBufferIsFreeOnceTheSendIsDoneThoughItsFramesAreResent() throws {
+        tearDown()
+        try open(mtu: 1500, environment: [MXWire.dropEnvironment: "3"])
+        for round in 0..<20 {
+            for size in [100, 1400, 5000, 20_000, MXLimits.rendezvousThresholdRemote] {
+                let seed = size + round
+                let pattern = { (i: Int) in UInt8(truncatingIfNeeded: i &* 7 &+ seed) }
+                // Two arrays, not one copied: the buffer's own storage is what gets overwritten.
+                var buffer = (0..<size).map(pattern)
+                let expected = (0..<size).map(pattern)
+                let send = try buffer.withUnsafeBytes { try a.isend($0, to: toB, matchInfo: UInt64(seed)) }
+                XCTAssertTrue(try a.isComplete(send), "an eager send completes once queued")
+                _ = try a.wait(send)
+                for i in buffer.indices { buffer[i] = 0xEE }
+                var inbox = [UInt8](repeating: 0, count: size)
+                let r = try inbox.withUnsafeMutableBytes { try b.irecv($0, matchInfo: UInt64(seed)) }
+                _ = try finish([(b, r)])
+                let wrong = inbox.indices.first { inbox[$0] != expected[$0] }
+                XCTAssertNil(wrong, "\(size) B, round \(round): the message as it was sent, not what the buffer held later")
+            }
+        }
+        XCTAssertGreaterThan(a.counter(.resentFrames), 0)
+    }
+
     /// Frames lost, duplicated and reordered at MTU 1500, with offload on and off: 400 messages
     /// of every size class, all sent before any is received, each delivered exactly once, in
     /// order, byte for byte.

@@ -390,7 +390,13 @@ struct EndpointCore {
         let p = Int(s.pointee.peer)
         let rendezvous = s.pointee.flags & RequestFlag.rendezvous != 0
         let payload = rendezvous ? RecordLayout.rndvPayloadSize : s.pointee.length
-        guard let cell = reserveRecord(p, payload: payload) else { return false }
+        // Eager data of one buffer toward another host goes from that buffer to the kernel,
+        // and is copied for resends only once sent (`WireState.commitDirect`).
+        let direct = !rendezvous && payload > WireState.inlineData && s.pointee.segments == nil
+            ? peers[p].transport.link : nil
+        let reserved: UnsafeMutableRawPointer?
+        if let l = direct { reserved = wire.reserveDirect(l, payload: payload) } else { reserved = reserveRecord(p, payload: payload) }
+        guard let cell = reserved else { return false }
         let token = Record.token(r, s.pointee.generation)
         if rendezvous {
             Record.write(cell, kind: .rendezvous, length: s.pointee.length, matchInfo: s.pointee.matchInfo, aux: token)
@@ -399,9 +405,13 @@ struct EndpointCore {
         } else {
             Record.write(cell, kind: .eager, flags: s.pointee.flags & RequestFlag.sync != 0 ? RecordFlags.sync : 0,
                          length: s.pointee.length, matchInfo: s.pointee.matchInfo, aux: token)
-            gather(s, into: Record.payload(cell))
+            if direct == nil { gather(s, into: Record.payload(cell)) }
         }
-        publishRecord(p, cell)
+        if let l = direct {
+            wire.commitDirect(l, data: UnsafeRawPointer(s.pointee.buffer!), length: payload)
+        } else {
+            publishRecord(p, cell)
+        }
         count(.messagesSent)
         count(.bytesSent, s.pointee.length)
         if rendezvous || s.pointee.flags & RequestFlag.sync != 0 {

@@ -116,8 +116,9 @@ extension EndpointCore {
             wire.quietPasses = progressed ? 0 : (idle ? WireState.quietSkip : 1)
         }
         // Acks and resend timers: after frames came in, else every 100 µs.
-        guard progressed || now &- wire.lastScan >= WireState.scanNanoseconds else { return progressed }
+        guard progressed || wire.scanSoon || now &- wire.lastScan >= WireState.scanNanoseconds else { return progressed }
         wire.lastScan = now
+        wire.scanSoon = false
         for l in 0..<wire.linkCount {
             let link = wire.links! + Int(l)
             guard peers[Int(link.pointee.peer)].alive else { continue }

@@ -64,6 +64,12 @@ struct WireLink {
     var expected: UInt32 = 0
     var ackOwed = 0
     var ackDue: UInt64 = 0
+    /// The peer waits for an ack (it said `ack now`, or sent a frame out of sequence): the next
+    /// scan sends it.
+    var ackUrgent = false
+    /// `ackEvery` frames are owed: the scan after next sends the ack, unless a data frame
+    /// toward the peer took it along first (an answer to what just came, most often).
+    var ackRipe = false
     /// A frame came after a lost one: the next frame toward the peer says so.
     var gap = false
     /// Resent at once on the peer's word of a gap, once per base.
@@ -145,19 +151,23 @@ struct WireState {
     var largestFrame = 0
     var quietPasses = 0
     var lastScan: UInt64 = 0
+    /// A link has a ripe ack: the next pass scans whatever its clock says.
+    var scanSoon = false
     var lastPoll: UInt64 = 0
     var lastTraffic: UInt64 = 0
 
     /// One receive: a datagram, or a coalesced run of them (at most an IPv4 datagram's bytes).
     static let receiveCapacity = 65_536
-    /// A frame's head: frame header, record header and up to 72 bytes of a small record's data.
+    /// A frame's head: frame header, record header and up to `inlineData` bytes of a small
+    /// record's data.
     static let headBytes = 128
+    static let inlineData = headBytes - FrameLayout.headerSize - RecordLayout.headerSize
     /// Records too long for a head are staged in blocks of one of two sizes, from the
     /// endpoint's pools (no allocation per message, and no link keeps its own buffers); a block
     /// goes back once the frames that carry it are acked. A large block holds the longest
     /// eager record and any frame's piece of a pull. Each pool keeps at most `poolBlocks` idle.
     static let smallBlock = 4096
-    static let largeBlock = 65_536
+    static let largeBlock = RecordLayout.headerSize + MXLimits.rendezvousThresholdRemote
     static let poolBlocks = 128
     /// The longest record gathered from several frames: an eager message up to the wire's
     /// rendezvous threshold.
@@ -293,6 +303,74 @@ extension WireState {
         if pump { self.pump(l) }
     }
 
+    /// Room for an eager record whose `payload` bytes of data its frames will carry straight
+    /// from the sender's memory (`commitDirect`): the record header goes in the first frame's
+    /// head. nil when the window (or memory) has none.
+    @inline(__always)
+    mutating func reserveDirect(_ l: Int32, payload: Int) -> UnsafeMutableRawPointer? {
+        let link = links! + Int(l)
+        let free = UInt32(MXWire.window) &- (link.pointee.nextSeq &- link.pointee.base)
+        let chunk = link.pointee.frameBytes - FrameLayout.headerSize
+        guard payload <= WireState.largeBlock, UInt32((RecordLayout.headerSize + payload + chunk - 1) / chunk) <= free,
+              let (block, size) = takeBlock(payload) else { return nil }
+        link.pointee.staged = block
+        link.pointee.stagedBlockBytes = size
+        let h = link.pointee.head(link.pointee.nextSeq)
+        Frame.stamp(h, .data, source: session, target: link.pointee.peerSession, sequence: link.pointee.nextSeq)
+        return h + FrameLayout.headerSize
+    }
+
+    /// The record reserved by `reserveDirect` goes out, its data read from `data` by the kernel
+    /// as the frames are sent; then the data is copied into the record's block and the frames
+    /// carry that copy (for resends), so `data` is free again when this returns. The copy
+    /// happens while the receiver already takes the frames: the sender's copy is off the
+    /// message's path.
+    @inline(__always)
+    mutating func commitDirect(_ l: Int32, data: UnsafeRawPointer, length: Int) {
+        let link = links! + Int(l)
+        if !link.pointee.unacked {
+            link.pointee.timerStart = monotonicNanoseconds()
+            link.pointee.resendInterval = MXWire.firstResendNanoseconds
+        }
+        let block = link.pointee.staged!
+        link.pointee.staged = nil
+        let chunk = link.pointee.frameBytes - FrameLayout.headerSize
+        let first = link.pointee.nextSeq
+        var seq = first
+        var offset = 0
+        while offset < length {
+            let f = link.pointee.slot(seq)
+            let room: Int
+            if seq == first {
+                f.pointee.headLength = FrameLayout.headerSize + RecordLayout.headerSize
+                room = chunk - RecordLayout.headerSize
+            } else {
+                Frame.stamp(link.pointee.head(seq), .data, source: session, target: link.pointee.peerSession, sequence: seq)
+                f.pointee.headLength = FrameLayout.headerSize
+                room = chunk
+            }
+            let n = min(room, length - offset)
+            f.pointee.body = data + offset
+            f.pointee.bodyLength = n
+            f.pointee.owner = -1
+            offset += n
+            let last = offset == length
+            f.pointee.flags = last ? 0 : FrameFlags.continued
+            f.pointee.block = last ? block : nil
+            f.pointee.blockBytes = last ? link.pointee.stagedBlockBytes : 0
+            seq &+= 1
+        }
+        link.pointee.nextSeq = seq
+        pump(l)
+        block.copyMemory(from: data, byteCount: length)
+        var s = first
+        while s != seq {
+            let f = link.pointee.slot(s)
+            f.pointee.body = UnsafeRawPointer(block + data.distance(to: f.pointee.body!))
+            s &+= 1
+        }
+    }
+
     /// Lets the frame just reserved on link `l` carry `length` bytes of the sender's own memory
     /// after its record, without a copy (a piece of a pull, from the send request `owner`).
     @inline(__always)
@@ -361,6 +439,8 @@ extension WireState {
             count(.frameSends)
             lastTraffic = monotonicNanoseconds()
             link.pointee.ackOwed = 0
+            link.pointee.ackUrgent = false
+            link.pointee.ackRipe = false
             link.pointee.gap = false
         }
     }
@@ -435,6 +515,8 @@ extension WireState {
             guard cmx_udp_send(fd, link.pointee.ipv4, link.pointee.port, h.baseAddress!, FrameLayout.headerSize, nil, 0) >= 0 else { return }
             lastTraffic = monotonicNanoseconds()
             link.pointee.ackOwed = 0
+            link.pointee.ackUrgent = false
+            link.pointee.ackRipe = false
             link.pointee.gap = false
         }
     }
@@ -511,13 +593,14 @@ extension WireState {
             // A duplicate (our ack was lost) or a frame after a lost one: say where we are.
             count(.drops)
             if Int32(bitPattern: seq &- link.pointee.expected) > 0 { link.pointee.gap = true }
-            link.pointee.ackOwed = MXWire.ackEvery
+            link.pointee.ackOwed = max(link.pointee.ackOwed, 1)
+            link.pointee.ackUrgent = true
             return .nothing
         }
         link.pointee.expected &+= 1
         if link.pointee.ackOwed == 0 { link.pointee.ackDue = now + MXWire.ackDelayNanoseconds }
         link.pointee.ackOwed += 1
-        if flags & FrameFlags.ackNow != 0 { link.pointee.ackOwed = max(link.pointee.ackOwed, MXWire.ackEvery) }
+        if flags & FrameFlags.ackNow != 0 { link.pointee.ackUrgent = true }
         let cell = f + FrameLayout.headerSize
         let recordBytes = n - FrameLayout.headerSize
         guard flags & FrameFlags.continued != 0 || link.pointee.assembled > 0 else { return .record(cell, recordBytes) }
@@ -544,8 +627,13 @@ extension WireState {
     @inline(__always)
     mutating func tick(_ l: Int32, now: UInt64) {
         let link = links! + Int(l)
-        if link.pointee.ackOwed >= MXWire.ackEvery || (link.pointee.ackOwed > 0 && now >= link.pointee.ackDue) {
-            sendAck(l)
+        if link.pointee.ackOwed > 0 {
+            if link.pointee.ackUrgent || link.pointee.ackRipe || now >= link.pointee.ackDue {
+                sendAck(l)
+            } else if link.pointee.ackOwed >= MXWire.ackEvery {
+                link.pointee.ackRipe = true
+                scanSoon = true
+            }
         }
         guard link.pointee.unacked else { return }
         if now > link.pointee.timerStart && now - link.pointee.timerStart > link.pointee.resendInterval {
@@ -592,6 +680,8 @@ extension WireState {
         link.pointee.transmitNext = link.pointee.nextSeq
         link.pointee.inFlightBytes = 0
         link.pointee.ackOwed = 0
+        link.pointee.ackUrgent = false
+        link.pointee.ackRipe = false
         link.pointee.assembled = 0
     }
 }

@@ -39,7 +39,10 @@ public enum MXWire {
     /// several peers may send at once).
     static let maxInFlight: UInt32 = 192
     static let inFlightShareOfReceiveBuffer = 4
-    /// Acks: at once when this many frames are unacked, else after `ackDelayNanoseconds`.
+    /// Acks: with this many frames unacked, on the pass after the one that took them in (the
+    /// answer to what came, a data frame, may carry the ack first, sparing a system call on the
+    /// message's path); at once when the peer says `ack now` or sent out of sequence; else
+    /// after `ackDelayNanoseconds`.
     static let ackEvery = 4
     static let ackDelayNanoseconds: UInt64 = 1_000_000
     /// Resend of unacked frames: first after 20 ms, doubling up to MX's 0.5 s, for as long as
