@@ -78,6 +78,9 @@ struct RequestSlot {
     /// A receive pulling over the wire: the sender's token and the bytes it asked for.
     var pullToken: UInt64 = 0
     var pullWant: Int = 0
+    /// A receive an eager message streams into (`EndpointCore.streamEager`) from a
+    /// synchronous send: the sender waits for a notify.
+    var streamSync = false
 }
 
 struct UnexpectedSlot {

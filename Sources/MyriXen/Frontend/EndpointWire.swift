@@ -145,10 +145,24 @@ extension EndpointCore {
         }
         let p = wire.links![Int(l)].peer
         guard peers[Int(p)].alive else { count(.drops); return }
+        var arrival = wire.accept(l, f, length: n, now: now)
+        if case .first(let c, let bytes) = arrival {
+            // An eager message of several frames for a receive posted already goes straight
+            // into it, frame by frame; anything else is gathered first.
+            guard streamEager(l, p, c, bytes) else { arrival = wire.beginGathering(l, c, bytes); return finishFrame(p, arrival) }
+            return
+        }
+        if case .more(let c, let bytes, let last) = arrival { return streamMore(l, p, c, bytes, last: last) }
+        finishFrame(p, arrival)
+    }
+
+    /// A whole record of a frame (or gathered from several): checked, then handled.
+    @inline(__always)
+    mutating func finishFrame(_ p: Int32, _ arrival: WireArrival) {
         let cell: UnsafeMutableRawPointer
         let recordBytes: Int
-        switch wire.accept(l, f, length: n, now: now) {
-        case .nothing: return
+        switch arrival {
+        case .nothing, .first, .more: return
         case .malformed(let reason): return peerGone(p, reason: reason)
         case .record(let c, let bytes): (cell, recordBytes) = (c, bytes)
         }
@@ -165,6 +179,49 @@ extension EndpointCore {
         }
         guard wellFormed else { return peerGone(p, reason: "sent a malformed frame") }
         handleRecord(p, cell, kind: kind, length: length)
+    }
+
+    /// The first frame of a record longer than a frame: an eager message that a posted receive
+    /// matches is streamed into it (the receive counts as pulling from the peer meanwhile: it
+    /// fails if the peer goes, and takes no pull reply). False: the record is to be gathered.
+    mutating func streamEager(_ l: Int32, _ p: Int32, _ cell: UnsafeMutableRawPointer, _ bytes: Int) -> Bool {
+        let length = Record.length(cell)
+        guard Record.kind(cell) == RecordKind.eager.rawValue, length <= MXLimits.rendezvousThresholdRemote,
+              bytes > RecordLayout.headerSize, bytes - RecordLayout.headerSize < length,
+              let r = engine.arrive(matchInfo: Record.matchInfo(cell)) else { return false }
+        matched(r, from: p, matchInfo: Record.matchInfo(cell), length: length)
+        let s = requests[r]
+        s.pointee.flags |= RequestFlag.pulling
+        s.pointee.pullWant = 0
+        s.pointee.pullToken = Record.aux(cell)
+        s.pointee.transferred = 0
+        s.pointee.streamSync = Record.flags(cell) & RecordFlags.sync != 0
+        wire.stream(l, owner: r)
+        streamMore(l, p, Record.payload(cell), bytes - RecordLayout.headerSize, last: false)
+        return true
+    }
+
+    /// The next bytes of a streamed eager message: copied into its receive where they fit
+    /// (`transferred` counts the bytes come so far); with the last, the receive completes.
+    mutating func streamMore(_ l: Int32, _ p: Int32, _ data: UnsafeMutableRawPointer, _ bytes: Int, last: Bool) {
+        let r = wire.links![Int(l)].streamOwner
+        let s = requests[r]
+        let offset = s.pointee.transferred
+        guard s.pointee.state == RequestState.pending, s.pointee.flags & RequestFlag.pulling != 0,
+              s.pointee.peer == p, bytes > 0, offset + bytes <= s.pointee.messageLength,
+              !last || offset + bytes == s.pointee.messageLength else {
+            return peerGone(p, reason: "sent a malformed frame")
+        }
+        let fits = min(bytes, max(0, s.pointee.length - offset))
+        if fits > 0 { scatter(s, from: data, count: fits, at: offset) }
+        s.pointee.transferred = offset + bytes
+        guard last else { return }
+        s.pointee.flags &= ~RequestFlag.pulling
+        s.pointee.transferred = min(s.pointee.messageLength, s.pointee.length)
+        if s.pointee.streamSync { notify(p, token: s.pointee.pullToken, flags: 0, transferred: s.pointee.transferred) }
+        count(.messagesReceived)
+        count(.bytesReceived, s.pointee.transferred)
+        complete(r)
     }
 
     /// A rendezvous send toward another host ended (completed or failed): no frame may point

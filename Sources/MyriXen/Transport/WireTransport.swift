@@ -74,9 +74,13 @@ struct WireLink {
     var gap = false
     /// Resent at once on the peer's word of a gap, once per base.
     var fastResent = false
-    /// A record longer than one frame, gathered as its frames arrive (in order).
+    /// A record longer than one frame, gathered as its frames arrive (in order), or handed
+    /// over frame by frame (`streaming`: the endpoint copies each straight into the receive
+    /// it matched, `streamOwner`).
     var assembly: UnsafeMutableRawPointer?
     var assembled = 0
+    var streaming = false
+    var streamOwner: Int32 = -1
 
     var unacked: Bool { base != nextSeq }
 
@@ -603,8 +607,32 @@ extension WireState {
         if flags & FrameFlags.ackNow != 0 { link.pointee.ackUrgent = true }
         let cell = f + FrameLayout.headerSize
         let recordBytes = n - FrameLayout.headerSize
-        guard flags & FrameFlags.continued != 0 || link.pointee.assembled > 0 else { return .record(cell, recordBytes) }
-        // A record longer than a frame: gathered until its last frame.
+        let continued = flags & FrameFlags.continued != 0
+        if link.pointee.streaming {
+            if !continued { link.pointee.streaming = false }
+            return .more(cell, recordBytes, last: !continued)
+        }
+        if link.pointee.assembled > 0 { return gather(link, cell, recordBytes, last: !continued) }
+        // The first frame of a record longer than a frame: the endpoint streams it or has
+        // it gathered.
+        return continued ? .first(cell, recordBytes) : .record(cell, recordBytes)
+    }
+
+    /// The rest of the record whose first frame `accept` just gave goes to the endpoint frame
+    /// by frame (`.more`), for the owner it names.
+    mutating func stream(_ l: Int32, owner: Int32) {
+        links![Int(l)].streaming = true
+        links![Int(l)].streamOwner = owner
+    }
+
+    /// The record whose first frame (`cell`, `bytes`) `accept` just gave is gathered: the
+    /// record comes whole (`.record`) with its last frame.
+    mutating func beginGathering(_ l: Int32, _ cell: UnsafeMutableRawPointer, _ bytes: Int) -> WireArrival {
+        gather(links! + Int(l), cell, bytes, last: false)
+    }
+
+    @inline(__always)
+    mutating func gather(_ link: UnsafeMutablePointer<WireLink>, _ cell: UnsafeMutableRawPointer, _ recordBytes: Int, last: Bool) -> WireArrival {
         guard recordBytes > 0, link.pointee.assembled + recordBytes <= WireState.assemblyBytes else {
             return .malformed("sent a malformed frame")
         }
@@ -616,7 +644,7 @@ extension WireState {
         }
         (link.pointee.assembly! + link.pointee.assembled).copyMemory(from: cell, byteCount: recordBytes)
         link.pointee.assembled += recordBytes
-        guard flags & FrameFlags.continued == 0 else { return .nothing }
+        guard last else { return .nothing }
         let whole = link.pointee.assembled
         link.pointee.assembled = 0
         return .record(link.pointee.assembly!, whole)
@@ -683,6 +711,7 @@ extension WireState {
         link.pointee.ackUrgent = false
         link.pointee.ackRipe = false
         link.pointee.assembled = 0
+        link.pointee.streaming = false
     }
 }
 
@@ -691,6 +720,11 @@ enum WireArrival {
     case nothing
     /// A whole record: its 32-byte header at the pointer, header and data `Int` bytes.
     case record(UnsafeMutableRawPointer, Int)
+    /// The first frame of a record longer than a frame (its header and first bytes): the
+    /// endpoint calls `stream` or `beginGathering` before the next frame of the link.
+    case first(UnsafeMutableRawPointer, Int)
+    /// The next bytes of a streamed record, and whether they are its last.
+    case more(UnsafeMutableRawPointer, Int, last: Bool)
     /// The peer sent what no peer of ours may: the pair ends, for this reason.
     case malformed(String)
 }
