@@ -598,7 +598,7 @@ struct EndpointCore {
             return true
         }
         var progressed = false
-        for p in 0..<Int(peerCount) where peers[p].alive && peers[p].transport == .ring {
+        for p in 0..<Int(peerCount) where peers[p].alive && peers[p].transport.isRing {
             // At most a batch per peer per round: with several busy senders, messages from all of
             // them reach the matching in turn (any-source receives are served fairly).
             var batch = 0
@@ -708,7 +708,7 @@ struct EndpointCore {
         let peer = peers + Int(p)
         // Over the wire, and on this host when both sides run at once, the data comes by copy
         // in pieces; a peer in this very process is read directly.
-        if peer.pointee.transport != .ring
+        if !peer.pointee.transport.isRing
             || (length <= localCopyLimit && !peer.pointee.isSelf && peer.pointee.pid != myPID) {
             requestPull(r, from: p, region: region, generation: generation, offset: offset, length: length, token: token)
             return

@@ -66,11 +66,11 @@ extension EndpointCore {
     var wireAwaitsAcks: Bool {
         mutating get {
             for l in 0..<Int(wire.linkCount) where wire.links![l].unacked && peers[Int(wire.links![l].peer)].alive { return true }
-            func waits(_ p: Int32) -> Bool { peers[Int(p)].alive && peers[Int(p)].transport != .ring }
+            func waits(_ p: Int32) -> Bool { peers[Int(p)].alive && !peers[Int(p)].transport.isRing }
             if pulls.outgoing.contains(where: { waits($0.peer) }) { return true }
             if pulls.pending.contains(where: { waits($0.peer) }) { return true }
             if pulls.refusals.contains(where: { waits($0.peer) }) { return true }
-            return pendingNotifies.contains { peers[Int($0.peer)].alive && peers[Int($0.peer)].transport != .ring }
+            return pendingNotifies.contains { peers[Int($0.peer)].alive && !peers[Int($0.peer)].transport.isRing }
         }
     }
 

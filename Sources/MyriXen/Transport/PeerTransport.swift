@@ -4,9 +4,16 @@
 /// between the two (reserve, publish, progress, pieces of a pull, a peer gone) switches on it:
 /// an enum, not a protocol, so the hot path stays two inlined branches, without an existential
 /// or reference counting.
-enum PeerTransport: Equatable {
+enum PeerTransport {
     case ring
     case wire(link: Int32)
+
+    /// A peer of this host (a pattern match, not the synthesized `==`, on the hot path).
+    @inline(__always)
+    var isRing: Bool {
+        if case .ring = self { return true }
+        return false
+    }
 
     /// The wire link, for a peer of another host.
     @inline(__always)

@@ -84,6 +84,15 @@ struct WireLink {
 
     var unacked: Bool { base != nextSeq }
 
+    /// A frame toward the peer carried the ack (and the gap flag): nothing is owed any more.
+    @inline(__always)
+    mutating func ackSent() {
+        ackOwed = 0
+        ackUrgent = false
+        ackRipe = false
+        gap = false
+    }
+
     @inline(__always)
     func slot(_ seq: UInt32) -> UnsafeMutablePointer<WireFrame> { frames + Int(seq & UInt32(MXWire.window - 1)) }
     @inline(__always)
@@ -442,10 +451,7 @@ extension WireState {
             count(.framesSent, sent)
             count(.frameSends)
             lastTraffic = monotonicNanoseconds()
-            link.pointee.ackOwed = 0
-            link.pointee.ackUrgent = false
-            link.pointee.ackRipe = false
-            link.pointee.gap = false
+            link.pointee.ackSent()
         }
     }
 
@@ -518,10 +524,7 @@ extension WireState {
             Frame.setAck(h.baseAddress!, link.pointee.expected, flags: link.pointee.gap ? FrameFlags.gap : 0)
             guard cmx_udp_send(fd, link.pointee.ipv4, link.pointee.port, h.baseAddress!, FrameLayout.headerSize, nil, 0) >= 0 else { return }
             lastTraffic = monotonicNanoseconds()
-            link.pointee.ackOwed = 0
-            link.pointee.ackUrgent = false
-            link.pointee.ackRipe = false
-            link.pointee.gap = false
+            link.pointee.ackSent()
         }
     }
 
@@ -707,9 +710,7 @@ extension WireState {
         link.pointee.base = link.pointee.nextSeq
         link.pointee.transmitNext = link.pointee.nextSeq
         link.pointee.inFlightBytes = 0
-        link.pointee.ackOwed = 0
-        link.pointee.ackUrgent = false
-        link.pointee.ackRipe = false
+        link.pointee.ackSent()
         link.pointee.assembled = 0
         link.pointee.streaming = false
     }
