@@ -300,14 +300,8 @@ extension WireState {
                 Frame.stamp(link.pointee.head(seq), .data, source: session, target: link.pointee.peerSession, sequence: seq)
                 let n = min(chunk, total - offset)
                 f.pointee.headLength = FrameLayout.headerSize
-                f.pointee.body = UnsafeRawPointer(block + offset)
-                f.pointee.bodyLength = n
-                f.pointee.owner = -1
                 offset += n
-                let last = offset == total
-                f.pointee.flags = last ? 0 : FrameFlags.continued
-                f.pointee.block = last ? block : nil
-                f.pointee.blockBytes = last ? link.pointee.stagedBlockBytes : 0
+                slice(f, UnsafeRawPointer(block + offset - n), n, last: offset == total, block, link.pointee.stagedBlockBytes)
                 link.pointee.nextSeq &+= 1
             }
         } else {
@@ -363,14 +357,8 @@ extension WireState {
                 room = chunk
             }
             let n = min(room, length - offset)
-            f.pointee.body = data + offset
-            f.pointee.bodyLength = n
-            f.pointee.owner = -1
             offset += n
-            let last = offset == length
-            f.pointee.flags = last ? 0 : FrameFlags.continued
-            f.pointee.block = last ? block : nil
-            f.pointee.blockBytes = last ? link.pointee.stagedBlockBytes : 0
+            slice(f, data + offset - n, n, last: offset == length, block, link.pointee.stagedBlockBytes)
             seq &+= 1
         }
         link.pointee.nextSeq = seq
@@ -382,6 +370,19 @@ extension WireState {
             f.pointee.body = UnsafeRawPointer(block + data.distance(to: f.pointee.body!))
             s &+= 1
         }
+    }
+
+    /// Frame `f` carries `n` bytes of a record at `body`, and is its last frame or not; the
+    /// last gives back the record's block once acked.
+    @inline(__always)
+    func slice(_ f: UnsafeMutablePointer<WireFrame>, _ body: UnsafeRawPointer, _ n: Int, last: Bool,
+               _ block: UnsafeMutableRawPointer, _ blockBytes: Int) {
+        f.pointee.body = body
+        f.pointee.bodyLength = n
+        f.pointee.owner = -1
+        f.pointee.flags = last ? 0 : FrameFlags.continued
+        f.pointee.block = last ? block : nil
+        f.pointee.blockBytes = last ? blockBytes : 0
     }
 
     /// Lets the frame just reserved on link `l` carry `length` bytes of the sender's own memory
