@@ -49,11 +49,14 @@ let package = Package(
         .target(name: "CMyriXen"),
         // The channel layer: emulated Myri-10G board, myrifront/myrback split,
         // endpoints, grants, registration and matching.
-        .target(name: "MyriXen", dependencies: ["CMyriXen", "CHwloc"]),
+        .target(name: "MyriXen", dependencies: ["CMyriXen"]),
+        // This host's cores and sockets through hwloc, for the launcher's mapping and binding and
+        // for mx_info: apart from the channel layer, so that ranks do not load hwloc.
+        .target(name: "Topology", dependencies: ["MyriXen", "CHwloc"]),
         // PMI-1: the wire protocol and the client a rank bootstraps with.
         .target(name: "PMI"),
         // swiftrun's logic: options, hostfiles, mapping, binding, the PMI-1 server, the job.
-        .target(name: "Launcher", dependencies: ["PMI", "MyriXen", "CMyriXen"]),
+        .target(name: "Launcher", dependencies: ["PMI", "MyriXen", "CMyriXen", "Topology"]),
         .executableTarget(name: "swiftrun", dependencies: ["Launcher"], linkerSettings: staticRuntime),
         // A rank's start on the channel layer: PMI-1 plus endpoint addresses in the KVS.
         .target(name: "Bootstrap", dependencies: ["MyriXen", "PMI"]),
@@ -82,7 +85,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "mx_info",
-            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["MyriXen", "Topology", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             linkerSettings: staticRuntimeWithFoundation
         ),
         .executableTarget(
@@ -102,7 +105,7 @@ let package = Package(
             dependencies: ["MyriXen"],
             path: "Tests/MyriXenTestSupport"
         ),
-        .testTarget(name: "MyriXenTests", dependencies: ["MyriXen", "MyriXenTestSupport"]),
+        .testTarget(name: "MyriXenTests", dependencies: ["MyriXen", "MyriXenTestSupport", "Topology"]),
         .testTarget(
             name: "MyriXenProcessTests",
             dependencies: ["MyriXen", "MyriXenTestSupport"],
@@ -123,7 +126,7 @@ let package = Package(
         .testTarget(name: "OSUMethodTests", dependencies: ["OSUMethod"]),
         .testTarget(
             name: "LauncherTests",
-            dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport"],
+            dependencies: ["Launcher", "PMI", "MyriXen", "MyriXenTestSupport", "Topology"],
             exclude: ["Programs"] // C programs the tests build with mpicc
         ),
     ],

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CMyriXen
 import MyriXen
+import Topology
 import PMI
 
 /// swiftrun's side of agents: hosts it cannot fork on (real VMs over ssh) get an agent, a

@@ -1,4 +1,5 @@
 import MyriXen
+import Topology
 
 /// Where one rank runs.
 public struct RankPlacement: Equatable, Sendable {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import MyriXen
+import Topology
 
 /// The `swiftrun` command: parse, plan, launch, and end with the right exit code.
 public enum Swiftrun {

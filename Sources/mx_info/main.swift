@@ -1,6 +1,7 @@
 // mx_info: what this host's emulated Myri-10G board(s) look like right now.
 import ArgumentParser
 import MyriXen
+import Topology
 
 struct MXInfo: ParsableCommand {
     static let configuration = CommandConfiguration(

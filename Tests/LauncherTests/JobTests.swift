@@ -2,6 +2,7 @@ import XCTest
 import Dispatch
 import Launcher
 import MyriXen
+import Topology
 import MyriXenTestSupport
 import CMyriXen
 #if canImport(Glibc)

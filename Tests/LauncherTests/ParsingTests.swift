@@ -1,6 +1,7 @@
 import XCTest
 @testable import Launcher
 import MyriXen
+import Topology
 #if canImport(Glibc)
 import Glibc
 #endif

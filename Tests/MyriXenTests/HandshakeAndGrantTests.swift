@@ -1,5 +1,6 @@
 import XCTest
 @testable import MyriXen
+import Topology
 
 final class HandshakeTests: XCTestCase {
     func testTheXenHandshakeInOrder() throws {

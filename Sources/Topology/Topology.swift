@@ -1,4 +1,5 @@
 import CHwloc
+import MyriXen
 #if canImport(Glibc)
 import Glibc
 #endif
