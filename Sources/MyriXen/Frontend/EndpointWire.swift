@@ -133,8 +133,8 @@ extension EndpointCore {
     }
 
     /// One frame: checked (magic, link, sessions, sequence, record geometry), its ack applied,
-    /// its record handled in order (a record longer than a frame once its last frame is in).
-    /// Anything else is dropped.
+    /// its record handled in order (a record longer than a frame streamed into the receive it
+    /// matches, or handled once its last frame is in). Anything else is dropped.
     mutating func handleFrame(_ f: UnsafeMutableRawPointer, length n: Int, from ip: UInt32, port: UInt16, now: UInt64) {
         guard Frame.isFrame(f, length: n), let l = wire.linkByAddress[WireState.addressKey(ip, port)] else {
             // Perhaps a peer whose attach event or connect reply is still to be read: read
@@ -145,15 +145,16 @@ extension EndpointCore {
         }
         let p = wire.links![Int(l)].peer
         guard peers[Int(p)].alive else { count(.drops); return }
-        var arrival = wire.accept(l, f, length: n, now: now)
-        if case .first(let c, let bytes) = arrival {
+        switch wire.accept(l, f, length: n, now: now) {
+        case .first(let c, let bytes):
             // An eager message of several frames for a receive posted already goes straight
             // into it, frame by frame; anything else is gathered first.
-            guard streamEager(l, p, c, bytes) else { arrival = wire.beginGathering(l, c, bytes); return finishFrame(p, arrival) }
-            return
+            if !streamEager(l, p, c, bytes) { finishFrame(p, wire.beginGathering(l, c, bytes)) }
+        case .more(let c, let bytes, let last):
+            streamMore(l, p, c, bytes, last: last)
+        case let arrival:
+            finishFrame(p, arrival)
         }
-        if case .more(let c, let bytes, let last) = arrival { return streamMore(l, p, c, bytes, last: last) }
-        finishFrame(p, arrival)
     }
 
     /// A whole record of a frame (or gathered from several): checked, then handled.
