@@ -246,6 +246,11 @@ public final class EmulatedVMs {
         writeFile(hostfile, "# two emulated VMs\n\(names[0]) slots=2\n\(names[1]) slots=2\n")
     }
 
+    /// Sets both ends of the VMs' link to MTU `mtu` (backends started afterwards take it).
+    public func setMTU(_ mtu: Int) throws {
+        for k in 0..<2 { try Self.sh("ip -n \(names[k]) link set dev \(links[k]) mtu \(mtu)") }
+    }
+
     /// Cuts (`up: false`) or restores VM `k`'s link to the other, as a pulled cable would:
     /// frames in either direction are lost until it is back.
     public func setLink(of k: Int, up: Bool) throws {
