@@ -466,18 +466,8 @@ int cmx_udp_port(int fd) {
 
 ssize_t cmx_udp_send(int fd, uint32_t ip, uint16_t port, const void *head, size_t head_len,
                      const void *body, size_t body_len) {
-    struct sockaddr_in a;
-    cmx_ipv4_to(&a, ip, port);
     struct iovec v[2] = {{(void *)head, head_len}, {(void *)body, body_len}};
-    struct msghdr m;
-    memset(&m, 0, sizeof m);
-    m.msg_name = &a;
-    m.msg_namelen = sizeof a;
-    m.msg_iov = v;
-    m.msg_iovlen = (body && body_len) ? 2 : 1;
-    ssize_t n;
-    do { n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
-    return n;
+    return cmx_udp_sendv(fd, ip, port, v, (body && body_len) ? 2 : 1, 0);
 }
 
 ssize_t cmx_udp_recv(int fd, void *buf, size_t cap, uint32_t *ip, uint16_t *port) {
@@ -578,18 +568,25 @@ ssize_t cmx_udp_recv_segments(int fd, void *buf, size_t cap, uint32_t *ip, uint1
     return r;
 }
 
+/// The entry of `list` whose IPv4 address is `ip`, or NULL.
+static const struct ifaddrs *cmx_interface_with(const struct ifaddrs *list, uint32_t ip) {
+    for (const struct ifaddrs *i = list; i; i = i->ifa_next) {
+        if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET
+            && ntohl(((const struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr) == ip) return i;
+    }
+    return NULL;
+}
+
 int cmx_interface_mtu(uint32_t ip) {
-    struct ifaddrs *list, *i;
+    struct ifaddrs *list;
     int mtu = 0;
     if (getifaddrs(&list) < 0) return 0;
-    for (i = list; i && !mtu; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
-        if (ntohl(((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr) != ip) continue;
+    const struct ifaddrs *i = cmx_interface_with(list, ip);
+    int s = i ? socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) : -1;
+    if (s >= 0) {
         struct ifreq r;
         memset(&r, 0, sizeof r);
         strncpy(r.ifr_name, i->ifa_name, IFNAMSIZ - 1);
-        int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (s < 0) break;
         if (ioctl(s, SIOCGIFMTU, &r) == 0) mtu = r.ifr_mtu;
         close(s);
     }
@@ -618,14 +615,11 @@ int cmx_socket_receive_buffer(int fd) {
 }
 
 uint32_t cmx_ipv4_netmask(uint32_t ip) {
-    struct ifaddrs *list, *i;
+    struct ifaddrs *list;
     uint32_t mask = 0;
     if (getifaddrs(&list) < 0) return 0;
-    for (i = list; i && !mask; i = i->ifa_next) {
-        if (!i->ifa_addr || !i->ifa_netmask || i->ifa_addr->sa_family != AF_INET) continue;
-        if (ntohl(((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr) != ip) continue;
-        mask = ntohl(((struct sockaddr_in *)i->ifa_netmask)->sin_addr.s_addr);
-    }
+    const struct ifaddrs *i = cmx_interface_with(list, ip);
+    if (i && i->ifa_netmask) mask = ntohl(((const struct sockaddr_in *)i->ifa_netmask)->sin_addr.s_addr);
     freeifaddrs(list);
     return mask;
 }

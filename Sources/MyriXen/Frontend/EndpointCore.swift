@@ -28,6 +28,14 @@ struct Peer {
     var transport: PeerTransport = .ring
 }
 
+extension MXCounter {
+    /// Adds `n` to this counter in an endpoint's unprotected page (only its owner writes it).
+    @inline(__always) func add(_ n: Int, in page: UnsafeMutableRawPointer) {
+        let p = page + offset
+        cmx_store_relaxed_u64(p, cmx_load_relaxed_u64(p) &+ UInt64(n))
+    }
+}
+
 /// Request flags.
 enum RequestFlag {
     static let cancelled: UInt8 = 1
@@ -180,8 +188,7 @@ struct EndpointCore {
 
     @inline(__always)
     mutating func count(_ c: MXCounter, _ n: Int = 1) {
-        let p = unprotected + c.offset
-        cmx_store_relaxed_u64(p, cmx_load_relaxed_u64(p) &+ UInt64(n))
+        c.add(n, in: unprotected)
     }
 
     // MARK: requests

@@ -21,7 +21,7 @@ extension EndpointCore {
             wire.session = Shm.load(protectedPage, ProtectedPage.sessionOffset, as: UInt32.self)
             wire.smallPool.reserveCapacity(WireState.poolBlocks)
             wire.largePool.reserveCapacity(WireState.poolBlocks)
-            wire.impair = WireImpairment(environment: ())
+            wire.impair = WireImpairment.fromEnvironment()
             wire.counters = unprotected
             wire.offload = getenv(MXWire.offloadEnvironment).map { String(cString: $0) != "0" } ?? true
             // Coalesced receives are the kernel's to give or not: without them frames come one by one.
@@ -32,7 +32,7 @@ extension EndpointCore {
         let frames = UnsafeMutablePointer<WireFrame>.allocate(capacity: MXWire.window)
         frames.initialize(repeating: WireFrame(), count: MXWire.window)
         let heads = UnsafeMutableRawPointer.allocate(byteCount: MXWire.window * WireState.headBytes, alignment: 64)
-        let frameBytes = min(MXWire.maxFrame, max(MXWire.minFrame, min(wire.frameLimit, Int(g.frameLimit))))
+        let frameBytes = MXWire.clampFrame(min(wire.frameLimit, Int(g.frameLimit)))
         (wire.links! + Int(l)).initialize(to: WireLink(
             peer: p, ipv4: g.ipv4, port: g.port, peerSession: g.session,
             maxInFlightBytes: max(Int(g.receiveBuffer) / MXWire.inFlightShareOfReceiveBuffer, 2 * frameBytes),

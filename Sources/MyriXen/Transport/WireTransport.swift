@@ -113,14 +113,15 @@ struct WireImpairment {
     /// The frame a batch stopped before, because it is to be lost.
     var dropNext = false
 
-    init() {}
-
-    init(environment: Void) {
+    /// The knobs this process's environment sets (none: no impairment).
+    static func fromEnvironment() -> WireImpairment {
         func oneIn(_ name: String) -> UInt64 { getenv(name).flatMap { UInt64(String(cString: $0)) } ?? 0 }
-        drop = oneIn(MXWire.dropEnvironment)
-        duplicate = oneIn(MXWire.duplicateEnvironment)
-        reorder = oneIn(MXWire.reorderEnvironment)
-        state = UInt64(UInt32(bitPattern: getpid())) | 1
+        var i = WireImpairment()
+        i.drop = oneIn(MXWire.dropEnvironment)
+        i.duplicate = oneIn(MXWire.duplicateEnvironment)
+        i.reorder = oneIn(MXWire.reorderEnvironment)
+        i.state = UInt64(UInt32(bitPattern: getpid())) | 1
+        return i
     }
 
     /// True one time in `n` (never for 0).
@@ -196,9 +197,7 @@ struct WireState {
 
     @inline(__always)
     func count(_ c: MXCounter, _ n: Int = 1) {
-        guard let page = counters else { return }
-        let p = page + c.offset
-        cmx_store_relaxed_u64(p, cmx_load_relaxed_u64(p) &+ UInt64(n))
+        if let page = counters { c.add(n, in: page) }
     }
 
     /// A block of at least `bytes` (at most `largeBlock`), and its size; nil when out of memory.
@@ -249,14 +248,22 @@ struct WireState {
 extension WireState {
     // MARK: sending
 
+    /// Free frame slots of link `l`'s window, and how many frames a record of `recordBytes`
+    /// (header and data) takes on it.
+    @inline(__always)
+    func room(_ link: UnsafeMutablePointer<WireLink>, recordBytes: Int) -> (free: UInt32, needed: UInt32) {
+        let chunk = link.pointee.frameBytes - FrameLayout.headerSize
+        return (UInt32(MXWire.window) &- (link.pointee.nextSeq &- link.pointee.base), UInt32((recordBytes + chunk - 1) / chunk))
+    }
+
     /// Room for a record of `payload` bytes of data toward link `l`; nil when the window (or
     /// memory) has none. A small record is written in the next frame's head; a longer one in a
     /// block, cut into frames of the link's size when committed.
     @inline(__always)
     mutating func reserve(_ l: Int32, payload: Int) -> UnsafeMutableRawPointer? {
         let link = links! + Int(l)
-        let free = UInt32(MXWire.window) &- (link.pointee.nextSeq &- link.pointee.base)
         let recordBytes = RecordLayout.headerSize + payload
+        let (free, needed) = room(link, recordBytes: recordBytes)
         if FrameLayout.headerSize + recordBytes <= WireState.headBytes {
             guard free >= 1 else { return nil }
             let seq = link.pointee.nextSeq
@@ -271,9 +278,7 @@ extension WireState {
             link.pointee.staged = nil
             return h + FrameLayout.headerSize
         }
-        let chunk = link.pointee.frameBytes - FrameLayout.headerSize
-        guard recordBytes <= WireState.largeBlock, UInt32((recordBytes + chunk - 1) / chunk) <= free,
-              let (block, size) = takeBlock(recordBytes) else { return nil }
+        guard recordBytes <= WireState.largeBlock, needed <= free, let (block, size) = takeBlock(recordBytes) else { return nil }
         link.pointee.staged = block
         link.pointee.stagedBytes = recordBytes
         link.pointee.stagedBlockBytes = size
@@ -285,26 +290,11 @@ extension WireState {
     @inline(__always)
     mutating func commit(_ l: Int32, pump: Bool = true) {
         let link = links! + Int(l)
-        if !link.pointee.unacked {
-            link.pointee.timerStart = monotonicNanoseconds()
-            link.pointee.resendInterval = MXWire.firstResendNanoseconds
-        }
         if let block = link.pointee.staged {
             link.pointee.staged = nil
-            let total = link.pointee.stagedBytes
-            let chunk = link.pointee.frameBytes - FrameLayout.headerSize
-            var offset = 0
-            while offset < total {
-                let seq = link.pointee.nextSeq
-                let f = link.pointee.slot(seq)
-                Frame.stamp(link.pointee.head(seq), .data, source: session, target: link.pointee.peerSession, sequence: seq)
-                let n = min(chunk, total - offset)
-                f.pointee.headLength = FrameLayout.headerSize
-                offset += n
-                slice(f, UnsafeRawPointer(block + offset - n), n, last: offset == total, block, link.pointee.stagedBlockBytes)
-                link.pointee.nextSeq &+= 1
-            }
+            cut(link, UnsafeRawPointer(block), link.pointee.stagedBytes, headerInHead: false, block, link.pointee.stagedBlockBytes)
         } else {
+            startTimerIfIdle(link)
             link.pointee.nextSeq &+= 1
         }
         if pump { self.pump(l) }
@@ -316,15 +306,11 @@ extension WireState {
     @inline(__always)
     mutating func reserveDirect(_ l: Int32, payload: Int) -> UnsafeMutableRawPointer? {
         let link = links! + Int(l)
-        let free = UInt32(MXWire.window) &- (link.pointee.nextSeq &- link.pointee.base)
-        let chunk = link.pointee.frameBytes - FrameLayout.headerSize
-        guard payload <= WireState.largeBlock, UInt32((RecordLayout.headerSize + payload + chunk - 1) / chunk) <= free,
-              let (block, size) = takeBlock(payload) else { return nil }
+        let (free, needed) = room(link, recordBytes: RecordLayout.headerSize + payload)
+        guard payload <= WireState.largeBlock, needed <= free, let (block, size) = takeBlock(payload) else { return nil }
         link.pointee.staged = block
         link.pointee.stagedBlockBytes = size
-        let h = link.pointee.head(link.pointee.nextSeq)
-        Frame.stamp(h, .data, source: session, target: link.pointee.peerSession, sequence: link.pointee.nextSeq)
-        return h + FrameLayout.headerSize
+        return link.pointee.head(link.pointee.nextSeq) + FrameLayout.headerSize
     }
 
     /// The record reserved by `reserveDirect` goes out, its data read from `data` by the kernel
@@ -335,54 +321,56 @@ extension WireState {
     @inline(__always)
     mutating func commitDirect(_ l: Int32, data: UnsafeRawPointer, length: Int) {
         let link = links! + Int(l)
-        if !link.pointee.unacked {
-            link.pointee.timerStart = monotonicNanoseconds()
-            link.pointee.resendInterval = MXWire.firstResendNanoseconds
-        }
         let block = link.pointee.staged!
         link.pointee.staged = nil
-        let chunk = link.pointee.frameBytes - FrameLayout.headerSize
         let first = link.pointee.nextSeq
-        var seq = first
-        var offset = 0
-        while offset < length {
-            let f = link.pointee.slot(seq)
-            let room: Int
-            if seq == first {
-                f.pointee.headLength = FrameLayout.headerSize + RecordLayout.headerSize
-                room = chunk - RecordLayout.headerSize
-            } else {
-                Frame.stamp(link.pointee.head(seq), .data, source: session, target: link.pointee.peerSession, sequence: seq)
-                f.pointee.headLength = FrameLayout.headerSize
-                room = chunk
-            }
-            let n = min(room, length - offset)
-            offset += n
-            slice(f, data + offset - n, n, last: offset == length, block, link.pointee.stagedBlockBytes)
-            seq &+= 1
-        }
-        link.pointee.nextSeq = seq
+        cut(link, data, length, headerInHead: true, block, link.pointee.stagedBlockBytes)
         pump(l)
         block.copyMemory(from: data, byteCount: length)
         var s = first
-        while s != seq {
+        while s != link.pointee.nextSeq {
             let f = link.pointee.slot(s)
             f.pointee.body = UnsafeRawPointer(block + data.distance(to: f.pointee.body!))
             s &+= 1
         }
     }
 
-    /// Frame `f` carries `n` bytes of a record at `body`, and is its last frame or not; the
-    /// last gives back the record's block once acked.
+    /// The oldest unacked frame is about to be the next one: its resend timer starts.
     @inline(__always)
-    func slice(_ f: UnsafeMutablePointer<WireFrame>, _ body: UnsafeRawPointer, _ n: Int, last: Bool,
-               _ block: UnsafeMutableRawPointer, _ blockBytes: Int) {
-        f.pointee.body = body
-        f.pointee.bodyLength = n
-        f.pointee.owner = -1
-        f.pointee.flags = last ? 0 : FrameFlags.continued
-        f.pointee.block = last ? block : nil
-        f.pointee.blockBytes = last ? blockBytes : 0
+    func startTimerIfIdle(_ link: UnsafeMutablePointer<WireLink>) {
+        guard !link.pointee.unacked else { return }
+        link.pointee.timerStart = monotonicNanoseconds()
+        link.pointee.resendInterval = MXWire.firstResendNanoseconds
+    }
+
+    /// Cuts `length` bytes at `bytes` into the link's next frames: each a frame header, then
+    /// its slice, the first frame's head also holding the record header when `headerInHead`
+    /// (written there by the caller); every frame but the last `continued`, the last owning
+    /// `block` (given back once acked).
+    @inline(__always)
+    func cut(_ link: UnsafeMutablePointer<WireLink>, _ bytes: UnsafeRawPointer, _ length: Int, headerInHead: Bool,
+             _ block: UnsafeMutableRawPointer, _ blockBytes: Int) {
+        startTimerIfIdle(link)
+        let chunk = link.pointee.frameBytes - FrameLayout.headerSize
+        var offset = 0
+        var first = headerInHead
+        while offset < length {
+            let seq = link.pointee.nextSeq
+            let f = link.pointee.slot(seq)
+            Frame.stamp(link.pointee.head(seq), .data, source: session, target: link.pointee.peerSession, sequence: seq)
+            f.pointee.headLength = FrameLayout.headerSize + (first ? RecordLayout.headerSize : 0)
+            let n = min(chunk - (first ? RecordLayout.headerSize : 0), length - offset)
+            first = false
+            offset += n
+            let last = offset == length
+            f.pointee.body = bytes + offset - n
+            f.pointee.bodyLength = n
+            f.pointee.owner = -1
+            f.pointee.flags = last ? 0 : FrameFlags.continued
+            f.pointee.block = last ? block : nil
+            f.pointee.blockBytes = last ? blockBytes : 0
+            link.pointee.nextSeq &+= 1
+        }
     }
 
     /// Lets the frame just reserved on link `l` carry `length` bytes of the sender's own memory

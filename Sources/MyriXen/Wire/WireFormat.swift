@@ -23,7 +23,9 @@ public enum MXWire {
     /// interface's), for a path whose MTU is smaller than the host's link.
     public static let mtuEnvironment = "MYRIXEN_WIRE_MTU"
     /// The largest frame between a host whose wire interface has MTU `mtu` and any other.
-    public static func frameLimit(mtu: Int) -> Int { min(maxFrame, max(minFrame, mtu - ipUDPHeaders)) }
+    public static func frameLimit(mtu: Int) -> Int { clampFrame(mtu - ipUDPHeaders) }
+    /// A frame size within what any link takes (`minFrame` to `maxFrame`).
+    static func clampFrame(_ bytes: Int) -> Int { min(maxFrame, max(minFrame, bytes)) }
     /// Frames of one link handed to the kernel in one system call: a run of frames of the
     /// link's frame size (the last may be shorter), cut by the kernel (UDP segmentation
     /// offload), at most this many and `maxBatchBytes` in all (what one IPv4 datagram holds).
