@@ -3,9 +3,11 @@
 import PackageDescription
 
 // The programs users run link Swift's runtime and standard library statically in release builds:
-// a job starts a backend and its ranks, and loading and relocating the shared Swift libraries
-// was the largest part of a short job's launch (docs/performance.md, "Launch").
-let staticRuntime: [LinkerSetting] = [.unsafeFlags(["-static-stdlib"], .when(platforms: [.linux], configuration: .release))]
+// a job starts its ranks, and loading and relocating the shared Swift libraries was the
+// largest part of a short job's launch. They are not position-independent either: the tens of
+// thousands of relative relocations of a static Swift runtime are resolved at link time, not
+// at every start (docs/performance.md, "Launch").
+let staticRuntime: [LinkerSetting] = [.unsafeFlags(["-static-stdlib", "-Xclang-linker", "-no-pie"], .when(platforms: [.linux], configuration: .release))]
 // swift-argument-parser links FoundationEssentials, whose static archive needs these after it.
 let staticRuntimeWithFoundation: [LinkerSetting] = staticRuntime + [
     .unsafeFlags(["-Xlinker", "--start-group", "-lFoundationEssentials", "-l_FoundationCollections",
