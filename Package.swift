@@ -82,8 +82,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "myrback",
-            dependencies: ["MyriXen", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            linkerSettings: staticRuntimeWithFoundation
+            dependencies: ["MyriXen"],
+            linkerSettings: staticRuntime
         ),
         .executableTarget(
             name: "mx_info",
