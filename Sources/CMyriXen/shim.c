@@ -331,6 +331,78 @@ pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], c
     return pid;
 }
 
+/* The area the kernel shows as /proc/PID/cmdline: the program's argument strings and, right
+ * behind them, its environment strings (glibc hands both to constructors of the program). */
+static char *args_start, *args_end;
+
+__attribute__((constructor)) static void cmx_note_arguments(int argc, char **argv, char **envp) {
+    if (argc < 1 || !argv || !argv[0]) return;
+    char *end = argv[0] + strlen(argv[0]) + 1;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i] != end) return; /* not laid out as the kernel does: leave it alone */
+        end += strlen(argv[i]) + 1;
+    }
+    for (int i = 0; envp && envp[i]; i++) {
+        if (envp[i] != end) break;
+        end += strlen(envp[i]) + 1;
+    }
+    args_start = argv[0];
+    args_end = end;
+}
+
+int cmx_set_process_title(const char *title) {
+    if (!args_start) return -1;
+    /* The environment strings move to the heap first: their room becomes the title's. */
+    extern char **environ;
+    for (int i = 0; environ && environ[i]; i++) {
+        if (environ[i] >= args_start && environ[i] < args_end) {
+            char *copy = strdup(environ[i]);
+            if (!copy) return -1;
+            environ[i] = copy;
+        }
+    }
+    size_t room = (size_t)(args_end - args_start);
+    size_t n = strlen(title);
+    if (n >= room) n = room - 1;
+    memcpy(args_start, title, n);
+    memset(args_start + n, 0, room - n);
+    return 0;
+}
+
+pid_t cmx_fork_tied(int death_signal, int fd, int target, const char *name) {
+    /* Nothing buffered of ours may be written twice (the child ends with _exit). */
+    fflush(stdout);
+    fflush(stderr);
+    pid_t parent = getpid();
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (int sig = 1; sig < NSIG; sig++) if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+        prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0);
+        if (getppid() != parent) _exit(1);
+        if (name) prctl(PR_SET_NAME, name, 0, 0, 0);
+        if (fd >= 0 && fd != target) {
+            if (dup2(fd, target) < 0) _exit(1);
+        } else if (fd >= 0) {
+            fcntl(target, F_SETFD, 0);
+        }
+        /* Of the launcher's descriptors the child keeps stdio and `target` only. */
+        int first = fd >= 0 ? target + 1 : 3;
+        if (fd >= 0 && target > 3) syscall(SYS_close_range, 3, target - 1, 0);
+        syscall(SYS_close_range, first, ~0U, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        return 0;
+    }
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return pid;
+}
+
 static int signal_pipe_w = -1;
 static volatile sig_atomic_t ending_signal = 0;
 

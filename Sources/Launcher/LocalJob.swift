@@ -49,7 +49,8 @@ public final class LocalJob {
         public var pmiPort = false
         /// How ranks take a host's cores (agents bind with it too).
         public var mapBy: MapBy = .slot
-        /// A myrback to run for the job (ranks get MYRIXEN_SOCKET), ended with it.
+        /// The myrback executable beside swiftrun, if any: ranks get it as MYRBACK_PATH for the
+        /// backends they start on demand (the job's own backends are forked, not exec'd).
         public var backendExecutable: String?
 
         public init(apps: [AppSpec], placements: [RankPlacement], bindings: [Binding], hosts: [HostLaunch],
@@ -200,45 +201,51 @@ public final class LocalJob {
     var isAgent: Bool { if case .agent = role { true } else { false } }
 
     /// One backend per host with ranks, each on a socket in the job's private directory, with
-    /// enough emulated boards for its ranks (32 endpoints a board) and named after its host.
+    /// enough emulated boards for its ranks (32 endpoints a board) and named after its host:
+    /// a child of this process running the backend's code (BackendCommand.fork), tied to it.
     func startBackends() throws(LaunchError) {
-        guard let exe = plan.backendExecutable else { return }
         let used = Set(plan.placements.map(\.host)).filter { plan.hosts[$0].agent == nil }
         guard !used.isEmpty else { return }
         let directory = try JobDirectory.make()
         jobDirectory = directory
         for h in used.sorted() {
             let host = plan.hosts[h]
-            let socket = "\(directory)/myrback-\(h).sock"
-            let (boards, endpoints) = Self.boards(for: plan.placements.filter { $0.host == h }.count)
+            var options = BackendOptions()
+            options.socket = "\(directory)/myrback-\(h).sock"
+            (options.boards, options.endpoints) = Self.boards(for: plan.placements.filter { $0.host == h }.count)
+            options.foreground = true
             // The job's directory is swiftrun's, made for its backends: the last to exit removes
-            // it (also when swiftrun was killed and they got SIGTERM).
-            var args = ["--socket", socket, "--foreground", "--boards", String(boards), "--endpoints", String(endpoints),
-                        "--remove-empty-directory"]
+            // it (also when swiftrun was killed and they got SIGURG).
+            options.removeEmptyDirectory = true
             // A host an agent serves names its boards after the job's name for it: distinct NIC
             // ids even where hosts share a kernel hostname (emulated VMs, Slurm nodes).
             // Such a host reaches the job's other hosts over its network: its boards get a wire,
             // `auto` unless the job's MYRIXEN_WIRE says otherwise.
-            if isAgent { args += ["--hostname", host.name, "--wire", wireSpecification() ?? "auto"] }
+            if isAgent {
+                options.hostname = host.name
+                options.wire = wireSpecification() ?? "auto"
+            }
             // Socket activation: the socket is bound and listening before the backend runs, so
             // ranks start at once and their connections wait in its queue while the backend
-            // starts (it inherits the socket as descriptor 3). Waiting for a backend to bind
-            // its own took most of a short job's launch (docs/performance.md).
+            // starts (it holds the socket as descriptor 3). Waiting for a backend to bind its
+            // own took most of a short job's launch (docs/performance.md).
             let listener: Int32
             do {
-                listener = try BackendLocation.listen(at: socket)
+                listener = try BackendLocation.listen(at: options.socket!)
             } catch {
-                throw LaunchError("cannot make the backend socket of \(host.name) at \(socket): \(error.message)", exitCode: 1)
+                throw LaunchError("cannot make the backend socket of \(host.name) at \(options.socket!): \(error.message)", exitCode: 1)
             }
             defer { close(listener) }
-            // Tied with SIGURG, not SIGTERM: a SIGTERM while the backend still loads would end it
-            // before it can clean up (its socket and the job's directory stayed behind). SIGURG
-            // is ignored until its handler is in, and the backend then checks that we still run.
-            args += ["--listen-fd", "3", "--launcher-pid", String(getpid())]
+            // Tied with SIGURG, not SIGTERM: a SIGTERM while the backend still starts would end
+            // it before it can clean up (its socket and the job's directory stayed behind).
+            // SIGURG is ignored until its handler is in, and the backend then checks that we
+            // still run.
+            options.listenFd = 3
+            options.launcherPid = getpid()
             do {
-                backends[h] = (try ChildProcess.spawnTied(exe, args, deathSignal: SIGURG, passing: listener, as: 3), socket)
+                backends[h] = (try BackendCommand.fork(options, listener: listener), options.socket!)
             } catch {
-                throw LaunchError("cannot start the backend of \(host.name) (\(exe)): \(error.message)", exitCode: 1)
+                throw LaunchError("cannot start the backend of \(host.name): \(error.message)", exitCode: 1)
             }
         }
     }
@@ -536,7 +543,14 @@ public final class LocalJob {
         for (h, b) in backends {
             if let p = b.process, let outcome = p.poll() {
                 backends[h]?.process = nil
-                if ending == nil { say("the backend of \(plan.hosts[h].name) (myrback) ended unexpectedly (\(outcome))") }
+                if ending == nil {
+                    let how: String
+                    switch outcome {
+                    case let .exited(code): how = "exited with code \(code)"
+                    case let .signalled(sig): how = "was killed by signal \(sig) (\(signalName(sig)))"
+                    }
+                    say("the backend of \(plan.hosts[h].name) (myrback, pid \(p.pid)) \(how) before the job ended")
+                }
             }
         }
     }

@@ -442,6 +442,40 @@ final class JobTests: XCTestCase {
         }
     }
 
+    /// The job's backend is a child of swiftrun running the backend's code without an exec
+    /// (a fork: no second program to load), shown as the myrback command it stands for; when
+    /// it dies mid-job, swiftrun says so, and the job still ends with nothing left behind.
+    func testTheJobsBackendIsAForkedMyrbackAndItsDeathIsReported() throws {
+        _ = before
+        let out = "/tmp/srtest-backend-\(getpid()).out", err = "/tmp/srtest-backend-\(getpid()).err"
+        defer { unlink(out); unlink(err) }
+        let job = try ChildProcess.spawn("/bin/sh", ["-c", "exec '\(swiftrun)' -n 2 '\(rank)' hang \(marker) >\(out) 2>\(err)"])
+        var ended = false
+        defer { if !ended { job.signal(SIGKILL); _ = job.wait() } }
+        let deadline = monotonicNanoseconds() + 20_000_000_000
+        // Both ranks bootstrapped: each opened its endpoint through the backend.
+        while ((try? contents(out)) ?? "").components(separatedBy: "ready").count < 3 && monotonicNanoseconds() < deadline { usleep(10_000) }
+        XCTAssertEqual(((try? contents(out)) ?? "").components(separatedBy: "ready").count, 3, ((try? contents(out)) ?? "") + ((try? contents(err)) ?? ""))
+        let backends = allProcesses().filter { parentAndName(of: $0).map { $0.parent == job.pid && $0.name == "myrback" } ?? false }
+        XCTAssertEqual(backends.count, 1, "one backend, a child of swiftrun named myrback")
+        let backend = try XCTUnwrap(backends.first)
+        let shown = commandLine(of: backend) ?? ""
+        XCTAssertTrue(shown.hasPrefix("myrback --socket /tmp/swiftrun-\(job.pid)."), shown)
+        XCTAssertTrue(shown.contains("--launcher-pid \(job.pid) --listen-fd 3 --foreground"), shown)
+        var exe = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/\(backend)/exe", &exe, exe.count - 1)
+        XCTAssertGreaterThan(n, 0)
+        XCTAssertEqual(String(cString: exe), String(cString: realpath(swiftrun, nil)), "swiftrun's own code, not an exec of myrback")
+        kill(backend, SIGKILL)
+        while !((try? contents(err)) ?? "").contains("before the job ended") && monotonicNanoseconds() < deadline { usleep(10_000) }
+        XCTAssertTrue(((try? contents(err)) ?? "").contains("the backend of \(BackendLocation.localHostName()) (myrback, pid \(backend)) was killed by signal 9 (SIGKILL) before the job ended"), ((try? contents(err)) ?? ""))
+        job.signal(SIGTERM)
+        XCTAssertEqual(job.wait(seconds: 5), .exited(128 + SIGTERM))
+        ended = true
+        let t0 = monotonicNanoseconds()
+        while (!processesWithMarker().isEmpty || !leftJobDirectories().isEmpty) && monotonicNanoseconds() - t0 < 3_000_000_000 { usleep(10_000) }
+    }
+
     func testBadInputIsOneClearLineAndExitCodeTwo() throws {
         let notExecutable = "/tmp/srtest-noexec-\(getpid())"
         writeFile(notExecutable, "#!/bin/sh\n")

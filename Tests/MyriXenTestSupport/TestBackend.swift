@@ -199,20 +199,47 @@ public func epollWatchCount(of pid: Int32) -> Int? {
 /// Processes (other than this one, and the shells that started them) whose command line
 /// contains `text`: to find what a test started and check it is gone, never to kill it.
 public func processes(commandLineContaining text: String) -> [Int32] {
+    allProcesses().filter { pid in
+        guard let cmd = commandLine(of: pid) else { return false }
+        return cmd.contains(text) && !cmd.contains("/bin/sh -c")
+    }
+}
+
+/// Every process's pid but this one's.
+public func allProcesses() -> [Int32] {
     var found: [Int32] = []
     guard let d = opendir("/proc") else { return [] }
     defer { closedir(d) }
     while let e = readdir(d) {
         let name = withUnsafePointer(to: e.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-        guard let pid = Int32(name), pid != getpid() else { continue }
-        guard let f = fopen("/proc/\(pid)/cmdline", "r") else { continue }
-        var buf = [UInt8](repeating: 0, count: 4096)
-        let n = fread(&buf, 1, buf.count, f)
-        fclose(f)
-        let cmd = String(decoding: buf[..<n].map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
-        if cmd.contains(text) && !cmd.contains("/bin/sh -c") { found.append(pid) }
+        if let pid = Int32(name), pid != getpid() { found.append(pid) }
     }
     return found
+}
+
+/// A process's command line as ps shows it (arguments joined by spaces), nil if it is gone.
+public func commandLine(of pid: Int32) -> String? {
+    guard let f = fopen("/proc/\(pid)/cmdline", "r") else { return nil }
+    var buf = [UInt8](repeating: 0, count: 4096)
+    let n = fread(&buf, 1, buf.count, f)
+    fclose(f)
+    var bytes = buf[..<n]
+    while bytes.last == 0 { bytes.removeLast() }
+    return String(decoding: bytes.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+}
+
+/// A process's parent and name (/proc/PID/stat), nil if it is gone.
+public func parentAndName(of pid: Int32) -> (parent: Int32, name: String)? {
+    guard let f = fopen("/proc/\(pid)/stat", "r") else { return nil }
+    var buf = [UInt8](repeating: 0, count: 1024)
+    let n = fread(&buf, 1, buf.count, f)
+    fclose(f)
+    let stat = String(decoding: buf[..<n], as: UTF8.self)
+    // "PID (NAME) STATE PPID ...": the name may hold spaces and parentheses; it ends at the last ')'.
+    guard let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") else { return nil }
+    let rest = stat[stat.index(after: close)...].split(separator: " ")
+    guard rest.count > 1, let parent = Int32(rest[1]) else { return nil }
+    return (parent, String(stat[stat.index(after: open)..<close]))
 }
 
 /// Two emulated VMs for a test: network namespaces joined by a veth pair on a subnet of their

@@ -110,6 +110,14 @@ pid_t cmx_spawn(const char *path, char *const argv[], char *const envp[]);
 pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], const char *wdir,
                      int stdin_fd, int stdout_fd, int stderr_fd, int pmi_fd, int pmi_target,
                      pid_t pgid, const int *cpus, int ncpus, int death_signal, int *child_errno);
+/// Forks a child that keeps running this program: it dies with the parent (PR_SET_PDEATHSIG
+/// `death_signal`, and ends at once if the parent is already gone), has default signal
+/// handling with nothing blocked, the name `name` (if non-null), `fd` as `target` (if `fd` >=
+/// 0) and no other descriptor but stdio. Returns 0 in the child, the pid in the parent, -1/errno.
+pid_t cmx_fork_tied(int death_signal, int fd, int target, const char *name);
+/// Shows `title` as this process's command line (/proc/PID/cmdline, ps), in the room of its
+/// arguments and environment strings (which move to the heap), cut to fit. 0, or -1.
+int cmx_set_process_title(const char *title);
 /// pipe2(O_CLOEXEC).
 int cmx_pipe(int fds[2]);
 /// socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC).

@@ -1,7 +1,10 @@
 // The backend as a command: myrback's options, their checks, and serving until told to stop.
+// myrback runs it from its own executable; swiftrun runs it in a child it forks, so a job's
+// private backend costs no exec (docs/performance.md, "Launch").
 #if canImport(Glibc)
 import Glibc
 #endif
+import CMyriXen
 
 /// What myrback's command line says. Parsed by hand: a backend starts with every job, and
 /// swift-argument-parser brought FoundationEssentials into the binary and a reflection-driven
@@ -207,7 +210,7 @@ public struct BackendOptions: Sendable {
 /// Set by the stop signals' handlers (a handler can reach only a global).
 nonisolated(unsafe) private var stopFlag: sig_atomic_t = 0
 
-/// The backend as a command: myrback's `main`.
+/// The backend as a command: myrback's `main`, and the same backend in a child of a launcher.
 public enum BackendCommand {
     /// myrback's whole run: parse, check, serve. Returns the exit code: 0, 64 (EX_USAGE) for
     /// a bad command line, 1 when the backend cannot serve.
@@ -278,6 +281,30 @@ public enum BackendCommand {
             print("myrback: serving \(config.boards) board(s) of \(config.hostname) at \(config.socketPath)\(wired) (pid \(getpid()))")
         }
         backend.run { stopFlag != 0 }
+    }
+
+    /// Starts a backend in a child of this process, a copy of it (fork, no exec): a launcher's
+    /// private backend for its job. The child is tied to this process (SIGURG when it ends, as
+    /// `--launcher-pid` says), holds `listener` as descriptor 3 (`options.listenFd` must say
+    /// 3) and nothing else but stdio, is named myrback, and serves until stopped. Exec'ing
+    /// myrback instead cost more CPU than the rest of a small job's start on 2 cores: loading
+    /// and relocating a second Swift program while the ranks load theirs.
+    public static func fork(_ options: BackendOptions, listener: Int32) throws(MXError) -> ChildProcess {
+        precondition(options.listenFd == 3 && !options.daemonize, "a forked backend serves descriptor 3 in the foreground")
+        let pid = cmx_fork_tied(SIGURG, listener, 3, "myrback")
+        guard pid >= 0 else { throw systemError("fork of the backend", errno) }
+        if pid > 0 { return ChildProcess(pid: pid) }
+        // What ps and /proc show: the backend, as the myrback command it stands for.
+        _ = cmx_set_process_title((["myrback"] + options.commandLine).joined(separator: " "))
+        var code: Int32 = 0
+        do {
+            try serve(options)
+        } catch {
+            complain("myrback: \(error)")
+            code = 1
+        }
+        fflush(nil)
+        _exit(code) // no atexit handler or buffer of the launcher's runs twice
     }
 
     /// A line on stderr.
