@@ -20,7 +20,8 @@ extension EndpointCore {
             formatRing(wire.inert!, dataBytes: WireState.inertCells * RingLayout.cellSize)
             wire.session = Shm.load(protectedPage, ProtectedPage.sessionOffset, as: UInt32.self)
             wire.smallPool.reserveCapacity(WireState.poolBlocks)
-            wire.largePool.reserveCapacity(WireState.poolBlocks)
+            wire.mediumPool.reserveCapacity(WireState.poolBlocks)
+            wire.largePool.reserveCapacity(WireState.largePoolBlocks)
             wire.impair = WireImpairment.fromEnvironment()
             wire.counters = unprotected
             wire.offload = getenv(MXWire.offloadEnvironment).map { String(cString: $0) != "0" } ?? true

@@ -157,6 +157,7 @@ struct WireState {
     /// Placeholder ring memory for peers of other hosts (never written: they have no rings).
     var inert: UnsafeMutableRawPointer?
     var smallPool: [UnsafeMutableRawPointer] = []
+    var mediumPool: [UnsafeMutableRawPointer] = []
     var largePool: [UnsafeMutableRawPointer] = []
     var impair = WireImpairment()
     /// The endpoint's counters (its unprotected page).
@@ -176,13 +177,16 @@ struct WireState {
     /// record's data.
     static let headBytes = 128
     static let inlineData = headBytes - FrameLayout.headerSize - RecordLayout.headerSize
-    /// Records too long for a head are staged in blocks of one of two sizes, from the
+    /// Records too long for a head are staged in blocks of one of three sizes, from the
     /// endpoint's pools (no allocation per message, and no link keeps its own buffers); a block
-    /// goes back once the frames that carry it are acked. A large block holds the longest
-    /// eager record and any frame's piece of a pull. Each pool keeps at most `poolBlocks` idle.
+    /// goes back once the frames that carry it are acked. A medium block holds any frame's
+    /// piece of a pull (a frame is at most an IPv4 datagram); a large one the longest eager
+    /// record. Each pool keeps at most `poolBlocks` idle, the large one `largePoolBlocks`.
     static let smallBlock = 4096
+    static let mediumBlock = RecordLayout.headerSize + 65_536
     static let largeBlock = RecordLayout.headerSize + MXLimits.rendezvousThresholdRemote
     static let poolBlocks = 128
+    static let largePoolBlocks = 16
     /// The longest record gathered from several frames: an eager message up to the wire's
     /// rendezvous threshold.
     static let assemblyBytes = RecordLayout.headerSize + MXLimits.rendezvousThresholdRemote
@@ -207,6 +211,10 @@ struct WireState {
             guard let b = smallPool.popLast() ?? malloc(WireState.smallBlock) else { return nil }
             return (b, WireState.smallBlock)
         }
+        if bytes <= WireState.mediumBlock {
+            guard let b = mediumPool.popLast() ?? malloc(WireState.mediumBlock) else { return nil }
+            return (b, WireState.mediumBlock)
+        }
         guard let b = largePool.popLast() ?? malloc(WireState.largeBlock) else { return nil }
         return (b, WireState.largeBlock)
     }
@@ -215,7 +223,9 @@ struct WireState {
     mutating func giveBlock(_ b: UnsafeMutableRawPointer, _ bytes: Int) {
         if bytes == WireState.smallBlock && smallPool.count < WireState.poolBlocks {
             smallPool.append(b)
-        } else if bytes == WireState.largeBlock && largePool.count < WireState.poolBlocks {
+        } else if bytes == WireState.mediumBlock && mediumPool.count < WireState.poolBlocks {
+            mediumPool.append(b)
+        } else if bytes == WireState.largeBlock && largePool.count < WireState.largePoolBlocks {
             largePool.append(b)
         } else {
             free(b)
@@ -233,8 +243,10 @@ struct WireState {
             l.deallocate()
         }
         for b in smallPool { free(b) }
+        for b in mediumPool { free(b) }
         for b in largePool { free(b) }
         smallPool.removeAll()
+        mediumPool.removeAll()
         largePool.removeAll()
         iov?.deallocate()
         iovCounts?.deallocate()

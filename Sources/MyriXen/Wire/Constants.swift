@@ -33,9 +33,11 @@ public enum MXLimits {
     /// faster eager (one copy each side, 0.57 µs) than by rendezvous (0.85 µs), and 16 KiB
     /// faster by rendezvous in pieces (docs/performance.md).
     public static let rendezvousThresholdLocal = 8192
-    /// Rendezvous threshold between hosts: MX's 32 KiB is a round trip too early here, where
-    /// a message of several frames goes in one system call each way (docs/performance.md).
-    public static let rendezvousThresholdRemote = 65536
+    /// Rendezvous threshold between hosts: MX's 32 KiB is two trips too early here, where a
+    /// message of several frames goes in runs of one system call each way, and a matched one
+    /// streams into its receive: eager, 128 KiB takes 28 µs where the rendezvous took 40, and
+    /// 256 KiB 51 against 67 (docs/performance.md).
+    public static let rendezvousThresholdRemote = 262144
     /// Myri-10G line speed, Gbit/s, full duplex.
     public static let lineSpeedGbps = 10
     /// Control connections one process may hold to its backend (one per context and one per
