@@ -275,6 +275,14 @@ int cmx_die_with_parent(int sig, pid_t expected_parent) {
     return 0;
 }
 
+/* In a child just forked with every signal blocked: default handling of every signal, and
+ * death with the parent (`death_signal`); -1 if the parent is already gone. */
+static int child_tie(int death_signal, pid_t parent) {
+    for (int sig = 1; sig < NSIG; sig++) if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0);
+    return getppid() == parent ? 0 : -1;
+}
+
 pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], const char *wdir,
                      int stdin_fd, int stdout_fd, int stderr_fd, int pmi_fd, int pmi_target,
                      pid_t pgid, const int *cpus, int ncpus, int death_signal, int *child_errno) {
@@ -291,12 +299,10 @@ pid_t cmx_spawn_rank(const char *path, char *const argv[], char *const envp[], c
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t pid = vfork();
     if (pid == 0) {
-        for (int sig = 1; sig < NSIG; sig++) if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
         sigset_t none;
         sigemptyset(&none);
         setpgid(0, pgid);
-        prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0);
-        if (getppid() != parent) { err = ESRCH; _exit(127); }
+        if (child_tie(death_signal, parent) != 0) { err = ESRCH; _exit(127); }
         if (stdin_fd >= 0 && stdin_fd != 0) dup2(stdin_fd, 0);
         if (stdout_fd >= 0 && stdout_fd != 1) dup2(stdout_fd, 1);
         if (stderr_fd >= 0 && stderr_fd != 2) dup2(stderr_fd, 2);
@@ -379,9 +385,7 @@ pid_t cmx_fork_tied(int death_signal, int fd, int target, const char *name) {
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t pid = fork();
     if (pid == 0) {
-        for (int sig = 1; sig < NSIG; sig++) if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
-        prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0);
-        if (getppid() != parent) _exit(1);
+        if (child_tie(death_signal, parent) != 0) _exit(1);
         if (name) prctl(PR_SET_NAME, name, 0, 0, 0);
         if (fd >= 0 && fd != target) {
             if (dup2(fd, target) < 0) _exit(1);
