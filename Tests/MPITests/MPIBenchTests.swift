@@ -1,4 +1,5 @@
 import XCTest
+import Foundation
 import MyriXenTestSupport
 
 /// mpibench as bin/bench-collectives runs it: every OSU test through swiftrun, and what a bad
@@ -32,6 +33,33 @@ final class MPIBenchTests: XCTestCase {
                 XCTAssertEqual(numbers[3], 5, "\(test): -i 5\n\(out)")
             }
         }
+    }
+
+    /// --format json and csv: what a script reads, from a real run of 2 ranks.
+    func testJSONAndCSVResultsOfARealRun() throws {
+        let (code, out) = runCapturing(swiftrun, ["--timeout", "120", "-n", "2", mpibench, "bcast", "-m", "1:8", "-i", "5", "-x", "1", "--format", "json"])
+        XCTAssertEqual(code, 0, out)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], out)
+        XCTAssertEqual(object["test"] as? String, "bcast")
+        XCTAssertEqual(object["ranks"] as? Int, 2)
+        XCTAssertEqual((object["layout"] as? [[String: Any]])?.map { $0["ranks"] as? Int }, [2], "both ranks on this host")
+        XCTAssertEqual((object["command"] as? [String])?.suffix(2), ["--format", "json"])
+        let rows = try XCTUnwrap(object["rows"] as? [[String: Any]])
+        XCTAssertEqual(rows.map { $0["size"] as? Int }, [1, 2, 4, 8])
+        for row in rows {
+            let avg = row["avg"] as? Double ?? -1, lo = row["min"] as? Double ?? -1, hi = row["max"] as? Double ?? -1
+            XCTAssertTrue(lo > 0 && lo <= avg && avg <= hi, "\(row)")
+            XCTAssertEqual(row["iterations"] as? Int, 5)
+        }
+        let (code2, csv) = runCapturing(swiftrun, ["--timeout", "120", "-n", "2", mpibench, "gather", "-m", "4:8", "-i", "5", "--format", "csv"])
+        XCTAssertEqual(code2, 0, csv)
+        let lines = csv.split(separator: "\n")
+        XCTAssertEqual(lines.first, "test,size,avg_us,min_us,max_us,iterations,ranks,hosts,library,host,command", csv)
+        XCTAssertEqual(lines.dropFirst().map { $0.split(separator: ",")[1] }, ["4", "8"], csv)
+        XCTAssertTrue(lines.dropFirst().allSatisfy { $0.hasPrefix("gather,") && $0.contains(",5,2,1,MyriXen MPI 0.1,") }, csv)
+        let (code3, bad) = runCapturing(swiftrun, ["--timeout", "60", "-n", "2", mpibench, "bcast", "--format", "xml"])
+        XCTAssertEqual(code3, 64, bad)
+        XCTAssertTrue(bad.contains("unknown format 'xml'; the formats are osu, json, csv"), bad)
     }
 
     /// Rank 0 alone says what is wrong, once; every rank ends with the same code.

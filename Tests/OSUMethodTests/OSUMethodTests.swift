@@ -1,5 +1,6 @@
 import XCTest
 import OSUMethod
+import Foundation
 
 /// The OSU 7.x collective method as mpibench runs it: sizes, counts, reduce_scatter's split and
 /// the output layout, column for column against OMB's printf formats.
@@ -83,5 +84,50 @@ final class OSUMethodTests: XCTestCase {
                        "             0.74              0.70              0.80        1000")
         XCTAssertEqual(OSUFormat.row(.bcast, step, average: 1234567890123.25, min: 0, max: 0, full: false), "4           1234567890123.25",
                        "wider than the field: printf widens it")
+    }
+}
+
+/// mpibench's machine-readable results: JSON a parser reads back to the same figures, CSV with
+/// RFC 4180 quoting, every figure and what ran.
+final class OSUResultFormatTests: XCTestCase {
+    func sample() -> OSURun {
+        var r = OSURun(test: .allreduce, program: "mpibench", library: "MyriXen MPI 0.1",
+                       commandLine: ["mpibench", "allreduce", "-m", "4:8", "--note=\"a, b\"\n"], host: "vm1",
+                       hostOfRank: ["vm1", "vm1", "vm2", "vm1"])
+        r.rows = [OSURun.Row(size: 4, average: 1.5, min: 1.25, max: 2.125, iterations: 1000),
+                  OSURun.Row(size: 8, average: 10.00006, min: 9, max: 11, iterations: 100)]
+        return r
+    }
+
+    func testTheLayoutCountsRanksPerHostInOrderOfFirstRank() {
+        let r = sample()
+        XCTAssertEqual(r.layout.map(\.host), ["vm1", "vm2"])
+        XCTAssertEqual(r.layout.map(\.ranks), [3, 1])
+        XCTAssertEqual(r.ranks, 4)
+    }
+
+    func testJSONCarriesEveryFigureAndParsesBack() throws {
+        let text = OSUFormat.json(sample())
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        XCTAssertEqual(object["test"] as? String, "allreduce")
+        XCTAssertEqual(object["library"] as? String, "MyriXen MPI 0.1")
+        XCTAssertEqual(object["ranks"] as? Int, 4)
+        XCTAssertEqual(object["command"] as? [String], sample().commandLine, "quotes and line breaks escaped")
+        let layout = try XCTUnwrap(object["layout"] as? [[String: Any]])
+        XCTAssertEqual(layout.map { $0["host"] as? String }, ["vm1", "vm2"])
+        let rows = try XCTUnwrap(object["rows"] as? [[String: Any]])
+        XCTAssertEqual(rows.map { $0["size"] as? Int }, [4, 8])
+        XCTAssertEqual(rows.map { $0["avg"] as? Double }, [1.5, 10.0001], "four decimals")
+        XCTAssertEqual(rows.map { $0["max"] as? Double }, [2.125, 11])
+        XCTAssertEqual(rows.map { $0["iterations"] as? Int }, [1000, 100])
+        XCTAssertEqual(OSUFormat.jsonString("\u{1}\t\\"), "\"\\u0001\\t\\\\\"")
+    }
+
+    func testCSVRowsQuoteWhatNeedsIt() {
+        let r = sample()
+        XCTAssertEqual(OSUFormat.csvHeader, "test,size,avg_us,min_us,max_us,iterations,ranks,hosts,library,host,command")
+        XCTAssertEqual(OSUFormat.csvRow(r, r.rows[0]),
+                       "allreduce,4,1.5000,1.2500,2.1250,1000,4,2,MyriXen MPI 0.1,vm1,\"mpibench allreduce -m 4:8 --note=\"\"a, b\"\"\n\"")
+        XCTAssertEqual(OSUFormat.csvField("plain"), "plain")
     }
 }

@@ -151,3 +151,98 @@ public enum OSUFormat {
         return line
     }
 }
+
+/// How mpibench writes its results: OSU's text layout, or for machines JSON or CSV (every
+/// figure of every size, with what ran, where and how).
+public enum OSUOutputFormat: String, CaseIterable, Sendable { case osu, json, csv }
+
+/// What a run was: the test, the program and library, the command line, the host it was
+/// started from and the ranks on each host, and a row per size.
+public struct OSURun: Equatable, Sendable {
+    public struct Row: Equatable, Sendable {
+        public let size: Int, average: Double, min: Double, max: Double, iterations: Int
+        public init(size: Int, average: Double, min: Double, max: Double, iterations: Int) {
+            self.size = size; self.average = average; self.min = min; self.max = max; self.iterations = iterations
+        }
+    }
+    public let test: CollectiveTest
+    public let program: String, library: String
+    public let commandLine: [String]
+    public let host: String
+    /// The rank layout: each host and how many ranks ran there, in rank order of first appearance.
+    public let layout: [(host: String, ranks: Int)]
+    public var rows: [Row] = []
+
+    public init(test: CollectiveTest, program: String, library: String, commandLine: [String], host: String, hostOfRank: [String]) {
+        self.test = test; self.program = program; self.library = library; self.commandLine = commandLine; self.host = host
+        var layout: [(host: String, ranks: Int)] = []
+        for h in hostOfRank {
+            if let i = layout.firstIndex(where: { $0.host == h }) { layout[i].ranks += 1 } else { layout.append((h, 1)) }
+        }
+        self.layout = layout
+    }
+
+    public var ranks: Int { layout.reduce(0) { $0 + $1.ranks } }
+
+    public static func == (a: OSURun, b: OSURun) -> Bool {
+        a.test == b.test && a.program == b.program && a.library == b.library && a.commandLine == b.commandLine
+            && a.host == b.host && a.rows == b.rows && a.layout.elementsEqual(b.layout) { $0.host == $1.host && $0.ranks == $1.ranks }
+    }
+}
+
+extension OSUFormat {
+    /// `s` as a JSON string literal.
+    public static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            default:
+                if u.value < 0x20 { out += printf("\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
+
+    /// Microseconds as JSON and CSV carry them: two decimals more than the text's.
+    static func micros(_ v: Double) -> String { printf("%.4f", v) }
+
+    /// The whole run as one JSON object (printed once the last size is measured).
+    public static func json(_ run: OSURun) -> String {
+        var s = "{\n"
+        s += "  \"program\": \(jsonString(run.program)),\n"
+        s += "  \"library\": \(jsonString(run.library)),\n"
+        s += "  \"test\": \(jsonString(run.test.rawValue)),\n"
+        s += "  \"title\": \(jsonString(run.test.title)),\n"
+        s += "  \"command\": [\(run.commandLine.map(jsonString).joined(separator: ", "))],\n"
+        s += "  \"host\": \(jsonString(run.host)),\n"
+        s += "  \"ranks\": \(run.ranks),\n"
+        s += "  \"layout\": [\(run.layout.map { "{\"host\": \(jsonString($0.host)), \"ranks\": \($0.ranks)}" }.joined(separator: ", "))],\n"
+        s += "  \"unit\": \"us\",\n"
+        s += "  \"rows\": [\n"
+        s += run.rows.map { r in
+            "    {\"size\": \(r.size), \"avg\": \(micros(r.average)), \"min\": \(micros(r.min)), \"max\": \(micros(r.max)), \"iterations\": \(r.iterations)}"
+        }.joined(separator: ",\n")
+        s += run.rows.isEmpty ? "  ]\n}" : "\n  ]\n}"
+        return s
+    }
+
+    /// The CSV header: a row per size, each with what ran (RFC 4180: fields with commas,
+    /// quotes or line breaks are quoted).
+    public static let csvHeader = "test,size,avg_us,min_us,max_us,iterations,ranks,hosts,library,host,command"
+
+    public static func csvField(_ s: String) -> String {
+        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
+        return "\"" + s.map { $0 == "\"" ? "\"\"" : String($0) }.joined() + "\""
+    }
+
+    public static func csvRow(_ run: OSURun, _ r: OSURun.Row) -> String {
+        [run.test.rawValue, String(r.size), micros(r.average), micros(r.min), micros(r.max), String(r.iterations),
+         String(run.ranks), String(run.layout.count), run.library, run.host, run.commandLine.joined(separator: " ")]
+            .map(csvField).joined(separator: ",")
+    }
+}

@@ -1,6 +1,6 @@
 // mpibench: the OSU Micro-Benchmarks 7.x collective latency tests through the Swift MPI library,
 // run under swiftrun, mpiexec.hydra or srun:
-//   swiftrun -n 4 mpibench TEST [-m [MIN:]MAX] [-i ITERS] [-x WARMUP] [-f]
+//   swiftrun -n 4 mpibench TEST [-m [MIN:]MAX] [-i ITERS] [-x WARMUP] [-f] [--format osu|json|csv]
 // Same method, options and output as bin/ref/osu_coll.c (its comment has the method in full), so
 // bin/bench-collectives can set the two side by side; OSUMethod holds the sizes, counts and the
 // output layout. Every call is timed alone, then a barrier; each rank's mean is reduced to rank 0
@@ -37,6 +37,16 @@ struct MPIBench: ParsableCommand {
     @Flag(name: [.customShort("f"), .customLong("full")], help: "Also the lowest and highest rank's mean, and the iterations.")
     var full = false
 
+    @Option(name: .customLong("format"), help: ArgumentHelp("osu (OSU's text), json (one object at the end) or csv (a row per size as it completes): json and csv carry every figure, the command line, the host and the ranks on each host.", valueName: "format"))
+    var format = "osu"
+
+    func outputFormat() throws(OSUOptionError) -> OSUOutputFormat {
+        guard let f = OSUOutputFormat(rawValue: format) else {
+            throw OSUOptionError("unknown format '\(format)'; the formats are \(OSUOutputFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return f
+    }
+
     func plan() throws(OSUOptionError) -> OSUPlan {
         guard let t = CollectiveTest(rawValue: test) else {
             throw OSUOptionError("unknown test '\(test)'; the tests are \(CollectiveTest.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -45,7 +55,7 @@ struct MPIBench: ParsableCommand {
     }
 
     func validate() throws {
-        do { _ = try plan() } catch { throw ValidationError(error.description) }
+        do { _ = try plan(); _ = try outputFormat() } catch { throw ValidationError(error.description) }
     }
 }
 
@@ -156,10 +166,19 @@ struct Bench {
         return total * 1e6 / Double(step.iterations)
     }
 
-    /// Every step; rank 0 prints the preamble and a row per step as it completes.
-    func run(library: String, full: Bool) throws(MPIError) {
+    /// Every step; rank 0 prints the preamble and a row per step as it completes (JSON: the
+    /// whole run at the end).
+    func run(library: String, full: Bool, format: OSUOutputFormat, processorName: String) throws(MPIError) {
+        // Where every rank runs, for the machine-readable formats' rank layout.
+        let hosts = format == .osu ? nil : try world.gather(processorName, root: 0)
+        var result = OSURun(test: plan.test, program: "mpibench", library: library, commandLine: CommandLine.arguments,
+                            host: hosts?.first ?? "", hostOfRank: hosts ?? [])
         if world.rank == 0 {
-            for line in OSUFormat.preamble(plan.test, program: "mpibench", library: library, ranks: world.size, full: full) { print(line) }
+            switch format {
+            case .osu: for line in OSUFormat.preamble(plan.test, program: "mpibench", library: library, ranks: world.size, full: full) { print(line) }
+            case .csv: print(OSUFormat.csvHeader)
+            case .json: break
+            }
             fflush(nil)
         }
         let mine = UnsafeBufferPointer(rebasing: stats[0..<1])
@@ -169,10 +188,16 @@ struct Bench {
             try world.reduce(mine, into: UnsafeMutableBufferPointer(rebasing: stats[2..<3]), .max, root: 0)
             try world.reduce(mine, into: UnsafeMutableBufferPointer(rebasing: stats[3..<4]), .sum, root: 0)
             if world.rank == 0 {
-                print(OSUFormat.row(plan.test, step, average: stats[3] / Double(world.size), min: stats[1], max: stats[2], full: full))
+                let row = OSURun.Row(size: step.size, average: stats[3] / Double(world.size), min: stats[1], max: stats[2], iterations: step.iterations)
+                switch format {
+                case .osu: print(OSUFormat.row(plan.test, step, average: row.average, min: row.min, max: row.max, full: full))
+                case .csv: print(OSUFormat.csvRow(result, row))
+                case .json: result.rows.append(row)
+                }
                 fflush(nil)
             }
         }
+        if world.rank == 0 && format == .json { print(OSUFormat.json(result)) }
     }
 }
 
@@ -189,10 +214,11 @@ do { mpi = try MPI.initialize() } catch {
 let world = mpi.world
 // The command line is read once MPI runs, so only rank 0 says what is wrong with it (or prints
 // --help) and every rank ends with the same code.
-let command: MPIBench, plan: OSUPlan
+let command: MPIBench, plan: OSUPlan, format: OSUOutputFormat
 do {
     command = try MPIBench.parse(Array(CommandLine.arguments.dropFirst()))
     plan = try command.plan()
+    format = try command.outputFormat()
 } catch {
     let code = MPIBench.exitCode(for: error)
     if world.rank == 0 {
@@ -215,7 +241,7 @@ do { bench = try Bench(world: world, plan: plan) } catch {
     mpi.abort(code: 2, message: "mpibench: \(error)")
 }
 do {
-    try bench.run(library: library, full: command.full)
+    try bench.run(library: library, full: command.full, format: format, processorName: mpi.processorName)
 } catch {
     complain("rank \(world.rank): \(error)")
     mpi.abort(code: 1, message: "mpibench \(plan.test.rawValue): \(error)")
