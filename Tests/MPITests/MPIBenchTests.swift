@@ -18,6 +18,8 @@ final class MPIBenchTests: XCTestCase {
             ("allgather", "Allgather", bytes), ("alltoall", "All-to-All Personalized Exchange", bytes),
             ("gather", "Gather", bytes), ("scatter", "Scatter", bytes), ("reduce_scatter", "Reduce_scatter", floats),
             ("barrier", "Barrier", [0]),
+            ("gatherv", "Gatherv", bytes), ("scatterv", "Scatterv", bytes), ("allgatherv", "Allgatherv", bytes),
+            ("alltoallv", "All-to-Allv Personalized Exchange", bytes), ("scan", "Scan", floats),
         ]
         for (test, title, sizes) in tests {
             let (code, out) = runCapturing(swiftrun, ["--timeout", "120", "-n", "3", mpibench, test, "-m", "1:64", "-i", "5", "-x", "1", "-f"])
@@ -66,7 +68,7 @@ final class MPIBenchTests: XCTestCase {
     func testABadCommandLineIsReportedOnceNamingTheValidTests() {
         let (code, out) = runCapturing(swiftrun, ["--timeout", "60", "-n", "3", mpibench, "allreduse"])
         XCTAssertEqual(code, 64, out)
-        let error = "unknown test 'allreduse'; the tests are allreduce, bcast, reduce, allgather, alltoall, gather, scatter, reduce_scatter, barrier"
+        let error = "unknown test 'allreduse'; the tests are allreduce, bcast, reduce, allgather, alltoall, gather, scatter, reduce_scatter, barrier, gatherv, scatterv, allgatherv, alltoallv, scan"
         XCTAssertEqual(out.components(separatedBy: error).count - 1, 1, out)
         let (code2, out2) = runCapturing(swiftrun, ["--timeout", "60", "-n", "2", mpibench, "reduce", "-m", "1:2"])
         XCTAssertEqual(code2, 64, out2)

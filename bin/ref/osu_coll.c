@@ -32,7 +32,8 @@
 
 #include "library_name.h"
 
-enum test { ALLREDUCE, BCAST, REDUCE, ALLGATHER, ALLTOALL, GATHER, SCATTER, REDUCE_SCATTER, BARRIER, NTESTS };
+enum test { ALLREDUCE, BCAST, REDUCE, ALLGATHER, ALLTOALL, GATHER, SCATTER, REDUCE_SCATTER, BARRIER,
+             GATHERV, SCATTERV, ALLGATHERV, ALLTOALLV, SCAN, NTESTS };
 static const struct {
     const char *name;  /* on the command line */
     const char *title; /* OMB's benchmark title, after "OSU MPI " */
@@ -47,12 +48,18 @@ static const struct {
     [SCATTER] = {"scatter", "Scatter Latency Test", 0},
     [REDUCE_SCATTER] = {"reduce_scatter", "Reduce_scatter Latency Test", 1},
     [BARRIER] = {"barrier", "Barrier Latency Test", 0},
+    [GATHERV] = {"gatherv", "Gatherv Latency Test", 0},
+    [SCATTERV] = {"scatterv", "Scatterv Latency Test", 0},
+    [ALLGATHERV] = {"allgatherv", "Allgatherv Latency Test", 0},
+    [ALLTOALLV] = {"alltoallv", "All-to-Allv Personalized Exchange Latency Test", 0},
+    [SCAN] = {"scan", "Scan Latency Test", 1},
 };
 enum { LARGE_MESSAGE = 8192 };
 
 static int rank, nranks;
 static void *sbuf, *rbuf;
 static int *recvcounts; /* reduce_scatter's split */
+static int *vcounts, *vdispls; /* the v-variants: COUNT from every rank, blocks back to back */
 
 static void collective(enum test t, int count) {
     switch (t) {
@@ -65,6 +72,11 @@ static void collective(enum test t, int count) {
     case SCATTER: MPI_Scatter(sbuf, count, MPI_CHAR, rbuf, count, MPI_CHAR, 0, MPI_COMM_WORLD); break;
     case REDUCE_SCATTER: MPI_Reduce_scatter(sbuf, rbuf, recvcounts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); break;
     case BARRIER: MPI_Barrier(MPI_COMM_WORLD); break;
+    case GATHERV: MPI_Gatherv(sbuf, count, MPI_CHAR, rbuf, vcounts, vdispls, MPI_CHAR, 0, MPI_COMM_WORLD); break;
+    case SCATTERV: MPI_Scatterv(sbuf, vcounts, vdispls, MPI_CHAR, rbuf, count, MPI_CHAR, 0, MPI_COMM_WORLD); break;
+    case ALLGATHERV: MPI_Allgatherv(sbuf, count, MPI_CHAR, rbuf, vcounts, vdispls, MPI_CHAR, MPI_COMM_WORLD); break;
+    case ALLTOALLV: MPI_Alltoallv(sbuf, vcounts, vdispls, MPI_CHAR, rbuf, vcounts, vdispls, MPI_CHAR, MPI_COMM_WORLD); break;
+    case SCAN: MPI_Scan(sbuf, rbuf, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); break;
     case NTESTS: break;
     }
 }
@@ -181,11 +193,13 @@ int main(int argc, char **argv) {
     }
 
     size_t block = (size_t)hi, all = block * (size_t)nranks, sbytes = block, rbytes = block;
-    if (t == ALLTOALL || t == SCATTER) sbytes = all;
-    if (t == ALLTOALL || t == ALLGATHER || t == GATHER) rbytes = all;
+    if (t == ALLTOALL || t == SCATTER || t == ALLTOALLV || t == SCATTERV) sbytes = all;
+    if (t == ALLTOALL || t == ALLGATHER || t == GATHER || t == ALLTOALLV || t == ALLGATHERV || t == GATHERV) rbytes = all;
     sbuf = allocate(sbytes);
     rbuf = allocate(rbytes);
     recvcounts = calloc((size_t)nranks, sizeof *recvcounts);
+    vcounts = calloc((size_t)nranks, sizeof *vcounts);
+    vdispls = calloc((size_t)nranks, sizeof *vdispls);
     if (tests[t].reduction) for (size_t k = 0; k < sbytes / sizeof(float); k++) ((float *)sbuf)[k] = 1.0f;
     else memset(sbuf, 1, sbytes);
     memset(rbuf, 0, rbytes);
@@ -204,6 +218,7 @@ int main(int argc, char **argv) {
         int count = (int)(size / elem);
         if (t != BARRIER && count == 0) continue;
         if (t == REDUCE_SCATTER) split(count);
+        for (int r = 0; r < nranks; r++) { vcounts[r] = count; vdispls[r] = r * count; }
         int large = size > LARGE_MESSAGE;
         long iters = large ? iters_large : iters_small, warm = large ? warm_large : warm_small;
         double mine = latency(t, count, iters, warm), lowest = 0, highest = 0, sum = 0;
@@ -221,6 +236,8 @@ int main(int argc, char **argv) {
     free(sbuf);
     free(rbuf);
     free(recvcounts);
+    free(vcounts);
+    free(vdispls);
     MPI_Finalize();
     return 0;
 }

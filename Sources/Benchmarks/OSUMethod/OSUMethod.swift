@@ -11,6 +11,7 @@ public enum CollectiveTest: String, CaseIterable, Sendable {
     case allreduce, bcast, reduce, allgather, alltoall, gather, scatter
     case reduceScatter = "reduce_scatter"
     case barrier
+    case gatherv, scatterv, allgatherv, alltoallv, scan
 
     /// OMB's benchmark title, after "OSU MPI ".
     public var title: String {
@@ -24,11 +25,22 @@ public enum CollectiveTest: String, CaseIterable, Sendable {
         case .scatter: "Scatter Latency Test"
         case .reduceScatter: "Reduce_scatter Latency Test"
         case .barrier: "Barrier Latency Test"
+        case .gatherv: "Gatherv Latency Test"
+        case .scatterv: "Scatterv Latency Test"
+        case .allgatherv: "Allgatherv Latency Test"
+        case .alltoallv: "All-to-Allv Personalized Exchange Latency Test"
+        case .scan: "Scan Latency Test"
         }
     }
 
     /// Reductions sum Floats (MPI_FLOAT); the others move bytes (MPI_CHAR).
-    public var isReduction: Bool { self == .allreduce || self == .reduce || self == .reduceScatter }
+    public var isReduction: Bool { self == .allreduce || self == .reduce || self == .reduceScatter || self == .scan }
+    /// Each rank's block of `count` elements goes to or comes from every rank (the buffer on
+    /// one side holds a block per rank).
+    public var sendsBlockPerRank: Bool { self == .alltoall || self == .scatter || self == .alltoallv || self == .scatterv }
+    public var receivesBlockPerRank: Bool {
+        self == .alltoall || self == .allgather || self == .gather || self == .alltoallv || self == .allgatherv || self == .gatherv
+    }
     /// Bytes per element.
     public var elementSize: Int { isReduction ? MemoryLayout<Float>.size : 1 }
     public var datatypeName: String { isReduction ? "MPI_FLOAT" : "MPI_CHAR" }

@@ -17,7 +17,7 @@ struct MPIBench: ParsableCommand {
         commandName: "mpibench",
         abstract: "OSU-style collective latency tests on the Swift MPI library (run under swiftrun).",
         discussion: """
-            Sizes double from MIN to MAX bytes; reductions (allreduce, reduce, reduce_scatter) sum \
+            Sizes double from MIN to MAX bytes; reductions (allreduce, reduce, reduce_scatter, scan) sum \
             Floats, so they start at 4 B. Defaults: 1000 timed calls after 100 warm-up up to 8 KiB, \
             100 after 10 above; -i and -x set both. Roots are rank 0. Output: the OSU 7.x layout.
             """)
@@ -71,6 +71,12 @@ enum Call {
     case gather(UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>)
     case scatter(UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>)
     case barrier
+    /// The v-variants as OMB runs them: every rank's count the same, blocks back to back.
+    case gatherv(UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>, counts: [Int], displacements: [Int])
+    case scatterv(UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>, counts: [Int], displacements: [Int])
+    case allgatherv(UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>, counts: [Int], displacements: [Int])
+    case alltoallv(UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>, counts: [Int], displacements: [Int])
+    case scan(UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>)
 }
 
 /// The test on this rank: its buffers (sized for the largest step), the timing loop, the statistics.
@@ -87,8 +93,8 @@ struct Bench {
         self.plan = plan
         let test = plan.test, ranks = world.size
         let block = Swift.max(plan.steps.last!.size, MemoryLayout<Float>.size)
-        let sendBytes = test == .alltoall || test == .scatter ? block * ranks : block
-        let recvBytes = test == .alltoall || test == .allgather || test == .gather ? block * ranks : block
+        let sendBytes = test.sendsBlockPerRank ? block * ranks : block
+        let recvBytes = test.receivesBlockPerRank ? block * ranks : block
         func allocate(_ bytes: Int) throws(OSUOptionError) -> UnsafeMutableRawBufferPointer {
             var p: UnsafeMutableRawPointer?
             guard posix_memalign(&p, 4096, bytes) == 0, let p else {
@@ -132,6 +138,15 @@ struct Bench {
         case .gather: return .gather(UnsafeBufferPointer(bytes(send, c)), bytes(recv, c * n))
         case .scatter: return .scatter(UnsafeBufferPointer(bytes(send, c * n)), bytes(recv, c))
         case .barrier: return .barrier
+        case .gatherv, .scatterv, .allgatherv, .alltoallv:
+            let counts = [Int](repeating: c, count: n), displacements = (0..<n).map { $0 * c }
+            switch plan.test {
+            case .gatherv: return .gatherv(UnsafeBufferPointer(bytes(send, c)), bytes(recv, c * n), counts: counts, displacements: displacements)
+            case .scatterv: return .scatterv(UnsafeBufferPointer(bytes(send, c * n)), bytes(recv, c), counts: counts, displacements: displacements)
+            case .allgatherv: return .allgatherv(UnsafeBufferPointer(bytes(send, c)), bytes(recv, c * n), counts: counts, displacements: displacements)
+            default: return .alltoallv(UnsafeBufferPointer(bytes(send, c * n)), bytes(recv, c * n), counts: counts, displacements: displacements)
+            }
+        case .scan: return .scan(UnsafeBufferPointer(floats(send, c)), floats(recv, c))
         }
     }
 
@@ -147,6 +162,12 @@ struct Bench {
         case let .gather(i, o): try world.gather(i, into: o, root: 0)
         case let .scatter(i, o): try world.scatter(i, into: o, root: 0)
         case .barrier: try world.barrier()
+        case let .gatherv(i, o, counts, d): try world.gatherv(i, into: o, counts: counts, displacements: d, root: 0)
+        case let .scatterv(i, o, counts, d): try world.scatterv(i, counts: counts, displacements: d, into: o, root: 0)
+        case let .allgatherv(i, o, counts, d): try world.allgatherv(i, into: o, counts: counts, displacements: d)
+        case let .alltoallv(i, o, counts, d):
+            try world.alltoallv(i, sendCounts: counts, sendDisplacements: d, into: o, receiveCounts: counts, receiveDisplacements: d)
+        case let .scan(i, o): try world.scan(i, into: o, sum)
         }
     }
 
