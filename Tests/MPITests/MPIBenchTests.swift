@@ -37,6 +37,27 @@ final class MPIBenchTests: XCTestCase {
         }
     }
 
+    /// -c on 2 and 4 ranks: every test checks every byte each call delivers, and passes; a byte
+    /// flipped on one rank (the MPIBENCH_CORRUPT hook) ends the run naming the rank, size, call
+    /// and offset.
+    func testEveryTestValidatesItsDataAndAWrongByteIsCaught() {
+        let tests = ["allreduce", "bcast", "reduce", "allgather", "alltoall", "gather", "scatter", "reduce_scatter",
+                     "barrier", "gatherv", "scatterv", "allgatherv", "alltoallv", "scan"]
+        for ranks in [2, 4] {
+            for test in tests {
+                let (code, out) = runCapturing(swiftrun, ["--timeout", "120", "-n", String(ranks), mpibench, test, "-m", "1:4096", "-i", "3", "-x", "1", "-c"])
+                XCTAssertEqual(code, 0, "\(test), \(ranks) ranks\n\(out)")
+            }
+        }
+        for (test, rank, size, offset) in [("alltoall", 1, 64, 17), ("bcast", 3, 8, 0), ("allreduce", 0, 4096, 4000), ("scan", 2, 16, 5)] {
+            let (code, out) = runCapturing("/usr/bin/env", ["MPIBENCH_CORRUPT=\(rank):\(size):\(offset)", swiftrun, "--timeout", "120", "-n", "4",
+                                                            mpibench, test, "-m", "1:4096", "-i", "3", "-c"])
+            XCTAssertNotEqual(code, 0, "\(test): the flipped byte fails the run\n\(out)")
+            let unit = test == "allreduce" || test == "scan" ? "element \(offset / 4) (byte offset \(offset / 4 * 4))" : "byte at offset \(offset)"
+            XCTAssertTrue(out.contains("rank \(rank), size \(size), call 0: \(unit) is "), "\(test)\n\(out)")
+        }
+    }
+
     /// --format json and csv: what a script reads, from a real run of 2 ranks.
     func testJSONAndCSVResultsOfARealRun() throws {
         let (code, out) = runCapturing(swiftrun, ["--timeout", "120", "-n", "2", mpibench, "bcast", "-m", "1:8", "-i", "5", "-x", "1", "--format", "json"])

@@ -37,6 +37,9 @@ struct MPIBench: ParsableCommand {
     @Flag(name: [.customShort("f"), .customLong("full")], help: "Also the lowest and highest rank's mean, and the iterations.")
     var full = false
 
+    @Flag(name: [.customShort("c"), .customLong("validation")], help: "Check every byte each call delivers (outside the timed part); a wrong one ends the run naming the rank, size, call and offset.")
+    var validation = false
+
     @Option(name: .customLong("format"), help: ArgumentHelp("osu (OSU's text), json (one object at the end) or csv (a row per size as it completes): json and csv carry every figure, the command line, the host and the ranks on each host.", valueName: "format"))
     var format = "osu"
 
@@ -83,6 +86,11 @@ enum Call {
 struct Bench {
     let world: Communicator
     let plan: OSUPlan
+    /// -c: fill the send buffers before every call and check what it delivered after it.
+    var validation = false
+    /// Test hook (`MPIBENCH_CORRUPT=RANK:SIZE:OFFSET`): that rank flips the byte at OFFSET of
+    /// what it received at SIZE before checking it, so a test can see a wrong byte caught.
+    var corrupt: (rank: Int, size: Int, offset: Int)?
     let send: UnsafeMutableRawBufferPointer, recv: UnsafeMutableRawBufferPointer
     let stats = UnsafeMutableBufferPointer<Double>.allocate(capacity: 4) // this rank's, min, max, sum
     let sum = Operation<Float>.sum
@@ -171,16 +179,80 @@ struct Bench {
         }
     }
 
+    // MARK: -c
+
+    /// Byte `k` of rank `r`'s send data in call `i`.
+    @inline(__always) static func pattern(_ r: Int, _ i: Int, _ k: Int) -> UInt8 { UInt8(truncatingIfNeeded: r &* 31 &+ i &* 7 &+ k) }
+    /// Element `k` of rank `r`'s floats: small integers, so every sum is exact.
+    @inline(__always) static func value(_ r: Int, _ k: Int) -> Float { Float(r + 1 + k % 3) }
+
+    /// This rank's send data for call `i`, and a receive buffer of zeros.
+    func fill(_ step: OSUPlan.Step, call i: Int) {
+        let c = step.count, n = world.size, me = world.rank
+        let sendCount = plan.test.sendsBlockPerRank ? c * n : c
+        if plan.test.isReduction {
+            let f = floats(send, sendCount)
+            for k in 0..<sendCount { f[k] = Self.value(me, k) }
+            recv.initializeMemory(as: Float.self, repeating: 0)
+        } else {
+            let b = bytes(send, sendCount)
+            for k in 0..<sendCount { b[k] = Self.pattern(me, i, k) }
+            recv.initializeMemory(as: UInt8.self, repeating: 0)
+        }
+    }
+
+    /// What call `i` should have delivered here, checked; nil when every byte is right, else
+    /// where the first wrong one is.
+    func check(_ step: OSUPlan.Step, call i: Int) -> String? {
+        let c = step.count, n = world.size, me = world.rank
+        if let h = corrupt, h.rank == me, h.size == step.size {
+            let target = plan.test == .bcast ? send : recv
+            if h.offset < target.count { target[h.offset] ^= 0xFF }
+        }
+        func bytesWrong(_ got: UnsafeMutableBufferPointer<UInt8>, _ expected: (Int) -> UInt8) -> String? {
+            for k in 0..<got.count where got[k] != expected(k) {
+                return "byte at offset \(k) is \(got[k]), expected \(expected(k))"
+            }
+            return nil
+        }
+        func floatsWrong(_ got: UnsafeMutableBufferPointer<Float>, _ expected: (Int) -> Float) -> String? {
+            for k in 0..<got.count where got[k] != expected(k) {
+                return "element \(k) (byte offset \(k * 4)) is \(got[k]), expected \(expected(k))"
+            }
+            return nil
+        }
+        let total = { (k: Int, ranks: Int) -> Float in (0..<ranks).reduce(Float(0)) { $0 + Self.value($1, k) } }
+        switch plan.test {
+        case .barrier: return nil
+        case .bcast: return bytesWrong(bytes(send, c)) { Self.pattern(0, i, $0) }
+        case .allgather, .allgatherv: return bytesWrong(bytes(recv, c * n)) { Self.pattern($0 / c, i, $0 % c) }
+        case .gather, .gatherv: return me == 0 ? bytesWrong(bytes(recv, c * n)) { Self.pattern($0 / c, i, $0 % c) } : nil
+        case .scatter, .scatterv: return bytesWrong(bytes(recv, c)) { Self.pattern(0, i, me * c + $0) }
+        case .alltoall, .alltoallv: return bytesWrong(bytes(recv, c * n)) { Self.pattern($0 / c, i, me * c + $0 % c) }
+        case .allreduce: return floatsWrong(floats(recv, c)) { total($0, n) }
+        case .reduce: return me == 0 ? floatsWrong(floats(recv, c)) { total($0, n) } : nil
+        case .scan: return floatsWrong(floats(recv, c)) { total($0, me + 1) }
+        case .reduceScatter:
+            let counts = OSUPlan.reduceScatterCounts(c, ranks: n)
+            let first = counts[0..<me].reduce(0, +)
+            return floatsWrong(floats(recv, counts[me])) { total(first + $0, n) }
+        }
+    }
+
     /// This rank's mean time of one call, in microseconds.
     func latency(_ step: OSUPlan.Step) throws(MPIError) -> Double {
         let c = prepare(step)
         var total = 0.0
         try world.barrier()
         for i in 0..<(step.warmup + step.iterations) {
+            if validation { fill(step, call: i) }
             let t0 = MPIEnvironment.wtime()
             try call(c)
             let dt = MPIEnvironment.wtime() - t0
             if i >= step.warmup { total += dt }
+            if validation, let wrong = check(step, call: i) {
+                throw MPIError(.other, "rank \(world.rank), size \(step.size), call \(i): \(wrong)")
+            }
             // osu_barrier times back-to-back barriers; every other test separates its calls.
             if plan.test != .barrier { try world.barrier() }
         }
@@ -257,7 +329,14 @@ guard world.size >= 2 else {
 // "MyriXen MPI 0.1 (Swift, ...)" -> "MyriXen MPI 0.1", as osu_coll names its MPI.
 let library = MPI.libraryVersion.firstRange(of: " (").map { String(MPI.libraryVersion[..<$0.lowerBound]) } ?? MPI.libraryVersion
 let bench: Bench
-do { bench = try Bench(world: world, plan: plan) } catch {
+do {
+    var b = try Bench(world: world, plan: plan)
+    b.validation = command.validation
+    if let hook = getenv("MPIBENCH_CORRUPT").map({ String(cString: $0).split(separator: ":").compactMap { Int($0) } }), hook.count == 3 {
+        b.corrupt = (hook[0], hook[1], hook[2])
+    }
+    bench = b
+} catch {
     complain(error.description)
     mpi.abort(code: 2, message: "mpibench: \(error)")
 }
