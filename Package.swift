@@ -38,6 +38,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // mpibench's percentiles: every call's time in a histogram, merged across ranks.
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // hwloc from Debian's libhwloc-dev, found through pkg-config.
@@ -73,7 +75,8 @@ let package = Package(
         .executableTarget(name: "stats", dependencies: ["MPI"], path: "Sources/Examples/stats", linkerSettings: staticRuntime),
         .executableTarget(name: "mpi_pingpong", dependencies: ["MPI"], path: "Sources/Benchmarks/mpi_pingpong", linkerSettings: staticRuntime),
         // The OSU collective method without MPI: tests, sizes and counts, the output layout.
-        .target(name: "OSUMethod", path: "Sources/Benchmarks/OSUMethod"),
+        .target(name: "OSUMethod", dependencies: [.product(name: "Histogram", package: "hdrhistogram-swift")],
+                path: "Sources/Benchmarks/OSUMethod"),
         .executableTarget(
             name: "mpibench",
             dependencies: ["MPI", "OSUMethod", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -123,7 +126,7 @@ let package = Package(
         // A rank of the collective tests: every operation and algorithm, checked against a sequential reference.
         .executableTarget(name: "CollectiveTestRank", dependencies: ["MPI", "MyriXen"], path: "Tests/CollectiveTestRank"),
         // Launcher too: FaultTests checks that no job directory of swiftrun outlives its job.
-        .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXen", "MyriXenTestSupport", "Launcher"],
+        .testTarget(name: "MPITests", dependencies: ["MPI", "MyriXen", "MyriXenTestSupport", "Launcher", "OSUMethod"],
                     exclude: ["Programs"]), // a C allocation counter the tests build with cc
         .testTarget(name: "OSUMethodTests", dependencies: ["OSUMethod"]),
         .testTarget(

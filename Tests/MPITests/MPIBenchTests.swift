@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
 import MyriXenTestSupport
+import OSUMethod
 
 /// mpibench as bin/bench-collectives runs it: every OSU test through swiftrun, and what a bad
 /// command line gets. (Its method and layout are OSUMethodTests'; the collectives' results are
@@ -29,8 +30,9 @@ final class MPIBenchTests: XCTestCase {
             XCTAssertEqual(rows.map { test == "barrier" ? 0 : Int($0[0]) ?? -1 }, sizes, "\(test): one row per size\n\(out)")
             for row in rows {
                 let numbers = row.dropFirst(test == "barrier" ? 0 : 1).compactMap { Double($0) }
-                XCTAssertEqual(numbers.count, 4, "\(test): mean, min, max, iterations\n\(out)")
-                guard numbers.count == 4 else { continue }
+                XCTAssertEqual(numbers.count, 7, "\(test): mean, min, max, iterations, p50, p99, p99.9\n\(out)")
+                guard numbers.count == 7 else { continue }
+                XCTAssertTrue(numbers[4] > 0 && numbers[4] <= numbers[5] && numbers[5] <= numbers[6], "\(test): p50 <= p99 <= p99.9\n\(out)")
                 XCTAssertTrue(numbers[1] <= numbers[0] && numbers[0] <= numbers[2] && numbers[1] > 0, "\(test): min <= mean <= max\n\(out)")
                 XCTAssertEqual(numbers[3], 5, "\(test): -i 5\n\(out)")
             }
@@ -73,13 +75,21 @@ final class MPIBenchTests: XCTestCase {
             let avg = row["avg"] as? Double ?? -1, lo = row["min"] as? Double ?? -1, hi = row["max"] as? Double ?? -1
             XCTAssertTrue(lo > 0 && lo <= avg && avg <= hi, "\(row)")
             XCTAssertEqual(row["iterations"] as? Int, 5)
+            XCTAssertGreaterThan(row["p99.9"] as? Double ?? 0, 0)
         }
         let (code2, csv) = runCapturing(swiftrun, ["--timeout", "120", "-n", "2", mpibench, "gather", "-m", "4:8", "-i", "5", "--format", "csv"])
         XCTAssertEqual(code2, 0, csv)
-        let lines = csv.split(separator: "\n")
-        XCTAssertEqual(lines.first, "test,size,avg_us,min_us,max_us,iterations,ranks,hosts,library,host,command", csv)
-        XCTAssertEqual(lines.dropFirst().map { $0.split(separator: ",")[1] }, ["4", "8"], csv)
-        XCTAssertTrue(lines.dropFirst().allSatisfy { $0.hasPrefix("gather,") && $0.contains(",5,2,1,MyriXen MPI 0.1,") }, csv)
+        let lines = csv.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.first, OSUFormat.csvHeader, csv)
+        XCTAssertEqual(lines.dropFirst().map { String($0.split(separator: ",")[1]) }, ["4", "8"], csv)
+        for line in lines.dropFirst() {
+            let f = line.split(separator: ",").map(String.init)
+            XCTAssertEqual(f.count, 14, line)
+            guard f.count == 14 else { continue }
+            XCTAssertEqual([f[0], f[5], f[9], f[10], f[11]], ["gather", "5", "2", "1", "MyriXen MPI 0.1"], line)
+            let p = f[6...8].compactMap(Double.init)
+            XCTAssertTrue(p.count == 3 && p[0] > 0 && p[0] <= p[1] && p[1] <= p[2], line)
+        }
         let (code3, bad) = runCapturing(swiftrun, ["--timeout", "60", "-n", "2", mpibench, "bcast", "--format", "xml"])
         XCTAssertEqual(code3, 64, bad)
         XCTAssertTrue(bad.contains("unknown format 'xml'; the formats are osu, json, csv"), bad)

@@ -58,6 +58,7 @@ final class OSUMethodTests: XCTestCase {
     }
 
     func testOutputLayoutIsOMBs() {
+        let percentiles = "   P50 Latency(us)   P99 Latency(us) P99.9 Latency(us)"
         XCTAssertEqual(OSUFormat.preamble(.allreduce, program: "mpibench", library: "MyriXen MPI 0.1", ranks: 2, full: false), [
             "",
             "# OSU 7.x method, mpibench: Allreduce Latency Test (MyriXen MPI 0.1, 2 ranks)",
@@ -68,10 +69,11 @@ final class OSUMethodTests: XCTestCase {
             "",
             "# OSU 7.x method, p: All-to-All Personalized Exchange Latency Test (l, 8 ranks)",
             "# Datatype: MPI_CHAR.",
-            "# Size       Avg Latency(us)   Min Latency(us)   Max Latency(us)  Iterations",
+            // OMB's columns, then ours: the percentiles.
+            "# Size       Avg Latency(us)   Min Latency(us)   Max Latency(us)  Iterations" + percentiles,
         ])
         XCTAssertEqual(OSUFormat.preamble(.barrier, program: "p", library: "l", ranks: 3, full: true).dropFirst(2),
-                       ["# Avg Latency(us)   Min Latency(us)   Max Latency(us)  Iterations"])
+                       ["# Avg Latency(us)   Min Latency(us)   Max Latency(us)  Iterations" + percentiles])
         let step = OSUPlan.Step(size: 4, count: 1, iterations: 1000, warmup: 100)
         XCTAssertEqual(OSUFormat.row(.allreduce, step, average: 1.094, min: 0.5, max: 2, full: false), "4                       1.09")
         XCTAssertEqual(OSUFormat.row(.allreduce, step, average: 12345.678, min: 0.125, max: 99999.995, full: true),
@@ -94,8 +96,8 @@ final class OSUResultFormatTests: XCTestCase {
         var r = OSURun(test: .allreduce, program: "mpibench", library: "MyriXen MPI 0.1",
                        commandLine: ["mpibench", "allreduce", "-m", "4:8", "--note=\"a, b\"\n"], host: "vm1",
                        hostOfRank: ["vm1", "vm1", "vm2", "vm1"])
-        r.rows = [OSURun.Row(size: 4, average: 1.5, min: 1.25, max: 2.125, iterations: 1000),
-                  OSURun.Row(size: 8, average: 10.00006, min: 9, max: 11, iterations: 100)]
+        r.rows = [OSURun.Row(size: 4, average: 1.5, min: 1.25, max: 2.125, iterations: 1000, p50: 1.5, p99: 2, p999: 2.1),
+                  OSURun.Row(size: 8, average: 10.00006, min: 9, max: 11, iterations: 100, p50: 10, p99: 10.9, p999: 11)]
         return r
     }
 
@@ -120,14 +122,42 @@ final class OSUResultFormatTests: XCTestCase {
         XCTAssertEqual(rows.map { $0["avg"] as? Double }, [1.5, 10.0001], "four decimals")
         XCTAssertEqual(rows.map { $0["max"] as? Double }, [2.125, 11])
         XCTAssertEqual(rows.map { $0["iterations"] as? Int }, [1000, 100])
+        XCTAssertEqual(rows.map { $0["p99.9"] as? Double }, [2.1, 11])
         XCTAssertEqual(OSUFormat.jsonString("\u{1}\t\\"), "\"\\u0001\\t\\\\\"")
     }
 
     func testCSVRowsQuoteWhatNeedsIt() {
         let r = sample()
-        XCTAssertEqual(OSUFormat.csvHeader, "test,size,avg_us,min_us,max_us,iterations,ranks,hosts,library,host,command")
+        XCTAssertEqual(OSUFormat.csvHeader, "test,size,avg_us,min_us,max_us,iterations,p50_us,p99_us,p99.9_us,ranks,hosts,library,host,command")
         XCTAssertEqual(OSUFormat.csvRow(r, r.rows[0]),
-                       "allreduce,4,1.5000,1.2500,2.1250,1000,4,2,MyriXen MPI 0.1,vm1,\"mpibench allreduce -m 4:8 --note=\"\"a, b\"\"\n\"")
+                       "allreduce,4,1.5000,1.2500,2.1250,1000,1.5000,2.0000,2.1000,4,2,MyriXen MPI 0.1,vm1,\"mpibench allreduce -m 4:8 --note=\"\"a, b\"\"\n\"")
         XCTAssertEqual(OSUFormat.csvField("plain"), "plain")
+    }
+}
+
+/// Percentiles of every call of every rank, from histograms merged as mpibench merges them.
+final class CallTimesTests: XCTestCase {
+    func testPercentilesOfAKnownDistributionMergedFromTwoRanks() {
+        // Rank A: 1,000 calls of 1..1000 µs; rank B: 1,000 calls of 1001..2000 µs.
+        var a = CallTimes(), b = CallTimes()
+        for k in 1...1000 { a.record(seconds: Double(k) * 1e-6); b.record(seconds: Double(1000 + k) * 1e-6) }
+        var merged = CallTimes()
+        merged.merge(pairs: a.pairs)
+        merged.merge(pairs: b.pairs)
+        XCTAssertEqual(merged.histogram.totalCount, 2000)
+        let p = merged.percentiles
+        // Three significant digits: within 0.1% of the exact ranks' values.
+        XCTAssertEqual(p.p50, 1000, accuracy: 1)
+        XCTAssertEqual(p.p99, 1980, accuracy: 2)
+        XCTAssertEqual(p.p999, 1998, accuracy: 2)
+        XCTAssertEqual(a.percentiles.p50, 500, accuracy: 0.5, "one rank alone")
+    }
+
+    func testTheFullRowAddsThePercentilesAfterOMBsColumns() throws {
+        let step = try OSUPlan(.bcast, sizes: 8...8).steps[0]
+        let row = OSUFormat.row(.bcast, step, average: 1.5, min: 1, max: 2, full: true, percentiles: (1.25, 3.5, 10.75))
+        XCTAssertEqual(row, OSUFormat.printf("%-10d%18.2f%18.2f%18.2f%12d%18.2f%18.2f%18.2f", 8, 1.5, 1.0, 2.0, step.iterations, 1.25, 3.5, 10.75))
+        let header = OSUFormat.preamble(.bcast, program: "mpibench", library: "L", ranks: 2, full: true).last!
+        XCTAssertTrue(header.hasSuffix("Iterations   P50 Latency(us)   P99 Latency(us) P99.9 Latency(us)"), header)
     }
 }

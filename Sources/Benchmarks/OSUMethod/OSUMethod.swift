@@ -5,6 +5,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Histogram
 
 /// One of OMB's blocking collective latency tests.
 public enum CollectiveTest: String, CaseIterable, Sendable {
@@ -150,16 +151,24 @@ public enum OSUFormat {
         var lines = ["", "# OSU 7.x method, \(program): \(test.title) (\(library), \(ranks) ranks)"]
         if test.hasSizes { lines.append("# Datatype: \(test.datatypeName).") }
         var header = test.hasSizes ? field("# Size", -10) + field("Avg Latency(us)", 18) : "# Avg Latency(us)"
-        if full { header += field("Min Latency(us)", 18) + field("Max Latency(us)", 18) + field("Iterations", 12) }
+        if full {
+            header += field("Min Latency(us)", 18) + field("Max Latency(us)", 18) + field("Iterations", 12)
+                + field("P50 Latency(us)", 18) + field("P99 Latency(us)", 18) + field("P99.9 Latency(us)", 18)
+        }
         lines.append(header)
         return lines
     }
 
     /// A row: the average over ranks of each rank's mean latency, with `full` also the lowest
-    /// and highest rank's and the timed iterations.
-    public static func row(_ test: CollectiveTest, _ step: OSUPlan.Step, average: Double, min: Double, max: Double, full: Bool) -> String {
+    /// and highest rank's, the timed iterations, and beyond OMB the percentiles of every call
+    /// of every rank (after OMB's columns, so what parses OMB's rows parses these).
+    public static func row(_ test: CollectiveTest, _ step: OSUPlan.Step, average: Double, min: Double, max: Double, full: Bool,
+                           percentiles: (p50: Double, p99: Double, p999: Double)? = nil) -> String {
         var line = test.hasSizes ? printf("%-10ld%18.2f", step.size, average) : printf("%17.2f", average)
-        if full { line += printf("%18.2f%18.2f%12ld", min, max, step.iterations) }
+        if full {
+            line += printf("%18.2f%18.2f%12ld", min, max, step.iterations)
+            if let p = percentiles { line += printf("%18.2f%18.2f%18.2f", p.p50, p.p99, p.p999) }
+        }
         return line
     }
 }
@@ -173,8 +182,11 @@ public enum OSUOutputFormat: String, CaseIterable, Sendable { case osu, json, cs
 public struct OSURun: Equatable, Sendable {
     public struct Row: Equatable, Sendable {
         public let size: Int, average: Double, min: Double, max: Double, iterations: Int
-        public init(size: Int, average: Double, min: Double, max: Double, iterations: Int) {
+        /// Of every timed call of every rank, in µs.
+        public let p50: Double, p99: Double, p999: Double
+        public init(size: Int, average: Double, min: Double, max: Double, iterations: Int, p50: Double, p99: Double, p999: Double) {
             self.size = size; self.average = average; self.min = min; self.max = max; self.iterations = iterations
+            self.p50 = p50; self.p99 = p99; self.p999 = p999
         }
     }
     public let test: CollectiveTest
@@ -237,7 +249,8 @@ extension OSUFormat {
         s += "  \"unit\": \"us\",\n"
         s += "  \"rows\": [\n"
         s += run.rows.map { r in
-            "    {\"size\": \(r.size), \"avg\": \(micros(r.average)), \"min\": \(micros(r.min)), \"max\": \(micros(r.max)), \"iterations\": \(r.iterations)}"
+            "    {\"size\": \(r.size), \"avg\": \(micros(r.average)), \"min\": \(micros(r.min)), \"max\": \(micros(r.max)), \"iterations\": \(r.iterations), "
+                + "\"p50\": \(micros(r.p50)), \"p99\": \(micros(r.p99)), \"p99.9\": \(micros(r.p999))}"
         }.joined(separator: ",\n")
         s += run.rows.isEmpty ? "  ]\n}" : "\n  ]\n}"
         return s
@@ -245,7 +258,7 @@ extension OSUFormat {
 
     /// The CSV header: a row per size, each with what ran (RFC 4180: fields with commas,
     /// quotes or line breaks are quoted).
-    public static let csvHeader = "test,size,avg_us,min_us,max_us,iterations,ranks,hosts,library,host,command"
+    public static let csvHeader = "test,size,avg_us,min_us,max_us,iterations,p50_us,p99_us,p99.9_us,ranks,hosts,library,host,command"
 
     public static func csvField(_ s: String) -> String {
         guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
@@ -254,7 +267,43 @@ extension OSUFormat {
 
     public static func csvRow(_ run: OSURun, _ r: OSURun.Row) -> String {
         [run.test.rawValue, String(r.size), micros(r.average), micros(r.min), micros(r.max), String(r.iterations),
-         String(run.ranks), String(run.layout.count), run.library, run.host, run.commandLine.joined(separator: " ")]
+         micros(r.p50), micros(r.p99), micros(r.p999), String(run.ranks), String(run.layout.count), run.library, run.host, run.commandLine.joined(separator: " ")]
             .map(csvField).joined(separator: ",")
+    }
+}
+
+/// Every timed call's latency, for percentiles: a histogram of nanoseconds (three significant
+/// digits, up to an hour a call), merged across ranks at rank 0 from each rank's recorded
+/// values, sent as (value, count) pairs.
+public struct CallTimes {
+    public private(set) var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000,
+                                                            numberOfSignificantValueDigits: .three)
+    public init() {}
+
+    /// One call of `seconds`.
+    @inline(__always) public mutating func record(seconds: Double) {
+        _ = histogram.record(UInt64(Swift.max(1, Swift.min(3.6e12, (seconds * 1e9).rounded()))))
+    }
+
+    /// This rank's values as (value, count) pairs, flat: what rank 0 merges.
+    public var pairs: [UInt64] {
+        var out: [UInt64] = []
+        for v in histogram.recordedValues() { out += [v.value, UInt64(v.count)] }
+        return out
+    }
+
+    /// Adds another rank's `pairs`.
+    public mutating func merge(pairs: [UInt64]) {
+        var k = 0
+        while k + 1 < pairs.count {
+            _ = histogram.record(pairs[k], count: pairs[k + 1])
+            k += 2
+        }
+    }
+
+    /// p50, p99 and p99.9 in microseconds.
+    public var percentiles: (p50: Double, p99: Double, p999: Double) {
+        func us(_ p: Double) -> Double { Double(histogram.valueAtPercentile(p)) / 1e3 }
+        return (us(50), us(99), us(99.9))
     }
 }

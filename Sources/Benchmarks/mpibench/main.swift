@@ -34,7 +34,7 @@ struct MPIBench: ParsableCommand {
     @Option(name: [.customShort("x"), .customLong("warmup")], help: "Untimed calls before them (small and large sizes alike).")
     var warmup: Int?
 
-    @Flag(name: [.customShort("f"), .customLong("full")], help: "Also the lowest and highest rank's mean, and the iterations.")
+    @Flag(name: [.customShort("f"), .customLong("full")], help: "Also the lowest and highest rank's mean, the iterations, and p50, p99 and p99.9 of every call of every rank.")
     var full = false
 
     @Flag(name: [.customShort("c"), .customLong("validation")], help: "Check every byte each call delivers (outside the timed part); a wrong one ends the run naming the rank, size, call and offset.")
@@ -239,8 +239,8 @@ struct Bench {
         }
     }
 
-    /// This rank's mean time of one call, in microseconds.
-    func latency(_ step: OSUPlan.Step) throws(MPIError) -> Double {
+    /// This rank's mean time of one call, in microseconds; every timed call goes into `times`.
+    func latency(_ step: OSUPlan.Step, times: inout CallTimes) throws(MPIError) -> Double {
         let c = prepare(step)
         var total = 0.0
         try world.barrier()
@@ -249,7 +249,10 @@ struct Bench {
             let t0 = MPIEnvironment.wtime()
             try call(c)
             let dt = MPIEnvironment.wtime() - t0
-            if i >= step.warmup { total += dt }
+            if i >= step.warmup {
+                total += dt
+                times.record(seconds: dt)
+            }
             if validation, let wrong = check(step, call: i) {
                 throw MPIError(.other, "rank \(world.rank), size \(step.size), call \(i): \(wrong)")
             }
@@ -275,15 +278,26 @@ struct Bench {
             fflush(nil)
         }
         let mine = UnsafeBufferPointer(rebasing: stats[0..<1])
+        // Percentiles: -f's extra columns, and always in JSON and CSV.
+        let percentiles = full || format != .osu
         for step in plan.steps {
-            stats[0] = try latency(step)
+            var times = CallTimes()
+            stats[0] = try latency(step, times: &times)
+            if percentiles, let others = try world.gatherv(times.pairs, root: 0) {
+                var merged = CallTimes()
+                for p in others { merged.merge(pairs: p) }
+                times = merged
+            }
             try world.reduce(mine, into: UnsafeMutableBufferPointer(rebasing: stats[1..<2]), .min, root: 0)
             try world.reduce(mine, into: UnsafeMutableBufferPointer(rebasing: stats[2..<3]), .max, root: 0)
             try world.reduce(mine, into: UnsafeMutableBufferPointer(rebasing: stats[3..<4]), .sum, root: 0)
             if world.rank == 0 {
-                let row = OSURun.Row(size: step.size, average: stats[3] / Double(world.size), min: stats[1], max: stats[2], iterations: step.iterations)
+                let p = times.percentiles
+                let row = OSURun.Row(size: step.size, average: stats[3] / Double(world.size), min: stats[1], max: stats[2],
+                                     iterations: step.iterations, p50: p.p50, p99: p.p99, p999: p.p999)
                 switch format {
-                case .osu: print(OSUFormat.row(plan.test, step, average: row.average, min: row.min, max: row.max, full: full))
+                case .osu: print(OSUFormat.row(plan.test, step, average: row.average, min: row.min, max: row.max, full: full,
+                                               percentiles: full ? p : nil))
                 case .csv: print(OSUFormat.csvRow(result, row))
                 case .json: result.rows.append(row)
                 }
