@@ -1,6 +1,6 @@
 // mpibench: the OSU Micro-Benchmarks 7.x collective latency tests through the Swift MPI library,
 // run under swiftrun, mpiexec.hydra or srun:
-//   swiftrun -n 4 mpibench TEST [-m [MIN:]MAX] [-i ITERS] [-x WARMUP] [-f] [--format osu|json|csv]
+//   swiftrun -n 4 mpibench TEST [-m [MIN:]MAX] [-i ITERS] [-x WARMUP] [-f] [-c] [--format osu|json|csv]
 // Same method, options and output as bin/ref/osu_coll.c (its comment has the method in full), so
 // bin/bench-collectives can set the two side by side; OSUMethod holds the sizes, counts and the
 // output layout. Every call is timed alone, then a barrier; each rank's mean is reduced to rank 0
