@@ -543,14 +543,7 @@ public final class LocalJob {
         for (h, b) in backends {
             if let p = b.process, let outcome = p.poll() {
                 backends[h]?.process = nil
-                if ending == nil {
-                    let how: String
-                    switch outcome {
-                    case let .exited(code): how = "exited with code \(code)"
-                    case let .signalled(sig): how = "was killed by signal \(sig) (\(signalName(sig)))"
-                    }
-                    say("the backend of \(plan.hosts[h].name) (myrback, pid \(p.pid)) \(how) before the job ended")
-                }
+                if ending == nil { say("the backend of \(plan.hosts[h].name) (myrback, pid \(p.pid)) \(Self.inWords(outcome)) before the job ended") }
             }
         }
     }
@@ -592,8 +585,16 @@ public final class LocalJob {
             end(.failed(code: code), with: SIGTERM)
         case let .signalled(sig):
             _ = server.rankExited(r.placement.rank)
-            say("\(who) was killed by signal \(sig) (\(signalName(sig))); ending the job")
+            say("\(who) \(Self.inWords(outcome)); ending the job")
             end(.failed(code: 128 + sig), with: SIGTERM)
+        }
+    }
+
+    /// How a process ended: "exited with code 3", "was killed by signal 9 (SIGKILL)".
+    static func inWords(_ outcome: ChildProcess.Outcome) -> String {
+        switch outcome {
+        case let .exited(code): "exited with code \(code)"
+        case let .signalled(sig): "was killed by signal \(sig) (\(signalName(sig)))"
         }
     }
 

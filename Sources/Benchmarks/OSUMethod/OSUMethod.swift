@@ -288,7 +288,10 @@ public struct CallTimes {
     /// This rank's values as (value, count) pairs, flat: what rank 0 merges.
     public var pairs: [UInt64] {
         var out: [UInt64] = []
-        for v in histogram.recordedValues() { out += [v.value, UInt64(v.count)] }
+        for v in histogram.recordedValues() {
+            out.append(v.value)
+            out.append(UInt64(v.count))
+        }
         return out
     }
 

@@ -36,32 +36,35 @@ public struct BackendOptions: Sendable {
         public init(_ message: String) { self.message = message }
     }
 
-    /// One option: its long name, the placeholder of its value (nil for a flag), its help.
+    /// One option: its long name, the placeholder of its value (nil for a flag), its help, how
+    /// it sets the options, and what it says of them on a command line (nil: nothing, as at
+    /// the default; "" for a flag that is set).
     struct Spec: Sendable {
         let name: String
         let value: String?
         let help: String
+        let show: @Sendable (BackendOptions) -> String?
         let apply: @Sendable (inout BackendOptions, String) throws(UsageError) -> Void
     }
 
     static let specs: [Spec] = [
-        Spec(name: "socket", value: "path", help: "Unix socket to listen on (default: $\(MXDefaults.socketEnvironment) or /tmp/myrixen-<uid>/myrback.sock).") { o, v throws(UsageError) in o.socket = v },
-        Spec(name: "hostname", value: "name", help: "Host name boards are named after (default: this host's name).") { o, v throws(UsageError) in o.hostname = v },
-        Spec(name: "boards", value: "n", help: "Number of emulated boards (1-\(MXLimits.maxBoards)).") { o, v throws(UsageError) in o.boards = try number(v, "boards") },
-        Spec(name: "endpoints", value: "n", help: "Endpoints per board (1-\(MXLimits.maxEndpointsPerBoard)).") { o, v throws(UsageError) in o.endpoints = try number(v, "endpoints") },
-        Spec(name: "ring-kb", value: "kib", help: "Data size of each pair ring in KiB (power of two, 16-16384; default $\(MXDefaults.ringSizeEnvironment) or 64).") { o, v throws(UsageError) in o.ringKb = try number(v, "ring-kb") },
-        Spec(name: "wire", value: "address", help: "This host's IPv4 address on the wire to other hosts, 'auto' (the first interface that is up and not loopback, if any, and if its board port is free) or 'none' (default: $\(MXWire.environment) or none). Boards are then named after it; every host's backend uses UDP port \(MXWire.port) on it.") { o, v throws(UsageError) in o.wire = v },
-        Spec(name: "host-timeout", value: "seconds", help: "Seconds another host on the wire may stay silent before the pairs with it end (default: $\(MXWire.hostTimeoutEnvironment) or \(MXWire.defaultHostTimeoutSeconds)).") { o, v throws(UsageError) in o.hostTimeout = try number(v, "host-timeout") },
-        Spec(name: "wire-mtu", value: "bytes", help: "Take the wire's MTU as this, where a path between hosts has a smaller one than this host's interface (576-65535; default: $\(MXWire.mtuEnvironment) or the interface's). Frames are never larger than the MTU allows.") { o, v throws(UsageError) in o.wireMtu = try number(v, "wire-mtu") },
-        Spec(name: "max-connections", value: "n", help: "Control connections served at once (1-\(MXLimits.maxConnections), default \(MXLimits.maxConnections)); one process may hold \(MXLimits.maxConnectionsPerProcess). More are refused with an error that says so.") { o, v throws(UsageError) in o.maxConnections = try number(v, "max-connections") },
-        Spec(name: "idle-exit", value: "seconds", help: "Exit after this many seconds without frontends (default: never).") { o, v throws(UsageError) in o.idleExit = try number(v, "idle-exit") },
-        Spec(name: "remove-empty-directory", value: nil, help: "At exit remove the socket's directory if it is empty, though it existed before (a launcher's private job directory). Without it only a directory myrback created is removed.") { o, _ throws(UsageError) in o.removeEmptyDirectory = true },
-        Spec(name: "launcher-pid", value: "pid", help: "The launcher that started this backend (it starts it tied with SIGURG): if it is gone by the time the backend runs, or goes later, the backend stops and cleans up.") { o, v throws(UsageError) in o.launcherPid = Int32(try number(v, "launcher-pid")) },
-        Spec(name: "listen-fd", value: "fd", help: "Serve the listening socket on this inherited descriptor, already bound to --socket (a launcher's socket activation: its ranks connect while the backend starts).") { o, v throws(UsageError) in o.listenFd = Int32(try number(v, "listen-fd")) },
-        Spec(name: "foreground", value: nil, help: "Stay in the foreground (the default unless --daemonize).") { o, _ throws(UsageError) in o.foreground = true },
-        Spec(name: "daemonize", value: nil, help: "Detach into the background (what on-demand starts use).") { o, _ throws(UsageError) in o.daemonize = true },
-        Spec(name: "verbose", value: nil, help: "Log connections and endpoint changes (also -v).") { o, _ throws(UsageError) in o.verbose = true },
-        Spec(name: "help", value: nil, help: "Show this help (also -h).") { o, _ throws(UsageError) in o.help = true },
+        Spec(name: "socket", value: "path", help: "Unix socket to listen on (default: $\(MXDefaults.socketEnvironment) or /tmp/myrixen-<uid>/myrback.sock).", show: { $0.socket }) { o, v throws(UsageError) in o.socket = v },
+        Spec(name: "hostname", value: "name", help: "Host name boards are named after (default: this host's name).", show: { $0.hostname }) { o, v throws(UsageError) in o.hostname = v },
+        Spec(name: "boards", value: "n", help: "Number of emulated boards (1-\(MXLimits.maxBoards)).", show: { $0.boards == 1 ? nil : String($0.boards) }) { o, v throws(UsageError) in o.boards = try number(v, "boards") },
+        Spec(name: "endpoints", value: "n", help: "Endpoints per board (1-\(MXLimits.maxEndpointsPerBoard)).", show: { $0.endpoints == MXLimits.endpointsPerBoard ? nil : String($0.endpoints) }) { o, v throws(UsageError) in o.endpoints = try number(v, "endpoints") },
+        Spec(name: "ring-kb", value: "kib", help: "Data size of each pair ring in KiB (power of two, 16-16384; default $\(MXDefaults.ringSizeEnvironment) or 64).", show: { $0.ringKb.map(String.init) }) { o, v throws(UsageError) in o.ringKb = try number(v, "ring-kb") },
+        Spec(name: "wire", value: "address", help: "This host's IPv4 address on the wire to other hosts, 'auto' (the first interface that is up and not loopback, if any, and if its board port is free) or 'none' (default: $\(MXWire.environment) or none). Boards are then named after it; every host's backend uses UDP port \(MXWire.port) on it.", show: { $0.wire }) { o, v throws(UsageError) in o.wire = v },
+        Spec(name: "host-timeout", value: "seconds", help: "Seconds another host on the wire may stay silent before the pairs with it end (default: $\(MXWire.hostTimeoutEnvironment) or \(MXWire.defaultHostTimeoutSeconds)).", show: { $0.hostTimeout.map(String.init) }) { o, v throws(UsageError) in o.hostTimeout = try number(v, "host-timeout") },
+        Spec(name: "wire-mtu", value: "bytes", help: "Take the wire's MTU as this, where a path between hosts has a smaller one than this host's interface (576-65535; default: $\(MXWire.mtuEnvironment) or the interface's). Frames are never larger than the MTU allows.", show: { $0.wireMtu.map(String.init) }) { o, v throws(UsageError) in o.wireMtu = try number(v, "wire-mtu") },
+        Spec(name: "max-connections", value: "n", help: "Control connections served at once (1-\(MXLimits.maxConnections), default \(MXLimits.maxConnections)); one process may hold \(MXLimits.maxConnectionsPerProcess). More are refused with an error that says so.", show: { $0.maxConnections == MXLimits.maxConnections ? nil : String($0.maxConnections) }) { o, v throws(UsageError) in o.maxConnections = try number(v, "max-connections") },
+        Spec(name: "idle-exit", value: "seconds", help: "Exit after this many seconds without frontends (default: never).", show: { $0.idleExit.map(String.init) }) { o, v throws(UsageError) in o.idleExit = try number(v, "idle-exit") },
+        Spec(name: "remove-empty-directory", value: nil, help: "At exit remove the socket's directory if it is empty, though it existed before (a launcher's private job directory). Without it only a directory myrback created is removed.", show: { $0.removeEmptyDirectory ? "" : nil }) { o, _ throws(UsageError) in o.removeEmptyDirectory = true },
+        Spec(name: "launcher-pid", value: "pid", help: "The launcher that started this backend (it starts it tied with SIGURG): if it is gone by the time the backend runs, or goes later, the backend stops and cleans up.", show: { $0.launcherPid.map(String.init) }) { o, v throws(UsageError) in o.launcherPid = Int32(try number(v, "launcher-pid")) },
+        Spec(name: "listen-fd", value: "fd", help: "Serve the listening socket on this inherited descriptor, already bound to --socket (a launcher's socket activation: its ranks connect while the backend starts).", show: { $0.listenFd.map(String.init) }) { o, v throws(UsageError) in o.listenFd = Int32(try number(v, "listen-fd")) },
+        Spec(name: "foreground", value: nil, help: "Stay in the foreground (the default unless --daemonize).", show: { $0.foreground ? "" : nil }) { o, _ throws(UsageError) in o.foreground = true },
+        Spec(name: "daemonize", value: nil, help: "Detach into the background (what on-demand starts use).", show: { $0.daemonize ? "" : nil }) { o, _ throws(UsageError) in o.daemonize = true },
+        Spec(name: "verbose", value: nil, help: "Log connections and endpoint changes (also -v).", show: { $0.verbose ? "" : nil }) { o, _ throws(UsageError) in o.verbose = true },
+        Spec(name: "help", value: nil, help: "Show this help (also -h).", show: { _ in nil }) { o, _ throws(UsageError) in o.help = true },
     ]
 
     /// `s` with control characters shown as '?', for quoting in a message.
@@ -90,7 +93,7 @@ public struct BackendOptions: Sendable {
             guard let spec = specs.first(where: { $0.name == name }) else {
                 throw UsageError("unknown option '--\(shown(name))'; the options are \(specs.map { "--" + $0.name }.joined(separator: ", "))")
             }
-            var value: String
+            let value: String
             if let eq = body.firstIndex(of: "=") {
                 guard spec.value != nil else { throw UsageError("--\(name) is a flag and takes no value") }
                 value = String(body[body.index(after: eq)...])
@@ -107,25 +110,10 @@ public struct BackendOptions: Sendable {
 
     /// These options as myrback's arguments (those that differ from the defaults).
     public var commandLine: [String] {
-        var a: [String] = []
-        func add(_ name: String, _ value: (some CustomStringConvertible)?) { if let v = value { a += ["--" + name, v.description] } }
-        add("socket", socket)
-        add("hostname", hostname)
-        if boards != 1 { add("boards", boards) }
-        if endpoints != MXLimits.endpointsPerBoard { add("endpoints", endpoints) }
-        add("ring-kb", ringKb)
-        add("wire", wire)
-        add("host-timeout", hostTimeout)
-        add("wire-mtu", wireMtu)
-        if maxConnections != MXLimits.maxConnections { add("max-connections", maxConnections) }
-        add("idle-exit", idleExit)
-        if removeEmptyDirectory { a.append("--remove-empty-directory") }
-        add("launcher-pid", launcherPid)
-        add("listen-fd", listenFd)
-        if foreground { a.append("--foreground") }
-        if daemonize { a.append("--daemonize") }
-        if verbose { a.append("--verbose") }
-        return a
+        Self.specs.flatMap { spec -> [String] in
+            guard let v = spec.show(self) else { return [] }
+            return spec.value == nil ? ["--" + spec.name] : ["--" + spec.name, v]
+        }
     }
 
     public static var helpText: String {
