@@ -164,6 +164,13 @@ ssize_t cmx_pull(pid_t pid, const struct iovec *local, unsigned long nlocal,
     return rc;
 }
 
+ssize_t cmx_push(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                 const struct iovec *remote, unsigned long nremote) {
+    ssize_t rc;
+    do { rc = process_vm_writev(pid, local, nlocal, remote, nremote, 0); } while (rc < 0 && errno == EINTR);
+    return rc;
+}
+
 int cmx_allow_pull_from_any(void) {
 #ifdef PR_SET_PTRACER
     return prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);

@@ -107,7 +107,7 @@ do {
     case "options":
         // What the channel decides from the launcher's word on this host (bound ranks too).
         let o = MXEndpointOptions()
-        out("rank \(myRank) copy limit \(o.localCopyLimit == Int.max ? "all" : String(o.localCopyLimit)) oversubscribed \(MXEndpointOptions.isOversubscribed)")
+        out("rank \(myRank) local path \(o.localPath) oversubscribed \(MXEndpointOptions.isOversubscribed)")
     case "where":
         let world = try MXWorld.bootstrap()
         let host = String(cString: getenv("SWIFTRUN_HOST") ?? strdup("?"))

@@ -255,9 +255,9 @@ final class JobTests: XCTestCase {
         // through the ring (both copy at once); one rank more and they take the CMA pull.
         if cores.count >= 2 {
             let fit = run(["-n", String(cores.count), rank, "options", marker])
-            for r in 0..<cores.count { XCTAssertTrue(fit.output.contains("rank \(r) copy limit all oversubscribed false"), fit.output) }
+            for r in 0..<cores.count { XCTAssertTrue(fit.output.contains("rank \(r) local path measured oversubscribed false"), fit.output) }
             let crowded = run(["-n", String(cores.count + 1), rank, "options", marker])
-            for r in 0...cores.count { XCTAssertTrue(crowded.output.contains("rank \(r) copy limit 0 oversubscribed true"), crowded.output) }
+            for r in 0...cores.count { XCTAssertTrue(crowded.output.contains("rank \(r) local path pull oversubscribed true"), crowded.output) }
         }
     }
 

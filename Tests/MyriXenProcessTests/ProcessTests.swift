@@ -77,7 +77,7 @@ class PeerProcessTestCase: XCTestCase {
     }
 
     /// A peer process echoes a message of each size; every echo is checked byte for byte.
-    /// `peerOptions` go to the peer (e.g. `--threshold`, `--copy-limit`); with `short`, the
+    /// `peerOptions` go to the peer (e.g. `--threshold`, `--local-path`); with `short`, the
     /// peer receives into a buffer that many bytes shorter and echoes what it took; with
     /// `segmented`, the echo is received into segments of odd lengths.
     func checkEcho(sizes: [Int], peerOptions: [String] = [], short: Int = 0, segmented: Bool = false,
@@ -177,22 +177,28 @@ final class ProcessTests: PeerProcessTestCase {
     func testEveryPathAroundEveryThresholdByteForByte() throws {
         let piece = 16320  // a 64 KiB ring's largest piece
         func around(_ xs: [Int]) -> [Int] { xs.flatMap { [$0 - 1, $0, $0 + 1] } }
-        let configurations: [(threshold: Int, copyLimit: Int)] = [
-            (MXLimits.rendezvousThresholdLocal, Int.max),  // the defaults when ranks have CPUs
-            (2048, 0),                                      // every rendezvous by CMA
-            (16000, 100_000),                               // copy up to 100,000 B, CMA above
+        let configurations: [(threshold: Int, path: MXLocalPath)] = [
+            (MXLimits.rendezvousThresholdLocal, .pieces(upTo: Int.max)),  // every rendezvous in pieces
+            (2048, .pull),                                                 // every rendezvous by CMA
+            (16000, .pieces(upTo: 100_000)),                               // pieces up to 100,000 B, CMA above
+            (MXLimits.rendezvousThresholdLocal, .split),                   // split with the sender (CMA when segmented)
+            (MXLimits.rendezvousThresholdLocal, .measured),                // the default when ranks have CPUs
         ]
         for c in configurations {
             ep.close()
             var o = MXEndpointOptions(rendezvousThreshold: c.threshold)
-            o.localCopyLimit = c.copyLimit
+            o.localPath = c.path
             ep = try mx.openEndpoint(key: key, options: o)
-            let peerOptions = ["--threshold", String(c.threshold), "--copy-limit", String(c.copyLimit)]
+            let peerOptions = ["--threshold", String(c.threshold), "--local-path", c.path.description]
             var sizes = [0, 1] + around([c.threshold, 8192, 16384, piece, 2 * piece, 8 * piece, 65536, 1 << 20])
-            if c.copyLimit > 0 && c.copyLimit < Int.max { sizes += around([c.copyLimit]) }
+            if case .pieces(let limit) = c.path, limit < Int.max { sizes += around([limit]) }
             sizes = Array(Set(sizes.filter { $0 >= 0 })).sorted()
             try checkEcho(sizes: sizes, peerOptions: peerOptions)
             try checkEcho(sizes: sizes, peerOptions: peerOptions, short: 7, segmented: true)
+            if c.path == .split {
+                XCTAssertGreaterThan(ep.counter(.splitPulls), 0, "echoes were split with their sender")
+                XCTAssertGreaterThan(ep.counter(.splitPushes), 0, "this sender wrote halves of its messages")
+            }
         }
         XCTAssertGreaterThan(ep.counter(.rendezvousPulls), 0)
     }
@@ -208,8 +214,8 @@ final class ProcessTests: PeerProcessTestCase {
         let start = monotonicNanoseconds()
         // 8 MiB by copy and 8 MiB by CMA (which the receiver pulls alone) for contrast, then
         // 200 eager messages of 8 KiB, which fill the ring many times over.
-        try checkEcho(sizes: [8 << 20], peerOptions: ["--copy-limit", String(Int.max)])
-        try checkEcho(sizes: [8 << 20], peerOptions: ["--copy-limit", "0"])
+        try checkEcho(sizes: [8 << 20], peerOptions: ["--local-path", "pieces"])
+        try checkEcho(sizes: [8 << 20], peerOptions: ["--local-path", "pull"])
         try checkSenders(1, count: 200, sizes: [8192])
         let seconds = Double(monotonicNanoseconds() - start) / 1e9
         XCTAssertGreaterThan(ep.counter(.wakeups), 0, "the sender slept and was woken")

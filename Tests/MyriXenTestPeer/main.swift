@@ -43,10 +43,13 @@ if role == "other-user" {
 
 do {
     let mx = try MXContext(socketPath: socket, startBackend: false)
-    // --threshold and --copy-limit: the endpoint's eager limit and largest message pulled by
-    // copy (else the defaults and their environment overrides).
+    // --threshold and --local-path: the endpoint's eager limit and the way its rendezvous
+    // messages of this host move (else the defaults and their environment overrides).
     var options = MXEndpointOptions(rendezvousThreshold: option(args, "--threshold").flatMap { Int($0) })
-    if let c = option(args, "--copy-limit").flatMap({ Int($0) }) { options.localCopyLimit = c }
+    if let w = option(args, "--local-path") {
+        guard let path = MXLocalPath(parsing: w) else { fail("--local-path must be \(MXLocalPath.valuesInWords)", code: 2) }
+        options.localPath = path
+    }
     let ep = try mx.openEndpoint(key: 0x7E57, options: options)
     if role == "wrong-key" {
         do throws(MXError) {

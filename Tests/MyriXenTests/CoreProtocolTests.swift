@@ -30,8 +30,8 @@ final class CoreProtocolTests: XCTestCase {
         let protectedB = page(ProtectedPage.size), unprotectedB = page(UnprotectedPage.size)
         a = .allocate(capacity: 1)
         b = .allocate(capacity: 1)
-        a.initialize(to: EndpointCore(protectedPage: protectedA, unprotected: unprotectedA, threshold: 4096, localCopyLimit: Int.max))
-        b.initialize(to: EndpointCore(protectedPage: protectedB, unprotected: unprotectedB, threshold: 4096, localCopyLimit: Int.max))
+        a.initialize(to: EndpointCore(protectedPage: protectedA, unprotected: unprotectedA, threshold: 4096, localPath: .pieces(upTo: Int.max)))
+        b.initialize(to: EndpointCore(protectedPage: protectedB, unprotected: unprotectedB, threshold: 4096, localPath: .pieces(upTo: Int.max)))
         let cells = ringData / RingLayout.cellSize
         func peer(out: UnsafeMutableRawPointer, inbound: UnsafeMutableRawPointer, prot: UnsafeMutableRawPointer,
                   unprot: UnsafeMutableRawPointer, id: UInt16) -> Peer {

@@ -86,7 +86,11 @@ int cmx_reopen_readonly(int fd);
 /// process_vm_readv(2): copies from `pid`'s memory into ours, one copy, no bounce buffer.
 ssize_t cmx_pull(pid_t pid, const struct iovec *local, unsigned long nlocal,
                  const struct iovec *remote, unsigned long nremote);
-/// Lets any process of our uid read our memory with cross-memory attach (Yama ptrace_scope 1).
+/// process_vm_writev(2): copies from our memory into `pid`'s (a split message's sender half).
+ssize_t cmx_push(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                 const struct iovec *remote, unsigned long nremote);
+/// Lets any process of our uid read and write our memory with cross-memory attach (Yama
+/// ptrace_scope 1).
 int cmx_allow_pull_from_any(void);
 
 // MARK: processes

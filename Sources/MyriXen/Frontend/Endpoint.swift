@@ -57,9 +57,13 @@ public final class MXEndpoint {
             closeDescriptor(wireSocket)
             throw MXError(.badParameter, "the rendezvous threshold must be >= 0, not \(options.rendezvousThreshold)")
         }
-        guard options.localCopyLimit >= 0 else {
+        if let v = getenv(MXDefaults.localPathEnvironment), MXLocalPath(parsing: String(cString: v)) == nil {
             closeDescriptor(wireSocket)
-            throw MXError(.badParameter, "the local copy limit must be >= 0 (\(MXDefaults.copyLimitEnvironment), bytes), not \(options.localCopyLimit)")
+            throw MXError(.badParameter, "\(MXDefaults.localPathEnvironment) must be \(MXLocalPath.valuesInWords), not '\(String(cString: v))'")
+        }
+        if case .pieces(let n) = options.localPath, n < 0 {
+            closeDescriptor(wireSocket)
+            throw MXError(.badParameter, "the local path's copy limit must be >= 0 bytes, not \(n)")
         }
         self.connection = connection
         board = Int(opened.board)
@@ -83,7 +87,7 @@ public final class MXEndpoint {
         core = .allocate(capacity: 1)
         core.initialize(to: EndpointCore(protectedPage: maps[0].pointer, unprotected: maps[1].pointer,
                                          threshold: options.rendezvousThreshold,
-                                         localCopyLimit: options.localCopyLimit))
+                                         localPath: options.localPath))
         core.pointee.wire.fd = wireSocket
         core.pointee.wire.frameLimit = Int(opened.wireFrameLimit)
         _ = cmx_allow_pull_from_any()
@@ -912,6 +916,18 @@ public final class MXEndpoint {
     public func counter(_ c: MXCounter) -> UInt64 {
         guard !hot.pointee.closed else { return 0 }
         return cmx_load_relaxed_u64(core.pointee.unprotected + c.offset)
+    }
+
+    /// How rendezvous messages of about `length` bytes from `peer` (of this host) come now, as
+    /// this receiver measured them (`MXLocalPath.measured`): the way it chose, and what each way
+    /// cost, in nanoseconds per KiB (nil: not measured yet). Nil for a peer of another host.
+    public func localPathEstimate(from peer: MXEndpointAddress, length: Int) -> MXLocalPathEstimate? {
+        guard !hot.pointee.closed, peer.peerIndex >= 0, peer.peerIndex < core.pointee.peerCount,
+              core.pointee.peers[Int(peer.peerIndex)].transport.isRing else { return nil }
+        let e = core.pointee.peers[Int(peer.peerIndex)].paths.estimate(length: length)
+        func known(_ v: Float) -> Double? { v == 0 ? nil : Double(v) }
+        let way: MXLocalPath = switch e.best { case .pull: .pull; case .split: .split; case .pieces: .pieces(upTo: Int.max) }
+        return MXLocalPathEstimate(chosen: way, pull: known(e.pull), split: known(e.split), pieces: known(e.pieces))
     }
 
     /// Messages waiting in the unexpected queue.

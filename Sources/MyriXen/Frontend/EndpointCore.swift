@@ -26,6 +26,8 @@ struct Peer {
     /// The pair's rings (a peer of this host), or a wire link (another host). A peer of
     /// another host has no rings: `out` and `inbound` are placeholders never written.
     var transport: PeerTransport = .ring
+    /// Which way rendezvous messages from this peer of our host come fastest, as measured.
+    var paths = LocalPathChooser()
 }
 
 extension MXCounter {
@@ -44,7 +46,7 @@ enum RequestFlag {
     static let posted: UInt8 = 8
     static let rendezvous: UInt8 = 16
     static let awaitingNotify: UInt8 = 32
-    /// A receive pulling a rendezvous message over the wire, piece by piece.
+    /// A receive whose transfer needs its sender: pieces (ring or wire), a split, a stream.
     static let pulling: UInt8 = 64
     /// A posted receive from any sender that fails if a peer's host is declared lost while it
     /// waits (`MXSender.anyPeer`); a receive bound to one peer (`MXSender.peer`) has its `peer`
@@ -89,6 +91,14 @@ struct RequestSlot {
     /// A receive an eager message streams into (`EndpointCore.streamEager`) from a
     /// synchronous send: the sender waits for a notify.
     var streamSync = false
+    /// A receive timed for the choice of its local way (`LocalPathChooser`): when it began
+    /// (0: not timed), on which way, and the endpoint's transfer starts and pull time then.
+    var pullStart: UInt64 = 0
+    var pullCMA: UInt64 = 0
+    var pullStarts: UInt32 = 0
+    var pullPath: UInt8 = 0
+    /// A split receive whose own half failed (errno): it fails once the sender's half is in.
+    var splitError: Int32 = 0
 }
 
 struct UnexpectedSlot {
@@ -147,17 +157,16 @@ struct EndpointCore {
     var wire = WireState()
     /// Rendezvous messages moved by copy, in pieces (EndpointPull.swift).
     var pulls = PullState()
-    /// Largest rendezvous message between endpoints of this host moved by copy through the
-    /// pair ring; larger ones are pulled by cross-memory attach (`MXEndpointOptions.localCopyLimit`).
-    let localCopyLimit: Int
+    /// How rendezvous messages between endpoints of this host move (`MXEndpointOptions.localPath`).
+    let localPath: MXLocalPath
 
     static let recordsPerPeerPerRound = 32
 
-    init(protectedPage: UnsafeRawPointer, unprotected: UnsafeMutableRawPointer, threshold: Int, localCopyLimit: Int) {
+    init(protectedPage: UnsafeRawPointer, unprotected: UnsafeMutableRawPointer, threshold: Int, localPath: MXLocalPath) {
         self.protectedPage = protectedPage
         self.unprotected = unprotected
         self.threshold = threshold
-        self.localCopyLimit = localCopyLimit
+        self.localPath = localPath
         myPID = getpid()
         peerCapacity = Int32(MXLimits.maxPeers)
         peers = .allocate(capacity: MXLimits.maxPeers)
@@ -235,6 +244,7 @@ struct EndpointCore {
             s.pointee.flags &= ~RequestFlag.posted
         }
         if s.pointee.flags & RequestFlag.backlogged != 0 { unlinkBacklog(r) }
+        clearPulling(s)
         stopServing(r)
         unpinRegion(r)
         s.pointee.failed = true
@@ -670,6 +680,8 @@ struct EndpointCore {
             completeSend(token: token, flags: flags, transferred: length)
         case RecordKind.pullRequest.rawValue:
             servePull(p, cell, length: length)
+        case RecordKind.pushRequest.rawValue:
+            servePush(p, cell, length: length)
         case RecordKind.pullReply.rawValue:
             receivePiece(p, cell, length: length)
         default:
@@ -706,19 +718,29 @@ struct EndpointCore {
         complete(r)
     }
 
-    /// A rendezvous message matched receive `r`: asks for it by copy (EndpointPull.swift), or
-    /// copies it straight out of the sender's registered region into the receive buffer (one
-    /// copy, via cross-memory attach), then notifies.
+    /// A rendezvous message matched receive `r`. From a peer of another host it comes by copy
+    /// in pieces (EndpointPull.swift); from one in this very process it is copied directly;
+    /// from another process of this host it takes the way `localPathChoice` says
+    /// (LocalPaths.swift): pieces through the ring, a pull of it all by cross-memory attach,
+    /// or a split of the copy with the sender. Then the sender is notified.
     mutating func pull(_ r: Int32, from p: Int32, region: UInt32, generation: UInt32, offset: UInt64,
                        length: Int, token: UInt64) {
         let s = requests[r]
         let peer = peers + Int(p)
-        // Over the wire, and on this host when both sides run at once, the data comes by copy
-        // in pieces; a peer in this very process is read directly.
-        if !peer.pointee.transport.isRing
-            || (length <= localCopyLimit && !peer.pointee.isSelf && peer.pointee.pid != myPID) {
-            requestPull(r, from: p, region: region, generation: generation, offset: offset, length: length, token: token)
-            return
+        let want = min(length, s.pointee.length)
+        let local = peer.pointee.isSelf || peer.pointee.pid == myPID
+        var way = (path: LocalPathChoice.pull, timed: false)
+        if !peer.pointee.transport.isRing {
+            return requestPull(r, from: p, region: region, generation: generation, offset: offset, length: length, token: token)
+        }
+        if !local && want > 0 {
+            way = localPathChoice(p, length: length, want: want, contiguous: s.pointee.segments == nil)
+            if way.path == .pieces {
+                let alone = pulls.active == 0
+                requestPull(r, from: p, region: region, generation: generation, offset: offset, length: length, token: token)
+                if way.timed && s.pointee.flags & RequestFlag.pulling != 0 { startTiming(s, .pieces, alone: alone) }
+                return
+            }
         }
         guard let remote = RegionTable.resolve(page: peer.pointee.peerProtected, id: region, generation: generation,
                                                offset: offset, length: UInt64(length)) else {
@@ -727,14 +749,26 @@ struct EndpointCore {
             fail(r, MXError(.pullRefused, "the sender's message of \(length) bytes is not inside its region \(region); pull refused"))
             return
         }
-        let want = min(length, s.pointee.length)
+        if way.path == .split && requestSplit(r, from: p, region: region, generation: generation, offset: offset,
+                                              remote: remote, want: want, token: token, timed: way.timed) {
+            return
+        }
         var done = 0
         if want > 0 {
-            if peer.pointee.isSelf || peer.pointee.pid == myPID {
+            if local {
                 let src = UnsafeRawPointer(bitPattern: UInt(remote))!
                 done = scatter(s, from: src, count: want)
             } else {
+                // Timed when the chooser asks, and whenever a timed transfer that needs its
+                // sender is under way (the time this pull takes is not that one's).
+                let clock = way.timed || pulls.active > 0
+                let start = clock ? monotonicNanoseconds() : 0
                 done = pullRemote(s, pid: peer.pointee.pid, remote: remote, count: want)
+                if clock {
+                    let took = monotonicNanoseconds() &- start
+                    pulls.cmaNanos &+= took
+                    if way.timed && done == want { peer.pointee.paths.record(length: want, path: .pull, nanoseconds: took) }
+                }
             }
         }
         guard done == want else {

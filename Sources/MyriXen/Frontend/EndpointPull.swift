@@ -37,17 +37,24 @@ struct PendingPull {
 struct PullState {
     var outgoing: [OutgoingPull] = []
     var pending: [PendingPull] = []
-    /// Refusals of pulls (peer, receiver's request) that wait for room.
-    var refusals: [(peer: Int32, receiver: UInt64)] = []
+    /// Replies without data (refusals, a split's `pushed`) that wait for room: the peer, the
+    /// receiver's request, the flags and the count the reply carries (bytes written, in its
+    /// match info: a reply's length is the data it holds inline, none).
+    var replies: [(peer: Int32, receiver: UInt64, flags: UInt8, length: Int)] = []
+    /// Receives whose transfer needs their sender, under way now; how many ever began; and the
+    /// time spent in timed pulls (LocalPaths.swift: a sample taken while others ran is not fair).
+    var active: Int32 = 0
+    var started: UInt32 = 0
+    var cmaNanos: UInt64 = 0
 
-    /// Pull requests or refusals waiting for room.
-    var hasPending: Bool { !pending.isEmpty || !refusals.isEmpty }
+    /// Pull requests or replies waiting for room.
+    var hasPending: Bool { !pending.isEmpty || !replies.isEmpty }
 
     /// Forgets everything toward peer `p` (gone).
     mutating func drop(peer p: Int32) {
         outgoing.removeAll { $0.peer == p }
         pending.removeAll { $0.peer == p }
-        refusals.removeAll { $0.peer == p }
+        replies.removeAll { $0.peer == p }
     }
 }
 
@@ -76,7 +83,7 @@ extension EndpointCore {
         s.pointee.pullWant = min(length, s.pointee.length)
         s.pointee.transferred = 0
         guard s.pointee.pullWant > 0 else { return pulled(r, from: p, token: token) }
-        s.pointee.flags |= RequestFlag.pulling
+        markPulling(s)
         let pending = PendingPull(request: r, generation: s.pointee.generation, peer: p, region: region,
                                   regionGeneration: generation, offset: offset)
         if !writePullRequest(pending) { pulls.pending.append(pending) }
@@ -95,10 +102,10 @@ extension EndpointCore {
     /// Pull requests (and refusals) that waited for window room: each goes once its own
     /// peer's window has room (a full window toward one peer holds up no other).
     mutating func flushPendingPulls() -> Bool {
-        let before = pulls.refusals.count + pulls.pending.count
-        var refusals = pulls.refusals
-        refusals.removeAll { q in !peers[Int(q.peer)].alive || writeRefusal(q.peer, q.receiver) }
-        pulls.refusals = refusals
+        let before = pulls.replies.count + pulls.pending.count
+        var replies = pulls.replies
+        replies.removeAll { q in !peers[Int(q.peer)].alive || writeReply(q.peer, q.receiver, flags: q.flags, length: q.length) }
+        pulls.replies = replies
         var pending = pulls.pending
         pending.removeAll { q in
             let s = requests[q.request]
@@ -107,13 +114,29 @@ extension EndpointCore {
             return writePullRequest(q)
         }
         pulls.pending = pending
-        return pulls.refusals.count + pulls.pending.count < before
+        return pulls.replies.count + pulls.pending.count < before
     }
 
     /// Sender: the receiver asks for the data. The region is checked against our own table
     /// (a pull serves only what lies inside the region), then the pieces go out as the
     /// transport has room.
     mutating func servePull(_ p: Int32, _ cell: UnsafeMutableRawPointer, length want: Int) {
+        let receiver = Record.matchInfo(cell)
+        guard let (r, source) = servedSend(p, cell, want: want) else { return }
+        guard !pulls.outgoing.contains(where: { $0.request == r }) else {
+            count(.refusedPulls)
+            return reply(p, receiver, flags: RecordFlags.refused, length: 0)
+        }
+        pulls.outgoing.append(OutgoingPull(peer: p, request: r, source: source, length: want, sent: 0, receiverHandle: receiver))
+        _ = pumpPulls()
+    }
+
+    /// Sender: the send a pull or push request names, and where its first `want` bytes are.
+    /// The request must name one of our pending rendezvous sends to that peer, and its own
+    /// region as its rendezvous named it: the peer chooses nothing but the length, and only
+    /// what lies inside the region is served. Nil: refused (and answered so); asking outside
+    /// the region also fails the send.
+    mutating func servedSend(_ p: Int32, _ cell: UnsafeMutableRawPointer, want: Int) -> (Int32, UnsafeRawPointer)? {
         let token = Record.aux(cell)
         let receiver = Record.matchInfo(cell)
         let asked = Record.region(cell)
@@ -121,13 +144,11 @@ extension EndpointCore {
         let s: UnsafeMutablePointer<RequestSlot>? = r >= 0 && Int(r) < requests.count ? requests[r] : nil
         guard let s, s.pointee.generation == UInt32(truncatingIfNeeded: token >> 32),
               s.pointee.state == RequestState.pending, s.pointee.peer == p,
-              s.pointee.flags & (RequestFlag.awaitingNotify | RequestFlag.rendezvous) == RequestFlag.awaitingNotify | RequestFlag.rendezvous,
-              !pulls.outgoing.contains(where: { $0.request == r }) else {
+              s.pointee.flags & (RequestFlag.awaitingNotify | RequestFlag.rendezvous) == RequestFlag.awaitingNotify | RequestFlag.rendezvous else {
             count(.refusedPulls)
-            return refusePull(p, receiver)
+            reply(p, receiver, flags: RecordFlags.refused, length: 0)
+            return nil
         }
-        // The send's own region, as its rendezvous named it: the peer chooses nothing but the
-        // length, and only what lies inside the region is served.
         guard want <= s.pointee.length, s.pointee.regionID >= 0,
               asked.id == UInt32(s.pointee.regionID), asked.generation == s.pointee.regionGeneration,
               asked.offset == s.pointee.regionOffset,
@@ -135,23 +156,23 @@ extension EndpointCore {
                                                 generation: s.pointee.regionGeneration,
                                                 offset: s.pointee.regionOffset, length: UInt64(want)) else {
             count(.refusedPulls)
-            refusePull(p, receiver)
+            reply(p, receiver, flags: RecordFlags.refused, length: 0)
             s.pointee.flags &= ~RequestFlag.awaitingNotify
             unpinRegion(r)
-            return fail(r, MXError(.pullRefused, "the receiver asked for \(want) bytes outside the message's region; pull refused"))
+            fail(r, MXError(.pullRefused, "the receiver asked for \(want) bytes outside the message's region; pull refused"))
+            return nil
         }
-        pulls.outgoing.append(OutgoingPull(peer: p, request: r, source: UnsafeRawPointer(bitPattern: UInt(address))!,
-                                               length: want, sent: 0, receiverHandle: receiver))
-        _ = pumpPulls()
+        return (r, UnsafeRawPointer(bitPattern: UInt(address))!)
     }
 
-    mutating func refusePull(_ p: Int32, _ receiver: UInt64) {
-        if !writeRefusal(p, receiver) { pulls.refusals.append((p, receiver)) }
+    /// A reply without data to the receiver's request `receiver`: now, or once there is room.
+    mutating func reply(_ p: Int32, _ receiver: UInt64, flags: UInt8, length: Int) {
+        if !writeReply(p, receiver, flags: flags, length: length) { pulls.replies.append((p, receiver, flags, length)) }
     }
 
-    mutating func writeRefusal(_ p: Int32, _ receiver: UInt64) -> Bool {
+    mutating func writeReply(_ p: Int32, _ receiver: UInt64, flags: UInt8, length: Int) -> Bool {
         guard let cell = reserveRecord(Int(p), payload: 0) else { return false }
-        Record.write(cell, kind: .pullReply, flags: RecordFlags.refused, length: 0, aux: receiver)
+        Record.write(cell, kind: .pullReply, flags: flags, length: 0, matchInfo: UInt64(length), aux: receiver)
         publishRecord(Int(p), cell)
         return true
     }
@@ -204,7 +225,8 @@ extension EndpointCore {
         Record.write(cell, kind: .pullReply, length: piece, matchInfo: UInt64(op.sent), aux: op.receiverHandle)
     }
 
-    /// Receiver: a piece of the message (in order: the link delivers in sequence).
+    /// Receiver: a piece of the message (in order: the link delivers in sequence), a refusal,
+    /// or the sender's word that its half of a split message is written.
     mutating func receivePiece(_ p: Int32, _ cell: UnsafeMutableRawPointer, length: Int) {
         let handle = Record.aux(cell)
         let r = Int32(bitPattern: UInt32(truncatingIfNeeded: handle))
@@ -212,8 +234,11 @@ extension EndpointCore {
         let s = requests[r]
         guard s.pointee.generation == UInt32(truncatingIfNeeded: handle >> 32), s.pointee.state == RequestState.pending,
               s.pointee.flags & RequestFlag.pulling != 0, s.pointee.peer == p else { count(.drops); return }
+        if Record.flags(cell) & RecordFlags.pushed != 0 {
+            return receivePushed(r, from: p, flags: Record.flags(cell), length: Int(truncatingIfNeeded: Record.matchInfo(cell)))
+        }
         if Record.flags(cell) & RecordFlags.refused != 0 {
-            s.pointee.flags &= ~RequestFlag.pulling
+            clearPulling(s)
             count(.refusedPulls)
             return fail(r, MXError(.pullRefused, "the sender refused the pull of its \(s.pointee.messageLength)-byte message"))
         }
@@ -225,7 +250,8 @@ extension EndpointCore {
         scatter(s, from: Record.payload(cell), count: length, at: offset)
         s.pointee.transferred += length
         if s.pointee.transferred == s.pointee.pullWant {
-            s.pointee.flags &= ~RequestFlag.pulling
+            clearPulling(s)
+            stopTiming(s, peer: p)
             pulled(r, from: p, token: s.pointee.pullToken)
         }
     }

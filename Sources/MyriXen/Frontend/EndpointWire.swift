@@ -70,7 +70,7 @@ extension EndpointCore {
             func waits(_ p: Int32) -> Bool { peers[Int(p)].alive && !peers[Int(p)].transport.isRing }
             if pulls.outgoing.contains(where: { waits($0.peer) }) { return true }
             if pulls.pending.contains(where: { waits($0.peer) }) { return true }
-            if pulls.refusals.contains(where: { waits($0.peer) }) { return true }
+            if pulls.replies.contains(where: { waits($0.peer) }) { return true }
             return pendingNotifies.contains { peers[Int($0.peer)].alive && !peers[Int($0.peer)].transport.isRing }
         }
     }
@@ -193,7 +193,7 @@ extension EndpointCore {
               let r = engine.arrive(matchInfo: Record.matchInfo(cell)) else { return false }
         matched(r, from: p, matchInfo: Record.matchInfo(cell), length: length)
         let s = requests[r]
-        s.pointee.flags |= RequestFlag.pulling
+        markPulling(s)
         s.pointee.pullWant = 0
         s.pointee.pullToken = Record.aux(cell)
         s.pointee.transferred = 0
@@ -218,7 +218,7 @@ extension EndpointCore {
         if fits > 0 { scatter(s, from: data, count: fits, at: offset) }
         s.pointee.transferred = offset + bytes
         guard last else { return }
-        s.pointee.flags &= ~RequestFlag.pulling
+        clearPulling(s)
         s.pointee.transferred = min(s.pointee.messageLength, s.pointee.length)
         if s.pointee.streamSync { notify(p, token: s.pointee.pullToken, flags: 0, transferred: s.pointee.transferred) }
         count(.messagesReceived)

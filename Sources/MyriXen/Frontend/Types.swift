@@ -66,6 +66,71 @@ public struct MXStatus: Sendable, Equatable {
     public var isTruncated: Bool { transferredLength < messageLength }
 }
 
+/// The ways a rendezvous message between two endpoints of one host can move once it matched.
+/// Which is fastest depends on the machine (how fast its cross-memory attach is against
+/// memcpy, what a cache line costs between the two cores), so by default the receiver
+/// measures them and takes the fastest, per peer and size (docs/myrixen.md).
+public enum MXLocalPath: Sendable, Equatable, CustomStringConvertible {
+    /// Per peer and size class, the way that measured fastest lately; the others are tried
+    /// again now and then.
+    case measured
+    /// The receiver pulls it all by cross-memory attach, alone: one copy, one CPU.
+    case pull
+    /// The receiver pulls the front half while the sender writes the back half straight into
+    /// the receive buffer: one copy, shared by two CPUs.
+    case split
+    /// The sender copies pieces into the pair ring while the receiver copies the one before
+    /// out, for messages up to `upTo` bytes (larger ones are pulled): two copies, overlapped.
+    case pieces(upTo: Int)
+
+    /// `measured`, `pull`, `split`, `pieces` (every size) or `pieces:BYTES`.
+    public init?(parsing text: String) {
+        switch text {
+        case "measured": self = .measured
+        case "pull": self = .pull
+        case "split": self = .split
+        case "pieces": self = .pieces(upTo: Int.max)
+        default:
+            guard text.hasPrefix("pieces:"), let n = Int(text.dropFirst(7)), n >= 0 else { return nil }
+            self = .pieces(upTo: n)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .measured: "measured"
+        case .pull: "pull"
+        case .split: "split"
+        case .pieces(let n): n == Int.max ? "pieces" : "pieces:\(n)"
+        }
+    }
+
+    /// What the values of `MYRIXEN_LOCAL_PATH` may be.
+    public static let valuesInWords = "measured, pull, split, pieces or pieces:BYTES"
+
+    /// `MYRIXEN_LOCAL_PATH`, when set to a valid value (an invalid one fails the endpoint's open).
+    public static var environment: MXLocalPath? {
+        guard let v = getenv(MXDefaults.localPathEnvironment) else { return nil }
+        return MXLocalPath(parsing: String(cString: v))
+    }
+
+    /// Measured when the ranks of this host each have a CPU; pulled when they share CPUs (the
+    /// split and the pieces need both sides running at once: on shared CPUs they take turns,
+    /// with a switch per piece).
+    public static var defaultForThisHost: MXLocalPath {
+        MXEndpointOptions.isOversubscribed || MXEndpointOptions.hostCPUs < 2 ? .pull : .measured
+    }
+}
+
+/// What a receiver measured of the ways messages of one size class come from one peer
+/// (`MXEndpoint.localPathEstimate`): nanoseconds per KiB, nil where not measured yet.
+public struct MXLocalPathEstimate: Sendable, Equatable {
+    public var chosen: MXLocalPath
+    public var pull: Double?
+    public var split: Double?
+    public var pieces: Double?
+}
+
 /// Options of an endpoint.
 public struct MXEndpointOptions: Sendable {
     /// Largest message sent eagerly between endpoints of this host (MX: 4 KiB).
@@ -77,14 +142,11 @@ public struct MXEndpointOptions: Sendable {
     /// How long a waiter polls (yielding between polls, so oversubscribed ranks still run)
     /// before it sleeps on its event channel and costs no CPU.
     public var sleepAfterMicroseconds: Int = 1000
-    /// Largest rendezvous message between endpoints of this host moved by copy, in pieces
-    /// through the pair ring (the sender copies one in while the receiver copies the one
-    /// before out); larger ones are pulled by cross-memory attach, one copy by the receiver
-    /// alone. By default every size when the ranks of this host each have a CPU (both sides
-    /// copy at once), none when they share CPUs (the two copies would take turns, with a
-    /// switch per ring's worth); `MYRIXEN_COPY_LIMIT` (bytes) overrides.
-    public var localCopyLimit: Int = getenvInt(MXDefaults.copyLimitEnvironment)
-        ?? (MXEndpointOptions.isOversubscribed || MXEndpointOptions.hostCPUs < 2 ? 0 : Int.max)
+    /// How rendezvous messages between endpoints of this host move (`MXLocalPath`): by
+    /// default measured per peer and size when the ranks of this host each have a CPU, pulled
+    /// alone by the receiver when they share CPUs (the other ways need both sides running at
+    /// once); `MYRIXEN_LOCAL_PATH` overrides.
+    public var localPath: MXLocalPath = MXLocalPath.environment ?? .defaultForThisHost
 
     /// Whether the process manager placed more ranks on this host (`MPI_LOCALNRANKS`, set by
     /// swiftrun and by hydra) than there are CPUs for them: the ones swiftrun says the job may

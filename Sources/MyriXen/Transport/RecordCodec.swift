@@ -24,6 +24,19 @@ enum Record {
         Shm.store(cell, RecordLayout.rndvOffsetOffset, offset)
     }
 
+    /// The push fields of a push request: where the sender's part starts, where it goes.
+    @inline(__always) @usableFromInline
+    static func writePush(_ cell: UnsafeMutableRawPointer, from: Int, into address: UInt64) {
+        Shm.store(cell, RecordLayout.pushFromOffset, UInt64(from))
+        Shm.store(cell, RecordLayout.pushAddressOffset, address)
+    }
+
+    @inline(__always) @usableFromInline
+    static func push(_ cell: UnsafeRawPointer) -> (from: UInt64, into: UInt64) {
+        (Shm.load(cell, RecordLayout.pushFromOffset, as: UInt64.self),
+         Shm.load(cell, RecordLayout.pushAddressOffset, as: UInt64.self))
+    }
+
     /// Where a record's inline data starts.
     @inline(__always) @usableFromInline
     static func payload(_ cell: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer { cell + RecordLayout.headerSize }

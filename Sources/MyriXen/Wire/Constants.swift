@@ -59,9 +59,8 @@ public enum MXDefaults {
     public static let backendPathEnvironment = "MYRBACK_PATH"
     /// Environment variable overriding the local rendezvous threshold (bytes).
     public static let thresholdEnvironment = "MYRIXEN_RNDV_THRESHOLD"
-    /// Environment variable overriding the largest rendezvous message of one host moved by
-    /// copy through the pair ring (bytes; larger ones are pulled by cross-memory attach).
-    public static let copyLimitEnvironment = "MYRIXEN_COPY_LIMIT"
+    /// Environment variable choosing how rendezvous messages of one host move (`MXLocalPath`).
+    public static let localPathEnvironment = "MYRIXEN_LOCAL_PATH"
     /// Environment variable overriding a pair ring's size (KiB).
     public static let ringSizeEnvironment = "MYRIXEN_RING_KB"
     /// Environment variable in which swiftrun tells its ranks how many CPUs the job may use on

@@ -41,6 +41,11 @@ public enum RecordLayout {
     public static let rndvGenerationOffset = 36
     public static let rndvOffsetOffset = 40
     public static let rndvPayloadSize = 16
+    /// Push request payload, after the rendezvous fields: where the sender's half starts in
+    /// the message, and the receiver's address it is to be written to.
+    public static let pushFromOffset = 48
+    public static let pushAddressOffset = 56
+    public static let pushPayloadSize = 32
 }
 
 /// What a record carries.
@@ -62,6 +67,11 @@ public enum RecordKind: UInt8, Sendable {
     /// match info = offset in the message, length = bytes here; `refused` flag when the sender
     /// refused the pull).
     case pullReply = 6
+    /// Receiver to sender, between endpoints of one host: write bytes `push from`..`length` of
+    /// your rendezvous message into my memory at `push address` (aux = the sender's token, match info = the receiver's request, then the
+    /// rendezvous and push fields); the receiver reads the front itself meanwhile. The answer
+    /// is a `pullReply` with the `pushed` flag.
+    case pushRequest = 7
 }
 
 public enum RecordFlags {
@@ -69,6 +79,8 @@ public enum RecordFlags {
     public static let sync: UInt8 = 1
     /// Notify: the pull was refused (out of the named region) or failed.
     public static let refused: UInt8 = 2
+    /// Pull reply: the sender wrote its part of a split message (match info = bytes written).
+    public static let pushed: UInt8 = 4
 }
 
 /// The endpoint's protected part: written by the backend only, mapped read-only by the owner
@@ -114,6 +126,9 @@ public enum MXCounter: Int, CaseIterable, Sendable {
     /// System calls that sent frames, and receives that got them: fewer than the frames when
     /// they go in batches and arrive coalesced.
     case frameSends, frameReceives
+    /// Rendezvous messages this receiver split with their sender, and halves this sender
+    /// wrote into its receivers' memory (`MXLocalPath.split`).
+    case splitPulls, splitPushes
 
     public var name: String {
         switch self {
@@ -132,6 +147,8 @@ public enum MXCounter: Int, CaseIterable, Sendable {
         case .resentFrames: "wire frames resent"
         case .frameSends: "wire sends (system calls)"
         case .frameReceives: "wire receives (system calls)"
+        case .splitPulls: "split pulls"
+        case .splitPushes: "split pushes"
         }
     }
 
