@@ -221,6 +221,42 @@ final class CoreProtocolTests: XCTestCase {
         XCTAssertNotNil(b.pointee.senderGone(.anyPeer, since: b.pointee.hostLosses &- 1), "a probe waiting across the loss fails")
     }
 
+    /// A push request (the receiver's half of a split) makes the sender write into the
+    /// receiver's memory: it is served only for a pending rendezvous send of ours to that
+    /// peer, and never toward a peer in this very process (nothing to split there). Each
+    /// refusal is counted and answered, and the send it named goes on.
+    func testAPushRequestIsRefusedUnlessItNamesOurSendToAPeerOfAnotherProcess() throws {
+        let big = UnsafeMutableRawBufferPointer.allocate(byteCount: 20_000, alignment: 64)
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 20_000, alignment: 64)
+        defer { big.deallocate(); out.deallocate() }
+        let s = send(UnsafeRawBufferPointer(big), tag: 9)
+        let token = Record.token(s, a.pointee.requests[s].pointee.generation)
+        func push(aux: UInt64) {
+            guard let cell = b.pointee.peers[0].out.reserve(payload: RecordLayout.pushPayloadSize) else { return XCTFail("no room") }
+            Record.write(cell, kind: .pushRequest, length: 20_000, matchInfo: 0x1234, aux: aux)
+            Record.writeRegion(cell, region: 0, generation: a.pointee.requests[s].pointee.regionGeneration, offset: 0)
+            Record.writePush(cell, from: 8192, into: UInt64(UInt(bitPattern: out.baseAddress!)) + 8192)
+            b.pointee.peers[0].out.publish(cell)
+            _ = a.pointee.progress()
+        }
+        func refused() -> UInt64 { a.pointee.unprotected.load(fromByteOffset: MXCounter.refusedPulls.offset, as: UInt64.self) }
+        push(aux: token &+ (1 << 32))  // a stale generation
+        XCTAssertEqual(refused(), 1)
+        push(aux: token)               // our send, but the peer is in this process
+        XCTAssertEqual(refused(), 2)
+        XCTAssertEqual(a.pointee.unprotected.load(fromByteOffset: MXCounter.splitPushes.offset, as: UInt64.self), 0)
+        XCTAssertFalse(done(a, s), "the send named goes on")
+        // The refusals reach B, which had asked nothing: dropped there.
+        _ = b.pointee.progress()
+        XCTAssertEqual(b.pointee.unprotected.load(fromByteOffset: MXCounter.drops.offset, as: UInt64.self), 2)
+        // And the message still arrives whole.
+        for i in 0..<big.count { big[i] = UInt8(truncatingIfNeeded: i * 3) }
+        let st = try run(until: b, receive(out, tag: 9))
+        XCTAssertEqual(st.transferredLength, 20_000)
+        XCTAssertTrue(out.elementsEqual(big))
+        XCTAssertEqual(try run(until: a, s).transferredLength, 20_000)
+    }
+
     func testAMalformedRecordEndsThePeerNotTheProcess() throws {
         // A writes garbage geometry into its ring toward B.
         guard let cell = a.pointee.peers[0].out.reserve(payload: 8) else { return XCTFail("no room") }
