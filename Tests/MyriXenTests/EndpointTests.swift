@@ -49,6 +49,29 @@ final class EndpointTests: XCTestCase {
     /// Endpoints that name one key share one segment (what the MPI library's intra-host
     /// collectives are built in); another key is other memory; the segment lives until its
     /// last sharer closes; sizes and counts are bounded.
+    /// How local rendezvous move: a word users type (MYRIXEN_LOCAL_PATH) or set, parsed and
+    /// checked at open; a wrong one names the variable and the valid values.
+    func testTheLocalPathIsParsedAndAWrongOneFailsTheOpen() throws {
+        for (text, path) in [("measured", MXLocalPath.measured), ("pull", .pull), ("split", .split),
+                             ("pieces", .pieces(upTo: Int.max)), ("pieces:65536", .pieces(upTo: 65536))] {
+            XCTAssertEqual(MXLocalPath(parsing: text), path)
+            XCTAssertEqual(path.description, text)
+        }
+        for bad in ["", "fast", "pieces:", "pieces:-1", "pieces:1k", "PULL"] { XCTAssertNil(MXLocalPath(parsing: bad), bad) }
+        setenv(MXDefaults.localPathEnvironment, "fast", 1)
+        defer { unsetenv(MXDefaults.localPathEnvironment) }
+        XCTAssertThrowsError(try mx.openEndpoint(key: 0xD)) {
+            XCTAssertEqual(($0 as? MXError)?.code, .badParameter, "\($0)")
+            XCTAssertTrue("\($0)".contains("MYRIXEN_LOCAL_PATH must be measured, pull, split, pieces or pieces:BYTES, not 'fast'"), "\($0)")
+        }
+        unsetenv(MXDefaults.localPathEnvironment)
+        var o = MXEndpointOptions()
+        o.localPath = .pieces(upTo: -1)
+        XCTAssertThrowsError(try mx.openEndpoint(key: 0xD, options: o)) { XCTAssertEqual(($0 as? MXError)?.code, .badParameter, "\($0)") }
+        o.localPath = .split
+        try mx.openEndpoint(key: 0xD, options: o).close()
+    }
+
     func testSharedSegmentsByKey() throws {
         let key: UInt64 = 0x5EED_0001
         let pa = try a.shareSegment(key: key, size: 8192)
