@@ -918,18 +918,6 @@ public final class MXEndpoint {
         return cmx_load_relaxed_u64(core.pointee.unprotected + c.offset)
     }
 
-    /// How rendezvous messages of about `length` bytes from `peer` (of this host) come now, as
-    /// this receiver measured them (`MXLocalPath.measured`): the way it chose, and what each way
-    /// cost, in nanoseconds per KiB (nil: not measured yet). Nil for a peer of another host.
-    public func localPathEstimate(from peer: MXEndpointAddress, length: Int) -> MXLocalPathEstimate? {
-        guard !hot.pointee.closed, peer.peerIndex >= 0, peer.peerIndex < core.pointee.peerCount,
-              core.pointee.peers[Int(peer.peerIndex)].transport.isRing else { return nil }
-        let e = core.pointee.peers[Int(peer.peerIndex)].paths.estimate(length: length)
-        func known(_ v: Float) -> Double? { v == 0 ? nil : Double(v) }
-        let way: MXLocalPath = switch e.best { case .pull: .pull; case .split: .split; case .pieces: .pieces(upTo: Int.max) }
-        return MXLocalPathEstimate(chosen: way, pull: known(e.pull), split: known(e.split), pieces: known(e.pieces))
-    }
-
     /// Messages waiting in the unexpected queue.
     public var unexpectedCount: Int { hot.pointee.closed ? 0 : core.pointee.engine.unexpectedCount }
 }

@@ -40,7 +40,7 @@ struct PullState {
     /// Replies without data (refusals, a split's `pushed`) that wait for room: the peer, the
     /// receiver's request, the flags and the count the reply carries (bytes written, in its
     /// match info: a reply's length is the data it holds inline, none).
-    var replies: [(peer: Int32, receiver: UInt64, flags: UInt8, length: Int)] = []
+    var replies: [(peer: Int32, receiver: UInt64, flags: UInt8, written: Int)] = []
     /// Receives whose transfer needs their sender, under way now; how many ever began; and the
     /// time spent in timed pulls (LocalPaths.swift: a sample taken while others ran is not fair).
     var active: Int32 = 0
@@ -104,7 +104,7 @@ extension EndpointCore {
     mutating func flushPendingPulls() -> Bool {
         let before = pulls.replies.count + pulls.pending.count
         var replies = pulls.replies
-        replies.removeAll { q in !peers[Int(q.peer)].alive || writeReply(q.peer, q.receiver, flags: q.flags, length: q.length) }
+        replies.removeAll { q in !peers[Int(q.peer)].alive || writeReply(q.peer, q.receiver, flags: q.flags, written: q.written) }
         pulls.replies = replies
         var pending = pulls.pending
         pending.removeAll { q in
@@ -125,7 +125,7 @@ extension EndpointCore {
         guard let (r, source) = servedSend(p, cell, want: want) else { return }
         guard !pulls.outgoing.contains(where: { $0.request == r }) else {
             count(.refusedPulls)
-            return reply(p, receiver, flags: RecordFlags.refused, length: 0)
+            return reply(p, receiver, flags: RecordFlags.refused, written: 0)
         }
         pulls.outgoing.append(OutgoingPull(peer: p, request: r, source: source, length: want, sent: 0, receiverHandle: receiver))
         _ = pumpPulls()
@@ -146,7 +146,7 @@ extension EndpointCore {
               s.pointee.state == RequestState.pending, s.pointee.peer == p,
               s.pointee.flags & (RequestFlag.awaitingNotify | RequestFlag.rendezvous) == RequestFlag.awaitingNotify | RequestFlag.rendezvous else {
             count(.refusedPulls)
-            reply(p, receiver, flags: RecordFlags.refused, length: 0)
+            reply(p, receiver, flags: RecordFlags.refused, written: 0)
             return nil
         }
         guard want <= s.pointee.length, s.pointee.regionID >= 0,
@@ -156,7 +156,7 @@ extension EndpointCore {
                                                 generation: s.pointee.regionGeneration,
                                                 offset: s.pointee.regionOffset, length: UInt64(want)) else {
             count(.refusedPulls)
-            reply(p, receiver, flags: RecordFlags.refused, length: 0)
+            reply(p, receiver, flags: RecordFlags.refused, written: 0)
             s.pointee.flags &= ~RequestFlag.awaitingNotify
             unpinRegion(r)
             fail(r, MXError(.pullRefused, "the receiver asked for \(want) bytes outside the message's region; pull refused"))
@@ -166,13 +166,13 @@ extension EndpointCore {
     }
 
     /// A reply without data to the receiver's request `receiver`: now, or once there is room.
-    mutating func reply(_ p: Int32, _ receiver: UInt64, flags: UInt8, length: Int) {
-        if !writeReply(p, receiver, flags: flags, length: length) { pulls.replies.append((p, receiver, flags, length)) }
+    mutating func reply(_ p: Int32, _ receiver: UInt64, flags: UInt8, written: Int) {
+        if !writeReply(p, receiver, flags: flags, written: written) { pulls.replies.append((p, receiver, flags, written)) }
     }
 
-    mutating func writeReply(_ p: Int32, _ receiver: UInt64, flags: UInt8, length: Int) -> Bool {
+    mutating func writeReply(_ p: Int32, _ receiver: UInt64, flags: UInt8, written: Int) -> Bool {
         guard let cell = reserveRecord(Int(p), payload: 0) else { return false }
-        Record.write(cell, kind: .pullReply, flags: flags, length: 0, matchInfo: UInt64(length), aux: receiver)
+        Record.write(cell, kind: .pullReply, flags: flags, length: 0, matchInfo: UInt64(written), aux: receiver)
         publishRecord(Int(p), cell)
         return true
     }
@@ -235,7 +235,7 @@ extension EndpointCore {
         guard s.pointee.generation == UInt32(truncatingIfNeeded: handle >> 32), s.pointee.state == RequestState.pending,
               s.pointee.flags & RequestFlag.pulling != 0, s.pointee.peer == p else { count(.drops); return }
         if Record.flags(cell) & RecordFlags.pushed != 0 {
-            return receivePushed(r, from: p, flags: Record.flags(cell), length: Int(truncatingIfNeeded: Record.matchInfo(cell)))
+            return receivePushed(r, from: p, flags: Record.flags(cell), written: Int(truncatingIfNeeded: Record.matchInfo(cell)))
         }
         if Record.flags(cell) & RecordFlags.refused != 0 {
             clearPulling(s)

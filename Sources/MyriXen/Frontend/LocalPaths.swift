@@ -214,7 +214,7 @@ extension EndpointCore {
     }
 
     /// Receiver: the sender's half is written (or it could not write it).
-    mutating func receivePushed(_ r: Int32, from p: Int32, flags: UInt8, length: Int) {
+    mutating func receivePushed(_ r: Int32, from p: Int32, flags: UInt8, written: Int) {
         let s = requests[r]
         clearPulling(s)
         let front = s.pointee.transferred
@@ -227,7 +227,7 @@ extension EndpointCore {
                                           : "the sender could not write the back half of its \(s.pointee.messageLength)-byte message",
                                    peer: e == ESRCH ? address(ofPeer: p) : nil))
         }
-        guard front + length == s.pointee.pullWant else {
+        guard front + written == s.pointee.pullWant else {
             return peerGone(p, reason: "wrote a back half of a split message that was not asked for")
         }
         stopTiming(s, peer: p)
@@ -243,7 +243,7 @@ extension EndpointCore {
         let (from, into) = Record.push(cell)
         guard peers[Int(p)].transport.isRing, !peers[Int(p)].isSelf, peers[Int(p)].pid != myPID, from <= UInt64(want) else {
             count(.refusedPulls)
-            return reply(p, receiver, flags: RecordFlags.refused, length: 0)
+            return reply(p, receiver, flags: RecordFlags.refused, written: 0)
         }
         guard let (_, source) = servedSend(p, cell, want: want) else { return }
         let n = want - Int(from)
@@ -256,6 +256,6 @@ extension EndpointCore {
             done += k
         }
         if done == n { count(.splitPushes) } else { count(.refusedPulls) }
-        reply(p, receiver, flags: RecordFlags.pushed | (done == n ? 0 : RecordFlags.refused), length: done)
+        reply(p, receiver, flags: RecordFlags.pushed | (done == n ? 0 : RecordFlags.refused), written: done)
     }
 }

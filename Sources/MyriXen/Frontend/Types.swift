@@ -122,15 +122,6 @@ public enum MXLocalPath: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// What a receiver measured of the ways messages of one size class come from one peer
-/// (`MXEndpoint.localPathEstimate`): nanoseconds per KiB, nil where not measured yet.
-public struct MXLocalPathEstimate: Sendable, Equatable {
-    public var chosen: MXLocalPath
-    public var pull: Double?
-    public var split: Double?
-    public var pieces: Double?
-}
-
 /// Options of an endpoint.
 public struct MXEndpointOptions: Sendable {
     /// Largest message sent eagerly between endpoints of this host (MX: 4 KiB).
